@@ -1,0 +1,61 @@
+"""One error hierarchy; the top level of every entry point maps it to an exit status."""
+
+from __future__ import annotations
+
+import os
+
+
+class SdcontainerError(Exception):
+    """Base class. The message is one line meant for a human; no traceback is shown."""
+
+    exit_status = 1
+
+
+class UsageError(SdcontainerError):
+    """Bad command line."""
+
+    exit_status = 2
+
+
+class ConfigError(SdcontainerError):
+    """A `.container` file (or drop-in) is malformed or uses a key we do not support.
+
+    Carries the file and line so the message reads `path:line: message`, the form editors
+    and admins know from compilers.
+    """
+
+    exit_status = 3
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None) -> None:
+        self.message = message
+        self.path = path
+        self.line = line
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        if self.path and self.line:
+            return f"{self.path}:{self.line}: {self.message}"
+        if self.path:
+            return f"{self.path}: {self.message}"
+        return self.message
+
+
+class LaunchError(SdcontainerError):
+    """Setting up or starting the container failed (missing rootfs, mount refused, exec failed)."""
+
+    exit_status = 4
+
+
+class SystemdError(SdcontainerError):
+    """Talking to the service manager failed."""
+
+    exit_status = 5
+
+
+def describe_oserror(error: OSError) -> str:
+    """`OSError` text without Python's `[Errno N]` noise: `mount /x: Permission denied`."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    target = error.filename
+    if target is not None:
+        return f"{target}: {reason}"
+    return reason

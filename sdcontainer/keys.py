@@ -1,0 +1,496 @@
+"""The one table of `[Container]` keys.
+
+Each `Key` says how a value is read from a `.container` file, where it lands in the
+`ContainerSpec`, which launcher/CLI option carries it, and what the man page says about it.
+The parser, the generated unit, the launcher's command line and the man-page cross-check
+all read this table; a key is declared here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sdcontainer.errors import ConfigError, UsageError
+from sdcontainer.spec import BindMount, ContainerSpec, TmpfsMount
+from sdcontainer.unitfile import Entry, UnitFile, parse_boolean, split_words, unquote
+
+
+@dataclass(frozen=True)
+class ParseContext:
+    """`unit_dir` resolves relative paths in a file; `expanded` is true in the launcher,
+    after systemd has expanded specifiers, where paths must be absolute for real."""
+
+    unit_dir: str = "/"
+    expanded: bool = False
+
+
+Parser = Callable[[str, ParseContext], Any]
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    kind: str  # "single" (last wins), "list" (one item per line), "words" (split), "exec"
+    field: str
+    parse: Parser
+    doc: str
+    option: str | None = None  # launcher and `sdcontainer run` option; None: unit-level only
+    metavar: str = "VALUE"
+    service_setting: str | None = None  # the [Service] setting the value becomes, if any
+
+    @property
+    def repeated(self) -> bool:
+        return self.kind in ("list", "words")
+
+
+# --- value parsers ------------------------------------------------------------------------
+
+
+def _path(value: str, ctx: ParseContext, *, relative_ok: bool = False) -> str:
+    if not value:
+        raise ValueError("a path is required")
+    if value.startswith("%") and not ctx.expanded:
+        return value  # a specifier such as %h or %S; systemd makes it absolute
+    if not value.startswith("/"):
+        if relative_ok and not ctx.expanded:
+            return os.path.normpath(os.path.join(ctx.unit_dir, value))
+        raise ValueError(f"{value!r} is not an absolute path")
+    return os.path.normpath(value) if value != "/" else value
+
+
+def parse_abs_path(value: str, ctx: ParseContext) -> str:
+    return _path(value, ctx)
+
+
+def parse_host_path(value: str, ctx: ParseContext) -> str:
+    """A path on the host: relative paths are taken from the unit file's directory."""
+    return _path(value, ctx, relative_ok=True)
+
+
+def parse_string(value: str, ctx: ParseContext) -> str:
+    if not value:
+        raise ValueError("a value is required")
+    return value
+
+
+def parse_bool(value: str, ctx: ParseContext) -> bool:
+    return parse_boolean(value)
+
+
+def parse_env_assignment(value: str, ctx: ParseContext) -> str:
+    name = value.partition("=")[0]
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"{name!r} is not a valid environment variable name")
+    return value
+
+
+def parse_label(value: str, ctx: ParseContext) -> str:
+    if "=" not in value or value.startswith("="):
+        raise ValueError(f"{value!r} is not KEY=VALUE")
+    return value
+
+
+_MOUNT_FLAGS = {"nosuid", "nodev", "noexec", "suid", "dev", "exec", "rbind", "bind"}
+
+
+def parse_volume(value: str, ctx: ParseContext) -> BindMount:
+    parts = value.split(":")
+    if len(parts) == 1:
+        raise ValueError(
+            f"{value!r} has no source; anonymous and named volumes are not supported yet, "
+            "use HOST-PATH:CONTAINER-PATH[:OPTIONS] or Tmpfs="
+        )
+    if len(parts) > 3:
+        raise ValueError(f"{value!r} is not SOURCE:TARGET[:OPTIONS]")
+    source, target = parts[0], parts[1]
+    if not (source.startswith(("/", "./", "../", "%")) or source in (".", "..")):
+        raise ValueError(f"named volume {source!r} is not supported yet; give a host path")
+    readonly = False
+    options: list[str] = []
+    for opt in (parts[2].split(",") if len(parts) == 3 and parts[2] else []):
+        if opt == "ro":
+            readonly = True
+        elif opt == "rw":
+            readonly = False
+        elif opt in ("z", "Z"):
+            continue  # SELinux relabelling: no SELinux policy is applied by sdcontainer
+        elif opt in _MOUNT_FLAGS:
+            options.append(opt)
+        else:
+            raise ValueError(f"unknown volume option {opt!r} (known: ro, rw, {', '.join(sorted(_MOUNT_FLAGS))})")
+    return BindMount(
+        parse_host_path(source, ctx), parse_abs_path(target, ctx), readonly, tuple(options)
+    )
+
+
+def parse_tmpfs(value: str, ctx: ParseContext) -> TmpfsMount:
+    target, _, opts = value.partition(":")
+    options = tuple(o for o in opts.split(",") if o)
+    for opt in options:
+        if not re.fullmatch(r"[a-z_]+(=[A-Za-z0-9%._-]+)?", opt):
+            raise ValueError(f"invalid tmpfs option {opt!r}")
+    return TmpfsMount(parse_abs_path(target, ctx), options)
+
+
+def parse_network(value: str, ctx: ParseContext) -> str:
+    if value in ("none", "host"):
+        return value
+    raise ValueError(
+        f"Network={value} is not supported yet; this version supports Network=none "
+        "(the default: a private network namespace with only loopback) and Network=host"
+    )
+
+
+def parse_signal(value: str, ctx: ParseContext) -> str:
+    name = value.upper()
+    if name.isdigit():
+        number = int(name)
+    else:
+        if not name.startswith("SIG"):
+            name = "SIG" + name
+        if name not in signal.Signals.__members__:
+            raise ValueError(f"{value!r} is not a signal name")
+        return name
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        raise ValueError(f"{value!r} is not a signal number") from None
+
+
+def parse_seconds(value: str, ctx: ParseContext) -> int:
+    if not value.isdigit():
+        raise ValueError(f"{value!r} is not a whole number of seconds")
+    return int(value)
+
+
+def parse_entrypoint(value: str, ctx: ParseContext) -> tuple[str, ...]:
+    """Like podman's --entrypoint: a JSON array, or one program path; empty clears it."""
+    if value.startswith("["):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"invalid JSON array: {error.msg}") from None
+        if not isinstance(parsed, list) or not all(isinstance(w, str) for w in parsed):
+            raise ValueError("the JSON form must be an array of strings")
+        return tuple(parsed)
+    return (value,) if value else ()
+
+
+def parse_hostname(value: str, ctx: ParseContext) -> str:
+    if not ctx.expanded and "%" in value:
+        return value
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})", value):
+        raise ValueError(f"{value!r} is not a valid host name (letters, digits, '-' and '.', at most 63)")
+    return value
+
+
+def parse_name(value: str, ctx: ParseContext) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9%][A-Za-z0-9%@_.:-]*", value):
+        raise ValueError(f"{value!r} is not a valid container name (letters, digits and @_.:-)")
+    return value
+
+
+def parse_capability(value: str, ctx: ParseContext) -> str:
+    name = value.upper()
+    if not name.startswith("CAP_"):
+        name = "CAP_" + name
+    if name != "CAP_ALL" and not re.fullmatch(r"CAP_[A-Z_]+", name):
+        raise ValueError(f"{value!r} is not a capability name")
+    return name
+
+
+# --- the table ----------------------------------------------------------------------------
+
+KEYS: tuple[Key, ...] = (
+    Key("Rootfs", "single", "rootfs", parse_host_path, option="--rootfs", metavar="PATH",
+        doc="A directory tree to run as the container's root file system. It is never written "
+            "to: the container sees an overlay whose upper layer lives in memory and vanishes "
+            "with the container. Exactly one of *Rootfs=* and *Image=* is required."),
+    Key("Image", "single", "image", parse_string, option="--image", metavar="IMAGE",
+        doc="An OCI image reference. Not supported yet: a file that sets it is refused with an "
+            "error saying so; use *Rootfs=*."),
+    Key("Exec", "exec", "exec", parse_string, metavar="COMMAND",
+        doc="The command and its arguments, split and unescaped the way systemd splits "
+            "*ExecStart=*. Appended to *Entrypoint=*. Only the last assignment counts."),
+    Key("Entrypoint", "single", "entrypoint", parse_entrypoint, option="--entrypoint",
+        metavar="PROGRAM|JSON",
+        doc="The program run in front of *Exec=*: one path, or a JSON array of strings. "
+            "An empty value clears it."),
+    Key("Environment", "words", "environment", parse_env_assignment, option="--env",
+        metavar="KEY=VALUE",
+        doc="Environment variables for the container, space-separated, quoted the systemd "
+            "way. A bare _KEY_ passes that variable's value from the unit's environment "
+            "(*Environment=* in *[Service]*). Later assignments override earlier ones and "
+            "*EnvironmentFile=*."),
+    Key("EnvironmentFile", "list", "environment_files", parse_host_path, option="--env-file",
+        metavar="PATH",
+        doc="A file of _KEY=VALUE_ lines (empty lines and lines starting with # are "
+            "skipped) read on the host when the container starts. A relative path is taken "
+            "from the directory of the unit file."),
+    Key("WorkingDir", "single", "working_dir", parse_abs_path, option="--workdir", metavar="PATH",
+        doc="The directory the command starts in, inside the container. Default: /."),
+    Key("User", "single", "user", parse_string, option="--user", metavar="USER",
+        doc="The user the command runs as: a name looked up in the container's own "
+            "/etc/passwd, or a number. Default: root (uid 0)."),
+    Key("Group", "single", "group", parse_string, option="--group", metavar="GROUP",
+        doc="The group: a name from the container's /etc/group, or a number. Requires "
+            "*User=*. Default: the user's group from /etc/passwd."),
+    Key("HostName", "single", "hostname", parse_hostname, option="--hostname", metavar="NAME",
+        doc="The host name inside the container (its own UTS namespace). Default: the "
+            "container name, with characters a host name cannot hold replaced by '-'."),
+    Key("ContainerName", "single", "name", parse_name, option="--name", metavar="NAME",
+        doc="The container's name, shown by *sdcontainer list*. Default: the unit name "
+            "without its suffix (%N)."),
+    Key("Volume", "list", "volumes", parse_volume, option="--volume",
+        metavar="SOURCE:TARGET[:OPTIONS]",
+        doc="Bind-mounts the host path _SOURCE_ at _TARGET_. _OPTIONS_ is a comma-separated "
+            "list of ro, rw (the default), nosuid, nodev, noexec; z and Z are accepted and "
+            "ignored (no SELinux relabelling). A relative _SOURCE_ (./dir) is taken from the "
+            "directory of the unit file. Named volumes are not supported yet."),
+    Key("Tmpfs", "list", "tmpfs", parse_tmpfs, option="--tmpfs", metavar="PATH[:OPTIONS]",
+        doc="Mounts a fresh tmpfs at _PATH_, nosuid, nodev and noexec unless _OPTIONS_ "
+            "(tmpfs mount options such as size=64m,mode=1777, or exec) say otherwise."),
+    Key("ReadOnly", "single", "read_only", parse_bool, option="--read-only", metavar="BOOL",
+        doc="Makes the container's root file system read-only. Default: no."),
+    Key("ReadOnlyTmpfs", "single", "read_only_tmpfs", parse_bool, option="--read-only-tmpfs",
+        metavar="BOOL",
+        doc="With *ReadOnly=yes*, mounts tmpfs on /tmp, /var/tmp and /run so programs still "
+            "have somewhere to write. Default: yes."),
+    Key("Network", "single", "network", parse_network, option="--network", metavar="MODE",
+        doc="*none* (the default): a network namespace of its own with only loopback. "
+            "*host*: the host's network namespace. Other modes are refused for now."),
+    Key("Label", "words", "labels", parse_label, option="--label", metavar="KEY=VALUE",
+        doc="Labels recorded with the running container (see *sdcontainer list*)."),
+    Key("Annotation", "words", "annotations", parse_label, option="--annotation",
+        metavar="KEY=VALUE",
+        doc="Annotations recorded with the running container, like *Label=*."),
+    Key("StopSignal", "single", "stop_signal", parse_signal, metavar="SIGNAL",
+        service_setting="KillSignal",
+        doc="The signal *systemctl stop* sends to the container's init (systemd's "
+            "*KillSignal=*). Default: SIGTERM. A PID 1 ignores signals it has no handler for; "
+            "see STOPPING."),
+    Key("StopTimeout", "single", "stop_timeout", parse_seconds, metavar="SECONDS",
+        service_setting="TimeoutStopSec",
+        doc="Seconds to wait after the stop signal before everything in the container is "
+            "killed with SIGKILL (systemd's *TimeoutStopSec=*). Default: 10."),
+    Key("RunInit", "single", "run_init", parse_bool, option="--init", metavar="BOOL",
+        doc="Runs a minimal init (tini) as the container's PID 1, in front of the command: it "
+            "forwards signals and reaps zombies. Default: no."),
+    Key("NoNewPrivileges", "single", "no_new_privileges", parse_bool,
+        option="--no-new-privileges", metavar="BOOL",
+        doc="Sets no_new_privs, so setuid and file capabilities cannot raise privileges. "
+            "Default: yes (podman's default is no)."),
+    Key("AddCapability", "words", "add_capabilities", parse_capability, option="--cap-add",
+        metavar="CAPABILITY",
+        doc="Capabilities added to the default set (CAP_ prefix optional, any case)."),
+    Key("DropCapability", "words", "drop_capabilities", parse_capability, option="--cap-drop",
+        metavar="CAPABILITY",
+        doc="Capabilities removed from the default set; *all* removes every one."),
+)
+
+KEYS_BY_NAME = {key.name: key for key in KEYS}
+KEYS_BY_OPTION = {key.option: key for key in KEYS if key.option}
+
+# Keys Quadlet accepts in [Container] that sdcontainer does not implement yet: a file using
+# one gets an error saying exactly that, instead of "unknown key".
+QUADLET_ONLY_KEYS = frozenset(
+    """
+    AddDevice AddHost AppArmor AutoUpdate CgroupsMode ContainersConfModule DNS DNSOption
+    DNSSearch EnvironmentHost ExposeHostPort GIDMap GlobalArgs GroupAdd HealthCmd
+    HealthInterval HealthLogDestination HealthMaxLogCount HealthMaxLogSize HealthOnFailure
+    HealthRetries HealthStartPeriod HealthStartupCmd HealthStartupInterval
+    HealthStartupRetries HealthStartupSuccess HealthStartupTimeout HealthTimeout HttpProxy IP
+    IP6 LogDriver LogOpt Mask Memory Mount NetworkAlias Notify PidsLimit Pod PodmanArgs
+    PublishPort Pull ReloadCmd ReloadSignal RemapGid RemapUid RemapUidSize RemapUsers Retry
+    RetryDelay SeccompProfile Secret SecurityLabelDisable SecurityLabelFileType
+    SecurityLabelLevel SecurityLabelNested SecurityLabelType ServiceName ShmSize
+    StartWithPod SubGIDMap SubUIDMap Sysctl Timezone UIDMap Ulimit Unmask UserNS VolatileTmp
+    """.split()
+)
+
+_HINTS = {
+    "Memory": "use MemoryMax= in [Service]",
+    "PidsLimit": "use TasksMax= in [Service]",
+    "Ulimit": "use LimitNOFILE= and the other Limit*= settings in [Service]",
+    "ServiceName": "name the file after the service instead",
+}
+
+
+def _check_key(entry: Entry) -> Key:
+    key = KEYS_BY_NAME.get(entry.key)
+    if key is not None:
+        return key
+    if entry.key in QUADLET_ONLY_KEYS:
+        hint = _HINTS.get(entry.key)
+        raise entry.error(
+            f"key {entry.key}= in [Container] is a Quadlet key that sdcontainer does not support yet"
+            + (f"; {hint}" if hint else "")
+        )
+    raise entry.error(f"unknown key {entry.key}= in [Container]")
+
+
+def _parse_one(key: Key, entry: Entry, value: str, ctx: ParseContext) -> Any:
+    try:
+        return key.parse(value, ctx)
+    except ValueError as error:
+        raise entry.error(f"invalid {key.name}=: {error}") from None
+
+
+def _values_for(key: Key, entries: list[Entry], ctx: ParseContext) -> Any:
+    """Fold the assignments of one key into its spec value, following its kind."""
+    if key.kind in ("single", "exec"):
+        entry = entries[-1]
+        if key.kind == "exec":
+            words = split_words(entry.value, entry)
+            return tuple(words) if words else None
+        value = unquote(entry.value)
+        if value == "" and key.field not in ("entrypoint",):
+            return None
+        return _parse_one(key, entry, value, ctx)
+    items: list[Any] = []
+    for entry in entries:
+        if entry.value == "":
+            items = []  # Key= resets the list, as in systemd
+            continue
+        if key.kind == "words":
+            for word in split_words(entry.value, entry):
+                items.append(_parse_one(key, entry, word, ctx))
+        else:
+            items.append(_parse_one(key, entry, unquote(entry.value), ctx))
+    return tuple(items)
+
+
+def spec_from_unit(unit: UnitFile, section: str = "Container") -> ContainerSpec:
+    """Validate the [Container] section of a parsed unit file into a spec."""
+    ctx = ParseContext(unit_dir=os.path.dirname(os.path.abspath(unit.path)))
+    grouped: dict[str, list[Entry]] = {}
+    for entry in unit.section(section):
+        _check_key(entry)
+        grouped.setdefault(entry.key, []).append(entry)
+    values: dict[str, Any] = {}
+    for name, entries in grouped.items():
+        key = KEYS_BY_NAME[name]
+        value = _values_for(key, entries, ctx)
+        if value is not None:
+            values[key.field] = value
+    spec = ContainerSpec(**values)
+    try:
+        validate(spec)
+    except ValueError as error:
+        entries_for = {k.field: grouped.get(k.name) for k in KEYS}
+        culprit = getattr(error, "field", None)
+        at = (entries_for.get(culprit) or [None])[-1] if culprit else None
+        if at is not None:
+            raise at.error(str(error)) from None
+        raise ConfigError(f"[{section}]: {error}", unit.path) from None
+    return spec
+
+
+class SpecError(ValueError):
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def validate(spec: ContainerSpec) -> None:
+    """Checks that involve more than one key."""
+    if spec.image and spec.rootfs:
+        raise SpecError("Image= and Rootfs= exclude each other; set exactly one", "rootfs")
+    if spec.image:
+        raise SpecError(
+            "Image= is not supported yet (images are planned); use Rootfs= with an unpacked "
+            "root file system",
+            "image",
+        )
+    if not spec.rootfs:
+        raise SpecError("one of Rootfs= or Image= is required")
+    if not spec.command:
+        raise SpecError("no command: set Exec= (and/or Entrypoint=)")
+    if spec.group and not spec.user:
+        raise SpecError("Group= requires User=", "group")
+
+
+# --- spec <-> launcher command line -------------------------------------------------------
+
+
+def _format(key: Key, value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key.field == "entrypoint":
+        return json.dumps(list(value))
+    return str(value)
+
+
+def spec_to_argv(spec: ContainerSpec) -> list[str]:
+    """Options for the launcher, in table order, then `--` and the command. Defaults are
+    left out to keep `systemctl cat` readable."""
+    defaults = ContainerSpec()
+    argv = ["--unit", spec.unit]
+    for key in KEYS:
+        if key.option is None:
+            continue
+        value = getattr(spec, key.field)
+        if value == getattr(defaults, key.field):
+            continue
+        if key.repeated:
+            for item in value:
+                argv += [key.option, _format(key, item)]
+        else:
+            argv += [key.option, _format(key, value)]
+    if spec.exec:
+        argv += ["--", *spec.exec]
+    return argv
+
+
+def spec_from_argv(argv: list[str]) -> ContainerSpec:
+    """The inverse of spec_to_argv, run in the launcher after systemd expanded specifiers."""
+    ctx = ParseContext(expanded=True)
+    values: dict[str, Any] = {}
+    lists: dict[str, list[Any]] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            values["exec"] = tuple(argv[i + 1 :])
+            break
+        option, eq, inline = arg.partition("=")
+        if option == "--unit":
+            key = None
+        else:
+            key = KEYS_BY_OPTION.get(option)
+            if key is None:
+                raise UsageError(f"unknown launcher option {arg!r}")
+        if eq:
+            value = inline
+            i += 1
+        else:
+            if i + 1 >= len(argv):
+                raise UsageError(f"option {option} needs a value")
+            value = argv[i + 1]
+            i += 2
+        if key is None:
+            values["unit"] = value
+            continue
+        try:
+            parsed = key.parse(value, ctx)
+        except ValueError as error:
+            raise UsageError(f"{option} {value!r}: {error}") from None
+        if key.repeated:
+            lists.setdefault(key.field, []).append(parsed)
+        else:
+            values[key.field] = parsed
+    for name, items in lists.items():
+        values[name] = tuple(items)
+    spec = ContainerSpec(**values)
+    try:
+        validate(spec)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return spec
+

@@ -1,0 +1,70 @@
+"""The validated description of one container: frozen dataclasses, nothing else.
+
+A spec is built from a `.container` file by `sdcontainer.keys`, travels to the launcher as
+command-line options (so systemd expands specifiers in it and `systemctl cat` shows it), and
+comes back as the same spec there. `keys.spec_to_argv` / `keys.spec_from_argv` are that
+round trip; both are driven by the key table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True)
+class BindMount:
+    source: str
+    target: str
+    readonly: bool = False
+    options: tuple[str, ...] = ()  # nosuid, nodev, noexec, ...
+
+    def __str__(self) -> str:
+        opts = ["ro" if self.readonly else "rw", *self.options]
+        return f"{self.source}:{self.target}:{','.join(opts)}"
+
+
+@dataclass(frozen=True)
+class TmpfsMount:
+    target: str
+    options: tuple[str, ...] = ()  # mount options: size=, mode=, ro, ...
+
+    def __str__(self) -> str:
+        return f"{self.target}:{','.join(self.options)}" if self.options else self.target
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str = "%N"
+    unit: str = "%n"
+    rootfs: str | None = None
+    image: str | None = None
+    entrypoint: tuple[str, ...] | None = None
+    exec: tuple[str, ...] | None = None
+    environment: tuple[str, ...] = ()  # "KEY=VALUE", or "KEY" to pass the launcher's value
+    environment_files: tuple[str, ...] = ()
+    working_dir: str | None = None
+    user: str | None = None
+    group: str | None = None
+    hostname: str | None = None
+    volumes: tuple[BindMount, ...] = ()
+    tmpfs: tuple[TmpfsMount, ...] = ()
+    read_only: bool = False
+    read_only_tmpfs: bool = True
+    network: str = "none"
+    labels: tuple[str, ...] = ()
+    annotations: tuple[str, ...] = ()
+    stop_signal: str | None = None
+    stop_timeout: int | None = None
+    run_init: bool = False
+    no_new_privileges: bool = True
+    add_capabilities: tuple[str, ...] = ()
+    drop_capabilities: tuple[str, ...] = ()
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        """What runs: the entrypoint followed by Exec=, as in podman (an image's defaults
+        fill in what is unset once images land)."""
+        return (self.entrypoint or ()) + (self.exec or ())
+
+
+SPEC_FIELDS = frozenset(f.name for f in fields(ContainerSpec))

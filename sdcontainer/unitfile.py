@@ -1,0 +1,248 @@
+"""A reader for systemd's unit-file syntax, written once and used by everything.
+
+systemd.syntax(7): `[Section]` headers, `Key=Value` lines, `#`/`;` comments at the start of
+a line, a trailing backslash continuing a line (comment lines inside a continuation are
+skipped), repeated keys, and an empty assignment resetting a list. configparser can do
+none of the last three, hence this module. Every value remembers its file and line, so any
+later error can point at it. Specifiers (`%n`, `%i`, ...) are left alone: systemd expands them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from sdcontainer.errors import ConfigError
+
+_SECTION_RE = re.compile(r"\[([^\[\]\x00-\x1f]+)\]")
+_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class Entry:
+    section: str
+    key: str
+    value: str
+    path: str
+    line: int
+
+    def error(self, message: str) -> ConfigError:
+        return ConfigError(message, self.path, self.line)
+
+
+@dataclass
+class UnitFile:
+    """Entries in file order; drop-ins are appended in the order they apply."""
+
+    path: str
+    entries: list[Entry] = field(default_factory=list)
+    sections: list[str] = field(default_factory=list)
+
+    def merge(self, other: UnitFile) -> None:
+        self.entries.extend(other.entries)
+        for section in other.sections:
+            if section not in self.sections:
+                self.sections.append(section)
+
+    def section(self, name: str) -> list[Entry]:
+        return [e for e in self.entries if e.section == name]
+
+    def has_section(self, name: str) -> bool:
+        return name in self.sections
+
+    def lookup_last(self, section: str, key: str) -> Entry | None:
+        found = None
+        for entry in self.entries:
+            if entry.section == section and entry.key == key:
+                found = entry
+        return found
+
+    def lookup_all(self, section: str, key: str) -> list[Entry]:
+        """Every assignment of a list key, with `Key=` (empty) discarding those before it."""
+        found: list[Entry] = []
+        for entry in self.entries:
+            if entry.section == section and entry.key == key:
+                if entry.value == "":
+                    found = []
+                else:
+                    found.append(entry)
+        return found
+
+
+def parse_text(text: str, path: str) -> UnitFile:
+    unit = UnitFile(path)
+    section: str | None = None
+    pending: list[str] = []
+    pending_line = 0
+
+    def finish(logical: str, lineno: int) -> None:
+        nonlocal section
+        stripped = logical.strip()
+        if not stripped:
+            return
+        if stripped.startswith("["):
+            match = _SECTION_RE.fullmatch(stripped)
+            if not match:
+                raise ConfigError(f"invalid section header {stripped!r}", path, lineno)
+            section = match.group(1)
+            if section not in unit.sections:
+                unit.sections.append(section)
+            return
+        key, sep, value = stripped.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ConfigError(
+                f"line is not a [Section] header, a Key=Value assignment or a comment: {stripped!r}",
+                path,
+                lineno,
+            )
+        if not _KEY_RE.fullmatch(key):
+            raise ConfigError(f"invalid key name {key!r}", path, lineno)
+        if section is None:
+            raise ConfigError(f"assignment {key}= outside of any [Section]", path, lineno)
+        unit.entries.append(Entry(section, key, value.strip(), path, lineno))
+
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.lstrip()
+        if line.startswith(("#", ";")):
+            continue  # a comment, also in the middle of a continuation (as systemd does)
+        if not pending:
+            pending_line = lineno
+        if line.endswith("\\") and not line.endswith("\\\\"):
+            pending.append(line[:-1] + " ")
+            continue
+        pending.append(line)
+        finish("".join(pending), pending_line)
+        pending = []
+    if pending:
+        finish("".join(pending), pending_line)
+    return unit
+
+
+def parse_file(path: str) -> UnitFile:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise ConfigError("file is not valid UTF-8", path) from None
+    except OSError as error:
+        raise ConfigError(f"cannot read: {error.strerror}", path) from None
+    return parse_text(text, path)
+
+
+# --- value helpers -----------------------------------------------------------------------
+
+_SIMPLE_ESCAPES = {
+    "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
+    "\\": "\\", '"': '"', "'": "'", "s": " ",
+}
+
+
+def _unescape_at(text: str, i: int, entry: Entry | None) -> tuple[str, int]:
+    """C-unescape the escape starting at text[i] (a backslash); returns (char, next index)."""
+    if i + 1 >= len(text):
+        return "\\", i + 1
+    c = text[i + 1]
+    if c in _SIMPLE_ESCAPES:
+        return _SIMPLE_ESCAPES[c], i + 2
+    if c == "x" and re.fullmatch(r"[0-9a-fA-F]{2}", text[i + 2 : i + 4]):
+        return chr(int(text[i + 2 : i + 4], 16)), i + 4
+    if c in "uU":
+        width = 4 if c == "u" else 8
+        digits = text[i + 2 : i + 2 + width]
+        if re.fullmatch(rf"[0-9a-fA-F]{{{width}}}", digits):
+            return chr(int(digits, 16)), i + 2 + width
+    if re.fullmatch(r"[0-7]{3}", text[i + 1 : i + 4]):
+        return chr(int(text[i + 1 : i + 4], 8)), i + 4
+    if entry is not None:
+        raise entry.error(f"{entry.key}= has an unknown escape sequence '\\{c}'")
+    raise ConfigError(f"unknown escape sequence '\\{c}'")
+
+
+def split_words(value: str, entry: Entry | None = None) -> list[str]:
+    """Split the way systemd splits ExecStart= and Environment=: whitespace separates words,
+    single or double quotes group them, and C escapes are decoded."""
+    words: list[str] = []
+    current: list[str] = []
+    in_word = False
+    quote: str | None = None
+    i = 0
+    while i < len(value):
+        c = value[i]
+        if quote:
+            if c == quote:
+                quote = None
+                i += 1
+            elif c == "\\":
+                ch, i = _unescape_at(value, i, entry)
+                current.append(ch)
+            else:
+                current.append(c)
+                i += 1
+            continue
+        if c in " \t\n":
+            if in_word:
+                words.append("".join(current))
+                current, in_word = [], False
+            i += 1
+        elif c in "\"'":
+            quote, in_word = c, True
+            i += 1
+        elif c == "\\":
+            ch, i = _unescape_at(value, i, entry)
+            current.append(ch)
+            in_word = True
+        else:
+            current.append(c)
+            in_word = True
+            i += 1
+    if quote:
+        message = "unterminated quote"
+        raise entry.error(f"{entry.key}= has an {message}") if entry else ConfigError(message)
+    if in_word:
+        words.append("".join(current))
+    return words
+
+
+def unquote(value: str) -> str:
+    """Strip one pair of surrounding double quotes, as Quadlet's Lookup does for single values."""
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+_TRUE = {"1", "yes", "true", "on"}
+_FALSE = {"0", "no", "false", "off"}
+
+
+def parse_boolean(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"{value!r} is not a boolean (use yes/no, true/false, on/off or 1/0)")
+
+
+def quote_exec_word(word: str) -> str:
+    """Quote one argument for an Exec*= line so systemd hands it over unchanged, except for
+    `%` specifiers, which are left for systemd to expand (as in Quadlet)."""
+    out = ['"']
+    for ch in word:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "$":
+            out.append("$$")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    quoted = "".join(out)
+    if quoted[1:-1] == word and word and not any(c in word for c in " ;'"):
+        return word
+    return quoted
