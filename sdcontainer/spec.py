@@ -1,4 +1,4 @@
-"""The validated description of one container: frozen dataclasses, nothing else.
+"""The validated description of one container: frozen records, nothing else.
 
 A spec is built from a `.container` file by `sdcontainer.keys`, travels to the launcher as
 command-line options (so systemd expands specifiers in it and `systemctl cat` shows it), and
@@ -8,10 +8,10 @@ round trip; both are driven by the key table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from sdcontainer.record import fields_of, record
 
 
-@dataclass(frozen=True)
+@record
 class BindMount:
     source: str
     target: str
@@ -23,7 +23,7 @@ class BindMount:
         return f"{self.source}:{self.target}:{','.join(opts)}"
 
 
-@dataclass(frozen=True)
+@record
 class TmpfsMount:
     target: str
     options: tuple[str, ...] = ()  # mount options: size=, mode=, ro, ...
@@ -32,7 +32,7 @@ class TmpfsMount:
         return f"{self.target}:{','.join(self.options)}" if self.options else self.target
 
 
-@dataclass(frozen=True)
+@record
 class ContainerSpec:
     name: str = "%N"
     unit: str = "%n"
@@ -67,4 +67,4 @@ class ContainerSpec:
         return (self.entrypoint or ()) + (self.exec or ())
 
 
-SPEC_FIELDS = frozenset(f.name for f in fields(ContainerSpec))
+SPEC_FIELDS = frozenset(fields_of(ContainerSpec))

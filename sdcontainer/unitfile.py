@@ -10,15 +10,14 @@ later error can point at it. Specifiers (`%n`, `%i`, ...) are left alone: system
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-
 from sdcontainer.errors import ConfigError
+from sdcontainer.record import record
 
 _SECTION_RE = re.compile(r"\[([^\[\]\x00-\x1f]+)\]")
 _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-@dataclass(frozen=True)
+@record
 class Entry:
     section: str
     key: str
@@ -30,13 +29,13 @@ class Entry:
         return ConfigError(message, self.path, self.line)
 
 
-@dataclass
 class UnitFile:
     """Entries in file order; drop-ins are appended in the order they apply."""
 
-    path: str
-    entries: list[Entry] = field(default_factory=list)
-    sections: list[str] = field(default_factory=list)
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.entries: list[Entry] = []
+        self.sections: list[str] = []
 
     def merge(self, other: UnitFile) -> None:
         self.entries.extend(other.entries)
@@ -162,6 +161,8 @@ def _unescape_at(text: str, i: int, entry: Entry | None) -> tuple[str, int]:
 def split_words(value: str, entry: Entry | None = None) -> list[str]:
     """Split the way systemd splits ExecStart= and Environment=: whitespace separates words,
     single or double quotes group them, and C escapes are decoded."""
+    if not any(c in value for c in "\"'\\"):
+        return value.split()
     words: list[str] = []
     current: list[str] = []
     in_word = False
@@ -224,25 +225,14 @@ def parse_boolean(value: str) -> bool:
     raise ValueError(f"{value!r} is not a boolean (use yes/no, true/false, on/off or 1/0)")
 
 
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+_EXEC_ESCAPES = {ord('"'): '\\"', ord("\\"): "\\\\", ord("$"): "$$", ord("\n"): "\\n", ord("\t"): "\\t"}
+_EXEC_ESCAPES.update({c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if c not in _EXEC_ESCAPES})
+
+
 def quote_exec_word(word: str) -> str:
     """Quote one argument for an Exec*= line so systemd hands it over unchanged, except for
     `%` specifiers, which are left for systemd to expand (as in Quadlet)."""
-    out = ['"']
-    for ch in word:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch == "$":
-            out.append("$$")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    quoted = "".join(out)
-    if quoted[1:-1] == word and word and not any(c in word for c in " ;'"):
+    if _PLAIN_WORD.fullmatch(word):
         return word
-    return quoted
+    return '"' + word.translate(_EXEC_ESCAPES) + '"'

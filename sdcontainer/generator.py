@@ -1,0 +1,377 @@
+"""systemd generator: `.container` files in, `.service` units out.
+
+systemd runs this at boot and on every daemon-reload, in parallel with the other generators,
+and waits for the slowest; it imports only the standard library and the parsing modules.
+A bad file fails alone: every other file is still generated, the error names file, line
+and key, goes to stderr and the kernel log, and the exit status says something failed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from sdcontainer.errors import ConfigError, UsageError
+from sdcontainer.keys import KEYS, spec_from_unit, spec_to_argv
+from sdcontainer.spec import ContainerSpec
+from sdcontainer.unitfile import Entry, UnitFile, parse_boolean, parse_file, quote_exec_word, split_words
+
+PROGRAM = "sdcontainer-generator"
+SUFFIX = ".container"
+SYSTEM_UNIT_PATH = ("/etc/sdcontainer", "/run/sdcontainer/units", "/usr/lib/sdcontainer/units")
+
+PASS_THROUGH_SECTIONS = ("Unit", "Service", "Install")
+DEPENDENCY_KEYS = frozenset(
+    """After Before BindsTo Conflicts OnFailure OnSuccess PartOf PropagatesReloadTo
+    PropagatesStopTo ReloadPropagatedFrom Requires Requisite StopPropagatedFrom Upholds
+    Wants""".split()
+)
+# [Service] settings the generated unit relies on; a file may not replace them.
+FORBIDDEN_SERVICE_KEYS = {
+    "ExecStart": "the container's command is Exec= in [Container]",
+    "User": "the launcher must start as root; set User= in [Container] for the container's user",
+    "Group": "the launcher must start as root; set Group= in [Container]",
+    "DynamicUser": "the launcher must start as root; set User= in [Container]",
+    "RootDirectory": "the container's root is Rootfs= in [Container]",
+    "RootImage": "the container's root is Rootfs= in [Container]",
+}
+ALLOWED_SERVICE_VALUES = {
+    "Type": ("notify",),
+    "NotifyAccess": ("all",),
+    "KillMode": ("mixed", "control-group"),
+}
+DEFAULT_STOP_TIMEOUT = 10
+
+
+def unit_search_path() -> list[str]:
+    override = os.environ.get("SDCONTAINER_UNIT_PATH")
+    if override is not None:
+        return [p for p in override.split(":") if p]
+    return list(SYSTEM_UNIT_PATH)
+
+
+def launcher_command() -> list[str]:
+    """The launcher is run by the generator's own interpreter (the installed venv's python,
+    never a version-manager shim), with -I so nothing from the environment leaks in."""
+    override = os.environ.get("SDCONTAINER_LAUNCHER")
+    if override:
+        return override.split()
+    return [sys.executable, "-I", "-m", "sdcontainer.launcher"]
+
+
+class Source:
+    """One `.container` file found on the search path."""
+
+    def __init__(self, name: str, path: str) -> None:
+        self.name = name  # file name, e.g. web@.container
+        self.path = path
+
+    @property
+    def stem(self) -> str:
+        return self.name[: -len(SUFFIX)]
+
+    @property
+    def template(self) -> str | None:
+        """`foo@.container` for an instance `foo@bar.container`, else None."""
+        prefix, at, instance = self.stem.partition("@")
+        return f"{prefix}@{SUFFIX}" if at and instance else None
+
+    @property
+    def service(self) -> str:
+        return self.stem + ".service"
+
+
+def find_sources(search_path: list[str]) -> tuple[list[Source], dict[str, list[str]]]:
+    """Every `.container` file, subdirectories walked, the first file of a name winning;
+    and every drop-in directory (`*.d`) by name, in search-path order."""
+    seen: dict[str, Source] = {}
+    dropin_index: dict[str, list[str]] = {}
+    visited: set[str] = set()
+    for top in search_path:
+        for directory, dirnames, filenames in os.walk(top, followlinks=True):
+            real = os.path.realpath(directory)
+            if real in visited:
+                dirnames[:] = []
+                continue
+            visited.add(real)
+            for d in sorted(dirnames):
+                if d.endswith(".d"):
+                    dropin_index.setdefault(d, []).append(os.path.join(directory, d))
+            dirnames[:] = sorted(d for d in dirnames if not d.endswith(".d"))
+            for filename in sorted(filenames):
+                if filename.endswith(SUFFIX) and len(filename) > len(SUFFIX) and filename not in seen:
+                    seen[filename] = Source(filename, os.path.join(directory, filename))
+    return sorted(seen.values(), key=lambda s: s.name), dropin_index
+
+
+def dropin_dirs(source: Source) -> list[str]:
+    """Drop-in directory names, most specific first: the unit's own, its template's, the
+    dash-truncated prefixes (as systemd does for `foo-bar-baz.service`), then `container.d`."""
+    names = [source.name + ".d"]
+    if source.template:
+        names.append(source.template + ".d")
+    prefix = source.stem.partition("@")[0]
+    while "-" in prefix.rstrip("-"):
+        prefix = prefix.rstrip("-").rpartition("-")[0] + "-"
+        names.append(prefix + SUFFIX + ".d")
+    names.append(SUFFIX[1:] + ".d")
+    return names
+
+
+def find_dropins(source: Source, dropin_index: dict[str, list[str]]) -> list[str]:
+    """`*.conf` files applying to a source, in the order they are merged: sorted by file
+    name, a name in a more specific directory (or earlier search path) shadowing the rest."""
+    chosen: dict[str, str] = {}
+    for dirname in dropin_dirs(source):
+        for directory in dropin_index.get(dirname, ()):
+            try:
+                files = os.listdir(directory)
+            except OSError:
+                continue
+            for conf in files:
+                if conf.endswith(".conf") and conf not in chosen:
+                    chosen[conf] = os.path.join(directory, conf)
+    return [chosen[name] for name in sorted(chosen)]
+
+
+def load(source: Source, dropin_index: dict[str, list[str]]) -> UnitFile:
+    unit = parse_file(source.path)
+    for conf in find_dropins(source, dropin_index):
+        unit.merge(parse_file(conf))
+    return unit
+
+
+class Generated:
+    def __init__(self, service: str, text: str, links: list[tuple[str, str]]) -> None:
+        self.service = service
+        self.text = text
+        self.links = links  # (link path, target), relative to the output directory
+
+
+def _check_sections(unit: UnitFile) -> None:
+    known = {"Container", "Quadlet", *PASS_THROUGH_SECTIONS}
+    for entry in unit.entries:
+        if entry.section not in known and not entry.section.startswith("X-"):
+            raise entry.error(
+                f"unknown section [{entry.section}] (known: [Container], [Unit], [Service], "
+                "[Install], [Quadlet] and X- sections)"
+            )
+    if not unit.has_section("Container"):
+        raise ConfigError("no [Container] section", unit.path)
+
+
+def _quadlet_default_dependencies(unit: UnitFile) -> bool:
+    enabled = True
+    for entry in unit.section("Quadlet"):
+        if entry.key != "DefaultDependencies":
+            raise entry.error(f"unknown key {entry.key}= in [Quadlet]")
+        try:
+            enabled = parse_boolean(entry.value)
+        except ValueError as error:
+            raise entry.error(f"invalid DefaultDependencies=: {error}") from None
+    return enabled
+
+
+def _translate_dependency(entry: Entry, known: set[str]) -> str:
+    words = []
+    for word in entry.value.split():
+        if word.endswith(SUFFIX):
+            if word not in known:
+                raise entry.error(f"{entry.key}= names {word}, but no such file is on the search path")
+            word = word[: -len(SUFFIX)] + ".service"
+        words.append(word)
+    return " ".join(words)
+
+
+def _check_service_entry(entry: Entry) -> None:
+    if entry.key in FORBIDDEN_SERVICE_KEYS:
+        raise entry.error(f"{entry.key}= in [Service] is not allowed here: {FORBIDDEN_SERVICE_KEYS[entry.key]}")
+    allowed = ALLOWED_SERVICE_VALUES.get(entry.key)
+    if allowed and entry.value not in allowed:
+        raise entry.error(f"{entry.key}={entry.value} in [Service] is not supported; allowed: {', '.join(allowed)}")
+
+
+def _exec_line(argv: list[str]) -> str:
+    return " ".join(quote_exec_word(w) for w in argv)
+
+
+def _requires_mounts_for(spec: ContainerSpec) -> list[str]:
+    paths = [spec.rootfs or ""] + [v.source for v in spec.volumes]
+    return [p for p in paths if p.startswith("/")]
+
+
+def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str]) -> Generated:
+    """The `.service` text: user's [Unit], ours, user's [Service] after ours (so a user's
+    scalar such as TimeoutStopSec= wins), [Install] and X- sections as written."""
+    default_dependencies = _quadlet_default_dependencies(unit)
+    out = [
+        f"# Automatically generated by {PROGRAM} from {source.path}",
+        "# Edit the .container file (or add a drop-in) and run systemctl daemon-reload.",
+        "",
+        "[X-Container]",
+    ]
+    out += [f"{e.key}={e.value}" for e in unit.section("Container")]
+
+    out += ["", "[Unit]"]
+    for entry in unit.section("Unit"):
+        value = _translate_dependency(entry, known) if entry.key in DEPENDENCY_KEYS else entry.value
+        out.append(f"{entry.key}={value}")
+    out.append(f"SourcePath={source.path}")
+    mounts = _requires_mounts_for(spec)
+    if mounts:
+        out.append("RequiresMountsFor=" + " ".join(mounts))
+    if default_dependencies and spec.network == "host":
+        out += ["Wants=network-online.target", "After=network-online.target"]
+
+    launcher = launcher_command()
+    service_entries = unit.section("Service")
+    for entry in service_entries:
+        _check_service_entry(entry)
+    out += [
+        "",
+        "[Service]",
+        "Type=notify",
+        "NotifyAccess=all",
+        "KillMode=mixed",
+        "Delegate=yes",
+        "SyslogIdentifier=%N",
+        f"TimeoutStopSec={spec.stop_timeout if spec.stop_timeout is not None else DEFAULT_STOP_TIMEOUT}",
+    ]
+    for key in KEYS:
+        if key.service_setting and key.field != "stop_timeout":
+            value = getattr(spec, key.field)
+            if value is not None:
+                out.append(f"{key.service_setting}={value}")
+    out.append("ExecStart=" + _exec_line([*launcher, "start", *spec_to_argv(spec)]))
+    out.append("ExecStopPost=" + _exec_line([*launcher, "cleanup", "--unit", "%n"]))
+    out += [f"{e.key}={e.value}" for e in service_entries]
+
+    for section in unit.sections:
+        if section in ("Install",) or section.startswith("X-"):
+            out += ["", f"[{section}]"] + [f"{e.key}={e.value}" for e in unit.section(section)]
+    return Generated(source.service, "\n".join(out) + "\n", install_links(source, unit))
+
+
+def install_links(source: Source, unit: UnitFile) -> list[tuple[str, str]]:
+    """The symlinks `systemctl enable` would create, relative to the output directory."""
+    service = source.service
+    name = service
+    if service.endswith("@.service"):
+        default_instance = unit.lookup_last("Install", "DefaultInstance")
+        if default_instance is None or not default_instance.value:
+            return []  # a template without DefaultInstance= is not enabled by itself
+        name = service.replace("@.service", f"@{default_instance.value}.service")
+    links = []
+    for key, suffix in (("WantedBy", ".wants"), ("RequiredBy", ".requires"), ("UpheldBy", ".upholds")):
+        for entry in unit.lookup_all("Install", key):
+            for target in split_words(entry.value, entry):
+                if "/" in target:
+                    raise entry.error(f"{key}={target}: a unit name cannot contain '/'")
+                links.append((f"{target}{suffix}/{name}", f"../{service}"))
+    for entry in unit.lookup_all("Install", "Alias"):
+        for alias in split_words(entry.value, entry):
+            if "/" in alias or not alias.endswith(".service"):
+                raise entry.error(f"Alias={alias}: must be a plain name ending in .service")
+            links.append((alias, service))
+    return links
+
+
+def generate(source: Source, known: set[str], dropin_index: dict[str, list[str]]) -> Generated:
+    unit = load(source, dropin_index)
+    _check_sections(unit)
+    spec = spec_from_unit(unit)
+    return render(source, unit, spec, known)
+
+
+def write(output_dir: str, generated: Generated) -> None:
+    # systemd hands every generator run fresh output directories: no partial file from an
+    # earlier run can be there, so no temporary file and rename are needed.
+    with open(os.path.join(output_dir, generated.service), "w", encoding="utf-8") as f:
+        f.write(generated.text)
+    for link, target in generated.links:
+        link_path = os.path.join(output_dir, link)
+        os.makedirs(os.path.dirname(link_path), exist_ok=True)
+        try:
+            os.symlink(target, link_path)
+        except FileExistsError:
+            report(f"{link_path} exists already; not replacing it")
+
+
+def report(message: str) -> None:
+    line = f"{PROGRAM}: {message}"
+    print(line, file=sys.stderr, flush=True)
+    # The kernel log is where boot-time generator output is kept; stderr alone reaches the
+    # journal only as "generator failed". Priority 3 = error.
+    try:
+        fd = os.open("/dev/kmsg", os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.write(fd, f"<3>{PROGRAM}[{os.getpid()}]: {message}\n".encode(errors="replace"))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+USAGE = f"""\
+usage: {PROGRAM} [--dry-run] [NORMAL_DIR [EARLY_DIR LATE_DIR]]
+
+Turns .container files into systemd services. systemd runs it with its three output
+directories at boot and on daemon-reload; units are written to NORMAL_DIR.
+
+  --dry-run   print every unit (and enablement symlink) it would write, write nothing
+  --help      show this help
+
+Search path: {':'.join(SYSTEM_UNIT_PATH)}
+(replaced by $SDCONTAINER_UNIT_PATH, colon-separated). See sdcontainer-generator(8).
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    dry_run = False
+    dirs = []
+    for arg in args:
+        if arg in ("-h", "--help"):
+            print(USAGE, end="")
+            return 0
+        if arg in ("--dry-run", "--dryrun"):
+            dry_run = True
+        elif arg.startswith("-"):
+            print(f"{PROGRAM}: unknown option {arg}\n{USAGE}", file=sys.stderr, end="")
+            return UsageError.exit_status
+        else:
+            dirs.append(arg)
+    if not dry_run and len(dirs) not in (1, 3):
+        print(f"{PROGRAM}: expected 1 or 3 output directories\n{USAGE}", file=sys.stderr, end="")
+        return UsageError.exit_status
+
+    sources, dropin_index = find_sources(unit_search_path())
+    known = {s.name for s in sources}
+    failed = 0
+    for source in sources:
+        try:
+            generated = generate(source, known, dropin_index)
+        except ConfigError as error:
+            report(str(error))
+            failed += 1
+            continue
+        if dry_run:
+            print(f"--- {generated.service} ---")
+            print(generated.text, end="")
+            for link, target in generated.links:
+                print(f"--- symlink {link} -> {target} ---")
+            continue
+        try:
+            write(dirs[0], generated)
+        except OSError as error:
+            report(f"{source.path}: cannot write {generated.service}: {error.strerror}")
+            failed += 1
+    if failed:
+        report(f"{failed} of {len(sources)} .container files failed; the others were generated")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
