@@ -150,6 +150,12 @@ class Generated:
 
 def _check_sections(unit: UnitFile) -> None:
     known = {"Container", "Quadlet", *PASS_THROUGH_SECTIONS}
+    for header in unit.headers:
+        if header.section not in known and not header.section.startswith("X-"):
+            raise header.error(
+                f"unknown section [{header.section}] (known: [Container], [Unit], [Service], "
+                "[Install], [Quadlet] and X- sections)"
+            )
     for entry in unit.entries:
         if entry.section not in known and not entry.section.startswith("X-"):
             raise entry.error(

@@ -36,9 +36,11 @@ class UnitFile:
         self.path = path
         self.entries: list[Entry] = []
         self.sections: list[str] = []
+        self.headers: list[Entry] = []  # one per [Section] line, for errors about sections
 
     def merge(self, other: UnitFile) -> None:
         self.entries.extend(other.entries)
+        self.headers.extend(other.headers)
         for section in other.sections:
             if section not in self.sections:
                 self.sections.append(section)
@@ -84,6 +86,7 @@ def parse_text(text: str, path: str) -> UnitFile:
             if not match:
                 raise ConfigError(f"invalid section header {stripped!r}", path, lineno)
             section = match.group(1)
+            unit.headers.append(Entry(section, "", "", path, lineno))
             if section not in unit.sections:
                 unit.sections.append(section)
             return
