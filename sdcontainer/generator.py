@@ -276,9 +276,10 @@ def install_links(source: Source, unit: UnitFile) -> list[tuple[str, str]]:
                 links.append((f"{target}{suffix}/{name}", f"../{service}"))
     for entry in unit.lookup_all("Install", "Alias"):
         for alias in split_words(entry.value, entry):
-            if "/" in alias or not alias.endswith(".service"):
-                raise entry.error(f"Alias={alias}: must be a plain name ending in .service")
-            links.append((alias, service))
+            parts = alias.split("/")
+            if alias.startswith("/") or ".." in parts or not alias.endswith(".service"):
+                raise entry.error(f"Alias={alias}: must be a relative name ending in .service")
+            links.append((alias, "../" * (len(parts) - 1) + service))
     return links
 
 

@@ -105,7 +105,7 @@ def parse_text(text: str, path: str) -> UnitFile:
         unit.entries.append(Entry(section, key, value.strip(), path, lineno))
 
     for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.lstrip()
+        line = raw.strip()
         if line.startswith(("#", ";")):
             continue  # a comment, also in the middle of a continuation (as systemd does)
         if not pending:
@@ -140,7 +140,7 @@ _SIMPLE_ESCAPES = {
 }
 
 
-def _unescape_at(text: str, i: int, entry: Entry | None) -> tuple[str, int]:
+def _unescape_at(text: str, i: int) -> tuple[str, int]:
     """C-unescape the escape starting at text[i] (a backslash); returns (char, next index)."""
     if i + 1 >= len(text):
         return "\\", i + 1
@@ -156,9 +156,8 @@ def _unescape_at(text: str, i: int, entry: Entry | None) -> tuple[str, int]:
             return chr(int(digits, 16)), i + 2 + width
     if re.fullmatch(r"[0-7]{3}", text[i + 1 : i + 4]):
         return chr(int(text[i + 1 : i + 4], 8)), i + 4
-    if entry is not None:
-        raise entry.error(f"{entry.key}= has an unknown escape sequence '\\{c}'")
-    raise ConfigError(f"unknown escape sequence '\\{c}'")
+    # Unknown escapes are kept verbatim, as systemd and Quadlet do (they only warn).
+    return "\\" + c, i + 2
 
 
 def split_words(value: str, entry: Entry | None = None) -> list[str]:
@@ -178,7 +177,7 @@ def split_words(value: str, entry: Entry | None = None) -> list[str]:
                 quote = None
                 i += 1
             elif c == "\\":
-                ch, i = _unescape_at(value, i, entry)
+                ch, i = _unescape_at(value, i)
                 current.append(ch)
             else:
                 current.append(c)
@@ -193,7 +192,7 @@ def split_words(value: str, entry: Entry | None = None) -> list[str]:
             quote, in_word = c, True
             i += 1
         elif c == "\\":
-            ch, i = _unescape_at(value, i, entry)
+            ch, i = _unescape_at(value, i)
             current.append(ch)
             in_word = True
         else:
