@@ -1,0 +1,139 @@
+"""The `sdcontainer` command. Heavy imports stay here, out of the generator and launcher."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sdcontainer import __version__
+from sdcontainer.errors import ConfigError, SdcontainerError
+
+STATE_DIR = Path("/run/sdcontainer/containers")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sdcontainer")
+def cli() -> None:
+    """Run containers as plain systemd services, with no daemon.
+
+    Write a .container file in /etc/sdcontainer, run `systemctl daemon-reload`, then
+    `systemctl start NAME`: the container's init is the service's main process. See
+    sdcontainer.container(5) for the file format and sdcontainer(1) for these commands.
+    """
+
+
+def _sources_for(files: tuple[str, ...]) -> list[tuple[Any, Any, set[str], dict[str, list[str]]]]:
+    from sdcontainer.generator import SUFFIX, Source, find_sources
+
+    result = []
+    for file in files:
+        path = os.path.abspath(file)
+        if not path.endswith(SUFFIX):
+            raise ConfigError(f"not a {SUFFIX} file", path)
+        if not os.path.isfile(path):
+            raise ConfigError("no such file", path)
+        siblings, index = find_sources([os.path.dirname(path)])
+        result.append((Source(os.path.basename(path), path), siblings, {s.name for s in siblings}, index))
+    return result
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def check(files: tuple[str, ...]) -> None:
+    """Check .container files; print each error as FILE:LINE: MESSAGE.
+
+    Drop-ins beside each file (NAME.container.d/, container.d/) are applied, as the
+    generator would. The exit status is non-zero if any file has an error.
+    """
+    from sdcontainer.generator import generate
+
+    failed = 0
+    for source, _, known, index in _sources_for(files):
+        try:
+            generate(source, known, index)
+            click.echo(f"{source.path}: ok")
+        except ConfigError as error:
+            click.echo(str(error), err=True)
+            failed += 1
+    if failed:
+        sys.exit(ConfigError.exit_status)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+def unit(file: str) -> None:
+    """Print the .service unit the generator writes for FILE."""
+    from sdcontainer.generator import generate
+
+    (source, _, known, index), = _sources_for((file,))
+    generated = generate(source, known, index)
+    click.echo(generated.text, nl=False)
+    for link, target in generated.links:
+        click.echo(f"# enabled by: {link} -> {target}")
+
+
+@cli.command()
+def keys() -> None:
+    """List the [Container] keys this version understands."""
+    from sdcontainer.keys import KEYS
+
+    width = max(len(k.name) for k in KEYS) + 1
+    for key in KEYS:
+        kind = "list" if key.repeated else "single"
+        click.echo(f"{key.name + '=':<{width}} {key.metavar:<28} {kind}")
+
+
+def _running() -> list[dict[str, Any]]:
+    containers = []
+    for path in sorted(STATE_DIR.glob("*.json")):
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # being replaced or removed right now
+        pid = state.get("pid")
+        if not isinstance(pid, int) or not os.path.exists(f"/proc/{pid}"):
+            continue  # stale: the unit died without its ExecStopPost= (it runs at the next start)
+        containers.append(state)
+    return containers
+
+
+@cli.command(name="list")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def list_(fmt: str) -> None:
+    """List running containers (from the launcher's records in /run/sdcontainer)."""
+    containers = _running()
+    if fmt == "json":
+        click.echo(json.dumps(containers, indent=2))
+        return
+    click.echo(f"{'NAME':<24} {'UNIT':<32} {'PID':>8} {'UP':>8}  COMMAND")
+    now = time.time()
+    for state in containers:
+        started = state.get("started")
+        up = f"{int(now - started)}s" if isinstance(started, (int, float)) else "-"
+        command = " ".join(state.get("command") or [])
+        click.echo(f"{state.get('name', ''):<24} {state.get('unit', ''):<32} {state.get('pid', ''):>8} {up:>8}  {command}")
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except SdcontainerError as error:
+        click.echo(f"sdcontainer: {error}", err=True)
+        if os.environ.get("SDCONTAINER_DEBUG"):
+            raise
+        sys.exit(error.exit_status)
+
+
+if __name__ == "__main__":
+    main()
