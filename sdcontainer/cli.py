@@ -120,6 +120,69 @@ def list_(fmt: str) -> None:
         click.echo(f"{state.get('name', ''):<24} {state.get('unit', ''):<32} {state.get('pid', ''):>8} {up:>8}  {command}")
 
 
+def _plain(doc: str) -> str:
+    """The man-page markup of a key's doc (*bold*, _underline_) as plain text for --help."""
+    import re
+
+    return re.sub(r"(?<![\w])[*_]([^*_]+)[*_](?![\w])", r"\1", doc)
+
+
+def _container_options(command: Any) -> Any:
+    """One option per launcher option in the key table, so `run` takes what a file can say."""
+    from sdcontainer.keys import KEYS, parse_bool
+
+    for key in reversed(KEYS):
+        if key.option is None or key.field in ("rootfs", "image"):
+            continue
+        help_text = f"{_plain(key.doc)} ({key.name}= in a .container file)"
+        if key.parse is parse_bool:
+            flag = key.option[2:]
+            option = click.option(f"--{flag}/--no-{flag}", key.field, default=None, help=help_text)
+        else:
+            option = click.option(key.option, key.field, multiple=key.repeated, metavar=key.metavar, help=help_text)
+        command = option(command)
+    return command
+
+
+@cli.command(context_settings={"allow_interspersed_args": False})
+@click.option("--unit", "unit_name", metavar="NAME", help="Name of the transient service (default: sdcontainer-run-RANDOM).")
+@click.option("-d", "--detach", is_flag=True, help="Return once the container runs, instead of attaching to it.")
+@click.option("--stop-signal", metavar="SIGNAL", help="Signal that stops the container (StopSignal=).")
+@click.option("--stop-timeout", type=int, metavar="SECONDS", help="Seconds before SIGKILL on stop (StopTimeout=).")
+@_container_options
+@click.argument("rootfs", type=click.Path(file_okay=False))
+@click.argument("command", nargs=-1, required=True)
+def run(rootfs: str, command: tuple[str, ...], unit_name: str | None, detach: bool,
+        stop_signal: str | None, stop_timeout: int | None, **options: Any) -> None:
+    """Run COMMAND in a container made from the directory ROOTFS, as a transient service.
+
+    Like systemd-run: the container is a unit with a cgroup, a journal and
+    `systemctl status`. Attached (the default), it uses this terminal's stdin, stdout and
+    stderr and the exit status is the container's. Images are not supported yet: ROOTFS
+    is an unpacked root file system.
+    """
+    from sdcontainer.keys import KEYS, parse_seconds, parse_signal, spec_from_argv, ParseContext
+    from sdcontainer.record import replace
+    from sdcontainer.transient import run_transient, unit_name as make_unit_name
+
+    argv = ["--rootfs", os.path.abspath(rootfs)]
+    for key in KEYS:
+        value = options.get(key.field)
+        if key.option is None or value is None or value == ():
+            continue
+        for item in value if key.repeated else (value,):
+            argv += [key.option, ("yes" if item else "no") if isinstance(item, bool) else str(item)]
+    spec = spec_from_argv([*argv, "--", *command])
+    try:
+        if stop_signal:
+            spec = replace(spec, stop_signal=parse_signal(stop_signal, ParseContext()))
+        if stop_timeout is not None:
+            spec = replace(spec, stop_timeout=parse_seconds(str(stop_timeout), ParseContext()))
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    sys.exit(run_transient(spec, make_unit_name(unit_name), detach=detach))
+
+
 def main() -> None:
     try:
         cli(standalone_mode=False)
