@@ -1,0 +1,973 @@
+"""The program systemd runs as a container unit's ExecStart (and ExecStopPost).
+
+    <python> -I -m sdcontainer.launcher start [OPTIONS] -- CMD...
+    <python> -I -m sdcontainer.launcher cleanup --unit UNIT
+
+`start` builds the container and gets out of the way: the parent unshares the namespaces and
+forks the container's PID 1; the child sets up the root file system, drops privileges and
+execs the command; the parent waits on a close-on-exec pipe until the child has exec'd (EOF)
+or failed (a one-line message), tells systemd `MAINPID=<child>` and exits, so that the
+container's init is the unit's main process. Without $NOTIFY_SOCKET (by hand, or tests) the
+launcher stays in the foreground instead, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT and exits
+with the container's status.
+
+Exit status of `start`:
+  0        under systemd: the container is running;
+           in the foreground: the container's own exit status (128+N if killed by signal N)
+  2        bad command line (UsageError)
+  4        the container could not be set up (LaunchError): missing rootfs, mount refused, ...
+  5        systemd could not be told (SystemdError)
+  126      the command was found but cannot be executed (permission, format, magic link)
+  127      the command was not found in the container
+The same codes come back from the child over the pipe, so the parent's status names the
+step that failed and the journal has one line saying why.
+
+Ordering inside the child follows runc's, for reasons worth keeping:
+  * /dev, /proc and /sys are fresh mounts made before anything from the image is looked at,
+    and mount targets from the image are resolved with openat2(RESOLVE_IN_ROOT) and mounted
+    by fd, so an image symlink can never redirect a mount outside the new root;
+  * the bounding set is dropped while CAP_SETPCAP is still held, then setgroups/setgid/
+    setuid, then capset (inheritable and ambient always empty, CVE-2022-29162);
+  * with NoNewPrivileges=yes the seccomp filter is installed last, right before execve, so
+    it restricts only the container; with NoNewPrivileges=no the kernel demands
+    CAP_SYS_ADMIN to install it, so it goes in before the capabilities are dropped;
+  * every fd but stdio, the LISTEN_FDS sockets and the sync pipe (close-on-exec) is closed
+    right before execve (CVE-2024-21626).
+
+Seccomp: a deny list, not podman's allow list (that one is ~400 names and needs libseccomp
+to compile). A filter for x86_64 only: any other audit arch (i386 via int 0x80) gets ENOSYS
+for every syscall, because a deny list written in x86_64 numbers would not cover it; x32
+syscalls get EPERM. See SECCOMP_* below for the list.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import sys
+from collections.abc import Mapping
+
+from sdcontainer import linux
+from sdcontainer.errors import LaunchError, SdcontainerError, SystemdError, UsageError
+from sdcontainer.keys import spec_from_argv
+from sdcontainer.spec import ContainerSpec
+
+PROG = "sdcontainer-launcher"
+RUN_DIR = "/run/sdcontainer"
+STATE_DIR = f"{RUN_DIR}/containers"
+# An empty host directory the container's scratch tmpfs is mounted on; the mount exists only
+# in the container's private mount namespace, so the host never sees anything there.
+SCRATCH_DIR = f"{RUN_DIR}/scratch"
+TINI = "/usr/bin/tini-static"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+EXIT_CANNOT_EXEC = 126
+EXIT_NOT_FOUND = 127
+
+# --- policy, as data -----------------------------------------------------------------------
+
+CAPABILITIES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)  # fmt: skip
+CAP_NUMBERS = {name: number for number, name in enumerate(CAPABILITIES)}
+
+# podman's default (containers/common DefaultCapabilities): CapEff 00000000800405fb.
+DEFAULT_CAPABILITIES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_NET_BIND_SERVICE", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID",
+    "CAP_SYS_CHROOT",
+)  # fmt: skip
+
+# podman's masked and read-only paths (containers/common pkg/config/default.go).
+MASKED_PATHS = (
+    "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/sched_debug",
+    "/proc/scsi", "/proc/timer_list", "/proc/timer_stats", "/sys/devices/virtual/powercap",
+    "/sys/firmware", "/sys/fs/selinux", "/proc/interrupts",
+)  # fmt: skip
+READONLY_PATHS = ("/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+# The seccomp deny list. Names missing from linux.SYSCALLS_X86_64 (vm86, vm86old) exist only
+# in the i386 ABI, which the filter refuses as a whole.
+SECCOMP_EPERM = (
+    "add_key", "request_key", "keyctl", "kexec_load", "kexec_file_load", "open_by_handle_at",
+    "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
+    "io_uring_register", "init_module", "finit_module", "delete_module", "acct", "swapon",
+    "swapoff", "reboot", "syslog", "lookup_dcookie", "uselib", "vm86", "ustat", "sysfs",
+    "nfsservctl",
+)  # fmt: skip
+# clone3 passes its flags in memory, where a filter cannot look; ENOSYS makes libc fall back
+# to clone, whose flags the filter can check.
+SECCOMP_ENOSYS = ("clone3",)
+# New user namespaces are the door to most unprivileged kernel bugs (CVE-2022-0185, -0492).
+SECCOMP_NO_NEWUSER = ("unshare", "clone")
+
+# --- small helpers -------------------------------------------------------------------------
+
+
+def _reason(error: OSError) -> str:
+    return os.strerror(error.errno) if error.errno else str(error)
+
+
+class _Step:
+    """Turns an OSError inside the block into a LaunchError that names the step:
+    `mount overlay on /: Invalid argument`."""
+
+    __slots__ = ("what", "status")
+
+    def __init__(self, what: str, status: int = LaunchError.exit_status) -> None:
+        self.what = what
+        self.status = status
+
+    def __enter__(self) -> _Step:
+        return self
+
+    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> None:
+        if isinstance(error, OSError):
+            raise _launch_error(f"{self.what}: {_reason(error)}", self.status) from error
+
+
+def _launch_error(message: str, status: int = LaunchError.exit_status) -> LaunchError:
+    error = LaunchError(message)
+    error.exit_status = status
+    return error
+
+
+def sanitize_hostname(name: str) -> str:
+    """A container name made fit for a host name: letters, digits, '-' and '.', at most 63."""
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "-.") else "-" for c in name)
+    cleaned = cleaned[:63].strip("-.")
+    return cleaned or "sdcontainer"
+
+
+def parse_env_file(path: str) -> dict[str, str]:
+    """KEY=VALUE lines; blank lines and #/; comments skipped; one level of quotes removed."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as error:
+        raise _launch_error(f"environment file {path}: {_reason(error)}") from None
+    except UnicodeDecodeError:
+        raise _launch_error(f"environment file {path}: not UTF-8 text") from None
+    result: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("export "):
+            line = line[7:].lstrip()
+        key, eq, value = line.partition("=")
+        key = key.strip()
+        if not eq or not (key.isascii() and key.isidentifier()):
+            raise _launch_error(f"{path}:{number}: not a KEY=VALUE line")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        result[key] = value
+    return result
+
+
+def capability_mask(add: tuple[str, ...], drop: tuple[str, ...], last_cap: int) -> int:
+    """podman's default set + add - drop, with CAP_ALL meaning every capability the kernel has."""
+    everything = (1 << (last_cap + 1)) - 1
+
+    def mask_of(names: tuple[str, ...]) -> int:
+        mask = 0
+        for name in names:
+            if name == "CAP_ALL":
+                return everything
+            number = CAP_NUMBERS.get(name)
+            if number is None:
+                raise UsageError(f"unknown capability {name}")
+            mask |= 1 << number
+        return mask
+
+    return (mask_of(DEFAULT_CAPABILITIES) | mask_of(add)) & ~mask_of(drop) & everything
+
+
+def _own_bounding_set() -> int:
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"CapBnd:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def seccomp_program() -> list[linux.Instruction]:
+    """The deny-list filter, as classic BPF over struct seccomp_data."""
+    ld, jmp, ret = linux.BPF_LD | linux.BPF_W | linux.BPF_ABS, linux.BPF_JMP | linux.BPF_K, linux.BPF_RET
+    eperm = linux.SECCOMP_RET_ERRNO | 1  # EPERM
+    enosys = linux.SECCOMP_RET_ERRNO | 38  # ENOSYS
+    nr = linux.SYSCALLS_X86_64
+    prog = [
+        linux.bpf_stmt(ld, linux.SECCOMP_DATA_ARCH),
+        linux.bpf_jump(jmp | linux.BPF_JEQ, linux.AUDIT_ARCH_X86_64, 1, 0),
+        linux.bpf_stmt(ret, enosys),
+        linux.bpf_stmt(ld, linux.SECCOMP_DATA_NR),
+        linux.bpf_jump(jmp | linux.BPF_JGE, linux.X32_SYSCALL_BIT, 0, 1),
+        linux.bpf_stmt(ret, eperm),
+    ]
+    for names, action in ((SECCOMP_EPERM, eperm), (SECCOMP_ENOSYS, enosys)):
+        for name in names:
+            if name in nr:
+                prog.append(linux.bpf_jump(jmp | linux.BPF_JEQ, nr[name], 0, 1))
+                prog.append(linux.bpf_stmt(ret, action))
+    for name in SECCOMP_NO_NEWUSER:
+        prog += [
+            linux.bpf_jump(jmp | linux.BPF_JEQ, nr[name], 0, 4),
+            linux.bpf_stmt(ld, linux.SECCOMP_DATA_ARG0_LO),
+            linux.bpf_jump(jmp | linux.BPF_JSET, linux.CLONE_NEWUSER, 0, 1),
+            linux.bpf_stmt(ret, eperm),
+            linux.bpf_stmt(ret, linux.SECCOMP_RET_ALLOW),
+        ]
+    prog.append(linux.bpf_stmt(ret, linux.SECCOMP_RET_ALLOW))
+    return prog
+
+
+# --- the plan: everything decided on the host before any namespace exists ------------------
+
+
+class Plan:
+    """What the child needs, computed (and checked) in the parent so that most mistakes are
+    reported before any namespace or mount exists."""
+
+    def __init__(self, spec: ContainerSpec, foreground: bool) -> None:
+        self.spec = spec
+        self.foreground = foreground
+        if not spec.rootfs:
+            raise _launch_error("no rootfs given")
+        with _Step(f"rootfs {spec.rootfs}"):
+            if not stat.S_ISDIR(os.stat(spec.rootfs).st_mode):
+                raise NotADirectoryError(20, "Not a directory")
+        self.rootfs = spec.rootfs
+        self.command = list(spec.command)
+        if spec.run_init:
+            if not os.access(TINI, os.X_OK):
+                raise _launch_error(f"RunInit=yes needs {TINI} (Debian package tini): not found")
+            self.command = ["/dev/init", "--", *self.command]
+        for volume in spec.volumes:
+            with _Step(f"volume source {volume.source}"):
+                os.stat(volume.source)
+        self.file_env: dict[str, str] = {}
+        for path in spec.environment_files:
+            self.file_env.update(parse_env_file(path))
+        self.hostname = spec.hostname or sanitize_hostname(spec.name)
+        self.last_cap = linux.cap_last_cap()
+        # A capability the launcher does not hold cannot be handed on; asking for it (CAP_ALL
+        # on a host that lacks one) keeps what there is rather than failing in capset.
+        self.caps = capability_mask(spec.add_capabilities, spec.drop_capabilities, self.last_cap)
+        self.caps &= _own_bounding_set()
+        self.listen_fds = _listen_fds()
+        self.listen_fdnames = os.environ.get("LISTEN_FDNAMES") if self.listen_fds else None
+        self.hosts = (
+            "127.0.0.1\tlocalhost localhost.localdomain\n"
+            "::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"127.0.1.1\t{self.hostname}\n"
+        )
+        self.resolv_conf = _resolv_conf(spec.network)
+
+
+def _resolv_conf(network: str) -> str:
+    if network != "host":
+        return "# sdcontainer: Network=none, this container has no network and no name servers\n"
+    path = "/etc/resolv.conf"
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        # The systemd-resolved stub works in the host netns too, but the upstream list is what
+        # podman uses, and keeps working if the container later gets a network of its own.
+        if any(line.split()[:2] == ["nameserver", "127.0.0.53"] for line in text.splitlines()):
+            with open("/run/systemd/resolve/resolv.conf", encoding="utf-8", errors="replace") as f:
+                text = f.read()
+    except FileNotFoundError:
+        text = ""
+    return text
+
+
+def _listen_fds() -> int:
+    """Socket activation: the fds systemd passed to *this* process (sd_listen_fds rules)."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return 0
+    value = os.environ.get("LISTEN_FDS", "0")
+    if not value.isdigit():
+        raise _launch_error(f"LISTEN_FDS={value!r} is not a number")
+    count = int(value)
+    for fd in range(3, 3 + count):
+        with _Step(f"LISTEN_FDS={count}: fd {fd}"):
+            os.fstat(fd)
+        os.set_inheritable(fd, True)
+    return count
+
+
+# --- the child: from a fresh pid namespace to execve ---------------------------------------
+
+
+def _fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+def open_in_root(root_fd: int, path: str, create: str | None = None, no_symlinks: bool = False) -> int:
+    """An O_PATH fd for `path` resolved as if `root_fd` were `/` (symlinks in the image stay
+    inside it; /proc magic links refused). `create` = "dir" or "file" makes what is missing
+    (in the overlay's upper layer, never in the source tree)."""
+    resolve = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
+    if no_symlinks:
+        resolve |= linux.RESOLVE_NO_SYMLINKS
+    relative = path.strip("/") or "."
+    try:
+        return linux.openat2(root_fd, relative, os.O_PATH, resolve)
+    except FileNotFoundError:
+        if create is None:
+            raise
+    parts = relative.split("/")
+    for i, name in enumerate(parts):
+        here = "/".join(parts[: i + 1])
+        try:
+            os.close(linux.openat2(root_fd, here, os.O_PATH, resolve))
+            continue
+        except FileNotFoundError:
+            pass
+        parent = linux.openat2(root_fd, "/".join(parts[:i]) or ".", os.O_PATH | os.O_DIRECTORY, resolve)
+        try:
+            if i == len(parts) - 1 and create == "file":
+                flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                os.close(os.open(name, flags, 0o644, dir_fd=parent))
+            else:
+                os.mkdir(name, 0o755, dir_fd=parent)
+        finally:
+            os.close(parent)
+    return linux.openat2(root_fd, relative, os.O_PATH, resolve)
+
+
+def _bind(source: str, root_fd: int, target: str, kind: str, attr_set: int = 0, attr_clr: int = 0,
+          recursive: bool = False) -> None:
+    """Bind `source` (a host path) onto `target` inside the root, with mount attributes set on
+    the detached copy before it becomes visible."""
+    tree = linux.open_tree(source, linux.OPEN_TREE_CLONE | (linux.AT_RECURSIVE if recursive else 0))
+    try:
+        if attr_set or attr_clr:
+            linux.mount_setattr(tree, attr_set, attr_clr, recursive=recursive)
+        target_fd = open_in_root(root_fd, target, create=kind)
+        try:
+            linux.move_mount(tree, target_fd, filename=target)
+        finally:
+            os.close(target_fd)
+    finally:
+        os.close(tree)
+
+
+_TMPFS_FLAGS = {
+    "ro": (linux.MS_RDONLY, 0), "rw": (0, linux.MS_RDONLY),
+    "nosuid": (linux.MS_NOSUID, 0), "suid": (0, linux.MS_NOSUID),
+    "nodev": (linux.MS_NODEV, 0), "dev": (0, linux.MS_NODEV),
+    "noexec": (linux.MS_NOEXEC, 0), "exec": (0, linux.MS_NOEXEC),
+    "noatime": (linux.MS_NOATIME, 0), "relatime": (linux.MS_RELATIME, 0),
+    "strictatime": (linux.MS_STRICTATIME, 0), "sync": (linux.MS_SYNCHRONOUS, 0),
+}  # fmt: skip
+
+
+def tmpfs_flags(options: tuple[str, ...]) -> tuple[int, str]:
+    """Mount flags and the data string for a Tmpfs= entry; nosuid,nodev,noexec by default."""
+    flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+    data = []
+    for option in options:
+        if option in _TMPFS_FLAGS:
+            on, off = _TMPFS_FLAGS[option]
+            flags = (flags | on) & ~off
+        else:
+            data.append(option)
+    return flags, ",".join(data)
+
+
+def _mount_tmpfs(root_fd: int, target: str, flags: int, data: str) -> None:
+    with _Step(f"mount tmpfs on {target}"):
+        fd = open_in_root(root_fd, target, create="dir")
+        try:
+            linux.mount("tmpfs", _fd_path(fd), "tmpfs", flags, data or None)
+        finally:
+            os.close(fd)
+
+
+def _make_dev(root: str, stdin_is_tty: bool) -> None:
+    dev = f"{root}/dev"
+    with _Step("mount tmpfs on /dev"):
+        linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_STRICTATIME, "mode=755,size=65536k")
+    with _Step("populate /dev"):
+        for name, major, minor in (
+            ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
+            ("urandom", 1, 9), ("tty", 5, 0),
+        ):  # fmt: skip
+            os.mknod(f"{dev}/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor))
+        for name, target in (
+            ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"),
+        ):  # fmt: skip
+            os.symlink(target, f"{dev}/{name}")
+        for name in ("pts", "shm", "mqueue"):
+            os.mkdir(f"{dev}/{name}", 0o755)
+    if stdin_is_tty:
+        with _Step("bind the terminal on /dev/console"):
+            os.close(os.open(f"{dev}/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+            linux.mount(os.ttyname(0), f"{dev}/console", None, linux.MS_BIND)
+    with _Step("mount devpts on /dev/pts"):
+        linux.mount("devpts", f"{dev}/pts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
+                    "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+    with _Step("mount tmpfs on /dev/shm"):
+        linux.mount("shm", f"{dev}/shm", "tmpfs", nosuid_nodev_noexec, "mode=1777,size=65536k")
+    try:
+        linux.mount("mqueue", f"{dev}/mqueue", "mqueue", nosuid_nodev_noexec)
+    except OSError as error:
+        if error.errno != 19:  # ENODEV: a kernel without POSIX message queues
+            raise _launch_error(f"mount mqueue on /dev/mqueue: {_reason(error)}") from None
+        os.rmdir(f"{dev}/mqueue")
+
+
+def _mount_sys(root: str) -> None:
+    ro = linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+    try:
+        linux.mount("sysfs", f"{root}/sys", "sysfs", ro)
+        return
+    except OSError as error:
+        if error.errno not in (1, 13):  # EPERM, EACCES: sysfs refused in this netns
+            raise _launch_error(f"mount sysfs on /sys: {_reason(error)}") from None
+    # Like podman with the host's network: the host's /sys, read-only all the way down.
+    with _Step("bind /sys read-only"):
+        tree = linux.open_tree("/sys", linux.OPEN_TREE_CLONE | linux.AT_RECURSIVE)
+        try:
+            attrs = linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV
+            linux.mount_setattr(tree, attrs | linux.MOUNT_ATTR_NOEXEC, recursive=True)
+            target = os.open(f"{root}/sys", os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                linux.move_mount(tree, target, filename="/sys")
+            finally:
+                os.close(target)
+        finally:
+            os.close(tree)
+
+
+def _mask_paths(root: str) -> None:
+    """Hide kernel information podman hides. These paths are inside the fresh proc and sysfs
+    mounts, which the image cannot have planted symlinks in."""
+    for path in MASKED_PATHS:
+        full = root + path
+        try:
+            mode = os.lstat(full).st_mode
+        except FileNotFoundError:
+            continue
+        with _Step(f"mask {path}"):
+            if stat.S_ISDIR(mode):
+                linux.mount("tmpfs", full, "tmpfs", linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
+                            | linux.MS_NOEXEC, "size=0")
+            else:
+                linux.mount(f"{root}/dev/null", full, None, linux.MS_BIND)
+    flags = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
+    for path in READONLY_PATHS:
+        full = root + path
+        if not os.path.lexists(full):
+            continue
+        with _Step(f"make {path} read-only"):
+            linux.mount(full, full, None, linux.MS_BIND | linux.MS_REC)
+            linux.mount(None, full, None, flags | linux.MS_NOEXEC)
+
+
+def _write_etc_files(plan: Plan, root_fd: int, scratch: str) -> None:
+    """/etc/hostname, hosts and resolv.conf: written in the scratch tmpfs and bind-mounted
+    over the image's, so the source tree is never written and a symlink in the image
+    (resolv.conf -> ../run/...) cannot send them elsewhere."""
+    files = {"hostname": plan.hostname + "\n", "hosts": plan.hosts, "resolv.conf": plan.resolv_conf}
+    os.mkdir(f"{scratch}/etc", 0o755)
+    with _Step("create /etc"):
+        etc = open_in_root(root_fd, "/etc", create="dir")
+    try:
+        for name, content in files.items():
+            source = f"{scratch}/etc/{name}"
+            with open(source, "w", encoding="utf-8") as f:
+                f.write(content)
+            os.chmod(source, 0o644)
+            with _Step(f"bind /etc/{name}"):
+                try:
+                    mode = os.stat(name, dir_fd=etc, follow_symlinks=False).st_mode
+                except FileNotFoundError:
+                    mode = None
+                if mode is not None and not stat.S_ISREG(mode):
+                    os.unlink(name, dir_fd=etc)  # a symlink (or other) in the overlay: replace it
+                    mode = None
+                if mode is None:
+                    os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                                     | os.O_CLOEXEC, 0o644, dir_fd=etc))
+                tree = linux.open_tree(source, linux.OPEN_TREE_CLONE)
+                target = linux.openat2(etc, name, os.O_PATH, linux.RESOLVE_NO_SYMLINKS)
+                try:
+                    linux.move_mount(tree, target, filename=f"/etc/{name}")
+                finally:
+                    os.close(target)
+                    os.close(tree)
+    finally:
+        os.close(etc)
+
+
+def build_root(plan: Plan) -> str:
+    """Every mount of the container, made in its private mount namespace; returns the new root."""
+    spec = plan.spec
+    with _Step("make the mount namespace private"):
+        linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    scratch = SCRATCH_DIR
+    with _Step(f"mount tmpfs on {scratch}"):
+        # The overlay's upper layer: the container's writes live in memory, charged to the
+        # unit's memory cgroup, and vanish with the mount namespace.
+        linux.mount("tmpfs", scratch, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0700")
+        for name in ("lower", "upper", "work", "root"):
+            os.mkdir(f"{scratch}/{name}", 0o755)
+    root = f"{scratch}/root"
+    with _Step(f"bind rootfs {plan.rootfs}"):
+        # Through a bind mount, so a rootfs path with ',' or ':' cannot break the options.
+        linux.mount(plan.rootfs, f"{scratch}/lower", None, linux.MS_BIND | linux.MS_REC)
+    with _Step("mount overlay on /"):
+        linux.mount("overlay", root, "overlay", 0,
+                    f"lowerdir={scratch}/lower,upperdir={scratch}/upper,workdir={scratch}/work")
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        # Mount points for the API file systems: a symlink there is refused, never followed.
+        for name in ("proc", "dev", "sys"):
+            with _Step(f"create /{name}"):
+                os.close(open_in_root(root_fd, f"/{name}", create="dir", no_symlinks=True))
+        with _Step("mount proc on /proc"):
+            linux.mount("proc", f"{root}/proc", "proc", linux.MS_NOSUID | linux.MS_NOEXEC | linux.MS_NODEV)
+        _make_dev(root, os.isatty(0))
+        _mount_sys(root)
+        with _Step("set the host name"):
+            linux.sethostname(plan.hostname)
+        if spec.network == "none":
+            with _Step("bring up the loopback interface"):
+                linux.interface_up("lo")
+        if spec.read_only and spec.read_only_tmpfs:
+            for target, mode in (("/tmp", "1777"), ("/var/tmp", "1777"), ("/run", "755")):
+                _mount_tmpfs(root_fd, target, linux.MS_NOSUID | linux.MS_NODEV, f"mode={mode}")
+        for volume in spec.volumes:
+            attr_set = linux.MOUNT_ATTR_RDONLY if volume.readonly else 0
+            attr_clr = 0
+            for option, bit in (("suid", linux.MOUNT_ATTR_NOSUID), ("dev", linux.MOUNT_ATTR_NODEV),
+                                ("exec", linux.MOUNT_ATTR_NOEXEC)):
+                if f"no{option}" in volume.options:
+                    attr_set |= bit
+                elif option in volume.options:
+                    attr_clr |= bit
+            with _Step(f"volume {volume.source} on {volume.target}"):
+                kind = "dir" if stat.S_ISDIR(os.stat(volume.source).st_mode) else "file"
+                _bind(volume.source, root_fd, volume.target, kind, attr_set, attr_clr,
+                      recursive="bind" not in volume.options)
+        for tmpfs in spec.tmpfs:
+            flags, data = tmpfs_flags(tmpfs.options)
+            _mount_tmpfs(root_fd, tmpfs.target, flags, data)
+        _write_etc_files(plan, root_fd, scratch)
+        if spec.run_init:
+            with _Step(f"bind {TINI} on /dev/init"):
+                # read-only, so the container cannot rewrite the host's tini (CVE-2019-5736)
+                _bind(TINI, root_fd, "/dev/init", "file", linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID
+                      | linux.MOUNT_ATTR_NODEV)
+        _mask_paths(root)
+        if spec.read_only:
+            with _Step("make / read-only"):
+                linux.mount_setattr(root_fd, linux.MOUNT_ATTR_RDONLY, filename="/")
+    finally:
+        os.close(root_fd)
+    return root
+
+
+def pivot(root: str) -> None:
+    with _Step("pivot_root"):
+        os.chdir(root)
+        # pivot_root(".", ".") stacks the old root on top of the new one; detaching it then
+        # leaves the new root alone, with no directory needed to park the old one in.
+        linux.pivot_root(".", ".")
+        linux.umount2(".", linux.MNT_DETACH)
+        os.chdir("/")
+
+
+class Identity:
+    __slots__ = ("uid", "gid", "groups", "home", "name")
+
+    def __init__(self, uid: int, gid: int, groups: list[int], home: str, name: str | None) -> None:
+        self.uid, self.gid, self.groups, self.home, self.name = uid, gid, groups, home, name
+
+
+def _read_db(path: str) -> list[list[str]]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
+    except FileNotFoundError:
+        return []
+
+
+def resolve_identity(user: str | None, group: str | None) -> Identity:
+    """User= and Group= looked up in the container's own /etc/passwd and /etc/group (never the
+    host's, never NSS): numbers are taken as they are."""
+    passwd = [e for e in _read_db("/etc/passwd") if len(e) >= 7]
+    groups_db = [e for e in _read_db("/etc/group") if len(e) >= 4]
+    wanted = user or "0"
+    if wanted.isdigit():
+        entry = next((e for e in passwd if e[2] == wanted), None)
+        uid = int(wanted)
+    else:
+        entry = next((e for e in passwd if e[0] == wanted), None)
+        if entry is None:
+            raise _launch_error(f"user {wanted!r} not found in the container's /etc/passwd")
+        uid = int(entry[2])
+    name = entry[0] if entry else None
+    gid = int(entry[3]) if entry and entry[3].isdigit() else 0
+    home = entry[5] if entry and entry[5] else "/"
+    if group is not None:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            match = next((e for e in groups_db if e[0] == group), None)
+            if match is None:
+                raise _launch_error(f"group {group!r} not found in the container's /etc/group")
+            gid = int(match[2])
+    supplementary = [gid]
+    if name is not None:
+        for e in groups_db:
+            if name in e[3].split(",") and e[2].isdigit() and int(e[2]) not in supplementary:
+                supplementary.append(int(e[2]))
+    return Identity(uid, gid, supplementary, home, name)
+
+
+def build_environment(plan: Plan, home: str, launcher_env: Mapping[str, str]) -> dict[str, str]:
+    """A fresh environment: nothing of the launcher's leaks (NOTIFY_SOCKET, INVOCATION_ID,
+    JOURNAL_STREAM, ...) except TERM and what Environment= names on purpose."""
+    env = {"PATH": DEFAULT_PATH, "container": "sdcontainer", "HOSTNAME": plan.hostname, "HOME": home}
+    if "TERM" in launcher_env:
+        env["TERM"] = launcher_env["TERM"]
+    env.update(plan.file_env)
+    for item in plan.spec.environment:
+        key, eq, value = item.partition("=")
+        if eq:
+            env[key] = value
+        elif key in launcher_env:
+            env[key] = launcher_env[key]
+    if plan.listen_fds:
+        # The container's init is PID 1 of its namespace (systemd CONTAINER_INTERFACE.md).
+        env.update(LISTEN_FDS=str(plan.listen_fds), LISTEN_PID="1")
+        if plan.listen_fdnames is not None:
+            env["LISTEN_FDNAMES"] = plan.listen_fdnames
+    return env
+
+
+def find_program(name: str, path: str) -> str:
+    """execvp's search, inside the container and without following /proc magic links (an
+    entrypoint of /proc/self/exe would otherwise run the host's python, CVE-2019-5736)."""
+    candidates = [name] if "/" in name else [f"{d or '.'}/{name}" for d in path.split(":")]
+    denied: OSError | None = None
+    for candidate in candidates:
+        try:
+            fd = linux.openat2(linux.AT_FDCWD, candidate, os.O_PATH, linux.RESOLVE_NO_MAGICLINKS)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as error:
+            if error.errno == 40:  # ELOOP
+                raise _launch_error(
+                    f"exec {candidate}: refusing a symlink loop or /proc magic link", EXIT_CANNOT_EXEC
+                ) from None
+            denied = error
+            continue
+        try:
+            mode = os.fstat(fd).st_mode
+        finally:
+            os.close(fd)
+        if stat.S_ISREG(mode) and os.access(candidate, os.X_OK):
+            return candidate
+        denied = PermissionError(13, "Permission denied")
+    if denied is not None:
+        raise _launch_error(f"exec {name}: {_reason(denied)}", EXIT_CANNOT_EXEC)
+    where = "" if "/" in name else f" (not found in PATH={path})"
+    raise _launch_error(f"exec {name}: No such file or directory{where}", EXIT_NOT_FOUND)
+
+
+def _close_fds(keep_below: int, sync_fd: int) -> None:
+    """Close everything but stdio, the LISTEN_FDS block 3..keep_below-1 and the sync pipe."""
+    os.closerange(keep_below, sync_fd)
+    os.closerange(sync_fd + 1, 0x7FFFFFFF)
+
+
+def container_main(plan: Plan, sync_fd: int) -> None:
+    """The child's whole life: mounts, pivot, identity, privileges, execve. Raises on failure."""
+    spec = plan.spec
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+                signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)  # python ignores SIGPIPE/SIGXFSZ; ignoring survives exec
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    if plan.foreground:
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.umask(0)
+    pivot(build_root(plan))
+    ident = resolve_identity(spec.user, spec.group)
+    env = build_environment(plan, ident.home, os.environ)
+
+    seccomp = seccomp_program()
+    with _Step("set no_new_privs"):
+        if spec.no_new_privileges:
+            linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    with _Step("drop capabilities from the bounding set"):
+        linux.drop_bounding_set(plan.caps, plan.last_cap)
+    if not spec.no_new_privileges:
+        with _Step("install the seccomp filter"):
+            linux.seccomp_load(seccomp)
+    with _Step(f"switch to uid {ident.uid} gid {ident.gid}"):
+        os.setgroups(ident.groups)
+        os.setgid(ident.gid)
+        os.setuid(ident.uid)
+    with _Step("set capabilities"):
+        caps = plan.caps if ident.uid == 0 else 0
+        linux.capset(caps, caps, 0)
+        linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
+        if plan.foreground:
+            linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # a uid change cleared it
+    workdir = spec.working_dir or "/"
+    with _Step(f"working directory {workdir}"):
+        fd = linux.openat2(linux.AT_FDCWD, workdir, os.O_PATH | os.O_DIRECTORY, linux.RESOLVE_NO_MAGICLINKS)
+        try:
+            os.fchdir(fd)
+        finally:
+            os.close(fd)
+        if not os.getcwd().startswith("/"):  # "(unreachable)/...": outside the root
+            raise _launch_error(f"working directory {workdir}: outside the container")
+    program = find_program(plan.command[0], env.get("PATH", DEFAULT_PATH))
+    os.umask(0o022)
+    _close_fds(3 + plan.listen_fds, sync_fd)
+    if spec.no_new_privileges:
+        with _Step("install the seccomp filter"):
+            linux.seccomp_load(seccomp)
+    try:
+        os.execve(program, plan.command, env)
+    except OSError as error:
+        status = EXIT_NOT_FOUND if error.errno == 2 else EXIT_CANNOT_EXEC
+        raise _launch_error(f"exec {program}: {_reason(error)}", status) from None
+
+
+def _child(plan: Plan, sync_fd: int) -> None:
+    """Run container_main; on any failure report one line on the pipe and _exit."""
+    status = LaunchError.exit_status
+    try:
+        container_main(plan, sync_fd)
+        message = "execve returned"
+    except SdcontainerError as error:
+        status, message = error.exit_status, str(error)
+    except OSError as error:
+        message = f"{error.filename}: {_reason(error)}" if error.filename else _reason(error)
+    except BaseException as error:  # noqa: B036 - nothing may escape a forked child
+        message = f"internal error: {type(error).__name__}: {error}"
+    if os.environ.get("SDCONTAINER_DEBUG") == "1":
+        import traceback
+
+        traceback.print_exc()
+    try:
+        os.write(sync_fd, f"{status} {message}".replace("\n", " ").encode(errors="replace"))
+    finally:
+        os._exit(status)
+
+
+# --- the parent ----------------------------------------------------------------------------
+
+
+def _ensure_stdio() -> None:
+    """A closed 0/1/2 would be reused by the first file we open and end up in the container."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open("/dev/null", os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            else:
+                os.set_inheritable(fd, True)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def _exit_code(wait_status: int) -> int:
+    code = os.waitstatus_to_exitcode(wait_status)
+    return code if code >= 0 else 128 - code
+
+
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+
+
+def _wait_foreground(pid: int) -> int:
+    def forward(signum: int, frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            return  # already gone; waitpid will say how
+
+    for sig in _FORWARDED:
+        signal.signal(sig, forward)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    _, wait_status = os.waitpid(pid, 0)
+    return _exit_code(wait_status)
+
+
+def _state_path(unit: str) -> str:
+    if not unit or "/" in unit or unit.startswith(".") or "%" in unit:
+        raise UsageError(f"invalid unit name {unit!r}")
+    return f"{STATE_DIR}/{unit}.json"
+
+
+def write_state(plan: Plan, pid: int) -> None:
+    import json
+    import time
+
+    spec = plan.spec
+    state = {
+        "name": spec.name,
+        "unit": spec.unit,
+        "pid": pid,
+        "rootfs": plan.rootfs,
+        "command": plan.command,
+        "hostname": plan.hostname,
+        "network": spec.network,
+        "labels": dict(item.split("=", 1) for item in spec.labels),
+        "annotations": dict(item.split("=", 1) for item in spec.annotations),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    path = _state_path(spec.unit)
+    os.makedirs(STATE_DIR, 0o755, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(state, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def start(spec: ContainerSpec) -> int:
+    _ensure_stdio()
+    notify_socket = os.environ.get("NOTIFY_SOCKET")
+    plan = Plan(spec, foreground=not notify_socket)
+    os.makedirs(SCRATCH_DIR, 0o700, exist_ok=True)
+    flags = (
+        linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
+        | linux.CLONE_NEWCGROUP
+    )
+    if spec.network == "none":
+        flags |= linux.CLONE_NEWNET
+    read_end, write_end = os.pipe()  # close-on-exec: EOF means the child exec'd
+    with _Step("unshare namespaces"):
+        linux.unshare(flags)
+    # Signals that arrive between fork and the parent's handlers wait instead of killing the
+    # parent (which would leave the child orphaned mid-setup).
+    signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        _child(plan, write_end)
+    os.close(write_end)
+    report = _read_all(read_end)
+    if report:
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        os.waitpid(pid, 0)
+        code, _, message = report.decode(errors="replace").partition(" ")
+        raise _launch_error(message, int(code) if code.isdigit() else LaunchError.exit_status)
+    if plan.foreground:
+        return _wait_foreground(pid)
+    from sdcontainer import notify
+
+    try:
+        write_state(plan, pid)
+        notify.notify(f"MAINPID={pid}\nREADY=1")
+        notify.barrier(5.0)
+    except OSError as error:
+        os.kill(pid, signal.SIGKILL)
+        raise SystemdError(f"telling systemd the container's pid: {_reason(error)}") from None
+    return 0
+
+
+def cleanup(args: list[str]) -> int:
+    """ExecStopPost: forget the container. Idempotent; what died with the namespaces (mounts,
+    the overlay's upper layer, loopback) needs nothing."""
+    if len(args) == 2 and args[0] == "--unit":
+        unit = args[1]
+    elif len(args) == 1 and args[0].startswith("--unit="):
+        unit = args[0].partition("=")[2]
+    else:
+        raise UsageError("usage: cleanup --unit UNIT")
+    try:
+        os.unlink(_state_path(unit))
+    except FileNotFoundError:
+        return 0  # already clean: a second stop, or a start that never got that far
+    return 0
+
+
+def _usage() -> str:
+    from sdcontainer.keys import KEYS
+
+    lines = [
+        f"usage: {PROG} start [OPTIONS] -- COMMAND [ARG...]",
+        f"       {PROG} cleanup --unit UNIT",
+        "",
+        "Runs a container as the calling systemd unit's main process; without $NOTIFY_SOCKET it",
+        "stays in the foreground and exits with the container's status. Options (one per",
+        "[Container] key, see sdcontainer.container(5)):",
+        "  --unit UNIT",
+    ]
+    lines += [f"  {key.option} {key.metavar}" for key in KEYS if key.option]
+    return "\n".join(lines)
+
+
+def run(args: list[str]) -> int:
+    if not args or args[0] in ("-h", "--help") or args[1:2] == ["--help"]:
+        print(_usage())
+        return 0 if args else UsageError.exit_status
+    verb, rest = args[0], args[1:]
+    if verb == "start":
+        return start(spec_from_argv(rest))
+    if verb == "cleanup":
+        return cleanup(rest)
+    raise UsageError(f"unknown command {verb!r}; expected start or cleanup")
+
+
+def exit_status_for(error: BaseException) -> int:
+    """The one place errors become an exit status and a single line on stderr (the journal)."""
+    if os.environ.get("SDCONTAINER_DEBUG") == "1":
+        import traceback
+
+        traceback.print_exception(error)
+    if isinstance(error, SdcontainerError):
+        message, status = str(error), error.exit_status
+    elif isinstance(error, OSError):
+        message = f"{error.filename}: {_reason(error)}" if error.filename else _reason(error)
+        status = LaunchError.exit_status
+    elif isinstance(error, KeyboardInterrupt):
+        return 130
+    else:
+        message = f"internal error: {type(error).__name__}: {error} (SDCONTAINER_DEBUG=1 shows more)"
+        status = 1
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except BaseException as error:  # noqa: B036 - every failure ends as one line and a status
+        if isinstance(error, SystemExit):
+            raise
+        return exit_status_for(error)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
