@@ -3,13 +3,13 @@
     <python> -I -m sdcontainer.launcher start [OPTIONS] -- CMD...
     <python> -I -m sdcontainer.launcher cleanup --unit UNIT
 
-`start` builds the container and gets out of the way: the parent unshares the namespaces and
-forks the container's PID 1; the child sets up the root file system, drops privileges and
-execs the command; the parent waits on a close-on-exec pipe until the child has exec'd (EOF)
-or failed (a one-line message), tells systemd `MAINPID=<child>` and exits, so that the
-container's init is the unit's main process. Without $NOTIFY_SOCKET (by hand, or tests) the
-launcher stays in the foreground instead, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT and exits
-with the container's status.
+`start` builds the container and gets out of the way: the parent unshares the pid namespace
+and forks the container's PID 1; the child unshares the other namespaces, sets up the root
+file system, drops privileges and execs the command; the parent waits on a close-on-exec
+pipe until the child has exec'd (EOF) or failed (a one-line message), tells systemd
+`MAINPID=<child>` and exits, so that the container's init is the unit's main process.
+Without $NOTIFY_SOCKET (by hand, or tests) the launcher stays in the foreground instead,
+forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT and exits with the container's status.
 
 Exit status of `start`:
   0        under systemd: the container is running;
@@ -314,29 +314,44 @@ def _fd_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-def open_in_root(root_fd: int, path: str, create: str | None = None, no_symlinks: bool = False) -> int:
+def open_in_root(root_fd: int, path: str, create: str | None = None, no_symlinks: bool = False,
+                 _depth: int = 0) -> int:
     """An O_PATH fd for `path` resolved as if `root_fd` were `/` (symlinks in the image stay
     inside it; /proc magic links refused). `create` = "dir" or "file" makes what is missing
-    (in the overlay's upper layer, never in the source tree)."""
+    (in the overlay's upper layer, never in the source tree), following a dangling symlink
+    inside the root the way runc's securejoin does."""
     resolve = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
     if no_symlinks:
         resolve |= linux.RESOLVE_NO_SYMLINKS
-    relative = path.strip("/") or "."
+    relative = "/".join(p for p in path.split("/") if p) or "."
     try:
         return linux.openat2(root_fd, relative, os.O_PATH, resolve)
     except FileNotFoundError:
         if create is None:
             raise
+    if _depth > 40:
+        raise OSError(40, os.strerror(40), path)  # ELOOP, as the kernel would say
     parts = relative.split("/")
     for i, name in enumerate(parts):
-        here = "/".join(parts[: i + 1])
         try:
-            os.close(linux.openat2(root_fd, here, os.O_PATH, resolve))
+            os.close(linux.openat2(root_fd, "/".join(parts[: i + 1]), os.O_PATH, resolve))
             continue
         except FileNotFoundError:
             pass
-        parent = linux.openat2(root_fd, "/".join(parts[:i]) or ".", os.O_PATH | os.O_DIRECTORY, resolve)
+        parent_path = "/".join(parts[:i]) or "."
+        parent = linux.openat2(root_fd, parent_path, os.O_PATH | os.O_DIRECTORY, resolve)
         try:
+            try:
+                link = os.readlink(name, dir_fd=parent)
+            except OSError:
+                link = None
+            if link is not None and not no_symlinks:
+                # Dangling: create where it points, then resolve the whole path again.
+                base = "" if link.startswith("/") else parent_path
+                rest = "/".join(parts[i + 1 :])
+                target = "/".join(p for p in (base, link, rest) if p)
+                os.close(open_in_root(root_fd, target, create, no_symlinks, _depth + 1))
+                break
             if i == len(parts) - 1 and create == "file":
                 flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
                 os.close(os.open(name, flags, 0o644, dir_fd=parent))
@@ -538,8 +553,12 @@ def build_root(plan: Plan) -> str:
     try:
         # Mount points for the API file systems: a symlink there is refused, never followed.
         for name in ("proc", "dev", "sys"):
-            with _Step(f"create /{name}"):
+            try:
                 os.close(open_in_root(root_fd, f"/{name}", create="dir", no_symlinks=True))
+            except OSError as error:
+                if error.errno == 40:  # ELOOP from RESOLVE_NO_SYMLINKS
+                    raise _launch_error(f"the image's /{name} is a symlink; refusing to follow it") from None
+                raise _launch_error(f"create /{name}: {_reason(error)}") from None
         with _Step("mount proc on /proc"):
             linux.mount("proc", f"{root}/proc", "proc", linux.MS_NOSUID | linux.MS_NOEXEC | linux.MS_NODEV)
         _make_dev(root, os.isatty(0))
@@ -707,6 +726,11 @@ def container_main(plan: Plan, sync_fd: int) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     if plan.foreground:
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
+    if spec.network == "none":
+        flags |= linux.CLONE_NEWNET
+    with _Step("unshare namespaces"):
+        linux.unshare(flags)
     os.umask(0)
     pivot(build_root(plan))
     ident = resolve_identity(spec.user, spec.group)
@@ -859,15 +883,12 @@ def start(spec: ContainerSpec) -> int:
     notify_socket = os.environ.get("NOTIFY_SOCKET")
     plan = Plan(spec, foreground=not notify_socket)
     os.makedirs(SCRATCH_DIR, 0o700, exist_ok=True)
-    flags = (
-        linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
-        | linux.CLONE_NEWCGROUP
-    )
-    if spec.network == "none":
-        flags |= linux.CLONE_NEWNET
     read_end, write_end = os.pipe()  # close-on-exec: EOF means the child exec'd
-    with _Step("unshare namespaces"):
-        linux.unshare(flags)
+    # Only the pid namespace must be unshared before fork (the next child is its PID 1). The
+    # rest the child unshares for itself: pivot_root moves the root of every process in the
+    # mount namespace, and an abstract $NOTIFY_SOCKET is only reachable from the host netns.
+    with _Step("unshare the pid namespace"):
+        linux.unshare(linux.CLONE_NEWPID)
     # Signals that arrive between fork and the parent's handlers wait instead of killing the
     # parent (which would leave the child orphaned mid-setup).
     signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
