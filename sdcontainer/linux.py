@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import struct  # already loaded by ctypes
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -208,6 +209,9 @@ class SockFilter(ctypes.Structure):
     )
 
 
+_SOCK_FILTER = struct.Struct("=HBBI")
+
+
 class SockFprog(ctypes.Structure):
     _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter)))
 
@@ -379,26 +383,41 @@ def bpf_jump(code: int, k: int, jt: int, jf: int) -> Instruction:
 def seccomp_load(program: list[Instruction]) -> None:
     """Install a classic-BPF seccomp filter on this thread. Needs no_new_privs or
     CAP_SYS_ADMIN; the filter is inherited across fork and execve and can never be removed."""
-    filters = (SockFilter * len(program))(*(SockFilter(c, jt, jf, k) for c, jt, jf, k in program))
-    prog = SockFprog(len(program), filters)
+    # One struct.pack per instruction into a flat buffer: building a SockFilter object for
+    # each costs ~0.5 ms, on the start path of every container.
+    raw = b"".join(_SOCK_FILTER.pack(code, jt, jf, k) for code, jt, jf, k in program)
+    buffer = ctypes.create_string_buffer(raw, len(raw))
+    prog = SockFprog(len(program), ctypes.cast(buffer, ctypes.POINTER(SockFilter)))
     prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog))
 
 
 # --- network -------------------------------------------------------------------------------
 
 
+libc.socket.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int)
+libc.ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
+libc.close.argtypes = (ctypes.c_int,)
+
+_AF_INET = 2
+_SOCK_DGRAM = 2
+_IFREQ = struct.Struct("16sh22x")  # struct ifreq: name, then ifr_flags in the union
+
+
 def interface_up(name: str = "lo") -> None:
     """Set IFF_UP on an interface of the current network namespace; for `lo` in a fresh
-    namespace that is all the configuration it needs (the kernel adds 127.0.0.1 and ::1)."""
-    import _socket  # the C module: `socket.py` would pull in selectors and costs ~2 ms
-    import fcntl
-    import struct
-
-    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM, 0)
+    namespace that is all the configuration it needs (the kernel adds 127.0.0.1 and ::1).
+    Through libc rather than the socket module, whose import costs about a millisecond."""
+    fd = libc.socket(_AF_INET, _SOCK_DGRAM | os.O_CLOEXEC, 0)
+    if fd < 0:
+        _raise()
     try:
-        ifreq = struct.pack("16sh22x", name.encode(), 0)
-        flags = struct.unpack("16sh22x", fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, ifreq))[1]
+        request = ctypes.create_string_buffer(_IFREQ.pack(name.encode(), 0), _IFREQ.size)
+        if libc.ioctl(fd, SIOCGIFFLAGS, request) < 0:
+            _raise(name)
+        flags = _IFREQ.unpack(request.raw)[1]
         if not flags & IFF_UP:
-            fcntl.ioctl(sock.fileno(), SIOCSIFFLAGS, struct.pack("16sh22x", name.encode(), flags | IFF_UP))
+            request = ctypes.create_string_buffer(_IFREQ.pack(name.encode(), flags | IFF_UP), _IFREQ.size)
+            if libc.ioctl(fd, SIOCSIFFLAGS, request) < 0:
+                _raise(name)
     finally:
-        sock.close()
+        libc.close(fd)
