@@ -1,0 +1,168 @@
+"""The man pages (man/*.scd) against the code they describe.
+
+The key table, the generator's --help and the CLI's options are the sources of truth; these
+tests fail when a page and the code drift apart. scdoc builds every page (skipped where
+scdoc is missing; CI installs it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sdcontainer.keys import KEYS, QUADLET_ONLY_KEYS
+from tests.helpers import CHECKOUT
+
+MAN = CHECKOUT / "man"
+CONTAINER_PAGE = MAN / "sdcontainer.container.5.scd"
+GENERATOR_PAGE = MAN / "sdcontainer-generator.8.scd"
+CLI_PAGE = MAN / "sdcontainer.1.scd"
+PAGES = [CONTAINER_PAGE, GENERATOR_PAGE, CLI_PAGE]
+
+# A key's term line: `*Volume=*_SOURCE:TARGET[:OPTIONS]_` at the start of a line.
+KEY_TERM = re.compile(r"^\*([A-Za-z0-9]+)=\*", re.MULTILINE)
+
+
+def section(text: str, header: str) -> str:
+    """The body of `header` (a `#` or `##` line) up to the next header of the same or a
+    higher level."""
+    level = header.split(" ", 1)[0]
+    lines = text.splitlines()
+    start = lines.index(header) + 1
+    end = next(
+        (i for i in range(start, len(lines)) if re.match(rf"#{{1,{len(level)}}} ", lines[i])),
+        len(lines),
+    )
+    return "\n".join(lines[start:end])
+
+
+# --- (a) the [Container] keys --------------------------------------------------------------
+
+
+def test_every_key_in_the_table_has_a_term_line_and_every_term_line_is_a_key() -> None:
+    terms = KEY_TERM.findall(CONTAINER_PAGE.read_text(encoding="utf-8"))
+    table = {key.name for key in KEYS}
+    missing = sorted(table - set(terms))
+    unknown = sorted(set(terms) - table)
+    assert not missing, f"keys without a `*Key=*...` term line in {CONTAINER_PAGE.name}: {missing}"
+    assert not unknown, (
+        f"`*Key=*` lines in {CONTAINER_PAGE.name} that name no key in sdcontainer.keys.KEYS: {unknown} "
+        "(a prose line must not start with `*Key=*`; rewrap it)"
+    )
+    duplicates = sorted({t for t in terms if terms.count(t) > 1})
+    assert not duplicates, f"keys described twice: {duplicates}"
+
+
+def test_each_key_term_line_is_followed_by_an_indented_description() -> None:
+    lines = CONTAINER_PAGE.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines):
+        if KEY_TERM.match(line):
+            following = lines[number + 1] if number + 1 < len(lines) else ""
+            assert following.startswith("\t") and following.strip(), (
+                f"{CONTAINER_PAGE.name}:{number + 1}: {line!r} is not followed by a tab-indented description"
+            )
+
+
+def test_the_quadlet_keys_not_supported_yet_are_listed_exactly() -> None:
+    text = section(CONTAINER_PAGE.read_text(encoding="utf-8"), "## Quadlet keys not supported yet")
+    listed = set(re.findall(r"(?<![*\w])([A-Z][A-Za-z0-9]*)=(?!\*)", text))
+    expected = set(QUADLET_ONLY_KEYS)
+    assert listed == expected, f"missing: {sorted(expected - listed)}, extra: {sorted(listed - expected)}"
+
+
+# --- (b) the pages build -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_page_builds_with_scdoc(page: Path) -> None:
+    scdoc = shutil.which("scdoc")
+    if scdoc is None:
+        pytest.skip("scdoc is not installed")
+    result = subprocess.run(
+        [scdoc],
+        stdin=page.open("rb"),
+        capture_output=True,
+        check=False,
+        env={**os.environ, "SOURCE_DATE_EPOCH": "0"},
+    )
+    assert result.returncode == 0, f"{page.name}: {result.stderr.decode(errors='replace')}"
+    roff = result.stdout.decode()
+    name, _, number = page.name[: -len(".scd")].rpartition(".")
+    assert f'.TH "{name}" "{number}"' in roff
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_no_text_line_starts_with_a_roff_control_character(page: Path) -> None:
+    """scdoc copies a text line starting with '.' into the roff output as it is, where it
+    is a request and the line disappears from the page. ('. ' starts a numbered list.)"""
+    in_literal = False
+    for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+        if line.lstrip("\t").startswith("```"):
+            in_literal = not in_literal
+            continue
+        if not in_literal and re.match(r"\t*\.(?! )", line):
+            pytest.fail(f"{page.name}:{number}: line starts with '.': {line!r}; rewrap it")
+
+
+# --- (c) the generator's options and environment -------------------------------------------
+
+
+def test_every_generator_option_in_help_is_in_its_page() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SDCONTAINER_")}
+    env["PYTHONPATH"] = str(CHECKOUT)
+    result = subprocess.run(
+        [sys.executable, "-m", "sdcontainer.generator", "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    options = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", result.stdout))
+    assert options, f"no --options found in:\n{result.stdout}"
+    page = GENERATOR_PAGE.read_text(encoding="utf-8")
+    undocumented = sorted(o for o in options if f"*{o}*" not in page)
+    assert not undocumented, f"options in --help but not in {GENERATOR_PAGE.name}: {undocumented}"
+
+
+def test_every_environment_variable_the_generator_reads_is_in_its_page() -> None:
+    source = (CHECKOUT / "sdcontainer" / "generator.py").read_text(encoding="utf-8")
+    variables = set(re.findall(r"os\.environ(?:\.get\(|\[)\"(\w+)\"", source))
+    assert variables
+    page = section(GENERATOR_PAGE.read_text(encoding="utf-8"), "# ENVIRONMENT")
+    undocumented = sorted(v for v in variables if f"*{v}*" not in page)
+    assert not undocumented, f"variables not under ENVIRONMENT in {GENERATOR_PAGE.name}: {undocumented}"
+
+
+# --- the sdcontainer command ---------------------------------------------------------------
+
+
+def test_every_cli_command_and_option_is_in_the_page_and_nothing_else() -> None:
+    click = pytest.importorskip("click")
+    from sdcontainer.cli import cli
+
+    page = CLI_PAGE.read_text(encoding="utf-8")
+    commands = dict(cli.commands)
+    synopsis = set(re.findall(r"^\*sdcontainer (\w+)\*", section(page, "# SYNOPSIS"), re.MULTILINE))
+    assert synopsis == set(commands), (
+        f"commands in the code but not in the SYNOPSIS: {sorted(set(commands) - synopsis)}; "
+        f"in the SYNOPSIS but not in the code: {sorted(synopsis - set(commands))}"
+    )
+    undocumented = []
+    for name, command in [("", cli), *commands.items()]:
+        if name and not re.search(rf"^\*{name}\*", page, re.MULTILINE):
+            undocumented.append(name)
+        for param in command.params:
+            if isinstance(param, click.Option):
+                undocumented += [
+                    f"{name} {o}".strip()
+                    for o in (*param.opts, *param.secondary_opts)
+                    if f"*{o}*" not in page
+                ]
+    assert not undocumented, f"not in {CLI_PAGE.name}: {undocumented}"
