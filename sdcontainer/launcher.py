@@ -35,9 +35,11 @@ Ordering inside the child follows runc's, for reasons worth keeping:
     right before execve (CVE-2024-21626).
 
 Seccomp: a deny list, not podman's allow list (that one is ~400 names and needs libseccomp
-to compile). A filter for x86_64 only: any other audit arch (i386 via int 0x80) gets ENOSYS
-for every syscall, because a deny list written in x86_64 numbers would not cover it; x32
-syscalls get EPERM. See SECCOMP_* below for the list.
+to compile). A filter for x86_64 only: a syscall from any other audit arch (i386 through
+int 0x80) kills the process with SIGSYS, because a deny list written in x86_64 numbers would
+not cover it; ENOSYS would be the gentler answer, but glibc's _exit retries exit forever
+when it fails, so a 32-bit program would spin instead of dying. 32-bit programs therefore
+do not run in sdcontainer containers. x32 syscalls get EPERM. See SECCOMP_* below.
 """
 
 from __future__ import annotations
@@ -210,7 +212,7 @@ def seccomp_program() -> list[linux.Instruction]:
     prog = [
         linux.bpf_stmt(ld, linux.SECCOMP_DATA_ARCH),
         linux.bpf_jump(jmp | linux.BPF_JEQ, linux.AUDIT_ARCH_X86_64, 1, 0),
-        linux.bpf_stmt(ret, enosys),
+        linux.bpf_stmt(ret, linux.SECCOMP_RET_KILL_PROCESS),
         linux.bpf_stmt(ld, linux.SECCOMP_DATA_NR),
         linux.bpf_jump(jmp | linux.BPF_JGE, linux.X32_SYSCALL_BIT, 0, 1),
         linux.bpf_stmt(ret, eperm),
