@@ -103,6 +103,21 @@ def _running() -> list[dict[str, Any]]:
     return containers
 
 
+def _uptime(started: object, now: float) -> str:
+    """`started` is the launcher's UTC timestamp, 2026-11-27T17:31:31Z."""
+    import calendar
+
+    try:
+        seconds = int(now - calendar.timegm(time.strptime(str(started), "%Y-%m-%dT%H:%M:%SZ")))
+    except ValueError:
+        return "-"
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
 @cli.command(name="list")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def list_(fmt: str) -> None:
@@ -114,8 +129,7 @@ def list_(fmt: str) -> None:
     click.echo(f"{'NAME':<24} {'UNIT':<32} {'PID':>8} {'UP':>8}  COMMAND")
     now = time.time()
     for state in containers:
-        started = state.get("started")
-        up = f"{int(now - started)}s" if isinstance(started, (int, float)) else "-"
+        up = _uptime(state.get("started"), now)
         command = " ".join(state.get("command") or [])
         click.echo(f"{state.get('name', ''):<24} {state.get('unit', ''):<32} {state.get('pid', ''):>8} {up:>8}  {command}")
 
