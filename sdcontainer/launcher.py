@@ -869,7 +869,7 @@ def write_state(plan: Plan, pid: int) -> None:
         "network": spec.network,
         "labels": dict(item.split("=", 1) for item in spec.labels),
         "annotations": dict(item.split("=", 1) for item in spec.annotations),
-        "started": time.time(),  # seconds since the epoch, as `sdcontainer list` reads it
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),  # UTC; `sdcontainer list` parses it
     }
     path = _state_path(spec.unit)
     os.makedirs(STATE_DIR, 0o755, exist_ok=True)

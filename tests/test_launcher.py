@@ -13,6 +13,7 @@ environment and user site-packages out, which is what -I is for.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import json
 import os
@@ -667,7 +668,8 @@ def test_systemd_mode_hands_over_and_exits(busybox_rootfs: str, tmp_path: Path) 
     assert manager.messages[1] == "BARRIER=1"
     assert state["name"] == "handoff" and state["unit"] == unit and state["labels"] == {"app": "web"}
     assert state["rootfs"] == busybox_rootfs
-    assert abs(state["started"] - time.time()) < 60
+    started = calendar.timegm(time.strptime(state["started"], "%Y-%m-%dT%H:%M:%SZ"))
+    assert abs(started - time.time()) < 60
     assert "pid=1" in output.splitlines()
     assert "NOTIFY_SOCKET" not in output and "INVOCATION_ID" not in output
     cleanup = [*LAUNCHER, "cleanup", "--unit", unit]
