@@ -5,22 +5,34 @@ How it works (see DESIGN.md, "Testing against the real thing"):
 1. The host side (``Testbed.start``) makes a cgroup of its own in every cgroup hierarchy (all
    v1 controllers and the v2 ``unified`` mount), nested under the cgroup the caller runs in, and
    spawns ``unshare --pid --fork --mount --uts --ipc --cgroup --propagation private [--net]``
-   from inside those cgroups (``preexec_fn`` writes ``0`` to each ``cgroup.procs``). The systemd
-   it boots creates its own cgroups below them; ``close()`` removes the whole subtree.
+   from inside those cgroups (``preexec_fn`` writes ``0`` to each ``cgroup.procs``).
 2. The child of ``unshare`` is PID 1 of the new pid namespace. It runs this very file with
    ``--boot`` (``/usr/bin/python3 -I -S``, standard library only): a tmpfs, an overlay on it
-   with ``lowerdir=/`` (so nothing reaches the host's disk), fresh proc, sysfs (read-only, so
-   udev and friends stay away from the host's devices), the host's cgroup mounts and /dev
-   bound in, /dev/console replaced by /dev/null, fresh tmpfs on /run, /tmp, /var/tmp and
-   /dev/shm, tmpfs for state directories (overlayfs cannot use an overlay as its upper layer),
-   the project checkout bound in read-only at its own path, host services a test has no use
-   for masked, then ``pivot_root`` and ``exec /lib/systemd/systemd --system`` with
-   ``container=sdcontainer-testbed``.
-3. Commands run inside through ``nsenter -t <pid> -m -u -i -n -p`` (not ``-a``: the cgroup
-   namespace confuses tools that compute cgroup paths) with a clean environment: no pyenv,
-   Debian's /usr/bin/python3.
+   with ``lowerdir=/`` (so nothing reaches the host's disk); fresh proc with /proc/sys
+   read-only (the kernel is the host's; /proc/sys/net stays writable with ``network=True``);
+   a fresh sysfs, read-only (udev and friends find nothing to do); the cgroup hierarchies
+   mounted afresh *inside the cgroup namespace*, so their root is the testbed's cgroup and
+   systemd builds init.scope and system.slice below it; a private /dev (a tmpfs with null,
+   zero, random, tty, ..., a new devpts instance, /dev/console a null device); fresh tmpfs on
+   /run, /tmp, /var/tmp, /dev/shm and the state directories (overlayfs cannot use an overlay as
+   its upper layer); the project checkout bound in read-only at its own path; host-enabled
+   services, host packages' generators and units that would touch the host's kernel, devices
+   or consoles masked; then ``pivot_root`` and ``exec /lib/systemd/systemd --system`` with
+   ``container=sdcontainer-testbed``. It reaches ``running`` in about 0.3 s.
+3. Commands run inside through ``nsenter -t <pid> -m -u -i -n -p -C``, from a leaf cgroup of
+   the testbed (``sdcontainer-testbed-exec``), so that /proc/self/cgroup and the testbed's
+   /sys/fs/cgroup agree, with a clean environment: no pyenv on PATH, Debian's
+   /usr/bin/python3. Files are read and written by a child chrooted into /proc/<pid>/root.
 4. ``close()`` sends SIGKILL to systemd (the kernel then kills everything in its pid
-   namespace, and every mount dies with the mount namespace) and removes the cgroup subtrees.
+   namespace, and every mount dies with the mount namespace) and removes the cgroup subtrees,
+   children first. ``unshare --kill-child`` and a parent-death signal make the testbed die with
+   the process that started it; empty cgroups of dead owners are swept at the next start.
+
+Never bind-mount the host's /sys, /sys/fs/cgroup or /dev into a booting systemd read-write:
+it creates init.scope/system.slice at the top of every host hierarchy (escaping the caller's
+memory cgroup), mkdirs cpu,cpuacct/perf_event/... in the host's /sys/fs/cgroup tmpfs and then
+remounts that tmpfs read-only for the whole host, and adds /dev/log, /dev/initctl,
+/dev/hugepages, /dev/mqueue and VT allocations (logind) to the host's /dev.
 
 Usable from pytest (``tests/conftest.py`` has the fixtures) and from scripts::
 
