@@ -65,10 +65,15 @@ $(BUILDDIR)/src: FORCE
 	cp $(TOP_FILES) $@/
 	cp --parents $(PACKAGE_FILES) $@/
 
-wheels: $(BUILDDIR)/src
+# a no-op while the wheelhouse is newer than pyproject.toml (remove it to force a rebuild)
+wheels: $(WHEELHOUSE)/.stamp
+
+$(WHEELHOUSE)/.stamp: pyproject.toml
+	$(MAKE) $(BUILDDIR)/src
 	mkdir -p $(WHEELHOUSE)
 	$(PYTHON) -m pip wheel --disable-pip-version-check --wheel-dir $(WHEELHOUSE) $(BUILDDIR)/src setuptools wheel
 	rm -f $(WHEELHOUSE)/sdcontainer-*.whl
+	touch $@
 
 build-deps:
 	apt-get install -y --no-install-recommends $(BUILD_DEPS)

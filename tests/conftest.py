@@ -70,15 +70,15 @@ def make_testbed() -> Iterator[Callable[..., Testbed]]:
 def wheelhouse() -> Path:
     """build/wheels, filled by `make wheels` on the host when empty: a testbed has no network,
     so `make install` inside it installs the dependencies from there."""
-    if not any(WHEELHOUSE.glob("*.whl")):
-        r = subprocess.run(
-            ["make", "-C", str(PROJECT_DIR), "wheels", "PYTHON=/usr/bin/python3"],
-            capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-        )  # fmt: skip
-        if r.returncode != 0 or not any(WHEELHOUSE.glob("*.whl")):
-            pytest.skip(
-                f"`make wheels` failed (no PyPI? no libsystemd-dev?):\n{r.stdout[-2000:]}{r.stderr[-2000:]}"
-            )
+    # a no-op (make's stamp) while build/wheels is newer than pyproject.toml
+    r = subprocess.run(
+        ["make", "-C", str(PROJECT_DIR), "wheels", "PYTHON=/usr/bin/python3"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )  # fmt: skip
+    if r.returncode != 0 or not any(WHEELHOUSE.glob("*.whl")):
+        pytest.skip(
+            f"`make wheels` failed (no PyPI? no libsystemd-dev?):\n{r.stdout[-2000:]}{r.stderr[-2000:]}"
+        )
     return WHEELHOUSE
 
 

@@ -36,9 +36,8 @@ remounts that tmpfs read-only for the whole host, and adds /dev/log, /dev/initct
 
 Usable from pytest (``tests/conftest.py`` has the fixtures) and from scripts::
 
-    from tests.testbed import Testbed
-    with Testbed(network=True) as tb:
-        tb.wait_running()
+    from tests.testbed import Testbed   # with the checkout on sys.path (python3 -m bench.x)
+    with Testbed(network=True) as tb:   # booted and running
         tb.run(["systemctl", "status"])
 """
 
@@ -332,7 +331,13 @@ class Testbed:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> Testbed:
+        """Start and wait until the system is running (or degraded)."""
         self.start()
+        try:
+            self.wait_running()
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
