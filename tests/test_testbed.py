@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -160,3 +161,22 @@ def test_make_install_puts_a_working_generator_in_place(installed_testbed: Testb
 def test_install_took_a_sane_time(installed_testbed: Testbed) -> None:
     assert installed_testbed.install_seconds is not None
     assert installed_testbed.install_seconds < 120
+
+
+def test_background_process_and_system_bus_from_the_host(testbed: Testbed) -> None:
+    proc = testbed.popen(["sleep", "30"])
+    try:
+        assert testbed.run(["pgrep", "-x", "sleep"]).stdout.strip()
+        inside = testbed.run(["sh", "-c", "cat /proc/self/cgroup"]).stdout
+        assert "/sdcontainer-testbed-exec" in inside and ".." not in inside
+    finally:
+        proc.kill()
+        proc.wait()
+    r = subprocess.run(
+        ["busctl", "--system", "--no-pager", "get-property", "org.freedesktop.systemd1",
+         "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager", "Virtualization"],
+        env={"DBUS_SYSTEM_BUS_ADDRESS": testbed.bus_address, "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "sdcontainer-testbed" in r.stdout or "container-other" in r.stdout

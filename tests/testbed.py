@@ -544,10 +544,37 @@ class Testbed:
         return env
 
     def command(self, argv: Sequence[str], cwd: str | None = None) -> list[str]:
-        """The host argv that runs ``argv`` inside the testbed (for hyperfine and the like)."""
+        """The host argv that runs ``argv`` inside the testbed (for hyperfine and the like).
+        Run this way, the process stays in the caller's cgroup (its /proc/self/cgroup then
+        reads "/.." inside); ``run`` and ``popen`` move it into the testbed's exec cgroup."""
         pid = self._need_pid()
         wd = ["--wd=" + cwd] if cwd else []
         return ["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "-C", *wd, "--", *argv]
+
+    def _enter_exec_cgroup(self) -> Callable[[], None]:
+        cgroups = self._exec_cgroups
+
+        def enter() -> None:  # between fork and exec
+            for cg in cgroups:
+                _join_cgroup(cg)
+
+        return enter
+
+    def popen(
+        self, argv: Sequence[str], *, cwd: str | None = None, env: dict[str, str] | None = None, **kwargs: Any
+    ) -> subprocess.Popen[Any]:
+        """Start ``argv`` inside the testbed in the background (a server, a watcher); it dies
+        with the testbed at the latest. ``kwargs`` go to ``subprocess.Popen``."""
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        return subprocess.Popen(
+            self.command(argv, cwd=cwd), env=self.env(env), preexec_fn=self._enter_exec_cgroup(), **kwargs
+        )
+
+    @property
+    def bus_address(self) -> str:
+        """D-Bus address of the testbed's system bus, usable from the host
+        (``DBUS_SYSTEM_BUS_ADDRESS``, dbus-fast's ``bus_address=``)."""
+        return f"unix:path=/proc/{self._need_pid()}/root/run/dbus/system_bus_socket"
 
     def run(
         self,
@@ -560,12 +587,6 @@ class Testbed:
         timeout: float | None = 300,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` inside the testbed; stdout and stderr are captured as text."""
-        cgroups = self._exec_cgroups
-
-        def enter_cgroup() -> None:
-            for cg in cgroups:
-                _join_cgroup(cg)
-
         r = subprocess.run(
             self.command(argv, cwd=cwd),
             input=input,
@@ -574,7 +595,7 @@ class Testbed:
             text=True,
             env=self.env(env),
             timeout=timeout,
-            preexec_fn=enter_cgroup,
+            preexec_fn=self._enter_exec_cgroup(),
         )
         if check and r.returncode != 0:
             raise CommandFailed(r.returncode, list(argv), r.stdout, r.stderr)
