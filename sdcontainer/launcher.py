@@ -3,13 +3,18 @@
     <python> -I -m sdcontainer.launcher start [OPTIONS] -- CMD...
     <python> -I -m sdcontainer.launcher cleanup --unit UNIT
 
-`start` builds the container and gets out of the way: the parent unshares the pid namespace
-and forks the container's PID 1; the child unshares the other namespaces, sets up the root
-file system, drops privileges and execs the command; the parent waits on a close-on-exec
-pipe until the child has exec'd (EOF) or failed (a one-line message), tells systemd
-`MAINPID=<child>` and exits, so that the container's init is the unit's main process.
-Without $NOTIFY_SOCKET (by hand, or tests) the launcher stays in the foreground instead,
-forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT and exits with the container's status.
+`start` builds the container and gets out of the way. The launcher forks an intermediate
+process that unshares the pid namespace, forks the container's PID 1 and exits at once, so
+the container's init is orphaned to the service manager. The init unshares the other
+namespaces, sets up the root file system, resolves the user and the program, drops
+privileges, then reports "set up" on a close-on-exec pipe and waits. The launcher tells
+systemd `MAINPID=<init>` + READY=1, waits for BARRIER=1 to be answered, and lets the init
+exec; EOF on the pipe means it did, a line on it means it failed (the launcher prints that
+line to the journal). The container's init is then the unit's main process and systemd's
+own child, which systemd needs to wait for it after SIGTERM and to collect its exit status.
+Without $NOTIFY_SOCKET (by hand, or tests) the launcher is a subreaper instead, takes the
+init back, stays in the foreground, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT and exits with
+the container's status.
 
 Exit status of `start`:
   0        under systemd: the container is running;
@@ -64,6 +69,7 @@ SCRATCH_DIR = f"{RUN_DIR}/scratch"
 TINI = "/usr/bin/tini-static"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+READY_LINE = b"R\n"  # from the child: set up, waiting for the go to exec
 EXIT_CANNOT_EXEC = 126
 EXIT_NOT_FOUND = 127
 
@@ -719,15 +725,13 @@ def _close_fds(keep_below: int, sync_fd: int) -> None:
     os.closerange(sync_fd + 1, 0x7FFFFFFF)
 
 
-def container_main(plan: Plan, sync_fd: int) -> None:
+def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
     """The child's whole life: mounts, pivot, identity, privileges, execve. Raises on failure."""
     spec = plan.spec
     for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
                 signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)  # python ignores SIGPIPE/SIGXFSZ; ignoring survives exec
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
-    if plan.foreground:
-        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
     if spec.network == "none":
         flags |= linux.CLONE_NEWNET
@@ -755,8 +759,6 @@ def container_main(plan: Plan, sync_fd: int) -> None:
         caps = plan.caps if ident.uid == 0 else 0
         linux.capset(caps, caps, 0)
         linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
-        if plan.foreground:
-            linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # a uid change cleared it
     workdir = spec.working_dir or "/"
     with _Step(f"working directory {workdir}"):
         fd = linux.openat2(linux.AT_FDCWD, workdir, os.O_PATH | os.O_DIRECTORY, linux.RESOLVE_NO_MAGICLINKS)
@@ -767,6 +769,16 @@ def container_main(plan: Plan, sync_fd: int) -> None:
         if not os.getcwd().startswith("/"):  # "(unreachable)/...": outside the root
             raise _launch_error(f"working directory {workdir}: outside the container")
     program = find_program(plan.command[0], env.get("PATH", DEFAULT_PATH))
+    # Everything that can fail has been done: tell the launcher, and wait until it has told
+    # systemd who we are (it closes its end of go_fd) before running anything of the image's.
+    os.write(sync_fd, READY_LINE)
+    while os.read(go_fd, 64):
+        pass
+    os.close(go_fd)
+    if plan.foreground:
+        # Only now: until the intermediate process exited and we were reparented to the
+        # launcher (a subreaper in this mode), the "parent" whose death counts was that one.
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     os.umask(0o022)
     _close_fds(3 + plan.listen_fds, sync_fd)
     if spec.no_new_privileges:
@@ -779,11 +791,11 @@ def container_main(plan: Plan, sync_fd: int) -> None:
         raise _launch_error(f"exec {program}: {_reason(error)}", status) from None
 
 
-def _child(plan: Plan, sync_fd: int) -> None:
+def _child(plan: Plan, sync_fd: int, go_fd: int) -> None:
     """Run container_main; on any failure report one line on the pipe and _exit."""
     status = LaunchError.exit_status
     try:
-        container_main(plan, sync_fd)
+        container_main(plan, sync_fd, go_fd)
         message = "execve returned"
     except SdcontainerError as error:
         status, message = error.exit_status, str(error)
@@ -796,7 +808,32 @@ def _child(plan: Plan, sync_fd: int) -> None:
 
         traceback.print_exc()
     try:
-        os.write(sync_fd, f"{status} {message}".replace("\n", " ").encode(errors="replace"))
+        os.write(sync_fd, (f"{status} {message}".replace("\n", " ") + "\n").encode(errors="replace"))
+    finally:
+        os._exit(status)
+
+
+def _intermediate(plan: Plan, sync_w: int, pid_w: int, go_r: int) -> None:
+    """Unshare the pid namespace, fork its PID 1, report that pid, exit.
+
+    Exiting at once is the point: the container's init is orphaned and reparented to the
+    service manager (or, in the foreground, to the launcher, a subreaper), so when systemd
+    reads MAINPID= the process is its own child. A main PID that is not its child is
+    "alien" to systemd 252: at stop it gets SIGTERM and, without any wait, SIGKILL, and if
+    it had already exited its status is lost and the unit reported as a success.
+    """
+    status = LaunchError.exit_status
+    try:
+        linux.unshare(linux.CLONE_NEWPID)
+        pid = os.fork()
+        if pid == 0:
+            os.close(pid_w)
+            _child(plan, sync_w, go_r)
+        os.write(pid_w, str(pid).encode())
+        status = 0
+    except BaseException as error:  # noqa: B036 - nothing may escape a forked child
+        reason = _reason(error) if isinstance(error, OSError) else repr(error)
+        os.write(sync_w, f"{status} unshare the pid namespace and fork: {reason}\n".encode())
     finally:
         os._exit(status)
 
@@ -822,8 +859,15 @@ def _read_all(fd: int) -> bytes:
     chunks = []
     while chunk := os.read(fd, 4096):
         chunks.append(chunk)
-    os.close(fd)
     return b"".join(chunks)
+
+
+def _read_line(fd: int) -> bytes:
+    """One line from the child (written with a single write, so atomic), or b"" at EOF."""
+    data = b""
+    while not data.endswith(b"\n") and (chunk := os.read(fd, 4096)):
+        data += chunk
+    return data
 
 
 def _exit_code(wait_status: int) -> int:
@@ -884,39 +928,66 @@ def start(spec: ContainerSpec) -> int:
     _ensure_stdio()
     notify_socket = os.environ.get("NOTIFY_SOCKET")
     plan = Plan(spec, foreground=not notify_socket)
-    os.makedirs(SCRATCH_DIR, 0o700, exist_ok=True)
-    read_end, write_end = os.pipe()  # close-on-exec: EOF means the child exec'd
-    # Only the pid namespace must be unshared before fork (the next child is its PID 1). The
-    # rest the child unshares for itself: pivot_root moves the root of every process in the
-    # mount namespace, and an abstract $NOTIFY_SOCKET is only reachable from the host netns.
-    with _Step("unshare the pid namespace"):
-        linux.unshare(linux.CLONE_NEWPID)
-    # Signals that arrive between fork and the parent's handlers wait instead of killing the
-    # parent (which would leave the child orphaned mid-setup).
-    signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        _child(plan, write_end)
-    os.close(write_end)
-    report = _read_all(read_end)
-    if report:
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())
-        os.waitpid(pid, 0)
-        code, _, message = report.decode(errors="replace").partition(" ")
-        raise _launch_error(message, int(code) if code.isdigit() else LaunchError.exit_status)
-    if plan.foreground:
-        return _wait_foreground(pid)
-    from sdcontainer import notify
+    notifier = None
+    if notify_socket:
+        from sdcontainer.notify import Notifier
 
-    try:
-        write_state(plan, pid)
-        notify.notify(f"MAINPID={pid}\nREADY=1")
-        notify.barrier(5.0)
-    except OSError as error:
-        os.kill(pid, signal.SIGKILL)
-        raise SystemdError(f"telling systemd the container's pid: {_reason(error)}") from None
+        with _Step(f"connect to NOTIFY_SOCKET={notify_socket}", SystemdError.exit_status):
+            notifier = Notifier(notify_socket)
+    os.makedirs(SCRATCH_DIR, 0o700, exist_ok=True)
+    # sync: child -> launcher, READY_LINE or one error line; EOF when it exec'd (cloexec).
+    # pid: the intermediate reports the container's pid. go: the launcher closes its end
+    # once systemd knows the container's pid; only then does the container exec.
+    sync_r, sync_w = os.pipe()
+    pid_r, pid_w = os.pipe()
+    go_r, go_w = os.pipe()
+    if plan.foreground:
+        linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)  # the orphaned container comes back to us
+    # Signals that arrive before the parent's handlers are set wait instead of killing it
+    # (which would leave the child orphaned mid-setup).
+    signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
+    middle = os.fork()
+    if middle == 0:
+        os.close(sync_r)
+        os.close(pid_r)
+        os.close(go_w)
+        _intermediate(plan, sync_w, pid_w, go_r)
+    for fd in (sync_w, pid_w, go_r):
+        os.close(fd)
+    os.waitpid(middle, 0)
+    reported = _read_all(pid_r)
+    os.close(pid_r)
+    pid = int(reported) if reported.isdigit() else None
+    line = _read_line(sync_r)
+    if line != READY_LINE:
+        _fail_start(line + _read_all(sync_r), pid, plan.foreground)
+    if notifier is not None and pid is not None:
+        try:
+            write_state(plan, pid)
+            notifier.send(f"MAINPID={pid}\nREADY=1")
+            if not notifier.barrier(5.0):
+                raise TimeoutError(110, "no answer to BARRIER=1 within 5 s")
+        except OSError as error:
+            os.kill(pid, signal.SIGKILL)
+            raise SystemdError(f"telling systemd the container's pid: {_reason(error)}") from None
+    os.close(go_w)
+    rest = _read_all(sync_r)
+    os.close(sync_r)
+    if rest:
+        _fail_start(rest, pid, plan.foreground)
+    if pid is not None and plan.foreground:
+        return _wait_foreground(pid)
     return 0
+
+
+def _fail_start(report: bytes, pid: int | None, foreground: bool) -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    if pid is not None and foreground:
+        os.waitpid(pid, 0)  # under systemd it is the manager's child now, and reaped there
+    code, _, message = report.decode(errors="replace").strip().partition(" ")
+    if not code.isdigit():
+        code, message = str(LaunchError.exit_status), "the container's init died during setup"
+    raise _launch_error(message, int(code))
 
 
 def cleanup(args: list[str]) -> int:
