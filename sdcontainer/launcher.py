@@ -969,6 +969,7 @@ def start(spec: ContainerSpec) -> int:
                 raise TimeoutError(110, "no answer to BARRIER=1 within 5 s")
         except OSError as error:
             os.kill(pid, signal.SIGKILL)
+            cleanup(["--unit", spec.unit])
             raise SystemdError(f"telling systemd the container's pid: {_reason(error)}") from None
     os.close(go_w)
     rest = _read_all(sync_r)
