@@ -243,6 +243,7 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
         "SyslogIdentifier=%N",
         f"TimeoutStopSec={spec.stop_timeout if spec.stop_timeout is not None else DEFAULT_STOP_TIMEOUT}",
     ]
+    out.append(f"SuccessExitStatus={stop_exit_status(spec)}")
     for key in KEYS:
         if key.service_setting and key.field != "stop_timeout":
             value = getattr(spec, key.field)
@@ -256,6 +257,15 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
         if section in ("Install",) or section.startswith("X-"):
             out += ["", f"[{section}]"] + [f"{e.key}={e.value}" for e in unit.section(section)]
     return Generated(source.service, "\n".join(out) + "\n", install_links(source, unit))
+
+
+def stop_exit_status(spec: ContainerSpec) -> int:
+    """An init such as tini, or a shell, reports death by a signal as exit status 128+N.
+    systemd counts a main process killed by its stop signal as a clean stop; the same stop
+    seen through such an init must count too."""
+    import signal
+
+    return 128 + int(signal.Signals[spec.stop_signal or "SIGTERM"])
 
 
 def install_links(source: Source, unit: UnitFile) -> list[tuple[str, str]]:
@@ -305,15 +315,31 @@ def write(output_dir: str, generated: Generated) -> None:
 
 
 def report(message: str) -> None:
-    line = f"{PROGRAM}: {message}"
-    print(line, file=sys.stderr, flush=True)
-    # The kernel log is where boot-time generator output is kept; stderr alone reaches the
-    # journal only as "generator failed". Priority 3 = error.
+    """stderr, and the journal (at daemon-reload) or the kernel log (at boot, before
+    journald runs; journald picks it up from there): systemd keeps no generator output."""
+    print(f"{PROGRAM}: {message}", file=sys.stderr, flush=True)
+    if not _send_to_journal(message):
+        _send_to_kmsg(message)
+
+
+def _send_to_journal(message: str) -> bool:
+    import socket
+
+    fields = f"PRIORITY=3\nSYSLOG_IDENTIFIER={PROGRAM}\nSYSLOG_PID={os.getpid()}\nMESSAGE={message}\n"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as journal:
+            journal.sendto(fields.encode(errors="replace"), "/run/systemd/journal/socket")
+    except OSError:
+        return False
+    return True
+
+
+def _send_to_kmsg(message: str) -> None:
     try:
         fd = os.open("/dev/kmsg", os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError:
         return
-    try:
+    try:  # <3>: priority "error"
         os.write(fd, f"<3>{PROGRAM}[{os.getpid()}]: {message}\n".encode(errors="replace"))
     except OSError:
         pass

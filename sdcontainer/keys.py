@@ -435,9 +435,10 @@ def spec_to_argv(spec: ContainerSpec) -> list[str]:
     """Options for the launcher, in table order, then `--` and the command. Defaults are
     left out to keep `systemctl cat` readable."""
     defaults = ContainerSpec()
-    argv = ["--unit", spec.unit]
+    # unit and name always: their defaults are specifiers (%n, %N) for systemd to expand
+    argv = ["--unit", spec.unit, "--name", spec.name]
     for key in KEYS:
-        if key.option is None:
+        if key.option is None or key.field == "name":
             continue
         value = getattr(spec, key.field)
         if value == getattr(defaults, key.field):

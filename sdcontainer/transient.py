@@ -11,7 +11,7 @@ import secrets
 import sys
 
 from sdcontainer.errors import SystemdError
-from sdcontainer.generator import DEFAULT_STOP_TIMEOUT, launcher_command
+from sdcontainer.generator import DEFAULT_STOP_TIMEOUT, launcher_command, stop_exit_status
 from sdcontainer.keys import spec_to_argv
 from sdcontainer.record import replace
 from sdcontainer.spec import ContainerSpec
@@ -43,14 +43,17 @@ def run_transient(spec: ContainerSpec, unit: str, *, detach: bool, description: 
         b"TimeoutStopUSec": timeout * 1_000_000,
         b"Description": (description or f"sdcontainer run {' '.join(spec.command)}").encode(),
     }
+    extra[b"SuccessExitStatus"] = ([stop_exit_status(spec)], [])
     if spec.stop_signal:
         import signal
 
         extra[b"KillSignal"] = int(signal.Signals[spec.stop_signal])
     stdio = {} if detach else {"stdin": sys.stdin, "stdout": sys.stdout, "stderr": sys.stderr}
+    # systemd expands $VAR in ExecStart= arguments at exec time, also for transient units
+    argv = [word.replace("$", "$$") for word in [*launcher, "start", *spec_to_argv(spec)]]
     try:
         pystemd.run(
-            [*launcher, "start", *spec_to_argv(spec)],
+            argv,
             name=unit.encode(),
             service_type=b"notify",
             user_mode=False,

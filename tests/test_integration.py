@@ -1,0 +1,226 @@
+"""The whole path against a real systemd: `make install` into a testbed, a .container file,
+daemon-reload, systemctl start. Each test proves one promise of the foundation issue."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.testbed import Testbed
+
+ROOTFS = "/srv/rootfs/busybox"
+UNITS = "/etc/sdcontainer"
+
+
+@pytest.fixture(scope="module")
+def bed(installed_testbed: Testbed, busybox_rootfs: str) -> Testbed:
+    installed_testbed.copy_in(busybox_rootfs, ROOTFS)
+    installed_testbed.write_file("/srv/www/index.html", "hello from the volume\n")
+    return installed_testbed
+
+
+def add_container(bed: Testbed, name: str, body: str, *, reload: bool = True) -> None:
+    bed.write_file(f"{UNITS}/{name}.container", body)
+    if reload:
+        bed.daemon_reload()
+
+
+def container(exec_line: str, extra: str = "", service: str = "") -> str:
+    text = f"[Unit]\nStartLimitIntervalSec=0\n[Container]\nRootfs={ROOTFS}\nExec={exec_line}\n{extra}"
+    if service:
+        text += f"[Service]\n{service}\n"
+    return text
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def proc_status(bed: Testbed, pid: str) -> dict[str, str]:
+    text = bed.read_file(f"/proc/{pid}/status")
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+
+
+def unit_processes(bed: Testbed, unit: str) -> list[str]:
+    """Every process in the unit's cgroup (name=systemd hierarchy), by pid."""
+    cgroup = bed.show(unit, "ControlGroup")
+    if not cgroup:
+        return []  # no cgroup: the unit has no processes
+    out = bed.run(["sh", "-c", f"cat /sys/fs/cgroup/systemd{cgroup}/cgroup.procs /sys/fs/cgroup/systemd{cgroup}/*/cgroup.procs 2>/dev/null"], check=False).stdout
+    return sorted(set(out.split()))
+
+
+def test_the_issue_example_runs_as_a_service(bed: Testbed) -> None:
+    add_container(bed, "hello", (
+        "[Unit]\nDescription=Hello\n[Container]\n"
+        f"Rootfs={ROOTFS}\nExec=/bin/httpd -f -p 8080 -h /www\nEnvironment=GREETING=hi\n"
+        "Volume=/srv/www:/www:ro\nNetwork=host\nRunInit=yes\n"
+        "[Service]\nMemoryMax=64M\n[Install]\nWantedBy=multi-user.target\n"
+    ))
+    bed.start_unit("hello.service")
+    assert bed.show("hello.service", "ActiveState") == "active"
+    page = wait_for(lambda: bed.run(["busybox", "wget", "-qO-", "http://127.0.0.1:8080/"], check=False).stdout)
+    assert page == "hello from the volume\n"
+
+    main_pid = bed.show("hello.service", "MainPID")
+    status = proc_status(bed, main_pid)
+    # the init is PID 1 of its own pid namespace and a direct child of systemd
+    assert status["NSpid"].split() == [main_pid, "1"]
+    assert status["PPid"] == "1"
+    # nothing of ours stays: the unit's cgroup holds the init (tini) and httpd only
+    procs = unit_processes(bed, "hello.service")
+    names = sorted(bed.read_file(f"/proc/{p}/comm").strip() for p in procs)
+    assert names == ["httpd", "init"], names
+    # MemoryMax= reached the container: it lives in the unit's memory cgroup
+    cgroup = bed.show("hello.service", "ControlGroup")
+    # (read from inside: the cgroup paths are relative to the testbed's cgroup namespace)
+    assert f"memory:{cgroup}\n" in bed.run(["cat", f"/proc/{main_pid}/cgroup"]).stdout
+    limit = bed.run(["cat", f"/sys/fs/cgroup/memory{cgroup}/memory.limit_in_bytes"]).stdout.strip()
+    assert int(limit) == 64 * 1024 * 1024
+
+    listed = bed.run(["sdcontainer", "list"]).stdout
+    assert re.search(rf"^hello\s+hello\.service\s+{main_pid}\s", listed, re.M), listed
+
+    bed.systemctl("stop", "hello.service")
+    assert bed.show("hello.service", "ActiveState") == "inactive"
+    assert bed.show("hello.service", "Result") == "success"
+    assert not bed.exists("/run/sdcontainer/containers/hello.service.json")
+
+
+def test_exit_status_and_journal(bed: Testbed) -> None:
+    add_container(bed, "seven", container("/bin/sh -c 'echo out-line; echo err-line >&2; exit 7'"))
+    bed.systemctl("start", "seven.service", check=False)
+    wait_for(lambda: bed.show("seven.service", "ActiveState") in ("failed", "inactive"))
+    assert bed.show("seven.service", "ExecMainStatus") == "7"
+    assert bed.show("seven.service", "Result") == "exit-code"
+    journal = bed.journal("seven.service")
+    assert "out-line" in journal and "err-line" in journal
+    # the journal knows the lines by the unit's syslog identifier
+    tagged = bed.run(["journalctl", "-u", "seven.service", "-o", "short", "--no-pager"]).stdout
+    assert re.search(r"seven\[\d+\]: out-line", tagged), tagged
+
+
+def test_pid_1_inside_and_environment(bed: Testbed) -> None:
+    add_container(bed, "env", container(
+        "/bin/sh -c 'echo pid=$$ greeting=$GREETING host=$(hostname); env | sort'",
+        "Environment=GREETING=hi\n",
+    ))
+    bed.systemctl("start", "env.service", check=False)
+    wait_for(lambda: bed.show("env.service", "ActiveState") == "inactive")
+    journal = bed.journal("env.service")
+    assert "pid=1 greeting=hi host=env" in journal
+    assert "NOTIFY_SOCKET" not in journal and "INVOCATION_ID" not in journal
+    assert "container=sdcontainer" in journal
+
+
+def test_restart_gives_a_new_container(bed: Testbed) -> None:
+    add_container(bed, "sleeper", container("/bin/sleep 1000", "RunInit=yes\n"))
+    bed.start_unit("sleeper.service")
+    first = bed.show("sleeper.service", "MainPID")
+    bed.systemctl("restart", "sleeper.service")
+    second = bed.show("sleeper.service", "MainPID")
+    assert first != second and second != "0"
+    assert not bed.exists(f"/proc/{first}")
+    bed.systemctl("stop", "sleeper.service")
+
+
+def test_stop_without_an_init_waits_for_the_stop_timeout(bed: Testbed) -> None:
+    """A PID 1 ignores SIGTERM it has no handler for: `sleep` as the init is killed only
+    after StopTimeout= (documented in sdcontainer.container(5))."""
+    add_container(bed, "stubborn", container("/bin/sleep 1000", "StopTimeout=1\n"))
+    bed.start_unit("stubborn.service")
+    started = time.monotonic()
+    bed.systemctl("stop", "stubborn.service", check=False)
+    took = time.monotonic() - started
+    assert bed.show("stubborn.service", "ActiveState") in ("inactive", "failed")
+    assert took >= 0.9  # it really waited for the timeout rather than dying of SIGTERM
+    bed.systemctl("reset-failed", "stubborn.service", check=False)
+
+
+def test_stop_signal_reaches_the_init(bed: Testbed) -> None:
+    add_container(bed, "trapper", container(
+        "/bin/sh -c 'trap \"echo got-INT; exit 0\" INT; while :; do sleep 0.1; done'", "StopSignal=SIGINT\n"
+    ))
+    bed.start_unit("trapper.service")
+    bed.systemctl("stop", "trapper.service")
+    assert "got-INT" in bed.journal("trapper.service")
+    assert bed.show("trapper.service", "Result") == "success"
+
+
+def test_memory_max_kills_a_container_that_exceeds_it(bed: Testbed) -> None:
+    # tmpfs pages are charged to the writer's memory cgroup
+    add_container(
+        bed, "hog",
+        container("/bin/dd if=/dev/zero of=/big/fill bs=1M count=200", "Tmpfs=/big:size=300m\n", "MemoryMax=32M"),
+    )
+    bed.systemctl("start", "hog.service", check=False)
+    wait_for(lambda: bed.show("hog.service", "ActiveState") in ("failed", "inactive"), timeout=30)
+    assert bed.show("hog.service", "Result") in ("oom-kill", "signal"), bed.journal("hog.service")
+    bed.systemctl("reset-failed", "hog.service", check=False)
+
+
+def test_kill_9_of_the_container_leaves_nothing_and_it_starts_again(bed: Testbed) -> None:
+    add_container(bed, "victim", container("/bin/sleep 1000", "RunInit=yes\n"))
+    bed.start_unit("victim.service")
+    pid = bed.show("victim.service", "MainPID")
+    assert bed.exists("/run/sdcontainer/containers/victim.service.json")
+    bed.run(["kill", "-9", pid])
+    wait_for(lambda: bed.show("victim.service", "ActiveState") == "failed")
+    assert not bed.exists("/run/sdcontainer/containers/victim.service.json")  # ExecStopPost= ran
+    assert unit_processes(bed, "victim.service") == []
+    bed.start_unit("victim.service")
+    assert bed.show("victim.service", "ActiveState") == "active"
+    bed.systemctl("stop", "victim.service")
+
+
+def test_a_failing_start_says_why_in_the_journal(bed: Testbed) -> None:
+    add_container(bed, "norootfs", "[Container]\nRootfs=/srv/does-not-exist\nExec=/bin/true\n")
+    result = bed.systemctl("start", "norootfs.service", check=False)
+    assert result.returncode != 0
+    journal = bed.journal("norootfs.service")
+    assert "/srv/does-not-exist" in journal, journal
+    bed.systemctl("reset-failed", "norootfs.service", check=False)
+
+
+def test_broken_file_beside_good_ones(bed: Testbed) -> None:
+    add_container(bed, "good-a", container("/bin/true"), reload=False)
+    add_container(bed, "good-b", container("/bin/true"), reload=False)
+    add_container(bed, "broken", "[Container]\nRootfs=/srv/x\nExec=/bin/true\nNoSuchKey=1\n", reload=False)
+    bed.daemon_reload()
+    assert bed.show("good-a.service", "LoadState") == "loaded"
+    assert bed.show("good-b.service", "LoadState") == "loaded"
+    assert bed.show("broken.service", "LoadState") == "not-found"
+    log = bed.run(["journalctl", "-b", "-o", "cat", "--no-pager"]).stdout + bed.run(["dmesg"], check=False).stdout
+    assert f"{UNITS}/broken.container:4: unknown key NoSuchKey= in [Container]" in log
+    bed.run(["rm", f"{UNITS}/broken.container"])
+    bed.daemon_reload()
+
+
+def test_install_section_enables_the_unit(bed: Testbed) -> None:
+    add_container(bed, "atboot", container("/bin/sleep 1000", "RunInit=yes\n") + "[Install]\nWantedBy=multi-user.target\n")
+    assert bed.exists("/run/systemd/generator/multi-user.target.wants/atboot.service")
+    assert bed.run(["systemctl", "is-enabled", "atboot.service"], check=False).stdout.strip() == "generated"
+    bed.systemctl("start", "multi-user.target")
+    assert wait_for(lambda: bed.show("atboot.service", "ActiveState") == "active")
+    bed.systemctl("stop", "atboot.service")
+
+
+def test_systemd_analyze_verify_on_the_installed_units(bed: Testbed) -> None:
+    add_container(bed, "verified", container("/bin/true") + "[Install]\nWantedBy=multi-user.target\n")
+    result = bed.run(["systemd-analyze", "verify", "/run/systemd/generator/verified.service"], check=False)
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
+def test_transient_run(bed: Testbed) -> None:
+    result = bed.run(["sdcontainer", "run", ROOTFS, "/bin/sh", "-c", "echo pid=$$; exit 3"], check=False)
+    assert result.returncode == 3, result.stderr
+    assert "pid=1" in result.stdout
+    units = bed.systemctl("list-units", "--all", "--plain", "--no-legend", "sdcontainer-run-*").stdout
+    assert units.strip() == ""  # collected after it ran
