@@ -156,6 +156,15 @@ def sanitize_hostname(name: str) -> str:
     return cleaned or "sdcontainer"
 
 
+def container_name(spec: ContainerSpec) -> str:
+    """ContainerName=, or what its default %N means: the unit name without its suffix.
+    spec_to_argv leaves defaults out, so systemd never gets to expand that one."""
+    if "%" not in spec.name:
+        return spec.name
+    unit = spec.unit if "%" not in spec.unit else ""
+    return unit.rpartition(".")[0] or unit or "sdcontainer"
+
+
 def parse_env_file(path: str) -> dict[str, str]:
     """KEY=VALUE lines; blank lines and #/; comments skipped; one level of quotes removed."""
     try:
@@ -267,7 +276,8 @@ class Plan:
         self.file_env: dict[str, str] = {}
         for path in spec.environment_files:
             self.file_env.update(parse_env_file(path))
-        self.hostname = spec.hostname or sanitize_hostname(spec.name)
+        self.name = container_name(spec)
+        self.hostname = spec.hostname or sanitize_hostname(self.name)
         self.last_cap = linux.cap_last_cap()
         # A capability the launcher does not hold cannot be handed on; asking for it (CAP_ALL
         # on a host that lacks one) keeps what there is rather than failing in capset.
@@ -904,7 +914,7 @@ def write_state(plan: Plan, pid: int) -> None:
 
     spec = plan.spec
     state = {
-        "name": spec.name,
+        "name": plan.name,
         "unit": spec.unit,
         "pid": pid,
         "rootfs": plan.rootfs,

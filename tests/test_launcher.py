@@ -701,6 +701,15 @@ def test_argv_round_trip_reaches_the_launcher(busybox_rootfs: str) -> None:
     assert spec_from_argv(spec_to_argv(spec)) == spec
 
 
+def test_default_name_comes_from_the_unit(busybox_rootfs: str) -> None:
+    """%N unexpanded (a command line not run by systemd) still names the container."""
+    spec = ContainerSpec(unit="web@blue.service", rootfs=busybox_rootfs, exec=("hostname",))
+    assert launcher.container_name(spec_from_argv(spec_to_argv(spec))) == "web@blue"
+    result = subprocess.run([*LAUNCHER, "start", *spec_to_argv(spec)], cwd=CHECKOUT, capture_output=True,
+                            text=True, stdin=subprocess.DEVNULL, timeout=30, env={"PATH": os.environ["PATH"]})
+    assert ok(result) == "web-blue\n"
+
+
 def test_sanitize_hostname() -> None:
     assert launcher.sanitize_hostname("web@1.service") == "web-1.service"
     assert launcher.sanitize_hostname("-x_") == "x"
