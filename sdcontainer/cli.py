@@ -71,7 +71,7 @@ def unit(file: str) -> None:
     """Print the .service unit the generator writes for FILE."""
     from sdcontainer.generator import generate
 
-    (source, _, known, index), = _sources_for((file,))
+    ((source, _, known, index),) = _sources_for((file,))
     generated = generate(source, known, index)
     click.echo(generated.text, nl=False)
     for link, target in generated.links:
@@ -131,7 +131,9 @@ def list_(fmt: str) -> None:
     for state in containers:
         up = _uptime(state.get("started"), now)
         command = " ".join(state.get("command") or [])
-        click.echo(f"{state.get('name', ''):<24} {state.get('unit', ''):<32} {state.get('pid', ''):>8} {up:>8}  {command}")
+        click.echo(
+            f"{state.get('name', ''):<24} {state.get('unit', ''):<32} {state.get('pid', ''):>8} {up:>8}  {command}"
+        )
 
 
 def _plain(doc: str) -> str:
@@ -159,15 +161,24 @@ def _container_options(command: Any) -> Any:
 
 
 @cli.command(context_settings={"allow_interspersed_args": False})
-@click.option("--unit", "unit_name", metavar="NAME", help="Name of the transient service (default: sdcontainer-run-RANDOM).")
+@click.option(
+    "--unit", "unit_name", metavar="NAME", help="Name of the transient service (default: sdcontainer-run-RANDOM)."
+)
 @click.option("-d", "--detach", is_flag=True, help="Return once the container runs, instead of attaching to it.")
 @click.option("--stop-signal", metavar="SIGNAL", help="Signal that stops the container (StopSignal=).")
 @click.option("--stop-timeout", type=int, metavar="SECONDS", help="Seconds before SIGKILL on stop (StopTimeout=).")
 @_container_options
 @click.argument("rootfs", type=click.Path(file_okay=False))
 @click.argument("command", nargs=-1, required=True)
-def run(rootfs: str, command: tuple[str, ...], unit_name: str | None, detach: bool,
-        stop_signal: str | None, stop_timeout: int | None, **options: Any) -> None:
+def run(
+    rootfs: str,
+    command: tuple[str, ...],
+    unit_name: str | None,
+    detach: bool,
+    stop_signal: str | None,
+    stop_timeout: int | None,
+    **options: Any,
+) -> None:
     """Run COMMAND in a container made from the directory ROOTFS, as a transient service.
 
     Like systemd-run: the container is a unit with a cgroup, a journal and
@@ -175,9 +186,10 @@ def run(rootfs: str, command: tuple[str, ...], unit_name: str | None, detach: bo
     stderr and the exit status is the container's. Images are not supported yet: ROOTFS
     is an unpacked root file system.
     """
-    from sdcontainer.keys import KEYS, parse_seconds, parse_signal, spec_from_argv, ParseContext
+    from sdcontainer.keys import KEYS, ParseContext, parse_seconds, parse_signal, spec_from_argv
     from sdcontainer.record import replace
-    from sdcontainer.transient import run_transient, unit_name as make_unit_name
+    from sdcontainer.transient import run_transient
+    from sdcontainer.transient import unit_name as make_unit_name
 
     argv = ["--rootfs", os.path.abspath(rootfs)]
     for key in KEYS:

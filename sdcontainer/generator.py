@@ -22,9 +22,23 @@ SYSTEM_UNIT_PATH = ("/etc/sdcontainer", "/run/sdcontainer/units", "/usr/lib/sdco
 
 PASS_THROUGH_SECTIONS = ("Unit", "Service", "Install")
 DEPENDENCY_KEYS = frozenset(
-    """After Before BindsTo Conflicts OnFailure OnSuccess PartOf PropagatesReloadTo
-    PropagatesStopTo ReloadPropagatedFrom Requires Requisite StopPropagatedFrom Upholds
-    Wants""".split()
+    [
+        "After",
+        "Before",
+        "BindsTo",
+        "Conflicts",
+        "OnFailure",
+        "OnSuccess",
+        "PartOf",
+        "PropagatesReloadTo",
+        "PropagatesStopTo",
+        "ReloadPropagatedFrom",
+        "Requires",
+        "Requisite",
+        "StopPropagatedFrom",
+        "Upholds",
+        "Wants",
+    ]
 )
 # [Service] settings the generated unit relies on; a file may not replace them.
 FORBIDDEN_SERVICE_KEYS = {
@@ -356,7 +370,7 @@ directories at boot and on daemon-reload; units are written to NORMAL_DIR.
   --dry-run   print every unit (and enablement symlink) it would write, write nothing
   --help      show this help
 
-Search path: {':'.join(SYSTEM_UNIT_PATH)}
+Search path: {":".join(SYSTEM_UNIT_PATH)}
 (replaced by $SDCONTAINER_UNIT_PATH, colon-separated). See sdcontainer-generator(8).
 """
 

@@ -12,8 +12,8 @@ import os
 import re
 
 from sdcontainer.errors import ConfigError, UsageError
-from sdcontainer.spec import BindMount, ContainerSpec, TmpfsMount
 from sdcontainer.record import record
+from sdcontainer.spec import BindMount, ContainerSpec, TmpfsMount
 from sdcontainer.unitfile import Entry, UnitFile, parse_boolean, split_words, unquote
 
 TYPE_CHECKING = False
@@ -111,7 +111,7 @@ def parse_volume(value: str, ctx: ParseContext) -> BindMount:
         raise ValueError(f"named volume {source!r} is not supported yet; give a host path")
     readonly = False
     options: list[str] = []
-    for opt in (parts[2].split(",") if len(parts) == 3 and parts[2] else []):
+    for opt in parts[2].split(",") if len(parts) == 3 and parts[2] else []:
         if opt == "ro":
             readonly = True
         elif opt == "rw":
@@ -122,9 +122,7 @@ def parse_volume(value: str, ctx: ParseContext) -> BindMount:
             options.append(opt)
         else:
             raise ValueError(f"unknown volume option {opt!r} (known: ro, rw, {', '.join(sorted(_MOUNT_FLAGS))})")
-    return BindMount(
-        parse_host_path(source, ctx), parse_abs_path(target, ctx), readonly, tuple(options)
-    )
+    return BindMount(parse_host_path(source, ctx), parse_abs_path(target, ctx), readonly, tuple(options))
 
 
 def parse_tmpfs(value: str, ctx: ParseContext) -> TmpfsMount:
@@ -210,90 +208,244 @@ def parse_capability(value: str, ctx: ParseContext) -> str:
 # --- the table ----------------------------------------------------------------------------
 
 KEYS: tuple[Key, ...] = (
-    Key("Rootfs", "single", "rootfs", parse_host_path, option="--rootfs", metavar="PATH",
+    Key(
+        "Rootfs",
+        "single",
+        "rootfs",
+        parse_host_path,
+        option="--rootfs",
+        metavar="PATH",
         doc="A directory tree to run as the container's root file system. It is never written "
-            "to: the container sees an overlay whose upper layer lives in memory and vanishes "
-            "with the container. Exactly one of *Rootfs=* and *Image=* is required."),
-    Key("Image", "single", "image", parse_string, option="--image", metavar="IMAGE",
+        "to: the container sees an overlay whose upper layer lives in memory and vanishes "
+        "with the container. Exactly one of *Rootfs=* and *Image=* is required.",
+    ),
+    Key(
+        "Image",
+        "single",
+        "image",
+        parse_string,
+        option="--image",
+        metavar="IMAGE",
         doc="An OCI image reference. Not supported yet: a file that sets it is refused with an "
-            "error saying so; use *Rootfs=*."),
-    Key("Exec", "exec", "exec", parse_string, metavar="COMMAND",
+        "error saying so; use *Rootfs=*.",
+    ),
+    Key(
+        "Exec",
+        "exec",
+        "exec",
+        parse_string,
+        metavar="COMMAND",
         doc="The command and its arguments, split and unescaped the way systemd splits "
-            "*ExecStart=*. Appended to *Entrypoint=*. Only the last assignment counts."),
-    Key("Entrypoint", "single", "entrypoint", parse_entrypoint, option="--entrypoint",
+        "*ExecStart=*. Appended to *Entrypoint=*. Only the last assignment counts.",
+    ),
+    Key(
+        "Entrypoint",
+        "single",
+        "entrypoint",
+        parse_entrypoint,
+        option="--entrypoint",
         metavar="PROGRAM|JSON",
-        doc="The program run in front of *Exec=*: one path, or a JSON array of strings. "
-            "An empty value clears it."),
-    Key("Environment", "words", "environment", parse_env_assignment, option="--env",
+        doc="The program run in front of *Exec=*: one path, or a JSON array of strings. An empty value clears it.",
+    ),
+    Key(
+        "Environment",
+        "words",
+        "environment",
+        parse_env_assignment,
+        option="--env",
         metavar="KEY=VALUE",
         doc="Environment variables for the container, space-separated, quoted the systemd "
-            "way. A bare _KEY_ passes that variable's value from the unit's environment "
-            "(*Environment=* in *[Service]*). Later assignments override earlier ones and "
-            "*EnvironmentFile=*."),
-    Key("EnvironmentFile", "list", "environment_files", parse_host_path, option="--env-file",
+        "way. A bare _KEY_ passes that variable's value from the unit's environment "
+        "(*Environment=* in *[Service]*). Later assignments override earlier ones and "
+        "*EnvironmentFile=*.",
+    ),
+    Key(
+        "EnvironmentFile",
+        "list",
+        "environment_files",
+        parse_host_path,
+        option="--env-file",
         metavar="PATH",
         doc="A file of _KEY=VALUE_ lines (empty lines and lines starting with # are "
-            "skipped) read on the host when the container starts. A relative path is taken "
-            "from the directory of the unit file."),
-    Key("WorkingDir", "single", "working_dir", parse_abs_path, option="--workdir", metavar="PATH",
-        doc="The directory the command starts in, inside the container. Default: /."),
-    Key("User", "single", "user", parse_string, option="--user", metavar="USER",
+        "skipped) read on the host when the container starts. A relative path is taken "
+        "from the directory of the unit file.",
+    ),
+    Key(
+        "WorkingDir",
+        "single",
+        "working_dir",
+        parse_abs_path,
+        option="--workdir",
+        metavar="PATH",
+        doc="The directory the command starts in, inside the container. Default: /.",
+    ),
+    Key(
+        "User",
+        "single",
+        "user",
+        parse_string,
+        option="--user",
+        metavar="USER",
         doc="The user the command runs as: a name looked up in the container's own "
-            "/etc/passwd, or a number. Default: root (uid 0)."),
-    Key("Group", "single", "group", parse_string, option="--group", metavar="GROUP",
+        "/etc/passwd, or a number. Default: root (uid 0).",
+    ),
+    Key(
+        "Group",
+        "single",
+        "group",
+        parse_string,
+        option="--group",
+        metavar="GROUP",
         doc="The group: a name from the container's /etc/group, or a number. Requires "
-            "*User=*. Default: the user's group from /etc/passwd."),
-    Key("HostName", "single", "hostname", parse_hostname, option="--hostname", metavar="NAME",
+        "*User=*. Default: the user's group from /etc/passwd.",
+    ),
+    Key(
+        "HostName",
+        "single",
+        "hostname",
+        parse_hostname,
+        option="--hostname",
+        metavar="NAME",
         doc="The host name inside the container (its own UTS namespace). Default: the "
-            "container name, with characters a host name cannot hold replaced by '-'."),
-    Key("ContainerName", "single", "name", parse_name, option="--name", metavar="NAME",
-        doc="The container's name, shown by *sdcontainer list*. Default: the unit name "
-            "without its suffix (%N)."),
-    Key("Volume", "list", "volumes", parse_volume, option="--volume",
+        "container name, with characters a host name cannot hold replaced by '-'.",
+    ),
+    Key(
+        "ContainerName",
+        "single",
+        "name",
+        parse_name,
+        option="--name",
+        metavar="NAME",
+        doc="The container's name, shown by *sdcontainer list*. Default: the unit name without its suffix (%N).",
+    ),
+    Key(
+        "Volume",
+        "list",
+        "volumes",
+        parse_volume,
+        option="--volume",
         metavar="SOURCE:TARGET[:OPTIONS]",
         doc="Bind-mounts the host path _SOURCE_ at _TARGET_. _OPTIONS_ is a comma-separated "
-            "list of ro, rw (the default), nosuid, nodev, noexec; z and Z are accepted and "
-            "ignored (no SELinux relabelling). A relative _SOURCE_ (./dir) is taken from the "
-            "directory of the unit file. Named volumes are not supported yet."),
-    Key("Tmpfs", "list", "tmpfs", parse_tmpfs, option="--tmpfs", metavar="PATH[:OPTIONS]",
+        "list of ro, rw (the default), nosuid, nodev, noexec; z and Z are accepted and "
+        "ignored (no SELinux relabelling). A relative _SOURCE_ (./dir) is taken from the "
+        "directory of the unit file. Named volumes are not supported yet.",
+    ),
+    Key(
+        "Tmpfs",
+        "list",
+        "tmpfs",
+        parse_tmpfs,
+        option="--tmpfs",
+        metavar="PATH[:OPTIONS]",
         doc="Mounts a fresh tmpfs at _PATH_, nosuid, nodev and noexec unless _OPTIONS_ "
-            "(tmpfs mount options such as size=64m,mode=1777, or exec) say otherwise."),
-    Key("ReadOnly", "single", "read_only", parse_bool, option="--read-only", metavar="BOOL",
-        doc="Makes the container's root file system read-only. Default: no."),
-    Key("ReadOnlyTmpfs", "single", "read_only_tmpfs", parse_bool, option="--read-only-tmpfs",
+        "(tmpfs mount options such as size=64m,mode=1777, or exec) say otherwise.",
+    ),
+    Key(
+        "ReadOnly",
+        "single",
+        "read_only",
+        parse_bool,
+        option="--read-only",
+        metavar="BOOL",
+        doc="Makes the container's root file system read-only. Default: no.",
+    ),
+    Key(
+        "ReadOnlyTmpfs",
+        "single",
+        "read_only_tmpfs",
+        parse_bool,
+        option="--read-only-tmpfs",
         metavar="BOOL",
         doc="With *ReadOnly=yes*, mounts tmpfs on /tmp, /var/tmp and /run so programs still "
-            "have somewhere to write. Default: yes."),
-    Key("Network", "single", "network", parse_network, option="--network", metavar="MODE",
+        "have somewhere to write. Default: yes.",
+    ),
+    Key(
+        "Network",
+        "single",
+        "network",
+        parse_network,
+        option="--network",
+        metavar="MODE",
         doc="*none* (the default): a network namespace of its own with only loopback. "
-            "*host*: the host's network namespace. Other modes are refused for now."),
-    Key("Label", "words", "labels", parse_label, option="--label", metavar="KEY=VALUE",
-        doc="Labels recorded with the running container (see *sdcontainer list*)."),
-    Key("Annotation", "words", "annotations", parse_label, option="--annotation",
+        "*host*: the host's network namespace. Other modes are refused for now.",
+    ),
+    Key(
+        "Label",
+        "words",
+        "labels",
+        parse_label,
+        option="--label",
         metavar="KEY=VALUE",
-        doc="Annotations recorded with the running container, like *Label=*."),
-    Key("StopSignal", "single", "stop_signal", parse_signal, metavar="SIGNAL",
+        doc="Labels recorded with the running container (see *sdcontainer list*).",
+    ),
+    Key(
+        "Annotation",
+        "words",
+        "annotations",
+        parse_label,
+        option="--annotation",
+        metavar="KEY=VALUE",
+        doc="Annotations recorded with the running container, like *Label=*.",
+    ),
+    Key(
+        "StopSignal",
+        "single",
+        "stop_signal",
+        parse_signal,
+        metavar="SIGNAL",
         service_setting="KillSignal",
         doc="The signal *systemctl stop* sends to the container's init (systemd's "
-            "*KillSignal=*). Default: SIGTERM. A PID 1 ignores signals it has no handler for; "
-            "see STOPPING."),
-    Key("StopTimeout", "single", "stop_timeout", parse_seconds, metavar="SECONDS",
+        "*KillSignal=*). Default: SIGTERM. A PID 1 ignores signals it has no handler for; "
+        "see STOPPING.",
+    ),
+    Key(
+        "StopTimeout",
+        "single",
+        "stop_timeout",
+        parse_seconds,
+        metavar="SECONDS",
         service_setting="TimeoutStopSec",
         doc="Seconds to wait after the stop signal before everything in the container is "
-            "killed with SIGKILL (systemd's *TimeoutStopSec=*). Default: 10."),
-    Key("RunInit", "single", "run_init", parse_bool, option="--init", metavar="BOOL",
+        "killed with SIGKILL (systemd's *TimeoutStopSec=*). Default: 10.",
+    ),
+    Key(
+        "RunInit",
+        "single",
+        "run_init",
+        parse_bool,
+        option="--init",
+        metavar="BOOL",
         doc="Runs a minimal init (tini) as the container's PID 1, in front of the command: it "
-            "forwards signals and reaps zombies. Default: no."),
-    Key("NoNewPrivileges", "single", "no_new_privileges", parse_bool,
-        option="--no-new-privileges", metavar="BOOL",
+        "forwards signals and reaps zombies. Default: no.",
+    ),
+    Key(
+        "NoNewPrivileges",
+        "single",
+        "no_new_privileges",
+        parse_bool,
+        option="--no-new-privileges",
+        metavar="BOOL",
         doc="Sets no_new_privs, so setuid and file capabilities cannot raise privileges. "
-            "Default: yes (podman's default is no)."),
-    Key("AddCapability", "words", "add_capabilities", parse_capability, option="--cap-add",
+        "Default: yes (podman's default is no).",
+    ),
+    Key(
+        "AddCapability",
+        "words",
+        "add_capabilities",
+        parse_capability,
+        option="--cap-add",
         metavar="CAPABILITY",
-        doc="Capabilities added to the default set (CAP_ prefix optional, any case)."),
-    Key("DropCapability", "words", "drop_capabilities", parse_capability, option="--cap-drop",
+        doc="Capabilities added to the default set (CAP_ prefix optional, any case).",
+    ),
+    Key(
+        "DropCapability",
+        "words",
+        "drop_capabilities",
+        parse_capability,
+        option="--cap-drop",
         metavar="CAPABILITY",
-        doc="Capabilities removed from the default set; *all* removes every one."),
+        doc="Capabilities removed from the default set; *all* removes every one.",
+    ),
 )
 
 KEYS_BY_NAME = {key.name: key for key in KEYS}
@@ -302,18 +454,78 @@ KEYS_BY_OPTION = {key.option: key for key in KEYS if key.option}
 # Keys Quadlet accepts in [Container] that sdcontainer does not implement yet: a file using
 # one gets an error saying exactly that, instead of "unknown key".
 QUADLET_ONLY_KEYS = frozenset(
-    """
-    AddDevice AddHost AppArmor AutoUpdate CgroupsMode ContainersConfModule DNS DNSOption
-    DNSSearch EnvironmentHost ExposeHostPort GIDMap GlobalArgs GroupAdd HealthCmd
-    HealthInterval HealthLogDestination HealthMaxLogCount HealthMaxLogSize HealthOnFailure
-    HealthRetries HealthStartPeriod HealthStartupCmd HealthStartupInterval
-    HealthStartupRetries HealthStartupSuccess HealthStartupTimeout HealthTimeout HttpProxy IP
-    IP6 LogDriver LogOpt Mask Memory Mount NetworkAlias Notify PidsLimit Pod PodmanArgs
-    PublishPort Pull ReloadCmd ReloadSignal RemapGid RemapUid RemapUidSize RemapUsers Retry
-    RetryDelay SeccompProfile Secret SecurityLabelDisable SecurityLabelFileType
-    SecurityLabelLevel SecurityLabelNested SecurityLabelType ServiceName ShmSize
-    StartWithPod SubGIDMap SubUIDMap Sysctl Timezone UIDMap Ulimit Unmask UserNS VolatileTmp
-    """.split()
+    [
+        "AddDevice",
+        "AddHost",
+        "AppArmor",
+        "AutoUpdate",
+        "CgroupsMode",
+        "ContainersConfModule",
+        "DNS",
+        "DNSOption",
+        "DNSSearch",
+        "EnvironmentHost",
+        "ExposeHostPort",
+        "GIDMap",
+        "GlobalArgs",
+        "GroupAdd",
+        "HealthCmd",
+        "HealthInterval",
+        "HealthLogDestination",
+        "HealthMaxLogCount",
+        "HealthMaxLogSize",
+        "HealthOnFailure",
+        "HealthRetries",
+        "HealthStartPeriod",
+        "HealthStartupCmd",
+        "HealthStartupInterval",
+        "HealthStartupRetries",
+        "HealthStartupSuccess",
+        "HealthStartupTimeout",
+        "HealthTimeout",
+        "HttpProxy",
+        "IP",
+        "IP6",
+        "LogDriver",
+        "LogOpt",
+        "Mask",
+        "Memory",
+        "Mount",
+        "NetworkAlias",
+        "Notify",
+        "PidsLimit",
+        "Pod",
+        "PodmanArgs",
+        "PublishPort",
+        "Pull",
+        "ReloadCmd",
+        "ReloadSignal",
+        "RemapGid",
+        "RemapUid",
+        "RemapUidSize",
+        "RemapUsers",
+        "Retry",
+        "RetryDelay",
+        "SeccompProfile",
+        "Secret",
+        "SecurityLabelDisable",
+        "SecurityLabelFileType",
+        "SecurityLabelLevel",
+        "SecurityLabelNested",
+        "SecurityLabelType",
+        "ServiceName",
+        "ShmSize",
+        "StartWithPod",
+        "SubGIDMap",
+        "SubUIDMap",
+        "Sysctl",
+        "Timezone",
+        "UIDMap",
+        "Ulimit",
+        "Unmask",
+        "UserNS",
+        "VolatileTmp",
+    ]
 )
 
 _HINTS = {
@@ -385,11 +597,12 @@ def spec_from_unit(unit: UnitFile, section: str = "Container") -> ContainerSpec:
     try:
         validate(spec)
     except ValueError as error:
-        entries_for = {k.field: grouped.get(k.name) for k in KEYS}
+        # point at the last assignment of the key the check is about, if the file has one
         culprit = getattr(error, "field", None)
-        at = (entries_for.get(culprit) or [None])[-1] if culprit else None
-        if at is not None:
-            raise at.error(str(error)) from None
+        names = [k.name for k in KEYS if k.field == culprit]
+        assignments = grouped.get(names[0], []) if names else []
+        if assignments:
+            raise assignments[-1].error(str(error)) from None
         raise ConfigError(f"[{section}]: {error}", unit.path) from None
     return spec
 
@@ -406,8 +619,7 @@ def validate(spec: ContainerSpec) -> None:
         raise SpecError("Image= and Rootfs= exclude each other; set exactly one", "rootfs")
     if spec.image:
         raise SpecError(
-            "Image= is not supported yet (images are planned); use Rootfs= with an unpacked "
-            "root file system",
+            "Image= is not supported yet (images are planned); use Rootfs= with an unpacked root file system",
             "image",
         )
     if not spec.rootfs:
@@ -498,4 +710,3 @@ def spec_from_argv(argv: list[str]) -> ContainerSpec:
     except ValueError as error:
         raise UsageError(str(error)) from None
     return spec
-

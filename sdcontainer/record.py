@@ -71,7 +71,7 @@ def record(cls: type[T]) -> type[T]:
 
 
 def fields_of(obj: object) -> tuple[str, ...]:
-    return obj.__record_fields__  # type: ignore[attr-defined, no-any-return]
+    return obj.__record_fields__  # type: ignore[attr-defined]
 
 
 def replace(obj: T, **changes: Any) -> T:

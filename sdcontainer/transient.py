@@ -7,6 +7,7 @@ cgroup, a journal and `systemctl status`.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import sys
 
@@ -62,7 +63,7 @@ def run_transient(spec: ContainerSpec, unit: str, *, detach: bool, description: 
             wait=not detach,
             wait_for_activation=detach,
             remain_after_exit=not detach,
-            **stdio,  # type: ignore[arg-type]
+            **stdio,
         )
     except Exception as error:  # pystemd raises several unrelated types for D-Bus failures
         raise SystemdError(f"cannot start {unit}: {error}") from None
@@ -72,14 +73,11 @@ def run_transient(spec: ContainerSpec, unit: str, *, detach: bool, description: 
         code = int(loaded.Service.ExecMainCode)
         status = int(loaded.Service.ExecMainStatus)
         result = loaded.Service.Result.decode()
-        try:
+        # the unit stayed (RemainAfterExit=) only so its status could be read: let it go
+        with contextlib.suppress(Exception):
             loaded.Unit.Stop(b"replace")
-        except Exception:
-            pass
-        try:
+        with contextlib.suppress(Exception):
             loaded.Unit.ResetFailed()
-        except Exception:
-            pass
     # siginfo codes: 1 = exited, 2 = killed, 3 = dumped
     if code == 1:
         return status
@@ -89,4 +87,3 @@ def run_transient(spec: ContainerSpec, unit: str, *, detach: bool, description: 
         print(f"sdcontainer: {unit} failed to start ({result}); see journalctl -u {unit}", file=sys.stderr)
         return 125
     return status
-

@@ -10,6 +10,7 @@ later error can point at it. Specifiers (`%n`, `%i`, ...) are left alone: system
 from __future__ import annotations
 
 import re
+
 from sdcontainer.errors import ConfigError
 from sdcontainer.record import record
 
@@ -135,8 +136,17 @@ def parse_file(path: str) -> UnitFile:
 # --- value helpers -----------------------------------------------------------------------
 
 _SIMPLE_ESCAPES = {
-    "a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
-    "\\": "\\", '"': '"', "'": "'", "s": " ",
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+    "\\": "\\",
+    '"': '"',
+    "'": "'",
+    "s": " ",
 }
 
 

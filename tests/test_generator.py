@@ -16,7 +16,9 @@ GOLDEN = Path(__file__).parent / "golden"
 FAKE_LAUNCHER = "/usr/libexec/sdcontainer/launcher"
 
 
-def run_generator(search: list[Path], *args: str, launcher: str | None = FAKE_LAUNCHER) -> subprocess.CompletedProcess[str]:
+def run_generator(
+    search: list[Path], *args: str, launcher: str | None = FAKE_LAUNCHER
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SDCONTAINER_")}
     env["SDCONTAINER_UNIT_PATH"] = ":".join(str(p) for p in search)
     env["PYTHONPATH"] = str(CHECKOUT)
@@ -24,7 +26,10 @@ def run_generator(search: list[Path], *args: str, launcher: str | None = FAKE_LA
         env["SDCONTAINER_LAUNCHER"] = launcher
     return subprocess.run(
         [sys.executable, "-m", "sdcontainer.generator", *args],
-        env=env, capture_output=True, text=True, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
@@ -112,10 +117,16 @@ def test_dropins_most_specific_wins_and_lists_merge(tmp_path: Path) -> None:
 
 def test_templates_and_instances(tmp_path: Path) -> None:
     units = tmp_path / "units"
-    write(units / "echo@.container", "[Container]\nRootfs=/srv/rootfs\nExec=/bin/echo %i\n[Install]\nWantedBy=multi-user.target\n")
+    write(
+        units / "echo@.container",
+        "[Container]\nRootfs=/srv/rootfs\nExec=/bin/echo %i\n[Install]\nWantedBy=multi-user.target\n",
+    )
     write(units / "echo@.container.d" / "10.conf", "[Container]\nEnvironment=FROM_TEMPLATE_DROPIN=1\n")
     os.symlink("echo@.container", units / "echo@hello.container")
-    write(units / "tick@.container", "[Container]\nRootfs=/srv/rootfs\nExec=/bin/true\n[Install]\nWantedBy=timers.target\nDefaultInstance=one\n")
+    write(
+        units / "tick@.container",
+        "[Container]\nRootfs=/srv/rootfs\nExec=/bin/true\n[Install]\nWantedBy=timers.target\nDefaultInstance=one\n",
+    )
     out, result = generate_into(tmp_path, [units])
     assert result.returncode == 0, result.stderr
     assert (out / "echo@.service").exists()
@@ -193,7 +204,9 @@ def test_generator_imports_nothing_heavy(tmp_path: Path) -> None:
     )
     env = dict(os.environ, SDCONTAINER_UNIT_PATH=str(units))
     # -I -S as installed: no site-packages hooks that import things on their own
-    result = subprocess.run([sys.executable, "-I", "-S", "-c", code], env=env, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     loaded = set(result.stdout.rpartition("MODULES ")[2].split())
     for heavy in ("click", "pystemd", "dbus_fast", "pyroute2", "dataclasses", "typing", "json", "inspect"):
         assert heavy not in loaded, f"the generator imported {heavy}"
@@ -211,10 +224,14 @@ def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     verify = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", *(str(p) for p in sorted(out.glob("*.service")))],
-        env=dict(os.environ, SYSTEMD_LOG_LEVEL="warning"), capture_output=True, text=True, check=False,
+        env=dict(os.environ, SYSTEMD_LOG_LEVEL="warning"),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     problems = [
-        line for line in verify.stderr.splitlines()
+        line
+        for line in verify.stderr.splitlines()
         # the host has no systemd running: complaints about the host's own units are not ours
         if ("hello" in line or "db.service" in line or "sdcontainer" in line)
     ]

@@ -53,17 +53,28 @@ def unit_processes(bed: Testbed, unit: str) -> list[str]:
     cgroup = bed.show(unit, "ControlGroup")
     if not cgroup:
         return []  # no cgroup: the unit has no processes
-    out = bed.run(["sh", "-c", f"cat /sys/fs/cgroup/systemd{cgroup}/cgroup.procs /sys/fs/cgroup/systemd{cgroup}/*/cgroup.procs 2>/dev/null"], check=False).stdout
+    out = bed.run(
+        [
+            "sh",
+            "-c",
+            f"cat /sys/fs/cgroup/systemd{cgroup}/cgroup.procs /sys/fs/cgroup/systemd{cgroup}/*/cgroup.procs 2>/dev/null",
+        ],
+        check=False,
+    ).stdout
     return sorted(set(out.split()))
 
 
 def test_the_issue_example_runs_as_a_service(bed: Testbed) -> None:
-    add_container(bed, "hello", (
-        "[Unit]\nDescription=Hello\n[Container]\n"
-        f"Rootfs={ROOTFS}\nExec=/bin/httpd -f -p 8080 -h /www\nEnvironment=GREETING=hi\n"
-        "Volume=/srv/www:/www:ro\nNetwork=host\nRunInit=yes\n"
-        "[Service]\nMemoryMax=64M\n[Install]\nWantedBy=multi-user.target\n"
-    ))
+    add_container(
+        bed,
+        "hello",
+        (
+            "[Unit]\nDescription=Hello\n[Container]\n"
+            f"Rootfs={ROOTFS}\nExec=/bin/httpd -f -p 8080 -h /www\nEnvironment=GREETING=hi\n"
+            "Volume=/srv/www:/www:ro\nNetwork=host\nRunInit=yes\n"
+            "[Service]\nMemoryMax=64M\n[Install]\nWantedBy=multi-user.target\n"
+        ),
+    )
     bed.start_unit("hello.service")
     assert bed.show("hello.service", "ActiveState") == "active"
     page = wait_for(lambda: bed.run(["busybox", "wget", "-qO-", "http://127.0.0.1:8080/"], check=False).stdout)
@@ -108,10 +119,14 @@ def test_exit_status_and_journal(bed: Testbed) -> None:
 
 
 def test_pid_1_inside_and_environment(bed: Testbed) -> None:
-    add_container(bed, "env", container(
-        "/bin/sh -c 'echo pid=$$ greeting=$GREETING host=$(hostname); env | sort'",
-        "Environment=GREETING=hi\n",
-    ))
+    add_container(
+        bed,
+        "env",
+        container(
+            "/bin/sh -c 'echo pid=$$ greeting=$GREETING host=$(hostname); env | sort'",
+            "Environment=GREETING=hi\n",
+        ),
+    )
     bed.systemctl("start", "env.service", check=False)
     wait_for(lambda: bed.show("env.service", "ActiveState") == "inactive")
     journal = bed.journal("env.service")
@@ -145,9 +160,11 @@ def test_stop_without_an_init_waits_for_the_stop_timeout(bed: Testbed) -> None:
 
 
 def test_stop_signal_reaches_the_init(bed: Testbed) -> None:
-    add_container(bed, "trapper", container(
-        "/bin/sh -c 'trap \"echo got-INT; exit 0\" INT; while :; do sleep 0.1; done'", "StopSignal=SIGINT\n"
-    ))
+    add_container(
+        bed,
+        "trapper",
+        container("/bin/sh -c 'trap \"echo got-INT; exit 0\" INT; while :; do sleep 0.1; done'", "StopSignal=SIGINT\n"),
+    )
     bed.start_unit("trapper.service")
     bed.systemctl("stop", "trapper.service")
     assert "got-INT" in bed.journal("trapper.service")
@@ -157,7 +174,8 @@ def test_stop_signal_reaches_the_init(bed: Testbed) -> None:
 def test_memory_max_kills_a_container_that_exceeds_it(bed: Testbed) -> None:
     # tmpfs pages are charged to the writer's memory cgroup
     add_container(
-        bed, "hog",
+        bed,
+        "hog",
         container("/bin/dd if=/dev/zero of=/big/fill bs=1M count=200", "Tmpfs=/big:size=300m\n", "MemoryMax=32M"),
     )
     bed.systemctl("start", "hog.service", check=False)
@@ -204,7 +222,9 @@ def test_broken_file_beside_good_ones(bed: Testbed) -> None:
 
 
 def test_install_section_enables_the_unit(bed: Testbed) -> None:
-    add_container(bed, "atboot", container("/bin/sleep 1000", "RunInit=yes\n") + "[Install]\nWantedBy=multi-user.target\n")
+    add_container(
+        bed, "atboot", container("/bin/sleep 1000", "RunInit=yes\n") + "[Install]\nWantedBy=multi-user.target\n"
+    )
     assert bed.exists("/run/systemd/generator/multi-user.target.wants/atboot.service")
     assert bed.run(["systemctl", "is-enabled", "atboot.service"], check=False).stdout.strip() == "generated"
     bed.systemctl("start", "multi-user.target")

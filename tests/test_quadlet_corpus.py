@@ -42,7 +42,7 @@ def classify(directory: Path) -> dict[str, str]:
 # Files Quadlet converts but whose container podman would refuse at start; refusing them
 # when the unit is generated is the better place for the error.
 KNOWN_DIVERGENCES = {
-    "quotes.container": "ContainerName=RemoveQuotes\"Name is not a valid name (podman refuses it at run)",
+    "quotes.container": 'ContainerName=RemoveQuotes"Name is not a valid name (podman refuses it at run)',
     "rootfs.container": "Rootfs= without Exec=: there is no image config to supply a command",
     # Quadlet only warns: rootless podman can run as another user, our launcher needs root
     # to build namespaces, and User=/Group= in [Container] give the container its user.
@@ -68,9 +68,13 @@ def corpus_copies(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     as_is = tmp_path_factory.mktemp("corpus") / "as-is"
     with_rootfs = as_is.parent / "with-rootfs"
     for target in (as_is, with_rootfs):
-        shutil.copytree(CORPUS, target, ignore=shutil.ignore_patterns("*.kube", "*.pod", "*.network",
-                                                                       "*.volume", "*.image", "*.build",
-                                                                       "*.artifact"))
+        shutil.copytree(
+            CORPUS,
+            target,
+            ignore=shutil.ignore_patterns(
+                "*.kube", "*.pod", "*.network", "*.volume", "*.image", "*.build", "*.artifact"
+            ),
+        )
     for path in [*with_rootfs.rglob("*.container"), *with_rootfs.rglob("*.conf")]:
         if path.is_file() and not path.is_symlink():
             path.write_text(re.sub(r"^Image=.*$", IMAGE_STANDIN, path.read_text(), flags=re.M))
@@ -95,12 +99,10 @@ def test_quadlet_rejected_files_are_rejected(tmp_path: Path) -> None:
 def test_quadlet_accepted_files_are_accepted_or_refused_as_unsupported(
     corpus_copies: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for label, copy in zip(("as written", "Image= -> Rootfs="), corpus_copies):
+    for label, copy in zip(("as written", "Image= -> Rootfs="), corpus_copies, strict=True):
         outcome = classify(copy)
         accepted_by_quadlet = {n: r for n, r in outcome.items() if not quadlet_rejects(CORPUS / n)}
-        bad = {
-            n: r for n, r in accepted_by_quadlet.items() if r.startswith("error") and n not in KNOWN_DIVERGENCES
-        }
+        bad = {n: r for n, r in accepted_by_quadlet.items() if r.startswith("error") and n not in KNOWN_DIVERGENCES}
         with capsys.disabled():
             counts = Counter(r if not r.startswith("error") else "error" for r in accepted_by_quadlet.values())
             print(f"\nquadlet corpus ({label}): {len(accepted_by_quadlet)} files Quadlet accepts: {dict(counts)}")

@@ -19,7 +19,7 @@ def test_sections_keys_and_comments() -> None:
 
 def test_continuation_lines_join_with_a_space_and_skip_comments() -> None:
     unit = parse_text("[Container]\nExec=/bin/echo \\\n# skipped\n  one \\\n  two\nUser=app\n", "f")
-    assert unit.lookup_last("Container", "Exec").value .split() == ["/bin/echo", "one", "two"]
+    assert unit.lookup_last("Container", "Exec").value.split() == ["/bin/echo", "one", "two"]
     assert unit.lookup_last("Container", "Exec").line == 2
     assert unit.lookup_last("Container", "User").line == 6
 
