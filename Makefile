@@ -21,6 +21,10 @@ WHEELHOUSE ?= $(CURDIR)/build/wheels
 
 LIBDIR = $(PREFIX)/lib/sdcontainer
 VENV = $(LIBDIR)/venv
+PYTHON_VERSION = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+VENV_SITE = $(VENV)/lib/python$(PYTHON_VERSION)/site-packages
+# the generator and the launcher are scripts with the venv's interpreter and packages named
+SUBST = sed -e 's|@VENV_PYTHON@|$(VENV)/bin/python3|' -e 's|@VENV_SITE@|$(VENV_SITE)|'
 BINDIR = $(PREFIX)/bin
 GENERATORDIR = $(PREFIX)/lib/systemd/system-generators
 UNITDIR = $(PREFIX)/lib/systemd/system
@@ -96,11 +100,13 @@ endif
 install-bin:
 	install -d $(DESTDIR)$(BINDIR)
 	ln -sfn $(VENV)/bin/sdcontainer $(DESTDIR)$(BINDIR)/sdcontainer
+	$(SUBST) libexec/sdcontainer-launcher > $(DESTDIR)$(VENV)/bin/sdcontainer-launcher.tmp
+	chmod 755 $(DESTDIR)$(VENV)/bin/sdcontainer-launcher.tmp
+	mv $(DESTDIR)$(VENV)/bin/sdcontainer-launcher.tmp $(DESTDIR)$(VENV)/bin/sdcontainer-launcher
 
 install-generator:
 	install -d $(DESTDIR)$(GENERATORDIR)
-	sed 's|@VENV_PYTHON@|$(VENV)/bin/python3|' generators/sdcontainer-generator \
-		> $(DESTDIR)$(GENERATORDIR)/sdcontainer-generator.tmp
+	$(SUBST) generators/sdcontainer-generator > $(DESTDIR)$(GENERATORDIR)/sdcontainer-generator.tmp
 	chmod 755 $(DESTDIR)$(GENERATORDIR)/sdcontainer-generator.tmp
 	mv $(DESTDIR)$(GENERATORDIR)/sdcontainer-generator.tmp $(DESTDIR)$(GENERATORDIR)/sdcontainer-generator
 

@@ -65,11 +65,15 @@ def unit_search_path() -> list[str]:
 
 
 def launcher_command() -> list[str]:
-    """The launcher is run by the generator's own interpreter (the installed venv's python,
-    never a version-manager shim), with -I so nothing from the environment leaks in."""
+    """How units run the launcher: the installed script beside the generator's own
+    interpreter (the venv's python, never a version-manager shim), else that interpreter
+    with -m. -I: nothing from the environment (PYTHON*, user site) reaches it."""
     override = os.environ.get("SDCONTAINER_LAUNCHER")
     if override:
         return override.split()
+    script = os.path.join(os.path.dirname(sys.executable), "sdcontainer-launcher")
+    if os.access(script, os.X_OK):
+        return [script]
     return [sys.executable, "-I", "-m", "sdcontainer.launcher"]
 
 

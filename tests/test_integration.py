@@ -236,6 +236,11 @@ def test_systemd_analyze_verify_on_the_installed_units(bed: Testbed) -> None:
     add_container(bed, "verified", container("/bin/true") + "[Install]\nWantedBy=multi-user.target\n")
     result = bed.run(["systemd-analyze", "verify", "/run/systemd/generator/verified.service"], check=False)
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+    # the installed launcher script, run by the venv's own interpreter
+    exec_start = bed.show("verified.service", "ExecStart")
+    assert "path=/usr/local/lib/sdcontainer/venv/bin/sdcontainer-launcher " in exec_start, exec_start
+    shebang = bed.read_file("/usr/local/lib/sdcontainer/venv/bin/sdcontainer-launcher").splitlines()[0]
+    assert shebang == "#!/usr/local/lib/sdcontainer/venv/bin/python3 -IS"
 
 
 def test_transient_run(bed: Testbed) -> None:
