@@ -10,14 +10,16 @@ import time
 import pytest
 
 from tests.helpers import CHECKOUT
-from tests.testbed import Testbed
+from tests.testbed import Testbed, checkout_inside
 
 pytestmark = pytest.mark.testbed
 
 ROOTFS = "/srv/busybox"
 PYTHON = "/usr/bin/python3"
+# the checkout as the testbed shows it
+CHECKOUT_INSIDE = checkout_inside(CHECKOUT)
 LAUNCHER = (
-    f"{PYTHON} -E -s -c \"import sys; sys.path.insert(0, '{CHECKOUT}'); "
+    f"{PYTHON} -E -s -c \"import sys; sys.path.insert(0, '{CHECKOUT_INSIDE}'); "
     "from sdcontainer.launcher import main; sys.exit(main())\""
 )
 STOPPABLE = "trap 'echo got TERM; exit 0' TERM; echo started; while :; do sleep 0.1; done"
@@ -38,7 +40,7 @@ ExecStopPost={LAUNCHER} cleanup --unit {name}.service
 def systemd(testbed: Testbed) -> Testbed:
     """The module's testbed with a busybox rootfs built inside it (on its overlay, as an
     image store would be)."""
-    testbed.run([PYTHON, "-c", f"import sys; sys.path.insert(0, {str(CHECKOUT)!r}); "
+    testbed.run([PYTHON, "-c", f"import sys; sys.path.insert(0, {CHECKOUT_INSIDE!r}); "
                  f"from tests.rootfs import build_busybox_rootfs; build_busybox_rootfs({ROOTFS!r})"])
     return testbed
 

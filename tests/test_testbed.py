@@ -64,7 +64,7 @@ def test_own_network_namespace_has_only_loopback(testbed: Testbed) -> None:
 
 
 def test_checkout_is_bound_in_read_only(testbed: Testbed) -> None:
-    project = str(testbed.project_dir)
+    project = testbed.project_dir_inside
     assert testbed.run(["test", "-f", f"{project}/pyproject.toml"]).returncode == 0
     r = testbed.run(["touch", f"{project}/.testbed-write-probe"], check=False)
     assert r.returncode != 0 and "Read-only" in r.stderr
@@ -133,7 +133,7 @@ def test_generator_directory_is_searched(testbed: Testbed) -> None:
 def test_make_install_puts_a_working_generator_in_place(installed_testbed: Testbed) -> None:
     tb = installed_testbed
     gen = f"{GENERATOR_DIR}/sdcontainer-generator"
-    assert tb.read_file(gen).splitlines()[0] == "#!/usr/local/lib/sdcontainer/venv/bin/python3 -I"
+    assert tb.read_file(gen).splitlines()[0] == "#!/usr/local/lib/sdcontainer/venv/bin/python3 -IS"
     assert tb.run(["test", "-x", gen]).returncode == 0
     assert tb.run(["readlink", "/usr/local/bin/sdcontainer"]).stdout.strip() == (
         "/usr/local/lib/sdcontainer/venv/bin/sdcontainer"

@@ -72,6 +72,8 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Directories that get a fresh tmpfs inside the testbed. A host directory must never show
 #: through at one of these (or below them): the testbed's systemd-tmpfiles would empty it.
 VOLATILE_DIRS = ("/run", "/tmp", "/var/tmp", "/dev/shm")
+#: Where the checkout shows inside when its own path is under one of those.
+CHECKOUT_FALLBACK = "/srv/sdcontainer-checkout"
 
 #: State directories that get a tmpfs of their own (overlayfs refuses an overlay as upper).
 DEFAULT_STATE_DIRS = ("/var/lib/sdcontainer", "/var/lib/containers")
@@ -310,7 +312,10 @@ class Testbed:
         to mask, ``keep`` removes units from the default mask list."""
         self.network = network
         self.project_dir = Path(project_dir).resolve()
-        self.binds: list[tuple[str, str, bool]] = [(str(self.project_dir), str(self.project_dir), True)]
+        # The checkout shows at its own path inside, unless that path is one the testbed
+        # covers with a fresh tmpfs (a clone in /tmp, say): then at a fixed place instead.
+        self.project_dir_inside = checkout_inside(self.project_dir)
+        self.binds: list[tuple[str, str, bool]] = [(str(self.project_dir), self.project_dir_inside, True)]
         self.binds += [(str(Path(s).resolve()), t, ro) for s, t, ro in binds]
         for _src, target, _ro in self.binds:
             _check_bind_target(target)
@@ -719,7 +724,7 @@ class Testbed:
         argv = [
             "make",
             "-C",
-            str(self.project_dir),
+            self.project_dir_inside,
             "install",
             f"PREFIX={prefix}",
             "BUILDDIR=/tmp/sdcontainer-build",
@@ -742,12 +747,24 @@ def _add_to_section(text: str, section: str, line: str) -> str:
     return f"[{section}]\n{line}\n\n" + text
 
 
+def checkout_inside(project_dir: str | os.PathLike[str]) -> str:
+    """Where a testbed shows the checkout: at its own path, unless the testbed covers that
+    path with a fresh tmpfs (a clone in /tmp, say); then at CHECKOUT_FALLBACK."""
+    path = str(Path(project_dir).resolve())
+    return CHECKOUT_FALLBACK if _is_volatile(path) else path
+
+
+def _is_volatile(target: str) -> bool:
+    t = os.path.normpath(target)
+    return t == "/" or any(t == d or t.startswith(d + "/") or d.startswith(t + "/") for d in VOLATILE_DIRS)
+
+
 def _check_bind_target(target: str) -> None:
     t = os.path.normpath(target)
     if not t.startswith("/"):
         raise ValueError(f"bind target must be absolute: {target!r}")
     for d in VOLATILE_DIRS:
-        if t == d or t.startswith(d + "/") or d.startswith(t + "/") or t == "/":
+        if _is_volatile(t):
             raise ValueError(
                 f"refusing to bind a host directory at {target!r}: {d} is a fresh tmpfs in the "
                 "testbed and its systemd-tmpfiles would empty what shows through there"
@@ -797,7 +814,13 @@ def _boot(config: dict[str, Any]) -> None:  # pragma: no cover - runs inside the
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     socket.sethostname(config["name"])
 
-    stage = "/tmp"  # any directory will do: in this private mount namespace only
+    # any directory will do (the tmpfs is in this private mount namespace only), as long as
+    # it does not hide a bind source such as a checkout cloned under /tmp
+    sources = [src for src, _dst, _ro in config["binds"]]
+    stage = next(
+        d for d in ("/mnt", "/media", "/srv", "/tmp")
+        if os.path.isdir(d) and not any(src == d or src.startswith(d + "/") for src in sources)
+    )  # fmt: skip
     mount("sdcontainer-testbed", stage, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
     upper, work, root = f"{stage}/upper", f"{stage}/work", f"{stage}/root"
     for d in (upper, work, root):
