@@ -55,6 +55,8 @@ ALLOWED_SERVICE_VALUES = {
     "KillMode": ("mixed", "control-group"),
 }
 DEFAULT_STOP_TIMEOUT = 10
+# units/sdcontainer.slice: one place to limit all containers together
+SLICE = "sdcontainer.slice"
 
 
 def unit_search_path() -> list[str]:
@@ -259,6 +261,7 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
         "KillMode=mixed",
         "Delegate=yes",
         "SyslogIdentifier=%N",
+        f"Slice={SLICE}",
         f"TimeoutStopSec={spec.stop_timeout if spec.stop_timeout is not None else DEFAULT_STOP_TIMEOUT}",
     ]
     out.append(f"SuccessExitStatus={stop_exit_status(spec)}")

@@ -12,7 +12,7 @@ import secrets
 import sys
 
 from sdcontainer.errors import SystemdError
-from sdcontainer.generator import DEFAULT_STOP_TIMEOUT, launcher_command, stop_exit_status
+from sdcontainer.generator import DEFAULT_STOP_TIMEOUT, SLICE, launcher_command, stop_exit_status
 from sdcontainer.keys import spec_to_argv
 from sdcontainer.record import replace
 from sdcontainer.spec import ContainerSpec
@@ -40,6 +40,7 @@ def run_transient(spec: ContainerSpec, unit: str, *, detach: bool, description: 
         b"NotifyAccess": b"all",
         b"KillMode": b"mixed",
         b"Delegate": True,
+        b"Slice": SLICE.encode(),
         b"SyslogIdentifier": stem.encode(),
         b"TimeoutStopUSec": timeout * 1_000_000,
         b"Description": (description or f"sdcontainer run {' '.join(spec.command)}").encode(),
