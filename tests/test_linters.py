@@ -19,7 +19,8 @@ def run_tool(module: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff() -> None:
-    result = run_tool("ruff", "check", "sdcontainer", "tests", "tools", "bench")
+    paths = [p for p in ("sdcontainer", "tests", "tools", "bench") if (CHECKOUT / p).is_dir()]
+    result = run_tool("ruff", "check", *paths)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
