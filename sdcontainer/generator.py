@@ -284,9 +284,9 @@ def stop_exit_status(spec: ContainerSpec) -> int:
     """An init such as tini, or a shell, reports death by a signal as exit status 128+N.
     systemd counts a main process killed by its stop signal as a clean stop; the same stop
     seen through such an init must count too."""
-    import signal
+    from sdcontainer.text import SIGNALS
 
-    return 128 + int(signal.Signals[spec.stop_signal or "SIGTERM"])
+    return 128 + SIGNALS[spec.stop_signal or "SIGTERM"]
 
 
 def install_links(source: Source, unit: UnitFile) -> list[tuple[str, str]]:

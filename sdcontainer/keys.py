@@ -9,11 +9,11 @@ all read this table; a key is declared here and nowhere else.
 from __future__ import annotations
 
 import os
-import re
 
 from sdcontainer.errors import ConfigError, UsageError
 from sdcontainer.record import record
 from sdcontainer.spec import BindMount, ContainerSpec, TmpfsMount
+from sdcontainer.text import ALNUM, DIGITS, LOWER, SIGNAL_NAMES, SIGNALS, UPPER, word
 from sdcontainer.unitfile import Entry, UnitFile, parse_boolean, split_words, unquote
 
 TYPE_CHECKING = False
@@ -83,7 +83,7 @@ def parse_bool(value: str, ctx: ParseContext) -> bool:
 
 def parse_env_assignment(value: str, ctx: ParseContext) -> str:
     name = value.partition("=")[0]
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+    if not word(name, UPPER + LOWER + "_", ALNUM + "_"):
         raise ValueError(f"{name!r} is not a valid environment variable name")
     return value
 
@@ -129,7 +129,8 @@ def parse_tmpfs(value: str, ctx: ParseContext) -> TmpfsMount:
     target, _, opts = value.partition(":")
     options = tuple(o for o in opts.split(",") if o)
     for opt in options:
-        if not re.fullmatch(r"[a-z_]+(=[A-Za-z0-9%._-]+)?", opt):
+        name, eq, setting = opt.partition("=")
+        if not word(name, LOWER + "_", LOWER + "_") or (eq and not word(setting, ALNUM + "%._-", ALNUM + "%._-")):
             raise ValueError(f"invalid tmpfs option {opt!r}")
     return TmpfsMount(parse_abs_path(target, ctx), options)
 
@@ -144,25 +145,20 @@ def parse_network(value: str, ctx: ParseContext) -> str:
 
 
 def parse_signal(value: str, ctx: ParseContext) -> str:
-    import signal
-
     name = value.upper()
-    if name.isdigit():
-        number = int(name)
-    else:
-        if not name.startswith("SIG"):
-            name = "SIG" + name
-        if name not in signal.Signals.__members__:
-            raise ValueError(f"{value!r} is not a signal name")
-        return name
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        raise ValueError(f"{value!r} is not a signal number") from None
+    if word(name, DIGITS, DIGITS):
+        if int(name) not in SIGNAL_NAMES:
+            raise ValueError(f"{value!r} is not a signal number")
+        return SIGNAL_NAMES[int(name)]
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    if name not in SIGNALS:
+        raise ValueError(f"{value!r} is not a signal name")
+    return name
 
 
 def parse_seconds(value: str, ctx: ParseContext) -> int:
-    if not value.isdigit():
+    if not word(value, DIGITS, DIGITS):
         raise ValueError(f"{value!r} is not a whole number of seconds")
     return int(value)
 
@@ -185,13 +181,13 @@ def parse_entrypoint(value: str, ctx: ParseContext) -> tuple[str, ...]:
 def parse_hostname(value: str, ctx: ParseContext) -> str:
     if not ctx.expanded and "%" in value:
         return value
-    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62})", value):
+    if not word(value, ALNUM, ALNUM + ".-", 63):
         raise ValueError(f"{value!r} is not a valid host name (letters, digits, '-' and '.', at most 63)")
     return value
 
 
 def parse_name(value: str, ctx: ParseContext) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9%][A-Za-z0-9%@_.:-]*", value):
+    if not word(value, ALNUM + "%", ALNUM + "%@_.:-"):
         raise ValueError(f"{value!r} is not a valid container name (letters, digits and @_.:-)")
     return value
 
@@ -200,7 +196,7 @@ def parse_capability(value: str, ctx: ParseContext) -> str:
     name = value.upper()
     if not name.startswith("CAP_"):
         name = "CAP_" + name
-    if name != "CAP_ALL" and not re.fullmatch(r"CAP_[A-Z_]+", name):
+    if name != "CAP_ALL" and not (name.startswith("CAP_") and word(name[4:], UPPER + "_", UPPER + "_")):
         raise ValueError(f"{value!r} is not a capability name")
     return name
 

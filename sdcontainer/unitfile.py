@@ -9,13 +9,11 @@ later error can point at it. Specifiers (`%n`, `%i`, ...) are left alone: system
 
 from __future__ import annotations
 
-import re
-
 from sdcontainer.errors import ConfigError
 from sdcontainer.record import record
+from sdcontainer.text import ALNUM, HEX, OCTAL, only, word
 
-_SECTION_RE = re.compile(r"\[([^\[\]\x00-\x1f]+)\]")
-_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_CONTROL = "".join(map(chr, range(0x20)))
 
 
 @record
@@ -83,10 +81,9 @@ def parse_text(text: str, path: str) -> UnitFile:
         if not stripped:
             return
         if stripped.startswith("["):
-            match = _SECTION_RE.fullmatch(stripped)
-            if not match:
+            section = stripped[1:-1]
+            if not stripped.endswith("]") or not section or any(c in section for c in "[]" + _CONTROL):
                 raise ConfigError(f"invalid section header {stripped!r}", path, lineno)
-            section = match.group(1)
             unit.headers.append(Entry(section, "", "", path, lineno))
             if section not in unit.sections:
                 unit.sections.append(section)
@@ -99,7 +96,7 @@ def parse_text(text: str, path: str) -> UnitFile:
                 path,
                 lineno,
             )
-        if not _KEY_RE.fullmatch(key):
+        if not word(key, ALNUM, ALNUM + "_.-"):
             raise ConfigError(f"invalid key name {key!r}", path, lineno)
         if section is None:
             raise ConfigError(f"assignment {key}= outside of any [Section]", path, lineno)
@@ -150,6 +147,10 @@ _SIMPLE_ESCAPES = {
 }
 
 
+def _digits(text: str, digits: str, count: int) -> bool:
+    return len(text) == count and only(text, digits)
+
+
 def _unescape_at(text: str, i: int) -> tuple[str, int]:
     """C-unescape the escape starting at text[i] (a backslash); returns (char, next index)."""
     if i + 1 >= len(text):
@@ -157,14 +158,14 @@ def _unescape_at(text: str, i: int) -> tuple[str, int]:
     c = text[i + 1]
     if c in _SIMPLE_ESCAPES:
         return _SIMPLE_ESCAPES[c], i + 2
-    if c == "x" and re.fullmatch(r"[0-9a-fA-F]{2}", text[i + 2 : i + 4]):
+    if c == "x" and _digits(text[i + 2 : i + 4], HEX, 2):
         return chr(int(text[i + 2 : i + 4], 16)), i + 4
     if c in "uU":
         width = 4 if c == "u" else 8
         digits = text[i + 2 : i + 2 + width]
-        if re.fullmatch(rf"[0-9a-fA-F]{{{width}}}", digits):
+        if _digits(digits, HEX, width):
             return chr(int(digits, 16)), i + 2 + width
-    if re.fullmatch(r"[0-7]{3}", text[i + 1 : i + 4]):
+    if _digits(text[i + 1 : i + 4], OCTAL, 3):
         return chr(int(text[i + 1 : i + 4], 8)), i + 4
     # Unknown escapes are kept verbatim, as systemd and Quadlet do (they only warn).
     return "\\" + c, i + 2
@@ -237,7 +238,7 @@ def parse_boolean(value: str) -> bool:
     raise ValueError(f"{value!r} is not a boolean (use yes/no, true/false, on/off or 1/0)")
 
 
-_PLAIN_WORD = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+_PLAIN_WORD = ALNUM + "_@%+=:,./-"
 _EXEC_ESCAPES = {ord('"'): '\\"', ord("\\"): "\\\\", ord("$"): "$$", ord("\n"): "\\n", ord("\t"): "\\t"}
 _EXEC_ESCAPES.update({c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if c not in _EXEC_ESCAPES})
 
@@ -245,6 +246,6 @@ _EXEC_ESCAPES.update({c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if c not in
 def quote_exec_word(word: str) -> str:
     """Quote one argument for an Exec*= line so systemd hands it over unchanged, except for
     `%` specifiers, which are left for systemd to expand (as in Quadlet)."""
-    if _PLAIN_WORD.fullmatch(word):
+    if word and only(word, _PLAIN_WORD):
         return word
     return '"' + word.translate(_EXEC_ESCAPES) + '"'
