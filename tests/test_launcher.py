@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from sdcontainer import launcher, linux
+from sdcontainer import launcher, linux, security
 from sdcontainer.keys import spec_from_argv, spec_to_argv
 from sdcontainer.spec import BindMount, ContainerSpec, TmpfsMount
 from tests.helpers import CHECKOUT
@@ -299,12 +299,12 @@ def test_unknown_user_is_one_clear_line(busybox_rootfs: str) -> None:
 
 
 def test_masked_paths(busybox_rootfs: str) -> None:
-    present = [p for p in launcher.MASKED_PATHS if os.path.exists(p)]
+    present = [p for p in security.MASKED_PATHS if os.path.exists(p)]
     assert present, "the host has none of the masked paths"
     script = "; ".join(
         f"if [ -d {p} ]; then echo {p} dir $(ls -A {p} | wc -l); "
         f"elif [ -e {p} ]; then echo {p} file $(cat {p} | wc -c); else echo {p} absent; fi"
-        for p in launcher.MASKED_PATHS
+        for p in security.MASKED_PATHS
     )
     out = ok(sh(busybox_rootfs, script))
     for line in out.splitlines():
