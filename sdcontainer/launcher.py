@@ -49,13 +49,22 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Mapping
 
 from sdcontainer import linux
 from sdcontainer.errors import LaunchError, SdcontainerError, SystemdError, UsageError
 from sdcontainer.keys import spec_from_argv
+from sdcontainer.process import (
+    DEFAULT_PATH,
+    EXIT_CANNOT_EXEC,
+    EXIT_NOT_FOUND,
+    build_environment,
+    find_program,
+    parse_env_file,
+    resolve_identity,
+)
 from sdcontainer.security import MASKED_PATHS, READONLY_PATHS, capability_mask, own_bounding_set, seccomp_program
 from sdcontainer.spec import ContainerSpec
+from sdcontainer.step import Step, launch_error, reason
 
 PROG = "sdcontainer-launcher"
 RUN_DIR = "/run/sdcontainer"
@@ -64,41 +73,10 @@ STATE_DIR = f"{RUN_DIR}/containers"
 # in the container's private mount namespace, so the host never sees anything there.
 SCRATCH_DIR = f"{RUN_DIR}/scratch"
 TINI = "/usr/bin/tini-static"
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 READY_LINE = b"R\n"  # from the child: set up, waiting for the go to exec
-EXIT_CANNOT_EXEC = 126
-EXIT_NOT_FOUND = 127
 
 # --- small helpers -------------------------------------------------------------------------
-
-
-def _reason(error: OSError) -> str:
-    return os.strerror(error.errno) if error.errno else str(error)
-
-
-class _Step:
-    """Turns an OSError inside the block into a LaunchError that names the step:
-    `mount overlay on /: Invalid argument`."""
-
-    __slots__ = ("what", "status")
-
-    def __init__(self, what: str, status: int = LaunchError.exit_status) -> None:
-        self.what = what
-        self.status = status
-
-    def __enter__(self) -> _Step:
-        return self
-
-    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> None:
-        if isinstance(error, OSError):
-            raise _launch_error(f"{self.what}: {_reason(error)}", self.status) from error
-
-
-def _launch_error(message: str, status: int = LaunchError.exit_status) -> LaunchError:
-    error = LaunchError(message)
-    error.exit_status = status
-    return error
 
 
 def sanitize_hostname(name: str) -> str:
@@ -117,33 +95,6 @@ def container_name(spec: ContainerSpec) -> str:
     return unit.rpartition(".")[0] or unit or "sdcontainer"
 
 
-def parse_env_file(path: str) -> dict[str, str]:
-    """KEY=VALUE lines; blank lines and #/; comments skipped; one level of quotes removed."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as error:
-        raise _launch_error(f"environment file {path}: {_reason(error)}") from None
-    except UnicodeDecodeError:
-        raise _launch_error(f"environment file {path}: not UTF-8 text") from None
-    result: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("export "):
-            line = line[7:].lstrip()
-        key, eq, value = line.partition("=")
-        key = key.strip()
-        if not eq or not (key.isascii() and key.isidentifier()):
-            raise _launch_error(f"{path}:{number}: not a KEY=VALUE line")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        result[key] = value
-    return result
-
-
 # --- the plan: everything decided on the host before any namespace exists ------------------
 
 
@@ -155,18 +106,18 @@ class Plan:
         self.spec = spec
         self.foreground = foreground
         if not spec.rootfs:
-            raise _launch_error("no rootfs given")
-        with _Step(f"rootfs {spec.rootfs}"):
+            raise launch_error("no rootfs given")
+        with Step(f"rootfs {spec.rootfs}"):
             if not stat.S_ISDIR(os.stat(spec.rootfs).st_mode):
                 raise NotADirectoryError(20, "Not a directory")
         self.rootfs = spec.rootfs
         self.command = list(spec.command)
         if spec.run_init:
             if not os.access(TINI, os.X_OK):
-                raise _launch_error(f"RunInit=yes needs {TINI} (Debian package tini): not found")
+                raise launch_error(f"RunInit=yes needs {TINI} (Debian package tini): not found")
             self.command = ["/dev/init", "--", *self.command]
         for volume in spec.volumes:
-            with _Step(f"volume source {volume.source}"):
+            with Step(f"volume source {volume.source}"):
                 os.stat(volume.source)
         self.file_env: dict[str, str] = {}
         for path in spec.environment_files:
@@ -211,10 +162,10 @@ def _listen_fds() -> int:
         return 0
     value = os.environ.get("LISTEN_FDS", "0")
     if not value.isdigit():
-        raise _launch_error(f"LISTEN_FDS={value!r} is not a number")
+        raise launch_error(f"LISTEN_FDS={value!r} is not a number")
     count = int(value)
     for fd in range(3, 3 + count):
-        with _Step(f"LISTEN_FDS={count}: fd {fd}"):
+        with Step(f"LISTEN_FDS={count}: fd {fd}"):
             os.fstat(fd)
         os.set_inheritable(fd, True)
     return count
@@ -316,7 +267,7 @@ def tmpfs_flags(options: tuple[str, ...]) -> tuple[int, str]:
 
 
 def _mount_tmpfs(root_fd: int, target: str, flags: int, data: str) -> None:
-    with _Step(f"mount tmpfs on {target}"):
+    with Step(f"mount tmpfs on {target}"):
         fd = open_in_root(root_fd, target, create="dir")
         try:
             linux.mount("tmpfs", _fd_path(fd), "tmpfs", flags, data or None)
@@ -326,9 +277,9 @@ def _mount_tmpfs(root_fd: int, target: str, flags: int, data: str) -> None:
 
 def _make_dev(root: str, stdin_is_tty: bool) -> None:
     dev = f"{root}/dev"
-    with _Step("mount tmpfs on /dev"):
+    with Step("mount tmpfs on /dev"):
         linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_STRICTATIME, "mode=755,size=65536k")
-    with _Step("populate /dev"):
+    with Step("populate /dev"):
         for name, major, minor in (
             ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
             ("urandom", 1, 9), ("tty", 5, 0),
@@ -342,20 +293,20 @@ def _make_dev(root: str, stdin_is_tty: bool) -> None:
         for name in ("pts", "shm", "mqueue"):
             os.mkdir(f"{dev}/{name}", 0o755)
     if stdin_is_tty:
-        with _Step("bind the terminal on /dev/console"):
+        with Step("bind the terminal on /dev/console"):
             os.close(os.open(f"{dev}/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
             linux.mount(os.ttyname(0), f"{dev}/console", None, linux.MS_BIND)
-    with _Step("mount devpts on /dev/pts"):
+    with Step("mount devpts on /dev/pts"):
         linux.mount("devpts", f"{dev}/pts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
                     "newinstance,ptmxmode=0666,mode=0620,gid=5")
     nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
-    with _Step("mount tmpfs on /dev/shm"):
+    with Step("mount tmpfs on /dev/shm"):
         linux.mount("shm", f"{dev}/shm", "tmpfs", nosuid_nodev_noexec, "mode=1777,size=65536k")
     try:
         linux.mount("mqueue", f"{dev}/mqueue", "mqueue", nosuid_nodev_noexec)
     except OSError as error:
         if error.errno != 19:  # ENODEV: a kernel without POSIX message queues
-            raise _launch_error(f"mount mqueue on /dev/mqueue: {_reason(error)}") from None
+            raise launch_error(f"mount mqueue on /dev/mqueue: {reason(error)}") from None
         os.rmdir(f"{dev}/mqueue")
 
 
@@ -366,9 +317,9 @@ def _mount_sys(root: str) -> None:
         return
     except OSError as error:
         if error.errno not in (1, 13):  # EPERM, EACCES: sysfs refused in this netns
-            raise _launch_error(f"mount sysfs on /sys: {_reason(error)}") from None
+            raise launch_error(f"mount sysfs on /sys: {reason(error)}") from None
     # Like podman with the host's network: the host's /sys, read-only all the way down.
-    with _Step("bind /sys read-only"):
+    with Step("bind /sys read-only"):
         tree = linux.open_tree("/sys", linux.OPEN_TREE_CLONE | linux.AT_RECURSIVE)
         try:
             attrs = linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV
@@ -391,7 +342,7 @@ def _mask_paths(root: str) -> None:
             mode = os.lstat(full).st_mode
         except FileNotFoundError:
             continue
-        with _Step(f"mask {path}"):
+        with Step(f"mask {path}"):
             if stat.S_ISDIR(mode):
                 linux.mount("tmpfs", full, "tmpfs", linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
                             | linux.MS_NOEXEC, "size=0")
@@ -402,7 +353,7 @@ def _mask_paths(root: str) -> None:
         full = root + path
         if not os.path.lexists(full):
             continue
-        with _Step(f"make {path} read-only"):
+        with Step(f"make {path} read-only"):
             linux.mount(full, full, None, linux.MS_BIND | linux.MS_REC)
             linux.mount(None, full, None, flags | linux.MS_NOEXEC)
 
@@ -413,7 +364,7 @@ def _write_etc_files(plan: Plan, root_fd: int, scratch: str) -> None:
     (resolv.conf -> ../run/...) cannot send them elsewhere."""
     files = {"hostname": plan.hostname + "\n", "hosts": plan.hosts, "resolv.conf": plan.resolv_conf}
     os.mkdir(f"{scratch}/etc", 0o755)
-    with _Step("create /etc"):
+    with Step("create /etc"):
         etc = open_in_root(root_fd, "/etc", create="dir")
     try:
         for name, content in files.items():
@@ -421,7 +372,7 @@ def _write_etc_files(plan: Plan, root_fd: int, scratch: str) -> None:
             with open(source, "w", encoding="utf-8") as f:
                 f.write(content)
             os.chmod(source, 0o644)
-            with _Step(f"bind /etc/{name}"):
+            with Step(f"bind /etc/{name}"):
                 try:
                     mode = os.stat(name, dir_fd=etc, follow_symlinks=False).st_mode
                 except FileNotFoundError:
@@ -446,20 +397,20 @@ def _write_etc_files(plan: Plan, root_fd: int, scratch: str) -> None:
 def build_root(plan: Plan) -> str:
     """Every mount of the container, made in its private mount namespace; returns the new root."""
     spec = plan.spec
-    with _Step("make the mount namespace private"):
+    with Step("make the mount namespace private"):
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     scratch = SCRATCH_DIR
-    with _Step(f"mount tmpfs on {scratch}"):
+    with Step(f"mount tmpfs on {scratch}"):
         # The overlay's upper layer: the container's writes live in memory, charged to the
         # unit's memory cgroup, and vanish with the mount namespace.
         linux.mount("tmpfs", scratch, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0700")
         for name in ("lower", "upper", "work", "root"):
             os.mkdir(f"{scratch}/{name}", 0o755)
     root = f"{scratch}/root"
-    with _Step(f"bind rootfs {plan.rootfs}"):
+    with Step(f"bind rootfs {plan.rootfs}"):
         # Through a bind mount, so a rootfs path with ',' or ':' cannot break the options.
         linux.mount(plan.rootfs, f"{scratch}/lower", None, linux.MS_BIND | linux.MS_REC)
-    with _Step("mount overlay on /"):
+    with Step("mount overlay on /"):
         linux.mount("overlay", root, "overlay", 0,
                     f"lowerdir={scratch}/lower,upperdir={scratch}/upper,workdir={scratch}/work")
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -470,16 +421,16 @@ def build_root(plan: Plan) -> str:
                 os.close(open_in_root(root_fd, f"/{name}", create="dir", no_symlinks=True))
             except OSError as error:
                 if error.errno == 40:  # ELOOP from RESOLVE_NO_SYMLINKS
-                    raise _launch_error(f"the image's /{name} is a symlink; refusing to follow it") from None
-                raise _launch_error(f"create /{name}: {_reason(error)}") from None
-        with _Step("mount proc on /proc"):
+                    raise launch_error(f"the image's /{name} is a symlink; refusing to follow it") from None
+                raise launch_error(f"create /{name}: {reason(error)}") from None
+        with Step("mount proc on /proc"):
             linux.mount("proc", f"{root}/proc", "proc", linux.MS_NOSUID | linux.MS_NOEXEC | linux.MS_NODEV)
         _make_dev(root, os.isatty(0))
         _mount_sys(root)
-        with _Step("set the host name"):
+        with Step("set the host name"):
             linux.sethostname(plan.hostname)
         if spec.network == "none":
-            with _Step("bring up the loopback interface"):
+            with Step("bring up the loopback interface"):
                 linux.interface_up("lo")
         if spec.read_only and spec.read_only_tmpfs:
             for target, mode in (("/tmp", "1777"), ("/var/tmp", "1777"), ("/run", "755")):
@@ -493,7 +444,7 @@ def build_root(plan: Plan) -> str:
                     attr_set |= bit
                 elif option in volume.options:
                     attr_clr |= bit
-            with _Step(f"volume {volume.source} on {volume.target}"):
+            with Step(f"volume {volume.source} on {volume.target}"):
                 kind = "dir" if stat.S_ISDIR(os.stat(volume.source).st_mode) else "file"
                 _bind(volume.source, root_fd, volume.target, kind, attr_set, attr_clr,
                       recursive="bind" not in volume.options)
@@ -502,13 +453,13 @@ def build_root(plan: Plan) -> str:
             _mount_tmpfs(root_fd, tmpfs.target, flags, data)
         _write_etc_files(plan, root_fd, scratch)
         if spec.run_init:
-            with _Step(f"bind {TINI} on /dev/init"):
+            with Step(f"bind {TINI} on /dev/init"):
                 # read-only, so the container cannot rewrite the host's tini (CVE-2019-5736)
                 _bind(TINI, root_fd, "/dev/init", "file", linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID
                       | linux.MOUNT_ATTR_NODEV)
         _mask_paths(root)
         if spec.read_only:
-            with _Step("make / read-only"):
+            with Step("make / read-only"):
                 linux.mount_setattr(root_fd, linux.MOUNT_ATTR_RDONLY, filename="/")
     finally:
         os.close(root_fd)
@@ -516,112 +467,13 @@ def build_root(plan: Plan) -> str:
 
 
 def pivot(root: str) -> None:
-    with _Step("pivot_root"):
+    with Step("pivot_root"):
         os.chdir(root)
         # pivot_root(".", ".") stacks the old root on top of the new one; detaching it then
         # leaves the new root alone, with no directory needed to park the old one in.
         linux.pivot_root(".", ".")
         linux.umount2(".", linux.MNT_DETACH)
         os.chdir("/")
-
-
-class Identity:
-    __slots__ = ("uid", "gid", "groups", "home", "name")
-
-    def __init__(self, uid: int, gid: int, groups: list[int], home: str, name: str | None) -> None:
-        self.uid, self.gid, self.groups, self.home, self.name = uid, gid, groups, home, name
-
-
-def _read_db(path: str) -> list[list[str]]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
-    except FileNotFoundError:
-        return []
-
-
-def resolve_identity(user: str | None, group: str | None) -> Identity:
-    """User= and Group= looked up in the container's own /etc/passwd and /etc/group (never the
-    host's, never NSS): numbers are taken as they are."""
-    passwd = [e for e in _read_db("/etc/passwd") if len(e) >= 7]
-    groups_db = [e for e in _read_db("/etc/group") if len(e) >= 4]
-    wanted = user or "0"
-    if wanted.isdigit():
-        entry = next((e for e in passwd if e[2] == wanted), None)
-        uid = int(wanted)
-    else:
-        entry = next((e for e in passwd if e[0] == wanted), None)
-        if entry is None:
-            raise _launch_error(f"user {wanted!r} not found in the container's /etc/passwd")
-        uid = int(entry[2])
-    name = entry[0] if entry else None
-    gid = int(entry[3]) if entry and entry[3].isdigit() else 0
-    home = entry[5] if entry and entry[5] else "/"
-    if group is not None:
-        if group.isdigit():
-            gid = int(group)
-        else:
-            match = next((e for e in groups_db if e[0] == group), None)
-            if match is None:
-                raise _launch_error(f"group {group!r} not found in the container's /etc/group")
-            gid = int(match[2])
-    supplementary = [gid]
-    if name is not None:
-        for e in groups_db:
-            if name in e[3].split(",") and e[2].isdigit() and int(e[2]) not in supplementary:
-                supplementary.append(int(e[2]))
-    return Identity(uid, gid, supplementary, home, name)
-
-
-def build_environment(plan: Plan, home: str, launcher_env: Mapping[str, str]) -> dict[str, str]:
-    """A fresh environment: nothing of the launcher's leaks (NOTIFY_SOCKET, INVOCATION_ID,
-    JOURNAL_STREAM, ...) except TERM and what Environment= names on purpose."""
-    env = {"PATH": DEFAULT_PATH, "container": "sdcontainer", "HOSTNAME": plan.hostname, "HOME": home}
-    if "TERM" in launcher_env:
-        env["TERM"] = launcher_env["TERM"]
-    env.update(plan.file_env)
-    for item in plan.spec.environment:
-        key, eq, value = item.partition("=")
-        if eq:
-            env[key] = value
-        elif key in launcher_env:
-            env[key] = launcher_env[key]
-    if plan.listen_fds:
-        # The container's init is PID 1 of its namespace (systemd CONTAINER_INTERFACE.md).
-        env.update(LISTEN_FDS=str(plan.listen_fds), LISTEN_PID="1")
-        if plan.listen_fdnames is not None:
-            env["LISTEN_FDNAMES"] = plan.listen_fdnames
-    return env
-
-
-def find_program(name: str, path: str) -> str:
-    """execvp's search, inside the container and without following /proc magic links (an
-    entrypoint of /proc/self/exe would otherwise run the host's python, CVE-2019-5736)."""
-    candidates = [name] if "/" in name else [f"{d or '.'}/{name}" for d in path.split(":")]
-    denied: OSError | None = None
-    for candidate in candidates:
-        try:
-            fd = linux.openat2(linux.AT_FDCWD, candidate, os.O_PATH, linux.RESOLVE_NO_MAGICLINKS)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        except OSError as error:
-            if error.errno == 40:  # ELOOP
-                raise _launch_error(
-                    f"exec {candidate}: refusing a symlink loop or /proc magic link", EXIT_CANNOT_EXEC
-                ) from None
-            denied = error
-            continue
-        try:
-            mode = os.fstat(fd).st_mode
-        finally:
-            os.close(fd)
-        if stat.S_ISREG(mode) and os.access(candidate, os.X_OK):
-            return candidate
-        denied = PermissionError(13, "Permission denied")
-    if denied is not None:
-        raise _launch_error(f"exec {name}: {_reason(denied)}", EXIT_CANNOT_EXEC)
-    where = "" if "/" in name else f" (not found in PATH={path})"
-    raise _launch_error(f"exec {name}: No such file or directory{where}", EXIT_NOT_FOUND)
 
 
 def _close_fds(keep_below: int, sync_fd: int) -> None:
@@ -640,7 +492,7 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
     flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
     if spec.network == "none":
         flags |= linux.CLONE_NEWNET
-    with _Step("unshare namespaces"):
+    with Step("unshare namespaces"):
         linux.unshare(flags)
     os.umask(0)
     pivot(build_root(plan))
@@ -648,31 +500,31 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
     env = build_environment(plan, ident.home, os.environ)
 
     seccomp = seccomp_program()
-    with _Step("set no_new_privs"):
+    with Step("set no_new_privs"):
         if spec.no_new_privileges:
             linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
-    with _Step("drop capabilities from the bounding set"):
+    with Step("drop capabilities from the bounding set"):
         linux.drop_bounding_set(plan.caps, plan.last_cap)
     if not spec.no_new_privileges:
-        with _Step("install the seccomp filter"):
+        with Step("install the seccomp filter"):
             linux.seccomp_load(seccomp)
-    with _Step(f"switch to uid {ident.uid} gid {ident.gid}"):
+    with Step(f"switch to uid {ident.uid} gid {ident.gid}"):
         os.setgroups(ident.groups)
         os.setgid(ident.gid)
         os.setuid(ident.uid)
-    with _Step("set capabilities"):
+    with Step("set capabilities"):
         caps = plan.caps if ident.uid == 0 else 0
         linux.capset(caps, caps, 0)
         linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
     workdir = spec.working_dir or "/"
-    with _Step(f"working directory {workdir}"):
+    with Step(f"working directory {workdir}"):
         fd = linux.openat2(linux.AT_FDCWD, workdir, os.O_PATH | os.O_DIRECTORY, linux.RESOLVE_NO_MAGICLINKS)
         try:
             os.fchdir(fd)
         finally:
             os.close(fd)
         if not os.getcwd().startswith("/"):  # "(unreachable)/...": outside the root
-            raise _launch_error(f"working directory {workdir}: outside the container")
+            raise launch_error(f"working directory {workdir}: outside the container")
     program = find_program(plan.command[0], env.get("PATH", DEFAULT_PATH))
     # Everything that can fail has been done: tell the launcher, and wait until it has told
     # systemd who we are (it closes its end of go_fd) before running anything of the image's.
@@ -687,13 +539,13 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
     os.umask(0o022)
     _close_fds(3 + plan.listen_fds, sync_fd)
     if spec.no_new_privileges:
-        with _Step("install the seccomp filter"):
+        with Step("install the seccomp filter"):
             linux.seccomp_load(seccomp)
     try:
         os.execve(program, plan.command, env)
     except OSError as error:
         status = EXIT_NOT_FOUND if error.errno == 2 else EXIT_CANNOT_EXEC
-        raise _launch_error(f"exec {program}: {_reason(error)}", status) from None
+        raise launch_error(f"exec {program}: {reason(error)}", status) from None
 
 
 def _child(plan: Plan, sync_fd: int, go_fd: int) -> None:
@@ -705,7 +557,7 @@ def _child(plan: Plan, sync_fd: int, go_fd: int) -> None:
     except SdcontainerError as error:
         status, message = error.exit_status, str(error)
     except OSError as error:
-        message = f"{error.filename}: {_reason(error)}" if error.filename else _reason(error)
+        message = f"{error.filename}: {reason(error)}" if error.filename else reason(error)
     except BaseException as error:  # noqa: B036 - nothing may escape a forked child
         message = f"internal error: {type(error).__name__}: {error}"
     if os.environ.get("SDCONTAINER_DEBUG") == "1":
@@ -737,8 +589,8 @@ def _intermediate(plan: Plan, sync_w: int, pid_w: int, go_r: int) -> None:
         os.write(pid_w, str(pid).encode())
         status = 0
     except BaseException as error:  # noqa: B036 - nothing may escape a forked child
-        reason = _reason(error) if isinstance(error, OSError) else repr(error)
-        os.write(sync_w, f"{status} unshare the pid namespace and fork: {reason}\n".encode())
+        why = reason(error) if isinstance(error, OSError) else repr(error)
+        os.write(sync_w, f"{status} unshare the pid namespace and fork: {why}\n".encode())
     finally:
         os._exit(status)
 
@@ -837,7 +689,7 @@ def start(spec: ContainerSpec) -> int:
     if notify_socket:
         from sdcontainer.notify import Notifier
 
-        with _Step(f"connect to NOTIFY_SOCKET={notify_socket}", SystemdError.exit_status):
+        with Step(f"connect to NOTIFY_SOCKET={notify_socket}", SystemdError.exit_status):
             notifier = Notifier(notify_socket)
     os.makedirs(SCRATCH_DIR, 0o700, exist_ok=True)
     # sync: child -> launcher, READY_LINE or one error line; EOF when it exec'd (cloexec).
@@ -875,7 +727,7 @@ def start(spec: ContainerSpec) -> int:
         except OSError as error:
             os.kill(pid, signal.SIGKILL)
             cleanup(["--unit", spec.unit])
-            raise SystemdError(f"telling systemd the container's pid: {_reason(error)}") from None
+            raise SystemdError(f"telling systemd the container's pid: {reason(error)}") from None
     os.close(go_w)
     rest = _read_all(sync_r)
     os.close(sync_r)
@@ -893,7 +745,7 @@ def _fail_start(report: bytes, pid: int | None, foreground: bool) -> None:
     code, _, message = report.decode(errors="replace").strip().partition(" ")
     if not code.isdigit():
         code, message = str(LaunchError.exit_status), "the container's init died during setup"
-    raise _launch_error(message, int(code))
+    raise launch_error(message, int(code))
 
 
 def cleanup(args: list[str]) -> int:
@@ -949,7 +801,7 @@ def exit_status_for(error: BaseException) -> int:
     if isinstance(error, SdcontainerError):
         message, status = str(error), error.exit_status
     elif isinstance(error, OSError):
-        message = f"{error.filename}: {_reason(error)}" if error.filename else _reason(error)
+        message = f"{error.filename}: {reason(error)}" if error.filename else reason(error)
         status = LaunchError.exit_status
     elif isinstance(error, KeyboardInterrupt):
         return 130

@@ -1,0 +1,153 @@
+"""The container's process as its image defines it: the user and groups it runs as, its
+environment and the program execve runs.
+
+User= and Group= are looked up in the image's own /etc/passwd and /etc/group, and the
+program in the image's PATH, so those run in the container's child after the pivot;
+parse_env_file runs on the host, when the launcher plans the start.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+
+from sdcontainer import linux
+from sdcontainer.step import launch_error, reason
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from sdcontainer.launcher import Plan
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# what a shell answers for a command it cannot run
+EXIT_CANNOT_EXEC = 126
+EXIT_NOT_FOUND = 127
+
+
+def parse_env_file(path: str) -> dict[str, str]:
+    """KEY=VALUE lines; blank lines and #/; comments skipped; one level of quotes removed."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as error:
+        raise launch_error(f"environment file {path}: {reason(error)}") from None
+    except UnicodeDecodeError:
+        raise launch_error(f"environment file {path}: not UTF-8 text") from None
+    result: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("export "):
+            line = line[7:].lstrip()
+        key, eq, value = line.partition("=")
+        key = key.strip()
+        if not eq or not (key.isascii() and key.isidentifier()):
+            raise launch_error(f"{path}:{number}: not a KEY=VALUE line")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        result[key] = value
+    return result
+
+
+class Identity:
+    """Who the container's process runs as."""
+
+    __slots__ = ("uid", "gid", "groups", "home", "name")
+
+    def __init__(self, uid: int, gid: int, groups: list[int], home: str, name: str | None) -> None:
+        self.uid, self.gid, self.groups, self.home, self.name = uid, gid, groups, home, name
+
+
+def _read_db(path: str) -> list[list[str]]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
+    except FileNotFoundError:
+        return []
+
+
+def resolve_identity(user: str | None, group: str | None) -> Identity:
+    """User= and Group= looked up in the container's own /etc/passwd and /etc/group (never the
+    host's, never NSS): numbers are taken as they are."""
+    passwd = [e for e in _read_db("/etc/passwd") if len(e) >= 7]
+    groups_db = [e for e in _read_db("/etc/group") if len(e) >= 4]
+    wanted = user or "0"
+    if wanted.isdigit():
+        entry = next((e for e in passwd if e[2] == wanted), None)
+        uid = int(wanted)
+    else:
+        entry = next((e for e in passwd if e[0] == wanted), None)
+        if entry is None:
+            raise launch_error(f"user {wanted!r} not found in the container's /etc/passwd")
+        uid = int(entry[2])
+    name = entry[0] if entry else None
+    gid = int(entry[3]) if entry and entry[3].isdigit() else 0
+    home = entry[5] if entry and entry[5] else "/"
+    if group is not None:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            match = next((e for e in groups_db if e[0] == group), None)
+            if match is None:
+                raise launch_error(f"group {group!r} not found in the container's /etc/group")
+            gid = int(match[2])
+    supplementary = [gid]
+    if name is not None:
+        for e in groups_db:
+            if name in e[3].split(",") and e[2].isdigit() and int(e[2]) not in supplementary:
+                supplementary.append(int(e[2]))
+    return Identity(uid, gid, supplementary, home, name)
+
+
+def build_environment(plan: Plan, home: str, launcher_env: Mapping[str, str]) -> dict[str, str]:
+    """A fresh environment: nothing of the launcher's leaks (NOTIFY_SOCKET, INVOCATION_ID,
+    JOURNAL_STREAM, ...) except TERM and what Environment= names on purpose."""
+    env = {"PATH": DEFAULT_PATH, "container": "sdcontainer", "HOSTNAME": plan.hostname, "HOME": home}
+    if "TERM" in launcher_env:
+        env["TERM"] = launcher_env["TERM"]
+    env.update(plan.file_env)
+    for item in plan.spec.environment:
+        key, eq, value = item.partition("=")
+        if eq:
+            env[key] = value
+        elif key in launcher_env:
+            env[key] = launcher_env[key]
+    if plan.listen_fds:
+        # The container's init is PID 1 of its namespace (systemd CONTAINER_INTERFACE.md).
+        env.update(LISTEN_FDS=str(plan.listen_fds), LISTEN_PID="1")
+        if plan.listen_fdnames is not None:
+            env["LISTEN_FDNAMES"] = plan.listen_fdnames
+    return env
+
+
+def find_program(name: str, path: str) -> str:
+    """execvp's search, inside the container and without following /proc magic links (an
+    entrypoint of /proc/self/exe would otherwise run the host's python, CVE-2019-5736)."""
+    candidates = [name] if "/" in name else [f"{d or '.'}/{name}" for d in path.split(":")]
+    denied: OSError | None = None
+    for candidate in candidates:
+        try:
+            fd = linux.openat2(linux.AT_FDCWD, candidate, os.O_PATH, linux.RESOLVE_NO_MAGICLINKS)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as error:
+            if error.errno == 40:  # ELOOP
+                raise launch_error(
+                    f"exec {candidate}: refusing a symlink loop or /proc magic link", EXIT_CANNOT_EXEC
+                ) from None
+            denied = error
+            continue
+        try:
+            mode = os.fstat(fd).st_mode
+        finally:
+            os.close(fd)
+        if stat.S_ISREG(mode) and os.access(candidate, os.X_OK):
+            return candidate
+        denied = PermissionError(13, "Permission denied")
+    if denied is not None:
+        raise launch_error(f"exec {name}: {reason(denied)}", EXIT_CANNOT_EXEC)
+    where = "" if "/" in name else f" (not found in PATH={path})"
+    raise launch_error(f"exec {name}: No such file or directory{where}", EXIT_NOT_FOUND)

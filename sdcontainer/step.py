@@ -1,0 +1,44 @@
+"""A step of the container's set-up that failed, as one line and an exit status.
+
+`with Step("mount overlay on /"):` turns an OSError inside the block into a LaunchError that
+reads `mount overlay on /: Invalid argument`; launch_error() makes one with any message and
+status. The launcher (sdcontainer.launcher) and what it runs in the container's child
+(sdcontainer.process) report failures this way, and the launcher's top level turns them into
+the line on stderr and the exit status.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sdcontainer.errors import LaunchError
+
+
+def reason(error: OSError) -> str:
+    """The error's text without Python's `[Errno N]` and file name: `Permission denied`."""
+    return os.strerror(error.errno) if error.errno else str(error)
+
+
+class Step:
+    """Turns an OSError inside the block into a LaunchError that names the step:
+    `mount overlay on /: Invalid argument`."""
+
+    __slots__ = ("what", "status")
+
+    def __init__(self, what: str, status: int = LaunchError.exit_status) -> None:
+        self.what = what
+        self.status = status
+
+    def __enter__(self) -> Step:
+        return self
+
+    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> None:
+        if isinstance(error, OSError):
+            raise launch_error(f"{self.what}: {reason(error)}", self.status) from error
+
+
+def launch_error(message: str, status: int = LaunchError.exit_status) -> LaunchError:
+    """A LaunchError with its own exit status (126 and 127 for exec, as a shell has them)."""
+    error = LaunchError(message)
+    error.exit_status = status
+    return error
