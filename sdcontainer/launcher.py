@@ -30,7 +30,8 @@ step that failed and the journal has one line saying why.
 Ordering inside the child follows runc's, for reasons worth keeping:
   * /dev, /proc and /sys are fresh mounts made before anything from the image is looked at,
     and mount targets from the image are resolved with openat2(RESOLVE_IN_ROOT) and mounted
-    by fd, so an image symlink can never redirect a mount outside the new root;
+    by fd, so an image symlink can never redirect a mount outside the new root (see
+    sdcontainer.rootfs);
   * the bounding set is dropped while CAP_SETPCAP is still held, then setgroups/setgid/
     setuid, then capset (inheritable and ambient always empty, CVE-2022-29162);
   * with NoNewPrivileges=yes the seccomp filter is installed last, right before execve, so
@@ -39,8 +40,12 @@ Ordering inside the child follows runc's, for reasons worth keeping:
   * every fd but stdio, the LISTEN_FDS sockets and the sync pipe (close-on-exec) is closed
     right before execve (CVE-2024-21626).
 
-The policy itself (capabilities, the seccomp deny list, masked paths) is data in
-sdcontainer.security.
+This module keeps the order of operations: the Plan (everything decided on the host), the
+child's sequence from unshare to execve, the fork and the hand-off to systemd, the state
+file, and the one place errors become an exit status. What the steps do lives beside it:
+sdcontainer.rootfs builds the root file system, sdcontainer.process resolves the user, the
+environment and the program, sdcontainer.security holds the policy (capabilities, the seccomp
+deny list, masked paths) as data, and sdcontainer.step turns a failed step into one line.
 """
 
 from __future__ import annotations
@@ -62,21 +67,18 @@ from sdcontainer.process import (
     parse_env_file,
     resolve_identity,
 )
-from sdcontainer.security import MASKED_PATHS, READONLY_PATHS, capability_mask, own_bounding_set, seccomp_program
+from sdcontainer.rootfs import SCRATCH_DIR, TINI, build_root, etc_hosts, etc_resolv_conf, pivot
+from sdcontainer.security import capability_mask, own_bounding_set, seccomp_program
 from sdcontainer.spec import ContainerSpec
 from sdcontainer.step import Step, launch_error, reason
 
 PROG = "sdcontainer-launcher"
 RUN_DIR = "/run/sdcontainer"
 STATE_DIR = f"{RUN_DIR}/containers"
-# An empty host directory the container's scratch tmpfs is mounted on; the mount exists only
-# in the container's private mount namespace, so the host never sees anything there.
-SCRATCH_DIR = f"{RUN_DIR}/scratch"
-TINI = "/usr/bin/tini-static"
 
 READY_LINE = b"R\n"  # from the child: set up, waiting for the go to exec
 
-# --- small helpers -------------------------------------------------------------------------
+# --- the container's name ------------------------------------------------------------------
 
 
 def sanitize_hostname(name: str) -> str:
@@ -131,29 +133,8 @@ class Plan:
         self.caps &= own_bounding_set()
         self.listen_fds = _listen_fds()
         self.listen_fdnames = os.environ.get("LISTEN_FDNAMES") if self.listen_fds else None
-        self.hosts = (
-            "127.0.0.1\tlocalhost localhost.localdomain\n"
-            "::1\tlocalhost ip6-localhost ip6-loopback\n"
-            f"127.0.1.1\t{self.hostname}\n"
-        )
-        self.resolv_conf = _resolv_conf(spec.network)
-
-
-def _resolv_conf(network: str) -> str:
-    if network != "host":
-        return "# sdcontainer: Network=none, this container has no network and no name servers\n"
-    path = "/etc/resolv.conf"
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
-        # The systemd-resolved stub works in the host netns too, but the upstream list is what
-        # podman uses, and keeps working if the container later gets a network of its own.
-        if any(line.split()[:2] == ["nameserver", "127.0.0.53"] for line in text.splitlines()):
-            with open("/run/systemd/resolve/resolv.conf", encoding="utf-8", errors="replace") as f:
-                text = f.read()
-    except FileNotFoundError:
-        text = ""
-    return text
+        self.hosts = etc_hosts(self.hostname)
+        self.resolv_conf = etc_resolv_conf(spec.network)
 
 
 def _listen_fds() -> int:
@@ -172,308 +153,6 @@ def _listen_fds() -> int:
 
 
 # --- the child: from a fresh pid namespace to execve ---------------------------------------
-
-
-def _fd_path(fd: int) -> str:
-    return f"/proc/self/fd/{fd}"
-
-
-def open_in_root(root_fd: int, path: str, create: str | None = None, no_symlinks: bool = False,
-                 _depth: int = 0) -> int:
-    """An O_PATH fd for `path` resolved as if `root_fd` were `/` (symlinks in the image stay
-    inside it; /proc magic links refused). `create` = "dir" or "file" makes what is missing
-    (in the overlay's upper layer, never in the source tree), following a dangling symlink
-    inside the root the way runc's securejoin does."""
-    resolve = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
-    if no_symlinks:
-        resolve |= linux.RESOLVE_NO_SYMLINKS
-    relative = "/".join(p for p in path.split("/") if p) or "."
-    try:
-        return linux.openat2(root_fd, relative, os.O_PATH, resolve)
-    except FileNotFoundError:
-        if create is None:
-            raise
-    if _depth > 40:
-        raise OSError(40, os.strerror(40), path)  # ELOOP, as the kernel would say
-    parts = relative.split("/")
-    for i, name in enumerate(parts):
-        try:
-            os.close(linux.openat2(root_fd, "/".join(parts[: i + 1]), os.O_PATH, resolve))
-            continue
-        except FileNotFoundError:
-            pass
-        parent_path = "/".join(parts[:i]) or "."
-        parent = linux.openat2(root_fd, parent_path, os.O_PATH | os.O_DIRECTORY, resolve)
-        try:
-            try:
-                link = os.readlink(name, dir_fd=parent)
-            except OSError:
-                link = None
-            if link is not None and not no_symlinks:
-                # Dangling: create where it points, then resolve the whole path again.
-                base = "" if link.startswith("/") else parent_path
-                rest = "/".join(parts[i + 1 :])
-                target = "/".join(p for p in (base, link, rest) if p)
-                os.close(open_in_root(root_fd, target, create, no_symlinks, _depth + 1))
-                break
-            if i == len(parts) - 1 and create == "file":
-                flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-                os.close(os.open(name, flags, 0o644, dir_fd=parent))
-            else:
-                os.mkdir(name, 0o755, dir_fd=parent)
-        finally:
-            os.close(parent)
-    return linux.openat2(root_fd, relative, os.O_PATH, resolve)
-
-
-def _bind(source: str, root_fd: int, target: str, kind: str, attr_set: int = 0, attr_clr: int = 0,
-          recursive: bool = False) -> None:
-    """Bind `source` (a host path) onto `target` inside the root, with mount attributes set on
-    the detached copy before it becomes visible."""
-    tree = linux.open_tree(source, linux.OPEN_TREE_CLONE | (linux.AT_RECURSIVE if recursive else 0))
-    try:
-        if attr_set or attr_clr:
-            linux.mount_setattr(tree, attr_set, attr_clr, recursive=recursive)
-        target_fd = open_in_root(root_fd, target, create=kind)
-        try:
-            linux.move_mount(tree, target_fd, filename=target)
-        finally:
-            os.close(target_fd)
-    finally:
-        os.close(tree)
-
-
-_TMPFS_FLAGS = {
-    "ro": (linux.MS_RDONLY, 0), "rw": (0, linux.MS_RDONLY),
-    "nosuid": (linux.MS_NOSUID, 0), "suid": (0, linux.MS_NOSUID),
-    "nodev": (linux.MS_NODEV, 0), "dev": (0, linux.MS_NODEV),
-    "noexec": (linux.MS_NOEXEC, 0), "exec": (0, linux.MS_NOEXEC),
-    "noatime": (linux.MS_NOATIME, 0), "relatime": (linux.MS_RELATIME, 0),
-    "strictatime": (linux.MS_STRICTATIME, 0), "sync": (linux.MS_SYNCHRONOUS, 0),
-}  # fmt: skip
-
-
-def tmpfs_flags(options: tuple[str, ...]) -> tuple[int, str]:
-    """Mount flags and the data string for a Tmpfs= entry; nosuid,nodev,noexec by default."""
-    flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
-    data = []
-    for option in options:
-        if option in _TMPFS_FLAGS:
-            on, off = _TMPFS_FLAGS[option]
-            flags = (flags | on) & ~off
-        else:
-            data.append(option)
-    return flags, ",".join(data)
-
-
-def _mount_tmpfs(root_fd: int, target: str, flags: int, data: str) -> None:
-    with Step(f"mount tmpfs on {target}"):
-        fd = open_in_root(root_fd, target, create="dir")
-        try:
-            linux.mount("tmpfs", _fd_path(fd), "tmpfs", flags, data or None)
-        finally:
-            os.close(fd)
-
-
-def _make_dev(root: str, stdin_is_tty: bool) -> None:
-    dev = f"{root}/dev"
-    with Step("mount tmpfs on /dev"):
-        linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_STRICTATIME, "mode=755,size=65536k")
-    with Step("populate /dev"):
-        for name, major, minor in (
-            ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
-            ("urandom", 1, 9), ("tty", 5, 0),
-        ):  # fmt: skip
-            os.mknod(f"{dev}/{name}", stat.S_IFCHR | 0o666, os.makedev(major, minor))
-        for name, target in (
-            ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-            ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"),
-        ):  # fmt: skip
-            os.symlink(target, f"{dev}/{name}")
-        for name in ("pts", "shm", "mqueue"):
-            os.mkdir(f"{dev}/{name}", 0o755)
-    if stdin_is_tty:
-        with Step("bind the terminal on /dev/console"):
-            os.close(os.open(f"{dev}/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-            linux.mount(os.ttyname(0), f"{dev}/console", None, linux.MS_BIND)
-    with Step("mount devpts on /dev/pts"):
-        linux.mount("devpts", f"{dev}/pts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
-                    "newinstance,ptmxmode=0666,mode=0620,gid=5")
-    nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
-    with Step("mount tmpfs on /dev/shm"):
-        linux.mount("shm", f"{dev}/shm", "tmpfs", nosuid_nodev_noexec, "mode=1777,size=65536k")
-    try:
-        linux.mount("mqueue", f"{dev}/mqueue", "mqueue", nosuid_nodev_noexec)
-    except OSError as error:
-        if error.errno != 19:  # ENODEV: a kernel without POSIX message queues
-            raise launch_error(f"mount mqueue on /dev/mqueue: {reason(error)}") from None
-        os.rmdir(f"{dev}/mqueue")
-
-
-def _mount_sys(root: str) -> None:
-    ro = linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
-    try:
-        linux.mount("sysfs", f"{root}/sys", "sysfs", ro)
-        return
-    except OSError as error:
-        if error.errno not in (1, 13):  # EPERM, EACCES: sysfs refused in this netns
-            raise launch_error(f"mount sysfs on /sys: {reason(error)}") from None
-    # Like podman with the host's network: the host's /sys, read-only all the way down.
-    with Step("bind /sys read-only"):
-        tree = linux.open_tree("/sys", linux.OPEN_TREE_CLONE | linux.AT_RECURSIVE)
-        try:
-            attrs = linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV
-            linux.mount_setattr(tree, attrs | linux.MOUNT_ATTR_NOEXEC, recursive=True)
-            target = os.open(f"{root}/sys", os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                linux.move_mount(tree, target, filename="/sys")
-            finally:
-                os.close(target)
-        finally:
-            os.close(tree)
-
-
-def _mask_paths(root: str) -> None:
-    """Hide kernel information podman hides. These paths are inside the fresh proc and sysfs
-    mounts, which the image cannot have planted symlinks in."""
-    for path in MASKED_PATHS:
-        full = root + path
-        try:
-            mode = os.lstat(full).st_mode
-        except FileNotFoundError:
-            continue
-        with Step(f"mask {path}"):
-            if stat.S_ISDIR(mode):
-                linux.mount("tmpfs", full, "tmpfs", linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
-                            | linux.MS_NOEXEC, "size=0")
-            else:
-                linux.mount(f"{root}/dev/null", full, None, linux.MS_BIND)
-    flags = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
-    for path in READONLY_PATHS:
-        full = root + path
-        if not os.path.lexists(full):
-            continue
-        with Step(f"make {path} read-only"):
-            linux.mount(full, full, None, linux.MS_BIND | linux.MS_REC)
-            linux.mount(None, full, None, flags | linux.MS_NOEXEC)
-
-
-def _write_etc_files(plan: Plan, root_fd: int, scratch: str) -> None:
-    """/etc/hostname, hosts and resolv.conf: written in the scratch tmpfs and bind-mounted
-    over the image's, so the source tree is never written and a symlink in the image
-    (resolv.conf -> ../run/...) cannot send them elsewhere."""
-    files = {"hostname": plan.hostname + "\n", "hosts": plan.hosts, "resolv.conf": plan.resolv_conf}
-    os.mkdir(f"{scratch}/etc", 0o755)
-    with Step("create /etc"):
-        etc = open_in_root(root_fd, "/etc", create="dir")
-    try:
-        for name, content in files.items():
-            source = f"{scratch}/etc/{name}"
-            with open(source, "w", encoding="utf-8") as f:
-                f.write(content)
-            os.chmod(source, 0o644)
-            with Step(f"bind /etc/{name}"):
-                try:
-                    mode = os.stat(name, dir_fd=etc, follow_symlinks=False).st_mode
-                except FileNotFoundError:
-                    mode = None
-                if mode is not None and not stat.S_ISREG(mode):
-                    os.unlink(name, dir_fd=etc)  # a symlink (or other) in the overlay: replace it
-                    mode = None
-                if mode is None:
-                    os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
-                                     | os.O_CLOEXEC, 0o644, dir_fd=etc))
-                tree = linux.open_tree(source, linux.OPEN_TREE_CLONE)
-                target = linux.openat2(etc, name, os.O_PATH, linux.RESOLVE_NO_SYMLINKS)
-                try:
-                    linux.move_mount(tree, target, filename=f"/etc/{name}")
-                finally:
-                    os.close(target)
-                    os.close(tree)
-    finally:
-        os.close(etc)
-
-
-def build_root(plan: Plan) -> str:
-    """Every mount of the container, made in its private mount namespace; returns the new root."""
-    spec = plan.spec
-    with Step("make the mount namespace private"):
-        linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    scratch = SCRATCH_DIR
-    with Step(f"mount tmpfs on {scratch}"):
-        # The overlay's upper layer: the container's writes live in memory, charged to the
-        # unit's memory cgroup, and vanish with the mount namespace.
-        linux.mount("tmpfs", scratch, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0700")
-        for name in ("lower", "upper", "work", "root"):
-            os.mkdir(f"{scratch}/{name}", 0o755)
-    root = f"{scratch}/root"
-    with Step(f"bind rootfs {plan.rootfs}"):
-        # Through a bind mount, so a rootfs path with ',' or ':' cannot break the options.
-        linux.mount(plan.rootfs, f"{scratch}/lower", None, linux.MS_BIND | linux.MS_REC)
-    with Step("mount overlay on /"):
-        linux.mount("overlay", root, "overlay", 0,
-                    f"lowerdir={scratch}/lower,upperdir={scratch}/upper,workdir={scratch}/work")
-    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        # Mount points for the API file systems: a symlink there is refused, never followed.
-        for name in ("proc", "dev", "sys"):
-            try:
-                os.close(open_in_root(root_fd, f"/{name}", create="dir", no_symlinks=True))
-            except OSError as error:
-                if error.errno == 40:  # ELOOP from RESOLVE_NO_SYMLINKS
-                    raise launch_error(f"the image's /{name} is a symlink; refusing to follow it") from None
-                raise launch_error(f"create /{name}: {reason(error)}") from None
-        with Step("mount proc on /proc"):
-            linux.mount("proc", f"{root}/proc", "proc", linux.MS_NOSUID | linux.MS_NOEXEC | linux.MS_NODEV)
-        _make_dev(root, os.isatty(0))
-        _mount_sys(root)
-        with Step("set the host name"):
-            linux.sethostname(plan.hostname)
-        if spec.network == "none":
-            with Step("bring up the loopback interface"):
-                linux.interface_up("lo")
-        if spec.read_only and spec.read_only_tmpfs:
-            for target, mode in (("/tmp", "1777"), ("/var/tmp", "1777"), ("/run", "755")):
-                _mount_tmpfs(root_fd, target, linux.MS_NOSUID | linux.MS_NODEV, f"mode={mode}")
-        for volume in spec.volumes:
-            attr_set = linux.MOUNT_ATTR_RDONLY if volume.readonly else 0
-            attr_clr = 0
-            for option, bit in (("suid", linux.MOUNT_ATTR_NOSUID), ("dev", linux.MOUNT_ATTR_NODEV),
-                                ("exec", linux.MOUNT_ATTR_NOEXEC)):
-                if f"no{option}" in volume.options:
-                    attr_set |= bit
-                elif option in volume.options:
-                    attr_clr |= bit
-            with Step(f"volume {volume.source} on {volume.target}"):
-                kind = "dir" if stat.S_ISDIR(os.stat(volume.source).st_mode) else "file"
-                _bind(volume.source, root_fd, volume.target, kind, attr_set, attr_clr,
-                      recursive="bind" not in volume.options)
-        for tmpfs in spec.tmpfs:
-            flags, data = tmpfs_flags(tmpfs.options)
-            _mount_tmpfs(root_fd, tmpfs.target, flags, data)
-        _write_etc_files(plan, root_fd, scratch)
-        if spec.run_init:
-            with Step(f"bind {TINI} on /dev/init"):
-                # read-only, so the container cannot rewrite the host's tini (CVE-2019-5736)
-                _bind(TINI, root_fd, "/dev/init", "file", linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID
-                      | linux.MOUNT_ATTR_NODEV)
-        _mask_paths(root)
-        if spec.read_only:
-            with Step("make / read-only"):
-                linux.mount_setattr(root_fd, linux.MOUNT_ATTR_RDONLY, filename="/")
-    finally:
-        os.close(root_fd)
-    return root
-
-
-def pivot(root: str) -> None:
-    with Step("pivot_root"):
-        os.chdir(root)
-        # pivot_root(".", ".") stacks the old root on top of the new one; detaching it then
-        # leaves the new root alone, with no directory needed to park the old one in.
-        linux.pivot_root(".", ".")
-        linux.umount2(".", linux.MNT_DETACH)
-        os.chdir("/")
 
 
 def _close_fds(keep_below: int, sync_fd: int) -> None:

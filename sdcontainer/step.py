@@ -3,8 +3,8 @@
 `with Step("mount overlay on /"):` turns an OSError inside the block into a LaunchError that
 reads `mount overlay on /: Invalid argument`; launch_error() makes one with any message and
 status. The launcher (sdcontainer.launcher) and what it runs in the container's child
-(sdcontainer.process) report failures this way, and the launcher's top level turns them into
-the line on stderr and the exit status.
+(sdcontainer.rootfs, sdcontainer.process) report failures this way, and the launcher's top
+level turns them into the line on stderr and the exit status.
 """
 
 from __future__ import annotations
