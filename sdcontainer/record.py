@@ -37,8 +37,9 @@ def record(cls: type[T]) -> type[T]:
     # Generated like dataclasses does it: a plain __init__ is several times faster than a
     # generic one, and the generator builds thousands of records per run.
     params = ", ".join(f"{n}=_defaults[{n!r}]" if n in defaults else n for n in fields)
-    body = "".join(f"    _set(self, {n!r}, {n})\n" for n in fields) or "    pass\n"
-    namespace: dict[str, Any] = {"_defaults": defaults, "_set": object.__setattr__}
+    # straight into the instance dict: __setattr__ is the frozen guard
+    body = "    values = self.__dict__\n" + "".join(f"    values[{n!r}] = {n}\n" for n in fields)
+    namespace: dict[str, Any] = {"_defaults": defaults}
     exec(f"def __init__(self, {params}):\n{body}", namespace)
     __init__ = namespace["__init__"]
     __init__.__qualname__ = f"{cls.__qualname__}.__init__"
