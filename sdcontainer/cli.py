@@ -11,10 +11,10 @@ from typing import Any
 
 import click
 
-from sdcontainer import __version__
+from sdcontainer import __version__, state
 from sdcontainer.errors import ConfigError, SdcontainerError
 
-STATE_DIR = Path("/run/sdcontainer/containers")
+STATE_DIR = Path(state.STATE_DIR)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -93,13 +93,13 @@ def _running() -> list[dict[str, Any]]:
     containers = []
     for path in sorted(STATE_DIR.glob("*.json")):
         try:
-            state = json.loads(path.read_text())
+            record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue  # being replaced or removed right now
-        pid = state.get("pid")
+        pid = record.get("pid")
         if not isinstance(pid, int) or not os.path.exists(f"/proc/{pid}"):
             continue  # stale: the unit died without its ExecStopPost= (it runs at the next start)
-        containers.append(state)
+        containers.append(record)
     return containers
 
 
@@ -128,11 +128,11 @@ def list_(fmt: str) -> None:
         return
     click.echo(f"{'NAME':<24} {'UNIT':<32} {'PID':>8} {'UP':>8}  COMMAND")
     now = time.time()
-    for state in containers:
-        up = _uptime(state.get("started"), now)
-        command = " ".join(state.get("command") or [])
+    for record in containers:
+        up = _uptime(record.get("started"), now)
+        command = " ".join(record.get("command") or [])
         click.echo(
-            f"{state.get('name', ''):<24} {state.get('unit', ''):<32} {state.get('pid', ''):>8} {up:>8}  {command}"
+            f"{record.get('name', ''):<24} {record.get('unit', ''):<32} {record.get('pid', ''):>8} {up:>8}  {command}"
         )
 
 

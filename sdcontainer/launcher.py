@@ -55,7 +55,7 @@ import os
 import stat
 import sys
 
-from sdcontainer import linux
+from sdcontainer import linux, state
 from sdcontainer.errors import LaunchError, SdcontainerError, SystemdError, UsageError
 from sdcontainer.keys import spec_from_argv
 from sdcontainer.process import (
@@ -72,9 +72,8 @@ from sdcontainer.security import capability_mask, own_bounding_set, seccomp_prog
 from sdcontainer.spec import ContainerSpec
 from sdcontainer.step import Step, launch_error, reason
 
-PROG = "sdcontainer-launcher"
-RUN_DIR = "/run/sdcontainer"
-STATE_DIR = f"{RUN_DIR}/containers"
+PROG = state.PROG
+STATE_DIR = state.STATE_DIR
 
 READY_LINE = b"R\n"  # from the child: set up, waiting for the go to exec
 
@@ -328,36 +327,11 @@ def _wait_foreground(pid: int) -> int:
     return _exit_code(wait_status)
 
 
-def _state_path(unit: str) -> str:
-    if not unit or "/" in unit or unit.startswith(".") or "%" in unit:
-        raise UsageError(f"invalid unit name {unit!r}")
-    return f"{STATE_DIR}/{unit}.json"
-
-
-def _json(value: object) -> str:
-    """JSON for the few shapes a state record has. The json module imports re and enum
-    (~7 ms at every start); its C string encoder is all this needs."""
-    from _json import encode_basestring_ascii
-
-    if isinstance(value, str):
-        return encode_basestring_ascii(value)
-    if isinstance(value, bool) or value is None:
-        return {True: "true", False: "false", None: "null"}[value]
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_json(v) for v in value) + "]"
-    if isinstance(value, dict):
-        items = (f"{_json(str(k))}: {_json(v)}" for k, v in value.items())
-        return "{\n " + ",\n ".join(items) + "\n}"
-    raise TypeError(f"no JSON for {type(value).__name__}")
-
-
 def write_state(plan: Plan, pid: int) -> None:
     import time
 
     spec = plan.spec
-    state = {
+    record: dict[str, object] = {
         "name": plan.name,
         "unit": spec.unit,
         "pid": pid,
@@ -369,12 +343,7 @@ def write_state(plan: Plan, pid: int) -> None:
         "annotations": dict(item.split("=", 1) for item in spec.annotations),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),  # UTC; `sdcontainer list` parses it
     }
-    path = _state_path(spec.unit)
-    os.makedirs(STATE_DIR, 0o755, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(_json(state) + "\n")
-    os.replace(tmp, path)
+    state.write(spec.unit, record)
 
 
 def start(spec: ContainerSpec) -> int:
@@ -422,7 +391,7 @@ def start(spec: ContainerSpec) -> int:
                 raise TimeoutError(110, "no answer to BARRIER=1 within 5 s")
         except OSError as error:
             os.kill(pid, signal.SIGKILL)
-            cleanup(["--unit", spec.unit])
+            state.cleanup(["--unit", spec.unit])
             raise SystemdError(f"telling systemd the container's pid: {reason(error)}") from None
     os.close(go_w)
     rest = _read_all(sync_r)
@@ -442,22 +411,6 @@ def _fail_start(report: bytes, pid: int | None, foreground: bool) -> None:
     if not code.isdigit():
         code, message = str(LaunchError.exit_status), "the container's init died during setup"
     raise launch_error(message, int(code))
-
-
-def cleanup(args: list[str]) -> int:
-    """ExecStopPost: forget the container. Idempotent; what died with the namespaces (mounts,
-    the overlay's upper layer, loopback) needs nothing."""
-    if len(args) == 2 and args[0] == "--unit":
-        unit = args[1]
-    elif len(args) == 1 and args[0].startswith("--unit="):
-        unit = args[0].partition("=")[2]
-    else:
-        raise UsageError("usage: cleanup --unit UNIT")
-    try:
-        os.unlink(_state_path(unit))
-    except FileNotFoundError:
-        return 0  # already clean: a second stop, or a start that never got that far
-    return 0
 
 
 def _usage() -> str:
@@ -484,7 +437,7 @@ def run(args: list[str]) -> int:
     if verb == "start":
         return start(spec_from_argv(rest))
     if verb == "cleanup":
-        return cleanup(rest)
+        return state.cleanup(rest)
     raise UsageError(f"unknown command {verb!r}; expected start or cleanup")
 
 

@@ -13,7 +13,7 @@ from sdcontainer.errors import ConfigError
 from sdcontainer.record import record
 from sdcontainer.text import ALNUM, HEX, OCTAL, only, word
 
-_CONTROL = "".join(map(chr, range(0x20)))
+_NOT_IN_SECTION = {c: None for c in [*range(0x20), ord("["), ord("]")]}
 
 
 @record
@@ -82,7 +82,7 @@ def parse_text(text: str, path: str) -> UnitFile:
             return
         if stripped.startswith("["):
             section = stripped[1:-1]
-            if not stripped.endswith("]") or not section or any(c in section for c in "[]" + _CONTROL):
+            if not stripped.endswith("]") or not section or section.translate(_NOT_IN_SECTION) != section:
                 raise ConfigError(f"invalid section header {stripped!r}", path, lineno)
             unit.headers.append(Entry(section, "", "", path, lineno))
             if section not in unit.sections:
