@@ -49,9 +49,13 @@ PIP_INSTALL = $(if $(HAVE_WHEELS),PIP_CONFIG_FILE=/dev/null) \
 BUILD_DEPS = python3-venv python3-pip python3-dev gcc pkg-config libsystemd-dev scdoc
 
 .PHONY: all man install install-venv install-bin install-generator install-units install-man \
-	uninstall wheels build-deps clean distclean
+	uninstall wheels build-deps clean distclean bench
 
 all: man
+
+# sdcontainer beside the plain-unit floor and podman, in one testbed (see bench/run.py)
+bench:
+	tools/bench
 
 man: $(MAN)
 
