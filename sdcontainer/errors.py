@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 
 class SdcontainerError(Exception):
     """Base class. The message is one line meant for a human; no traceback is shown."""
@@ -51,11 +49,3 @@ class SystemdError(SdcontainerError):
 
     exit_status = 5
 
-
-def describe_oserror(error: OSError) -> str:
-    """`OSError` text without Python's `[Errno N]` noise: `mount /x: Permission denied`."""
-    reason = os.strerror(error.errno) if error.errno else str(error)
-    target = error.filename
-    if target is not None:
-        return f"{target}: {reason}"
-    return reason

@@ -8,7 +8,7 @@ round trip; both are driven by the key table.
 
 from __future__ import annotations
 
-from sdcontainer.record import fields_of, record
+from sdcontainer.record import record
 
 
 @record
@@ -66,5 +66,3 @@ class ContainerSpec:
         fill in what is unset once images land)."""
         return (self.entrypoint or ()) + (self.exec or ())
 
-
-SPEC_FIELDS = frozenset(fields_of(ContainerSpec))
