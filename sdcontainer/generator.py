@@ -321,6 +321,9 @@ def generate(source: Source, known: set[str], dropin_index: dict[str, list[str]]
     return render(source, unit, spec, known)
 
 
+_made_dirs: set[str] = set()
+
+
 def write(output_dir: str, generated: Generated) -> None:
     # systemd hands every generator run fresh output directories: no partial file from an
     # earlier run can be there, so no temporary file and rename are needed.
@@ -328,7 +331,10 @@ def write(output_dir: str, generated: Generated) -> None:
         f.write(generated.text)
     for link, target in generated.links:
         link_path = os.path.join(output_dir, link)
-        os.makedirs(os.path.dirname(link_path), exist_ok=True)
+        directory = os.path.dirname(link_path)
+        if directory not in _made_dirs:  # most units share multi-user.target.wants/
+            os.makedirs(directory, exist_ok=True)
+            _made_dirs.add(directory)
         try:
             os.symlink(target, link_path)
         except FileExistsError:
