@@ -32,9 +32,3 @@ def test_keys_lists_the_table() -> None:
     result = CliRunner().invoke(cli, ["keys"])
     assert [line.split()[0] for line in result.output.splitlines()] == [k.name + "=" for k in KEYS]
 
-
-def test_list_with_no_containers_prints_a_header(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr("sdcontainer.cli.STATE_DIR", tmp_path)
-    result = CliRunner().invoke(cli, ["list", "--format", "json"])
-    assert result.exit_code == 0
-    assert result.output.strip() == "[]"

@@ -3,6 +3,7 @@ daemon-reload, systemctl start. Each test proves one promise of the foundation i
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -103,6 +104,8 @@ def test_the_issue_example_runs_as_a_service(bed: Testbed) -> None:
     assert bed.show("hello.service", "ActiveState") == "inactive"
     assert bed.show("hello.service", "Result") == "success"
     assert not bed.exists("/run/sdcontainer/containers/hello.service.json")
+    listed = json.loads(bed.run(["sdcontainer", "list", "--format", "json"]).stdout)
+    assert "hello.service" not in [record["unit"] for record in listed]
 
 
 def test_exit_status_and_journal(bed: Testbed) -> None:
