@@ -201,6 +201,30 @@ def test_kill_9_of_the_container_leaves_nothing_and_it_starts_again(bed: Testbed
     bed.systemctl("stop", "victim.service")
 
 
+def test_kill_9_of_the_launcher_during_start_leaves_nothing(bed: Testbed) -> None:
+    """The launcher blocks reading an environment file that is a FIFO: a start caught in the
+    middle, where `kill -9` of the launcher (the main process until the hand-off) must
+    leave no process, no record and nothing mounted, and the next start must work."""
+    bed.run(["rm", "-f", "/srv/stuck.env"])
+    bed.run(["mkfifo", "/srv/stuck.env"])
+    add_container(bed, "stuck", container("/bin/sleep 1000", "RunInit=yes\nEnvironmentFile=/srv/stuck.env\n"))
+    mounts_before = bed.run(["cat", "/proc/self/mountinfo"]).stdout.count("\n")
+    bed.run(["systemctl", "start", "--no-block", "stuck.service"])
+    launcher = wait_for(lambda: bed.show("stuck.service", "MainPID") not in ("", "0") and bed.show("stuck.service", "MainPID"))
+    assert launcher, bed.journal("stuck.service")
+    assert "sdcontainer-launcher" in bed.read_file(f"/proc/{launcher}/cmdline").replace("\0", " ")
+    bed.run(["kill", "-9", launcher])
+    assert wait_for(lambda: bed.show("stuck.service", "ActiveState") == "failed")
+    assert unit_processes(bed, "stuck.service") == []
+    assert not bed.exists("/run/sdcontainer/containers/stuck.service.json")
+    assert bed.run(["cat", "/proc/self/mountinfo"]).stdout.count("\n") == mounts_before
+    bed.run(["rm", "/srv/stuck.env"])
+    bed.write_file("/srv/stuck.env", "A=1\n")
+    bed.start_unit("stuck.service")
+    assert bed.show("stuck.service", "ActiveState") == "active"
+    bed.systemctl("stop", "stuck.service")
+
+
 def test_a_failing_start_says_why_in_the_journal(bed: Testbed) -> None:
     add_container(bed, "norootfs", "[Container]\nRootfs=/srv/does-not-exist\nExec=/bin/true\n")
     result = bed.systemctl("start", "norootfs.service", check=False)
