@@ -366,8 +366,8 @@ def _send_to_kmsg(message: str) -> None:
         fd = os.open("/dev/kmsg", os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError:
         return
-    try:  # <3>: priority "error"
-        os.write(fd, f"<3>{PROGRAM}[{os.getpid()}]: {message}\n".encode(errors="replace"))
+    try:  # <27>: facility daemon, priority error, so journald reads it as ours, not the kernel's
+        os.write(fd, f"<27>{PROGRAM}[{os.getpid()}]: {message}\n".encode(errors="replace"))
     except OSError:
         pass
     finally:
