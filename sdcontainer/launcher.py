@@ -242,8 +242,17 @@ def _child(plan: Plan, sync_fd: int, go_fd: int) -> None:
         import traceback
 
         traceback.print_exc()
+    line = f"{status} {message}".replace("\n", " ") + "\n"
     try:
-        os.write(sync_fd, (f"{status} {message}".replace("\n", " ") + "\n").encode(errors="replace"))
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a gone launcher is EPIPE, not death
+        os.write(sync_fd, line.encode(errors="replace"))
+    except OSError:
+        # Under systemd the launcher leaves once the container may exec: an exec that fails
+        # after that is the container's to report, in the journal, as its exit status.
+        try:  # noqa: SIM105 - contextlib costs ~1 ms of import on every start
+            os.write(2, f"{PROG}: {message}\n".encode(errors="replace"))
+        except OSError:
+            pass
     finally:
         os._exit(status)
 
@@ -394,11 +403,19 @@ def start(spec: ContainerSpec) -> int:
             state.cleanup(["--unit", spec.unit])
             raise SystemdError(f"telling systemd the container's pid: {reason(error)}") from None
     os.close(go_w)
+    if not plan.foreground:
+        # Done: systemd supervises the container now. Waiting to see the execve would keep
+        # this process in the unit after a quick payload exits (systemd then SIGKILLs it);
+        # the container reports a failed execve itself, as its exit status and in the journal.
+        # os._exit: the interpreter's teardown would keep us around for a few more ms.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     rest = _read_all(sync_r)
     os.close(sync_r)
     if rest:
         _fail_start(rest, pid, plan.foreground)
-    if pid is not None and plan.foreground:
+    if pid is not None:
         return _wait_foreground(pid)
     return 0
 

@@ -119,6 +119,17 @@ def test_exit_status_and_journal(bed: Testbed) -> None:
     # the journal knows the lines by the unit's syslog identifier
     tagged = bed.run(["journalctl", "-u", "seven.service", "-o", "short", "--no-pager"]).stdout
     assert re.search(r"seven\[\d+\]: out-line", tagged), tagged
+    # the launcher was gone before the payload ended: systemd had nothing of ours to kill
+    assert "Killing process" not in journal, journal
+
+
+def test_a_program_that_is_not_there(bed: Testbed) -> None:
+    add_container(bed, "missing", container("/bin/no-such-program"))
+    bed.systemctl("start", "missing.service", check=False)
+    wait_for(lambda: bed.show("missing.service", "ActiveState") in ("failed", "inactive"))
+    assert bed.show("missing.service", "ExecMainStatus") == "127"
+    assert "/bin/no-such-program" in bed.journal("missing.service")
+    bed.systemctl("reset-failed", "missing.service", check=False)
 
 
 def test_pid_1_inside_and_environment(bed: Testbed) -> None:
