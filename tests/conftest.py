@@ -50,6 +50,15 @@ def testbed() -> Iterator[Testbed]:
     tb.close()
 
 
+@pytest.fixture(scope="module")
+def unified_testbed() -> Iterator[Testbed]:
+    """Like ``testbed``, but its /sys/fs/cgroup is one cgroup2 mount (``cgroup="unified"``), so
+    its systemd runs in unified mode, as on a pure cgroup v2 host, even on a hybrid one."""
+    tb = _boot(network=True, cgroup="unified")
+    yield tb
+    tb.close()
+
+
 @pytest.fixture()
 def make_testbed() -> Iterator[Callable[..., Testbed]]:
     """A factory for testbeds of a test's own (``make_testbed(network=False)``); each is closed

@@ -3,8 +3,9 @@
 How it works (see DESIGN.md, "Testing against the real thing"):
 
 1. The host side (``Testbed.start``) makes a cgroup of its own in every cgroup hierarchy (all
-   v1 controllers and the v2 ``unified`` mount), nested under the cgroup the caller runs in, and
-   spawns ``unshare --pid --fork --mount --uts --ipc --cgroup --propagation private [--net]``
+   v1 controllers and the v2 ``unified`` mount; with ``cgroup="unified"`` in the v2 hierarchy
+   only), nested under the cgroup the caller runs in, and spawns
+   ``unshare --pid --fork --mount --uts --ipc --cgroup --propagation private [--net]``
    from inside those cgroups (``preexec_fn`` writes ``0`` to each ``cgroup.procs``).
 2. The child of ``unshare`` is PID 1 of the new pid namespace. It runs this very file with
    ``--boot`` (``/usr/bin/python3 -I -S``, standard library only): a tmpfs, an overlay on it
@@ -12,8 +13,12 @@ How it works (see DESIGN.md, "Testing against the real thing"):
    read-only (the kernel is the host's; /proc/sys/net stays writable with ``network=True``);
    a fresh sysfs, read-only (udev and friends find nothing to do); the cgroup hierarchies
    mounted afresh *inside the cgroup namespace*, so their root is the testbed's cgroup and
-   systemd builds init.scope and system.slice below it; a private /dev (a tmpfs with null,
-   zero, random, tty, ..., a new devpts instance, /dev/console a null device); fresh tmpfs on
+   systemd builds init.scope and system.slice below it (``cgroup="host"``, the default: the
+   host's layout, hybrid or pure v2; ``cgroup="unified"``: one cgroup2 mount on /sys/fs/cgroup
+   and no v1 hierarchy, so that systemd runs in unified mode even on a hybrid host, with
+   whichever controllers the host's v2 hierarchy has, see ``Testbed.cgroup_controllers``); a
+   private /dev (a tmpfs with null, zero, random, tty, ..., a new devpts instance,
+   /dev/console a null device); fresh tmpfs on
    /run, /tmp, /var/tmp, /dev/shm and the state directories (overlayfs cannot use an overlay as
    its upper layer); the project checkout bound in read-only at its own path; host-enabled
    services, host packages' generators and units that would touch the host's kernel, devices
@@ -39,6 +44,8 @@ Usable from pytest (``tests/conftest.py`` has the fixtures) and from scripts::
     from tests.testbed import Testbed   # with the checkout on sys.path (python3 -m bench.x)
     with Testbed(network=True) as tb:   # booted and running
         tb.run(["systemctl", "status"])
+    with Testbed(cgroup="unified") as tb:  # systemd in unified mode (pure cgroup v2)
+        tb.run(["stat", "-fc", "%T", "/sys/fs/cgroup"])  # cgroup2fs
 """
 
 from __future__ import annotations
@@ -182,6 +189,21 @@ def _cgroup_dirs() -> list[Path]:
     return dirs
 
 
+def _cgroup2_dir() -> Path | None:
+    """This process's cgroup in the v2 hierarchy (``/sys/fs/cgroup/unified/...`` on a hybrid
+    host, ``/sys/fs/cgroup/...`` on a pure v2 one), or None when no cgroup2 is mounted."""
+    v2 = [mp for mp, fstype, _root, _opts in _cgroup_mounts() if fstype == "cgroup2"]
+    for d in _cgroup_dirs():
+        if any(d == Path(mp) or Path(mp) in d.parents for mp in v2):
+            return d
+    return None
+
+
+#: What ``Testbed(cgroup=...)`` accepts: the host's layout (hybrid here, or pure v2), the host's
+#: layout insisting that it be hybrid, or a single cgroup2 mount (systemd's unified mode).
+CGROUP_MODES = ("host", "hybrid", "unified")
+
+
 _V1: set[str] | None = None
 
 
@@ -307,9 +329,17 @@ class Testbed:
         mask: Iterable[str] = (),
         keep: Iterable[str] = (),
         name: str = CONTAINER_NAME,
+        cgroup: str = "host",
     ) -> None:
         """``binds`` are extra (host source, target, read_only) bind mounts; ``mask`` adds units
-        to mask, ``keep`` removes units from the default mask list."""
+        to mask, ``keep`` removes units from the default mask list. ``cgroup`` is the layout of
+        the testbed's /sys/fs/cgroup (``CGROUP_MODES``): ``"host"`` mounts every hierarchy the
+        host has (hybrid here: v1 controllers, name=systemd and an empty v2 ``unified``),
+        ``"hybrid"`` the same but refuses a host without v1 hierarchies, ``"unified"`` only the
+        testbed's subtree of the host's v2 hierarchy, so its systemd runs in unified mode."""
+        if cgroup not in CGROUP_MODES:
+            raise ValueError(f"cgroup must be one of {', '.join(CGROUP_MODES)}, not {cgroup!r}")
+        self.cgroup_mode = cgroup
         self.network = network
         self.project_dir = Path(project_dir).resolve()
         # The checkout shows at its own path inside, unless that path is one the testbed
@@ -358,8 +388,10 @@ class Testbed:
         self.boot_seconds = self.install_seconds = None
         Testbed._instances += 1
         cg_name = f"{CGROUP_PREFIX}{os.getpid()}-{Testbed._instances}"
+        parents, cgroup_mounts = self._cgroup_layout()
         try:
-            self._cgroups = [_make_cgroup(parent, cg_name) for parent in _cgroup_dirs()]
+            for parent in parents:
+                self._cgroups.append(_make_cgroup(parent, cg_name))
             self._exec_cgroups = [cg / EXEC_CGROUP for cg in self._cgroups]
         except OSError as e:
             self._remove_cgroups()
@@ -375,7 +407,7 @@ class Testbed:
             "mask_generators": sorted(set(MASK_GENERATORS) | set(host_package_generators())),
             "network": self.network,
             "dev_nodes": list(DEV_NODES),
-            "cgroup_mounts": [(mp, fs, _mount_data(fs, so)) for mp, fs, _root, so in _cgroup_mounts()],
+            "cgroup_mounts": cgroup_mounts,
         }
         argv = ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts", "--ipc", "--cgroup"]
         argv += ["--propagation", "private"]
@@ -407,6 +439,21 @@ class Testbed:
             self._cleanup_after_exit()
             raise TestbedUnavailable(f"cannot run unshare: {e}") from e
         self.pid = self._find_init()
+
+    def _cgroup_layout(self) -> tuple[list[Path], list[tuple[str, str, str]]]:
+        """The host cgroups to nest the testbed's under, and the (mountpoint, fstype, data) of
+        the hierarchies its bootstrap mounts, for this testbed's ``cgroup`` mode."""
+        mounts = _cgroup_mounts()
+        if self.cgroup_mode == "unified":
+            parent = _cgroup2_dir()
+            v2 = [(fs, so) for _mp, fs, _root, so in mounts if fs == "cgroup2"]
+            if parent is None or not v2:
+                raise TestbedUnavailable("cgroup=unified: this host has no cgroup2 hierarchy mounted")
+            # one cgroup2 mount on /sys/fs/cgroup itself: systemd's test for unified mode
+            return [parent], [("/sys/fs/cgroup", "cgroup2", _mount_data(*v2[0]))]
+        if self.cgroup_mode == "hybrid" and not any(fs == "cgroup" for _mp, fs, _r, _so in mounts):
+            raise TestbedUnavailable("cgroup=hybrid: this host has no cgroup v1 hierarchy (pure v2)")
+        return _cgroup_dirs(), [(mp, fs, _mount_data(fs, so)) for mp, fs, _root, so in mounts]
 
     def _find_init(self, timeout: float = 10.0) -> int:
         """The host pid of the child of ``unshare`` (PID 1 inside), once it exec'd systemd."""
@@ -489,8 +536,18 @@ class Testbed:
 
     @property
     def cgroups(self) -> list[Path]:
-        """The host directories of this testbed's cgroups (one per hierarchy)."""
+        """The host directories of this testbed's cgroups (one per hierarchy it mounts: only
+        the v2 one with ``cgroup="unified"``)."""
         return list(self._cgroups)
+
+    def cgroup_controllers(self) -> set[str]:
+        """The controllers of the testbed's cgroup2 hierarchy (cgroup.controllers at its root):
+        those systemd can use in unified mode. A hybrid host's v1 hierarchies hold theirs, so
+        they are missing here (this host's v2 has hugetlb at most, never memory)."""
+        for path in ("/sys/fs/cgroup/cgroup.controllers", "/sys/fs/cgroup/unified/cgroup.controllers"):
+            if self.exists(path):
+                return set(self.read_file(path).split())
+        return set()
 
     @property
     def root(self) -> Path:
