@@ -167,6 +167,9 @@ def _container_options(command: Any) -> Any:
 @click.option("-d", "--detach", is_flag=True, help="Return once the container runs, instead of attaching to it.")
 @click.option("--stop-signal", metavar="SIGNAL", help="Signal that stops the container (StopSignal=).")
 @click.option("--stop-timeout", type=int, metavar="SECONDS", help="Seconds before SIGKILL on stop (StopTimeout=).")
+@click.option("--memory", metavar="SIZE", help="Memory limit of the service: 512m, 1g (Memory=, MemoryMax=).")
+@click.option("--pids-limit", metavar="N", help="Most processes of the service; -1: none (PidsLimit=, TasksMax=).")
+@click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]", help="A resource limit (Ulimit=).")
 @_container_options
 @click.argument("rootfs", type=click.Path(file_okay=False))
 @click.argument("command", nargs=-1, required=True)
@@ -177,6 +180,9 @@ def run(
     detach: bool,
     stop_signal: str | None,
     stop_timeout: int | None,
+    memory: str | None,
+    pids_limit: str | None,
+    ulimits: tuple[str, ...],
     **options: Any,
 ) -> None:
     """Run COMMAND in a container made from the directory ROOTFS, as a transient service.
@@ -186,7 +192,16 @@ def run(
     stderr and the exit status is the container's. Images are not supported yet: ROOTFS
     is an unpacked root file system.
     """
-    from sdcontainer.keys import KEYS, ParseContext, parse_seconds, parse_signal, spec_from_argv
+    from sdcontainer.keys import (
+        KEYS,
+        ParseContext,
+        parse_memory,
+        parse_pids_limit,
+        parse_seconds,
+        parse_signal,
+        parse_ulimit,
+        spec_from_argv,
+    )
     from sdcontainer.record import replace
     from sdcontainer.transient import run_transient
     from sdcontainer.transient import unit_name as make_unit_name
@@ -204,6 +219,12 @@ def run(
             spec = replace(spec, stop_signal=parse_signal(stop_signal, ParseContext()))
         if stop_timeout is not None:
             spec = replace(spec, stop_timeout=parse_seconds(str(stop_timeout), ParseContext()))
+        if memory is not None:
+            spec = replace(spec, memory=parse_memory(memory, ParseContext()))
+        if pids_limit is not None:
+            spec = replace(spec, pids_limit=parse_pids_limit(pids_limit, ParseContext()))
+        items = [item for value in ulimits for item in value.split(",")]
+        spec = replace(spec, ulimits=tuple(parse_ulimit(item, ParseContext()) for item in items))
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     sys.exit(run_transient(spec, make_unit_name(unit_name), detach=detach))

@@ -12,7 +12,7 @@ import os
 import sys
 
 from sdcontainer.errors import ConfigError, UsageError
-from sdcontainer.keys import KEYS, spec_from_unit, spec_to_argv
+from sdcontainer.keys import service_settings, spec_from_unit, spec_to_argv
 from sdcontainer.spec import ContainerSpec
 from sdcontainer.unitfile import Entry, UnitFile, parse_boolean, parse_file, quote_exec_word, split_words
 
@@ -265,11 +265,7 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
         f"TimeoutStopSec={spec.stop_timeout if spec.stop_timeout is not None else DEFAULT_STOP_TIMEOUT}",
     ]
     out.append(f"SuccessExitStatus={stop_exit_status(spec)}")
-    for key in KEYS:
-        if key.service_setting and key.field != "stop_timeout":
-            value = getattr(spec, key.field)
-            if value is not None:
-                out.append(f"{key.service_setting}={value}")
+    out += [f"{name}={value}" for name, value in service_settings(spec) if name != "TimeoutStopSec"]
     out.append("ExecStart=" + _exec_line([*launcher, "start", *spec_to_argv(spec)]))
     out.append("ExecStopPost=" + _exec_line([*launcher, "cleanup", "--unit", "%n"]))
     out += [f"{e.key}={e.value}" for e in service_entries]

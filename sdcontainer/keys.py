@@ -13,7 +13,7 @@ import os
 from sdcontainer.errors import ConfigError, UsageError
 from sdcontainer.record import record
 from sdcontainer.spec import BindMount, ContainerSpec, TmpfsMount
-from sdcontainer.text import ALNUM, DIGITS, LOWER, SIGNAL_NAMES, SIGNALS, UPPER, word
+from sdcontainer.text import ALNUM, DIGITS, LOWER, SIGNAL_NAMES, SIGNALS, UPPER, only, word
 from sdcontainer.unitfile import Entry, UnitFile, parse_boolean, split_words, unquote
 
 TYPE_CHECKING = False
@@ -41,6 +41,9 @@ class Key:
     option: str | None = None  # launcher and `sdcontainer run` option; None: unit-level only
     metavar: str = "VALUE"
     service_setting: str | None = None  # the [Service] setting the value becomes, if any
+    # Each line (or word) holds several values joined by this, as podman's comma-separated
+    # flags (--dns 1.1.1.1,8.8.8.8) and colon-separated masks do; each is parsed alone.
+    separator: str | None = None
 
     @property
     def repeated(self) -> bool:
@@ -161,6 +164,96 @@ def parse_seconds(value: str, ctx: ParseContext) -> int:
     if not word(value, DIGITS, DIGITS):
         raise ValueError(f"{value!r} is not a whole number of seconds")
     return int(value)
+
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def size_in_bytes(value: str) -> int:
+    """podman's size syntax (go-units RAMInBytes): a number, perhaps with a fraction, then
+    perhaps a space, one of k m g t p (powers of 1024, any case), i, and b: 512m, 1.5g, 64MiB,
+    4096."""
+    number = value[: len(value) - len(value.lstrip(DIGITS + "."))]
+    suffix = value[len(number) :].lower()
+    suffix = suffix[1:] if suffix.startswith(" ") else suffix
+    unit = suffix[:1] if suffix[:1] in "kmgtp" else ""
+    rest = suffix[len(unit) :]
+    rest = rest[1:] if rest.startswith("i") else rest
+    whole, dot, fraction = number.partition(".")
+    if not word(whole, DIGITS, DIGITS) or not only(fraction, DIGITS) or (dot and not fraction) or rest not in ("", "b"):
+        raise ValueError(f"{value!r} is not a size (a number of bytes, or with k, m, g, t or p: 512m, 1.5g)")
+    scale = _SIZE_UNITS[unit]
+    return int(whole) * scale + (int(fraction) * scale // 10 ** len(fraction) if fraction else 0)
+
+
+def format_size(size: int) -> str:
+    """Bytes with the largest binary suffix that divides them, as systemd and tmpfs read
+    sizes: 512M, 5G, 1536K, 1000."""
+    for suffix, scale in (("P", 1 << 50), ("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale}{suffix}"
+    return str(size)
+
+
+def parse_memory(value: str, ctx: ParseContext) -> str:
+    """Memory=: systemd's MemoryMax=; 0 means no limit, as in podman."""
+    size = size_in_bytes(value)
+    return format_size(size) if size else "infinity"
+
+
+def parse_pids_limit(value: str, ctx: ParseContext) -> str:
+    """PidsLimit=: systemd's TasksMax=; -1 and 0 mean no limit, as in podman."""
+    if value in ("-1", "0"):
+        return "infinity"
+    if not word(value, DIGITS, DIGITS):
+        raise ValueError(f"{value!r} is not a number of processes (or -1 for no limit)")
+    return str(int(value))
+
+
+# podman's --ulimit names (go-units) and the systemd settings that set the same rlimits
+ULIMIT_SETTINGS = {
+    "core": "LimitCORE", "cpu": "LimitCPU", "data": "LimitDATA", "fsize": "LimitFSIZE",
+    "locks": "LimitLOCKS", "memlock": "LimitMEMLOCK", "msgqueue": "LimitMSGQUEUE",
+    "nice": "LimitNICE", "nofile": "LimitNOFILE", "nproc": "LimitNPROC", "rss": "LimitRSS",
+    "rtprio": "LimitRTPRIO", "rttime": "LimitRTTIME", "sigpending": "LimitSIGPENDING",
+    "stack": "LimitSTACK",
+}  # fmt: skip
+
+
+def _rlimit(text: str, name: str) -> int | None:
+    """One limit as a number, None for unlimited (-1)."""
+    if text == "-1":
+        return None
+    if not word(text, DIGITS, DIGITS):
+        raise ValueError(f"{name} limit {text!r} is not a number (or -1 for unlimited)")
+    number = int(text)
+    if name == "nice" and number > 40:
+        raise ValueError(f"nice limit {number} is out of range (0 to 40: 20 minus the lowest nice value)")
+    return number
+
+
+def parse_ulimit(value: str, ctx: ParseContext) -> str:
+    """podman's NAME=SOFT[:HARD] (-1: unlimited; a single number sets both), or host;
+    normalized for systemd's Limit*=: nofile=1024:infinity."""
+    if value == "host":
+        return value
+    name, eq, limits = value.partition("=")
+    name = name.lower()
+    name = name[len("rlimit_") :] if name.startswith("rlimit_") else name
+    if not eq:
+        raise ValueError(f"{value!r} is not NAME=SOFT[:HARD]")
+    if name not in ULIMIT_SETTINGS:
+        raise ValueError(f"unknown limit {name!r} (known: {', '.join(ULIMIT_SETTINGS)})")
+    soft_text, colon, hard_text = limits.partition(":")
+    soft = _rlimit(soft_text, name)
+    hard = _rlimit(hard_text, name) if colon else soft
+    if hard is not None and (soft is None or soft > hard):
+        raise ValueError(f"{name}: the soft limit {soft_text} is above the hard limit {hard_text}")
+
+    def show(limit: int | None) -> str:
+        return "infinity" if limit is None else str(limit)
+
+    return f"{name}={show(soft)}" + (f":{show(hard)}" if colon else "")
 
 
 def parse_entrypoint(value: str, ctx: ParseContext) -> tuple[str, ...]:
@@ -442,6 +535,39 @@ KEYS: tuple[Key, ...] = (
         metavar="CAPABILITY",
         doc="Capabilities removed from the default set; *all* removes every one.",
     ),
+    Key(
+        "Memory",
+        "single",
+        "memory",
+        parse_memory,
+        metavar="SIZE",
+        service_setting="MemoryMax",
+        doc="The memory limit of the service, and so of everything in the container "
+        "(systemd's *MemoryMax=*): bytes, or a number with k, m, g or t (powers of 1024). "
+        "0 means no limit.",
+    ),
+    Key(
+        "PidsLimit",
+        "single",
+        "pids_limit",
+        parse_pids_limit,
+        metavar="N",
+        service_setting="TasksMax",
+        doc="The most processes and threads the service may have (systemd's *TasksMax=*); "
+        "-1 or 0 means no limit.",
+    ),
+    Key(
+        "Ulimit",
+        "list",
+        "ulimits",
+        parse_ulimit,
+        metavar="NAME=SOFT[:HARD]",
+        separator=",",
+        doc="A resource limit of the container's processes, as the systemd setting of the same "
+        "name (*LimitNOFILE=* for nofile): _NAME_ is one of core, cpu, data, fsize, locks, "
+        "memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack; -1 "
+        "means unlimited.",
+    ),
 )
 
 KEYS_BY_NAME = {key.name: key for key in KEYS}
@@ -485,11 +611,9 @@ QUADLET_ONLY_KEYS = frozenset(
         "LogDriver",
         "LogOpt",
         "Mask",
-        "Memory",
         "Mount",
         "NetworkAlias",
         "Notify",
-        "PidsLimit",
         "Pod",
         "PodmanArgs",
         "PublishPort",
@@ -517,7 +641,6 @@ QUADLET_ONLY_KEYS = frozenset(
         "Sysctl",
         "Timezone",
         "UIDMap",
-        "Ulimit",
         "Unmask",
         "UserNS",
         "VolatileTmp",
@@ -525,9 +648,6 @@ QUADLET_ONLY_KEYS = frozenset(
 )
 
 _HINTS = {
-    "Memory": "use MemoryMax= in [Service]",
-    "PidsLimit": "use TasksMax= in [Service]",
-    "Ulimit": "use LimitNOFILE= and the other Limit*= settings in [Service]",
     "ServiceName": "name the file after the service instead",
 }
 
@@ -568,11 +688,10 @@ def _values_for(key: Key, entries: list[Entry], ctx: ParseContext) -> Any:
         if entry.value == "":
             items = []  # Key= resets the list, as in systemd
             continue
-        if key.kind == "words":
-            for word in split_words(entry.value, entry):
-                items.append(_parse_one(key, entry, word, ctx))
-        else:
-            items.append(_parse_one(key, entry, unquote(entry.value), ctx))
+        values = split_words(entry.value, entry) if key.kind == "words" else [unquote(entry.value)]
+        for value in values:
+            for item in value.split(key.separator) if key.separator else (value,):
+                items.append(_parse_one(key, entry, item, ctx))
     return tuple(items)
 
 
@@ -624,6 +743,26 @@ def validate(spec: ContainerSpec) -> None:
         raise SpecError("no command: set Exec= (and/or Entrypoint=)")
     if spec.group and not spec.user:
         raise SpecError("Group= requires User=", "group")
+
+
+# --- spec -> [Service] settings -------------------------------------------------------------
+
+
+def service_settings(spec: ContainerSpec) -> list[tuple[str, str]]:
+    """The [Service] settings the [Container] keys become, in table order. The generator
+    writes them before the file's own [Service] lines, which therefore win."""
+    settings = []
+    for key in KEYS:
+        value = getattr(spec, key.field)
+        if key.service_setting and value is not None:
+            settings.append((key.service_setting, str(value)))
+    if "host" not in spec.ulimits:  # podman: host drops every --ulimit, the host's limits apply
+        limits: dict[str, str] = {}
+        for item in spec.ulimits:
+            name, _, value = item.partition("=")
+            limits[ULIMIT_SETTINGS[name]] = value  # the last one of a name wins
+        settings += limits.items()
+    return settings
 
 
 # --- spec <-> launcher command line -------------------------------------------------------
@@ -691,13 +830,13 @@ def spec_from_argv(argv: list[str]) -> ContainerSpec:
             values["unit"] = value
             continue
         try:
-            parsed = key.parse(value, ctx)
+            if key.repeated:
+                for item in value.split(key.separator) if key.separator else (value,):
+                    lists.setdefault(key.field, []).append(key.parse(item, ctx))
+            else:
+                values[key.field] = key.parse(value, ctx)
         except ValueError as error:
             raise UsageError(f"{option} {value!r}: {error}") from None
-        if key.repeated:
-            lists.setdefault(key.field, []).append(parsed)
-        else:
-            values[key.field] = parsed
     for name, items in lists.items():
         values[name] = tuple(items)
     spec = ContainerSpec(**values)

@@ -59,6 +59,9 @@ class ContainerSpec:
     no_new_privileges: bool = True
     add_capabilities: tuple[str, ...] = ()
     drop_capabilities: tuple[str, ...] = ()
+    memory: str | None = None  # MemoryMax= of the unit: 512M, infinity
+    pids_limit: str | None = None  # TasksMax= of the unit
+    ulimits: tuple[str, ...] = ()  # "nofile=1024:2048", "host"
 
     @property
     def command(self) -> tuple[str, ...]:

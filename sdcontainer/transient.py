@@ -13,7 +13,7 @@ import sys
 
 from sdcontainer.errors import SystemdError
 from sdcontainer.generator import DEFAULT_STOP_TIMEOUT, SLICE, launcher_command, stop_exit_status
-from sdcontainer.keys import spec_to_argv
+from sdcontainer.keys import service_settings, size_in_bytes, spec_to_argv
 from sdcontainer.record import replace
 from sdcontainer.spec import ContainerSpec
 
@@ -21,6 +21,28 @@ from sdcontainer.spec import ContainerSpec
 def unit_name(requested: str | None) -> str:
     name = requested or f"sdcontainer-run-{secrets.token_hex(4)}"
     return name if name.endswith(".service") else name + ".service"
+
+
+INFINITY = 2**64 - 1  # what D-Bus carries for "infinity" in these properties
+
+
+def _number(value: str) -> int:
+    return INFINITY if value == "infinity" else size_in_bytes(value)
+
+
+def resource_properties(spec: ContainerSpec) -> dict[bytes, int]:
+    """Memory=, PidsLimit= and Ulimit= as the D-Bus properties of a transient unit: what the
+    generator writes as MemoryMax=, TasksMax= and Limit*=, with a Limit's soft value in
+    Limit*Soft."""
+    properties: dict[bytes, int] = {}
+    for name, value in service_settings(spec):
+        if name.startswith("Limit"):
+            soft, _, hard = value.partition(":")
+            properties[name.encode()] = _number(hard or soft)
+            properties[f"{name}Soft".encode()] = _number(soft)
+        elif name in ("MemoryMax", "TasksMax"):
+            properties[name.encode()] = _number(value)
+    return properties
 
 
 def run_transient(spec: ContainerSpec, unit: str, *, detach: bool, description: str | None = None) -> int:
@@ -46,6 +68,7 @@ def run_transient(spec: ContainerSpec, unit: str, *, detach: bool, description: 
         b"Description": (description or f"sdcontainer run {' '.join(spec.command)}").encode(),
     }
     extra[b"SuccessExitStatus"] = ([stop_exit_status(spec)], [])
+    extra.update(resource_properties(spec))
     if spec.stop_signal:
         import signal
 

@@ -198,6 +198,36 @@ def test_memory_max_kills_a_container_that_exceeds_it(bed: Testbed) -> None:
     bed.systemctl("reset-failed", "hog.service", check=False)
 
 
+def test_memory_pids_limit_and_ulimit_become_the_units_limits(bed: Testbed) -> None:
+    add_container(
+        bed,
+        "limited",
+        container(
+            "/bin/sh -c 'echo limits nofile=$(ulimit -Sn):$(ulimit -Hn) core=$(ulimit -Hc); exec sleep 1000'",
+            "RunInit=yes\nMemory=48m\nPidsLimit=50\nUlimit=nofile=1000:2000\nUlimit=core=0\n",
+        ),
+    )
+    unit = bed.read_file("/run/systemd/generator/limited.service")
+    assert "MemoryMax=48M\nTasksMax=50\nLimitNOFILE=1000:2000\nLimitCORE=0\n" in unit, unit
+    bed.start_unit("limited.service")
+    assert bed.show("limited.service", "MemoryMax") == str(48 << 20)
+    assert bed.show("limited.service", "TasksMax") == "50"
+    assert bed.show("limited.service", "LimitNOFILE") == "2000"
+    assert bed.show("limited.service", "LimitNOFILESoft") == "1000"
+    assert bed.show("limited.service", "LimitCORE") == "0"
+    # seen from inside the container, and in the cgroup it runs in
+    line = wait_for(lambda: re.search(r"limits .*", bed.journal("limited.service")))
+    assert line and line.group() == "limits nofile=1000:2000 core=0", bed.journal("limited.service")
+    main_pid = bed.show("limited.service", "MainPID")
+    limits = bed.read_file(f"/proc/{main_pid}/limits")
+    assert re.search(r"^Max open files\s+1000\s+2000\s", limits, re.M), limits
+    cgroup = bed.show("limited.service", "ControlGroup")
+    assert bed.run(["cat", f"/sys/fs/cgroup/pids{cgroup}/pids.max"]).stdout.strip() == "50"
+    limit = bed.run(["cat", f"/sys/fs/cgroup/memory{cgroup}/memory.limit_in_bytes"]).stdout.strip()
+    assert int(limit) == 48 << 20
+    bed.systemctl("stop", "limited.service")
+
+
 def test_kill_9_of_the_container_leaves_nothing_and_it_starts_again(bed: Testbed) -> None:
     add_container(bed, "victim", container("/bin/sleep 1000", "RunInit=yes\n"))
     bed.start_unit("victim.service")
@@ -288,3 +318,21 @@ def test_transient_run(bed: Testbed) -> None:
     assert "pid=1" in result.stdout
     units = bed.systemctl("list-units", "--all", "--plain", "--no-legend", "sdcontainer-run-*").stdout
     assert units.strip() == ""  # collected after it ran
+
+
+def test_transient_run_with_limits(bed: Testbed) -> None:
+    # (lower than the testbed's own limits: raising a hard limit needs CAP_SYS_RESOURCE,
+    # which the host running the tests may not have)
+    result = bed.run(
+        ["sdcontainer", "run", "-d", "--unit", "limited-run", "--memory", "40m", "--pids-limit", "30",
+         "--ulimit", "nofile=100:200,nproc=500", "--init", ROOTFS, "/bin/sleep", "1000"],
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert bed.show("limited-run.service", "MemoryMax") == str(40 << 20)
+    assert bed.show("limited-run.service", "TasksMax") == "30"
+    main_pid = bed.show("limited-run.service", "MainPID")
+    limits = bed.read_file(f"/proc/{main_pid}/limits")
+    assert re.search(r"^Max open files\s+100\s+200\s", limits, re.M), limits
+    assert re.search(r"^Max processes\s+500\s+500\s", limits, re.M), limits
+    bed.systemctl("stop", "limited-run.service")

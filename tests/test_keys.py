@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from sdcontainer.errors import ConfigError, UsageError
-from sdcontainer.keys import KEYS, QUADLET_ONLY_KEYS, spec_from_argv, spec_from_unit, spec_to_argv
+from sdcontainer.keys import (
+    KEYS,
+    QUADLET_ONLY_KEYS,
+    service_settings,
+    size_in_bytes,
+    spec_from_argv,
+    spec_from_unit,
+    spec_to_argv,
+)
 from sdcontainer.spec import BindMount, ContainerSpec, TmpfsMount
 from sdcontainer.unitfile import parse_text
 
@@ -63,7 +71,17 @@ def test_tmpfs_and_booleans_and_signals() -> None:
     [
         ("Rootfs=/r\nExec=x\nFrobnicate=1\n", 4, "unknown key Frobnicate= in [Container]"),
         ("Rootfs=/r\nExec=x\nPublishPort=80:80\n", 4, "Quadlet key that sdcontainer does not support yet"),
-        ("Rootfs=/r\nExec=x\nMemory=1G\n", 4, "use MemoryMax= in [Service]"),
+        ("Rootfs=/r\nExec=x\nServiceName=web\n", 4, "name the file after the service instead"),
+        ("Rootfs=/r\nExec=x\nMemory=lots\n", 4, "invalid Memory=: 'lots' is not a size"),
+        ("Rootfs=/r\nExec=x\nMemory=1.5.2g\n", 4, "invalid Memory=: '1.5.2g' is not a size"),
+        ("Rootfs=/r\nExec=x\nPidsLimit=-5\n", 4, "invalid PidsLimit=: '-5' is not a number of processes"),
+        ("Rootfs=/r\nExec=x\nUlimit=nofile\n", 4, "invalid Ulimit=: 'nofile' is not NAME=SOFT[:HARD]"),
+        ("Rootfs=/r\nExec=x\nUlimit=files=10\n", 4, "invalid Ulimit=: unknown limit 'files' (known: core,"),
+        ("Rootfs=/r\nExec=x\nUlimit=nofile=2048:1024\n", 4, "nofile: the soft limit 2048 is above the hard limit 1024"),
+        ("Rootfs=/r\nExec=x\nUlimit=nofile=-1:1024\n", 4, "the soft limit -1 is above the hard limit 1024"),
+        ("Rootfs=/r\nExec=x\nUlimit=nofile=lots\n", 4, "nofile limit 'lots' is not a number (or -1 for unlimited)"),
+        ("Rootfs=/r\nExec=x\nUlimit=nice=41\n", 4, "nice limit 41 is out of range"),
+        ("Rootfs=/r\nExec=x\nUlimit=cpu=1,nofile=x\n", 4, "invalid Ulimit=: nofile limit 'x'"),
         ("Rootfs=/r\nExec=x\nNetwork=bridge\n", 4, "Network=bridge is not supported yet"),
         ("Rootfs=/r\nExec=x\nReadOnly=maybe\n", 4, "invalid ReadOnly=: 'maybe' is not a boolean"),
         ("Rootfs=/r\nExec=x\nVolume=data:/data\n", 4, "named volume 'data' is not supported yet"),
@@ -89,6 +107,38 @@ def test_errors_name_file_line_and_key(body: str, line: int, fragment: str) -> N
 def test_errors_without_a_line(body: str, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         spec(body)
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [("0", 0), ("4096", 4096), ("512b", 512), ("64k", 64 << 10), ("512m", 512 << 20), ("512M", 512 << 20),
+     ("1g", 1 << 30), ("1.5g", 3 << 29), ("64MiB", 64 << 20), ("2 GB", 2 << 30), ("1t", 1 << 40),
+     ("0.5k", 512)],
+)  # fmt: skip
+def test_sizes_are_read_as_podman_reads_them(value: str, size: int) -> None:
+    assert size_in_bytes(value) == size
+
+
+@pytest.mark.parametrize("value", ["", "m", "1x", "-1", "1..5g", "1.g", ".5g", "5 gg", "5gbb", "5  g"])
+def test_sizes_podman_refuses_are_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="is not a size"):
+        size_in_bytes(value)
+
+
+def test_unit_level_keys_become_service_settings() -> None:
+    s = spec("Rootfs=/r\nExec=x\nMemory=1.5g\nPidsLimit=0\nUlimit=nofile=1024:2048\n"
+             "Ulimit=RLIMIT_NPROC=-1,CORE=0\nUlimit=cpu=10:-1\nUlimit=nofile=4096\nStopSignal=INT\n")
+    assert s.memory == "1536M" and s.pids_limit == "infinity"
+    assert s.ulimits == ("nofile=1024:2048", "nproc=infinity", "core=0", "cpu=10:infinity", "nofile=4096")
+    assert service_settings(s) == [
+        ("KillSignal", "SIGINT"), ("MemoryMax", "1536M"), ("TasksMax", "infinity"),
+        ("LimitNOFILE", "4096"), ("LimitNPROC", "infinity"), ("LimitCORE", "0"), ("LimitCPU", "10:infinity"),
+    ]  # fmt: skip
+    assert spec("Rootfs=/r\nExec=x\nMemory=0\nPidsLimit=-1\n").memory == "infinity"
+    assert spec("Rootfs=/r\nExec=x\nPidsLimit=-1\n").pids_limit == "infinity"
+    assert spec("Rootfs=/r\nExec=x\nMemory=\nUlimit=nofile=1\nUlimit=\n").memory is None
+    # host: the service's own limits, as podman's --ulimit host gives the host's
+    assert service_settings(spec("Rootfs=/r\nExec=x\nUlimit=nofile=10\nUlimit=host\n")) == []
 
 
 def test_quadlet_only_keys_do_not_overlap_the_table() -> None:
