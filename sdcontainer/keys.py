@@ -13,7 +13,7 @@ import os
 from sdcontainer.errors import ConfigError, UsageError
 from sdcontainer.record import record
 from sdcontainer.spec import BindMount, ContainerSpec, TmpfsMount
-from sdcontainer.text import ALNUM, DIGITS, LOWER, SIGNAL_NAMES, SIGNALS, UPPER, only, word
+from sdcontainer.text import ALNUM, DIGITS, LOWER, SIGNAL_NAMES, SIGNALS, UPPER, ip_address, only, word
 from sdcontainer.unitfile import Entry, UnitFile, parse_boolean, split_words, unquote
 
 TYPE_CHECKING = False
@@ -145,6 +145,50 @@ def parse_network(value: str, ctx: ParseContext) -> str:
         f"Network={value} is not supported yet; this version supports Network=none "
         "(the default: a private network namespace with only loopback) and Network=host"
     )
+
+
+_HOST_NAME = ALNUM + "-._"
+
+
+def parse_add_host(value: str, ctx: ParseContext) -> str:
+    """podman's --add-host: NAME[;NAME...]:IP, an extra line in /etc/hosts. The first ':'
+    ends the names, so an IPv6 address needs no brackets."""
+    names, colon, address = value.partition(":")
+    if not colon or not names:
+        raise ValueError(f"{value!r} is not NAME:IP")
+    for name in names.split(";"):
+        if not name:
+            raise ValueError(f"{value!r} has an empty host name")
+        if not word(name, _HOST_NAME, _HOST_NAME) and not ("%" in name and not ctx.expanded):
+            raise ValueError(f"{name!r} is not a host name (letters, digits, '-', '.' and '_')")
+    if address == "host-gateway":
+        raise ValueError("host-gateway is not supported yet: there is no network to reach the host by")
+    if not ip_address(address):
+        raise ValueError(f"{address!r} is not an IPv4 or IPv6 address")
+    return value
+
+
+def parse_dns_server(value: str, ctx: ParseContext) -> str:
+    if value == "none" or ip_address(value):
+        return value
+    raise ValueError(f"{value!r} is not an IP address (or none)")
+
+
+def parse_dns_search(value: str, ctx: ParseContext) -> str:
+    """A search domain, or '.' for none at all."""
+    labels = value[:-1].split(".") if value.endswith(".") and value != "." else value.split(".")
+    if value != "." and (
+        len(value) > 253 or not all(word(label, ALNUM, ALNUM + "-", 63) and label[-1] != "-" for label in labels)
+    ):
+        raise ValueError(f"{value!r} is not a domain name (or . for no search domains)")
+    return value
+
+
+def parse_dns_option(value: str, ctx: ParseContext) -> str:
+    """A resolv.conf option, such as ndots:2, edns0 or timeout:1 (resolv.conf(5))."""
+    if not word(value, ALNUM, ALNUM + ":._-"):
+        raise ValueError(f"{value!r} is not a resolver option (such as ndots:2 or edns0)")
+    return value
 
 
 def parse_signal(value: str, ctx: ParseContext) -> str:
@@ -459,6 +503,49 @@ KEYS: tuple[Key, ...] = (
         "*host*: the host's network namespace. Other modes are refused for now.",
     ),
     Key(
+        "AddHost",
+        "list",
+        "add_hosts",
+        parse_add_host,
+        option="--add-host",
+        metavar="NAME:IP",
+        separator=",",
+        doc="A line for the container's /etc/hosts: _NAME_ (several joined by ;) at the IPv4 "
+        "or IPv6 address _IP_.",
+    ),
+    Key(
+        "DNS",
+        "list",
+        "dns_servers",
+        parse_dns_server,
+        option="--dns",
+        metavar="IP",
+        separator=",",
+        doc="A name server for the container's /etc/resolv.conf, in place of the host's; *none*: "
+        "no generated /etc/resolv.conf, the image's own is used.",
+    ),
+    Key(
+        "DNSSearch",
+        "list",
+        "dns_search",
+        parse_dns_search,
+        option="--dns-search",
+        metavar="DOMAIN",
+        separator=",",
+        doc="A search domain for the container's /etc/resolv.conf, in place of the host's; . for none.",
+    ),
+    Key(
+        "DNSOption",
+        "list",
+        "dns_options",
+        parse_dns_option,
+        option="--dns-option",
+        metavar="OPTION",
+        separator=",",
+        doc="A resolver option (resolv.conf(5)) for the container's /etc/resolv.conf, in place of "
+        "the host's.",
+    ),
+    Key(
         "Label",
         "words",
         "labels",
@@ -578,14 +665,10 @@ KEYS_BY_OPTION = {key.option: key for key in KEYS if key.option}
 QUADLET_ONLY_KEYS = frozenset(
     [
         "AddDevice",
-        "AddHost",
         "AppArmor",
         "AutoUpdate",
         "CgroupsMode",
         "ContainersConfModule",
-        "DNS",
-        "DNSOption",
-        "DNSSearch",
         "EnvironmentHost",
         "ExposeHostPort",
         "GIDMap",
@@ -743,6 +826,10 @@ def validate(spec: ContainerSpec) -> None:
         raise SpecError("no command: set Exec= (and/or Entrypoint=)")
     if spec.group and not spec.user:
         raise SpecError("Group= requires User=", "group")
+    if "none" in spec.dns_servers and len(spec.dns_servers) > 1:
+        raise SpecError("DNS=none cannot be combined with name servers", "dns_servers")
+    if "." in spec.dns_search and len(spec.dns_search) > 1:
+        raise SpecError("DNSSearch=. (no search domains) cannot be combined with domains", "dns_search")
 
 
 # --- spec -> [Service] settings -------------------------------------------------------------

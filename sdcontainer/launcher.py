@@ -132,8 +132,8 @@ class Plan:
         self.caps &= own_bounding_set()
         self.listen_fds = _listen_fds()
         self.listen_fdnames = os.environ.get("LISTEN_FDNAMES") if self.listen_fds else None
-        self.hosts = etc_hosts(self.hostname)
-        self.resolv_conf = etc_resolv_conf(spec.network)
+        self.hosts = etc_hosts(self.hostname, spec.add_hosts)
+        self.resolv_conf = etc_resolv_conf(spec)
 
 
 def _listen_fds() -> int:

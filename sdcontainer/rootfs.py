@@ -23,6 +23,7 @@ from sdcontainer.step import Step, launch_error, reason
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from sdcontainer.launcher import Plan
+    from sdcontainer.spec import ContainerSpec
 
 # An empty host directory the container's scratch tmpfs is mounted on; the mount exists only
 # in the container's private mount namespace, so the host never sees anything there.
@@ -214,22 +215,23 @@ def _mask_paths(root: str) -> None:
             linux.mount(None, full, None, flags | linux.MS_NOEXEC)
 
 
-def etc_hosts(hostname: str) -> str:
-    """The container's /etc/hosts: localhost and its own name."""
-    return (
+def etc_hosts(hostname: str, add_hosts: tuple[str, ...] = ()) -> str:
+    """The container's /etc/hosts: AddHost= lines first (so they win, as in podman), then
+    localhost and its own name."""
+    extra = ""
+    for item in add_hosts:
+        names, _, address = item.partition(":")
+        extra += f"{address}\t{' '.join(names.split(';'))}\n"
+    return extra + (
         "127.0.0.1\tlocalhost localhost.localdomain\n"
         "::1\tlocalhost ip6-localhost ip6-loopback\n"
         f"127.0.1.1\t{hostname}\n"
     )
 
 
-def etc_resolv_conf(network: str) -> str:
-    """The container's /etc/resolv.conf, read on the host when the launcher plans the start."""
-    if network != "host":
-        return "# sdcontainer: Network=none, this container has no network and no name servers\n"
-    path = "/etc/resolv.conf"
+def _host_resolv_conf() -> str:
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with open("/etc/resolv.conf", encoding="utf-8", errors="replace") as f:
             text = f.read()
         # The systemd-resolved stub works in the host netns too, but the upstream list is what
         # podman uses, and keeps working if the container later gets a network of its own.
@@ -241,11 +243,44 @@ def etc_resolv_conf(network: str) -> str:
     return text
 
 
+def etc_resolv_conf(spec: ContainerSpec) -> str | None:
+    """The container's /etc/resolv.conf, read on the host when the launcher plans the start;
+    None with DNS=none (the image's own is left alone). DNS=, DNSSearch= and DNSOption= each
+    replace that part of the host's file, as podman does."""
+    if spec.dns_servers == ("none",):
+        return None
+    if not (spec.dns_servers or spec.dns_search or spec.dns_options):
+        if spec.network == "host":
+            return _host_resolv_conf()
+        return "# sdcontainer: Network=none, this container has no network and no name servers\n"
+    text = _host_resolv_conf() if spec.network == "host" else ""
+    servers: list[str] = []
+    search: list[str] = []
+    options: list[str] = []
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] == ["nameserver"] and len(words) > 1:
+            servers.append(words[1])
+        elif words[:1] in (["search"], ["domain"]):
+            search = words[1:]  # the last of them counts (resolv.conf(5))
+        elif words[:1] == ["options"]:
+            options += words[1:]
+    servers = list(spec.dns_servers) or servers
+    search = [] if spec.dns_search == (".",) else list(spec.dns_search) or search
+    options = list(spec.dns_options) or options
+    lines = [f"search {' '.join(search)}"] if search else []
+    lines += [f"nameserver {server}" for server in servers]
+    lines += [f"options {' '.join(options)}"] if options else []
+    return "".join(line + "\n" for line in lines)
+
+
 def _write_etc_files(plan: Plan, root_fd: int, scratch: str) -> None:
     """/etc/hostname, hosts and resolv.conf: written in the scratch tmpfs and bind-mounted
     over the image's, so the source tree is never written and a symlink in the image
     (resolv.conf -> ../run/...) cannot send them elsewhere."""
-    files = {"hostname": plan.hostname + "\n", "hosts": plan.hosts, "resolv.conf": plan.resolv_conf}
+    files = {"hostname": plan.hostname + "\n", "hosts": plan.hosts}
+    if plan.resolv_conf is not None:
+        files["resolv.conf"] = plan.resolv_conf
     os.mkdir(f"{scratch}/etc", 0o755)
     with Step("create /etc"):
         etc = open_in_root(root_fd, "/etc", create="dir")

@@ -51,6 +51,10 @@ class ContainerSpec:
     read_only: bool = False
     read_only_tmpfs: bool = True
     network: str = "none"
+    add_hosts: tuple[str, ...] = ()  # "name[;name]:ip"
+    dns_servers: tuple[str, ...] = ()  # IP addresses, or ("none",)
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
     annotations: tuple[str, ...] = ()
     stop_signal: str | None = None

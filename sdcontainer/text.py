@@ -37,3 +37,32 @@ SIGNALS = {
     if name.startswith("SIG") and not name.startswith("SIG_") and name not in _ALIASES
 }
 SIGNAL_NAMES = {number: name for name, number in SIGNALS.items()}
+
+
+def ipv4_address(value: str) -> bool:
+    """Four decimal numbers 0-255 joined by dots, without leading zeros (as Go's ParseIP)."""
+    parts = value.split(".")
+    return len(parts) == 4 and all(
+        word(p, DIGITS, DIGITS, 3) and int(p) <= 255 and (p == "0" or p[0] != "0") for p in parts
+    )
+
+
+def ipv6_address(value: str) -> bool:
+    """RFC 4291 text: eight groups of up to four hex digits, one :: for a run of zero groups,
+    perhaps an IPv4 address as the last 32 bits; no zone (%eth0)."""
+    if "." in value:
+        head, _, last = value.rpartition(":")
+        if not head or not ipv4_address(last):
+            return False
+        value = head + ":0:0"  # the IPv4 part stands for two groups
+    if value.count("::") > 1:
+        return False
+    front, double, back = value.partition("::")
+    groups = (front.split(":") if front else []) + (back.split(":") if back else [])
+    if not all(word(g, HEX, HEX, 4) for g in groups):
+        return False
+    return len(groups) < 8 if double else len(groups) == 8
+
+
+def ip_address(value: str) -> bool:
+    return ipv4_address(value) or ipv6_address(value)

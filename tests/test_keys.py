@@ -82,6 +82,16 @@ def test_tmpfs_and_booleans_and_signals() -> None:
         ("Rootfs=/r\nExec=x\nUlimit=nofile=lots\n", 4, "nofile limit 'lots' is not a number (or -1 for unlimited)"),
         ("Rootfs=/r\nExec=x\nUlimit=nice=41\n", 4, "nice limit 41 is out of range"),
         ("Rootfs=/r\nExec=x\nUlimit=cpu=1,nofile=x\n", 4, "invalid Ulimit=: nofile limit 'x'"),
+        ("Rootfs=/r\nExec=x\nAddHost=db\n", 4, "invalid AddHost=: 'db' is not NAME:IP"),
+        ("Rootfs=/r\nExec=x\nAddHost=db:300.1.1.1\n", 4, "invalid AddHost=: '300.1.1.1' is not an IPv4 or IPv6 address"),
+        ("Rootfs=/r\nExec=x\nAddHost=a;;b:10.0.0.1\n", 4, "invalid AddHost=: 'a;;b:10.0.0.1' has an empty host name"),
+        ("Rootfs=/r\nExec=x\nAddHost=a b:10.0.0.1\n", 4, "invalid AddHost=: 'a b' is not a host name"),
+        ("Rootfs=/r\nExec=x\nAddHost=gw:host-gateway\n", 4, "invalid AddHost=: host-gateway is not supported yet"),
+        ("Rootfs=/r\nExec=x\nDNS=8.8.8.8,dns.google\n", 4, "invalid DNS=: 'dns.google' is not an IP address (or none)"),
+        ("Rootfs=/r\nExec=x\nDNS=none\nDNS=8.8.8.8\n", 5, "DNS=none cannot be combined with name servers"),
+        ("Rootfs=/r\nExec=x\nDNSSearch=-bad.example\n", 4, "invalid DNSSearch=: '-bad.example' is not a domain name"),
+        ("Rootfs=/r\nExec=x\nDNSSearch=.,example.com\n", 4, "DNSSearch=. (no search domains) cannot be combined"),
+        ("Rootfs=/r\nExec=x\nDNSOption=ndots 2\n", 4, "invalid DNSOption=: 'ndots 2' is not a resolver option"),
         ("Rootfs=/r\nExec=x\nNetwork=bridge\n", 4, "Network=bridge is not supported yet"),
         ("Rootfs=/r\nExec=x\nReadOnly=maybe\n", 4, "invalid ReadOnly=: 'maybe' is not a boolean"),
         ("Rootfs=/r\nExec=x\nVolume=data:/data\n", 4, "named volume 'data' is not supported yet"),
@@ -141,12 +151,24 @@ def test_unit_level_keys_become_service_settings() -> None:
     assert service_settings(spec("Rootfs=/r\nExec=x\nUlimit=nofile=10\nUlimit=host\n")) == []
 
 
+def test_comma_separated_values_are_items_of_their_own() -> None:
+    s = spec("Rootfs=/r\nExec=x\nDNS=192.0.2.1,2001:db8::1\nDNS=192.0.2.2\nDNSSearch=a.example,b.example.\n"
+             "DNSOption=ndots:2,edns0\nAddHost=a;b:10.0.0.1,c:::1\n")
+    assert s.dns_servers == ("192.0.2.1", "2001:db8::1", "192.0.2.2")
+    assert s.dns_search == ("a.example", "b.example.")
+    assert s.dns_options == ("ndots:2", "edns0")
+    assert s.add_hosts == ("a;b:10.0.0.1", "c:::1")
+    assert spec_from_argv(["--rootfs", "/r", "--dns", "192.0.2.1,192.0.2.2", "--", "x"]).dns_servers == (
+        "192.0.2.1", "192.0.2.2")
+
+
 def test_quadlet_only_keys_do_not_overlap_the_table() -> None:
     assert not QUADLET_ONLY_KEYS & {k.name for k in KEYS}
 
 
 ROUND_TRIP = [
     ContainerSpec(rootfs="/r", exec=("/bin/true",)),
+    ContainerSpec(rootfs="/r", exec=("/bin/true",), dns_servers=("none",), dns_search=(".",)),
     ContainerSpec(
         name="web@1",
         unit="web@1.service",
@@ -164,6 +186,10 @@ ROUND_TRIP = [
         read_only=True,
         read_only_tmpfs=False,
         network="host",
+        add_hosts=("db;db.local:192.0.2.10", "v6:2001:db8::1"),
+        dns_servers=("192.0.2.53", "2001:db8::53"),
+        dns_search=("example.com", "example.org"),
+        dns_options=("ndots:2", "edns0"),
         labels=("a=b",),
         annotations=("c=d",),
         run_init=True,

@@ -368,6 +368,40 @@ def test_etc_files_are_generated(busybox_rootfs: str) -> None:
         assert out == host
 
 
+def test_add_host_lines_come_first_in_etc_hosts(busybox_rootfs: str) -> None:
+    hosts = ok(sh(busybox_rootfs, "cat /etc/hosts", hostname="hbox",
+                  add_hosts=("db;db.local:192.0.2.10", "v6:2001:db8::33")))
+    assert hosts == ("192.0.2.10\tdb db.local\n2001:db8::33\tv6\n127.0.0.1\tlocalhost localhost.localdomain\n"
+                     "::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\thbox\n")
+
+
+def test_dns_keys_write_resolv_conf(busybox_rootfs: str) -> None:
+    out = ok(sh(busybox_rootfs, "cat /etc/resolv.conf", dns_servers=("192.0.2.53", "2001:db8::53"),
+                dns_search=("example.com", "corp.example"), dns_options=("ndots:2", "edns0")))
+    assert out == ("search example.com corp.example\nnameserver 192.0.2.53\nnameserver 2001:db8::53\n"
+                   "options ndots:2 edns0\n")
+    # With the host's network, what is not given comes from the host's file.
+    out = ok(sh(busybox_rootfs, "cat /etc/resolv.conf", network="host", dns_search=("example.com",)))
+    host = launcher.etc_resolv_conf(ContainerSpec(network="host")) or ""
+    host_servers = [line for line in host.splitlines() if line.split()[:1] == ["nameserver"]]
+    assert out.startswith("search example.com\n")
+    assert [line for line in out.splitlines() if line.startswith("nameserver ")] == host_servers
+    # DNSSearch=. : no search domains at all
+    out = ok(sh(busybox_rootfs, "cat /etc/resolv.conf", dns_servers=("192.0.2.53",), dns_search=(".",)))
+    assert out == "nameserver 192.0.2.53\n"
+
+
+def test_dns_none_leaves_the_images_resolv_conf(busybox_rootfs: str, tmp_path: Path) -> None:
+    image = tmp_path / "image"
+    subprocess.run(["cp", "-a", busybox_rootfs, str(image)], check=True)
+    (image / "etc" / "resolv.conf").write_text("nameserver 198.51.100.1\n")
+    out = ok(sh(str(image), "cat /etc/resolv.conf; grep -c ' /etc/resolv.conf ' /proc/self/mountinfo; true",
+                dns_servers=("none",)))
+    assert out == "nameserver 198.51.100.1\n0\n"
+    out = ok(sh(busybox_rootfs, "ls /etc/resolv.conf 2>/dev/null; echo rc=$?", dns_servers=("none",)))
+    assert out == "rc=1\n"
+
+
 def test_read_only_root_with_writable_tmp(busybox_rootfs: str) -> None:
     result = sh(busybox_rootfs, "touch /x; echo root=$?; for d in /tmp /var/tmp /run; do touch $d/x; "
                 "echo $d=$?; done", read_only=True)
