@@ -13,7 +13,7 @@ import os
 from sdcontainer.errors import ConfigError, UsageError
 from sdcontainer.record import record
 from sdcontainer.spec import BindMount, ContainerSpec, TmpfsMount
-from sdcontainer.text import ALNUM, DIGITS, LOWER, SIGNAL_NAMES, SIGNALS, UPPER, ip_address, only, word
+from sdcontainer.text import ALNUM, DIGITS, LOWER, SIGNAL_NAMES, SIGNALS, UPPER, check_glob, ip_address, only, word
 from sdcontainer.unitfile import Entry, UnitFile, parse_boolean, split_words, unquote
 
 TYPE_CHECKING = False
@@ -300,6 +300,46 @@ def parse_ulimit(value: str, ctx: ParseContext) -> str:
     return f"{name}={show(soft)}" + (f":{show(hard)}" if colon else "")
 
 
+def parse_shm_size(value: str, ctx: ParseContext) -> str:
+    """ShmSize=: the size= of the /dev/shm tmpfs (0: no limit, as tmpfs reads it)."""
+    return format_size(size_in_bytes(value))
+
+
+def parse_unmask(value: str, ctx: ParseContext) -> str:
+    """An absolute path or glob pattern (Go's filepath.Match), or ALL."""
+    if value.lower() == "all":
+        return "ALL"
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} is not an absolute path, a pattern such as /proc/* or ALL")
+    try:
+        check_glob(value)
+    except ValueError as error:
+        raise ValueError(f"{value!r}: {error}") from None
+    return value
+
+
+# podman's namespaced sysctls (pkg/util ValidateSysctls): the IPC namespace's, and net.*
+SYSCTL_NAMES = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+                "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")  # fmt: skip
+SYSCTL_PREFIXES = ("fs.mqueue.", "net.")
+
+
+def parse_sysctl(value: str, ctx: ParseContext) -> str:
+    name, eq, setting = value.partition("=")
+    if not eq or not name or not setting:
+        raise ValueError(f"{value!r} is not NAME=VALUE")
+    if name.strip() != name or setting.strip() != setting or "\n" in setting:
+        raise ValueError(f"{value!r} has spaces around the name or the value")
+    if not word(name, LOWER, ALNUM + "._-"):
+        raise ValueError(f"{name!r} is not a sysctl name (such as net.ipv4.ip_forward)")
+    if name not in SYSCTL_NAMES and not name.startswith(SYSCTL_PREFIXES):
+        raise ValueError(
+            f"sysctl {name} is not allowed: only the container's own namespaces may be tuned "
+            f"({', '.join(SYSCTL_NAMES)}, fs.mqueue.* and net.*)"
+        )
+    return value
+
+
 def parse_entrypoint(value: str, ctx: ParseContext) -> tuple[str, ...]:
     """Like podman's --entrypoint: a JSON array, or one program path; empty clears it."""
     if value.startswith("["):
@@ -474,6 +514,16 @@ KEYS: tuple[Key, ...] = (
         "(tmpfs mount options such as size=64m,mode=1777, or exec) say otherwise.",
     ),
     Key(
+        "ShmSize",
+        "single",
+        "shm_size",
+        parse_shm_size,
+        option="--shm-size",
+        metavar="SIZE",
+        doc="The size of the tmpfs on /dev/shm: bytes, or a number with k, m or g (powers of "
+        "1024); 0 means no limit. Default: 64m.",
+    ),
+    Key(
         "ReadOnly",
         "single",
         "read_only",
@@ -623,6 +673,40 @@ KEYS: tuple[Key, ...] = (
         doc="Capabilities removed from the default set; *all* removes every one.",
     ),
     Key(
+        "Mask",
+        "words",
+        "masks",
+        parse_abs_path,
+        option="--mask",
+        metavar="PATH[:PATH...]",
+        separator=":",
+        doc="Paths in the container made unreadable, as podman masks /proc/kcore: a directory "
+        "gets an empty read-only tmpfs, anything else /dev/null.",
+    ),
+    Key(
+        "Unmask",
+        "words",
+        "unmasks",
+        parse_unmask,
+        option="--unmask",
+        metavar="PATTERN[:PATTERN...]|ALL",
+        separator=":",
+        doc="Paths (or patterns such as /proc/*) taken out of the default masked and read-only "
+        "paths; *ALL* takes out every one.",
+    ),
+    Key(
+        "Sysctl",
+        "words",
+        "sysctls",
+        parse_sysctl,
+        option="--sysctl",
+        metavar="NAME=VALUE",
+        separator=",",
+        doc="Kernel parameters of the container's own namespaces, set before it starts: "
+        "kernel.msgmax, msgmnb, msgmni, sem, shmall, shmmax, shmmni and shm_rmid_forced, "
+        "fs.mqueue.* and net.* (not with *Network=host*).",
+    ),
+    Key(
         "Memory",
         "single",
         "memory",
@@ -693,7 +777,6 @@ QUADLET_ONLY_KEYS = frozenset(
         "IP6",
         "LogDriver",
         "LogOpt",
-        "Mask",
         "Mount",
         "NetworkAlias",
         "Notify",
@@ -717,14 +800,11 @@ QUADLET_ONLY_KEYS = frozenset(
         "SecurityLabelNested",
         "SecurityLabelType",
         "ServiceName",
-        "ShmSize",
         "StartWithPod",
         "SubGIDMap",
         "SubUIDMap",
-        "Sysctl",
         "Timezone",
         "UIDMap",
-        "Unmask",
         "UserNS",
         "VolatileTmp",
     ]
@@ -826,6 +906,12 @@ def validate(spec: ContainerSpec) -> None:
         raise SpecError("no command: set Exec= (and/or Entrypoint=)")
     if spec.group and not spec.user:
         raise SpecError("Group= requires User=", "group")
+    for item in spec.sysctls:
+        if spec.network == "host" and item.startswith("net."):
+            raise SpecError(
+                f"Sysctl={item}: net.* sysctls cannot be set with Network=host (they would change the host's)",
+                "sysctls",
+            )
     if "none" in spec.dns_servers and len(spec.dns_servers) > 1:
         raise SpecError("DNS=none cannot be combined with name servers", "dns_servers")
     if "." in spec.dns_search and len(spec.dns_search) > 1:

@@ -19,6 +19,7 @@ import stat
 from sdcontainer import linux
 from sdcontainer.security import MASKED_PATHS, READONLY_PATHS
 from sdcontainer.step import Step, launch_error, reason
+from sdcontainer.text import glob_match
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def _mount_tmpfs(root_fd: int, target: str, flags: int, data: str) -> None:
             os.close(fd)
 
 
-def _make_dev(root: str, stdin_is_tty: bool) -> None:
+def _make_dev(root: str, stdin_is_tty: bool, shm_size: str) -> None:
     dev = f"{root}/dev"
     with Step("mount tmpfs on /dev"):
         linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_STRICTATIME, "mode=755,size=65536k")
@@ -157,8 +158,8 @@ def _make_dev(root: str, stdin_is_tty: bool) -> None:
         linux.mount("devpts", f"{dev}/pts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
                     "newinstance,ptmxmode=0666,mode=0620,gid=5")
     nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
-    with Step("mount tmpfs on /dev/shm"):
-        linux.mount("shm", f"{dev}/shm", "tmpfs", nosuid_nodev_noexec, "mode=1777,size=65536k")
+    with Step(f"mount tmpfs on /dev/shm (size={shm_size})"):
+        linux.mount("shm", f"{dev}/shm", "tmpfs", nosuid_nodev_noexec, f"mode=1777,size={shm_size}")
     try:
         linux.mount("mqueue", f"{dev}/mqueue", "mqueue", nosuid_nodev_noexec)
     except OSError as error:
@@ -190,29 +191,63 @@ def _mount_sys(root: str) -> None:
             os.close(tree)
 
 
-def _mask_paths(root: str) -> None:
-    """Hide kernel information podman hides. These paths are inside the fresh proc and sysfs
-    mounts, which the image cannot have planted symlinks in."""
+def should_mask(path: str, unmasks: tuple[str, ...]) -> bool:
+    """podman's shouldMask: a default masked or read-only path stays unless Unmask= names it
+    (a filepath.Match pattern) or is ALL."""
+    return not any(pattern == "ALL" or glob_match(pattern, path) for pattern in unmasks)
+
+
+def _mask(root: str, fd_or_path: str, what: str) -> None:
+    with Step(f"mask {what}"):
+        if stat.S_ISDIR(os.stat(fd_or_path).st_mode):
+            linux.mount("tmpfs", fd_or_path, "tmpfs", linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
+                        | linux.MS_NOEXEC, "size=0")
+        else:
+            linux.mount(f"{root}/dev/null", fd_or_path, None, linux.MS_BIND)
+
+
+def _mask_paths(root: str, root_fd: int, masks: tuple[str, ...], unmasks: tuple[str, ...]) -> None:
+    """Hide kernel information podman hides, and make its read-only paths read-only, but for
+    what Unmask= takes out. Those paths are inside the fresh proc and sysfs mounts, which the
+    image cannot have planted symlinks in. Mask= paths may be anywhere in the image: they are
+    resolved inside the root (open_in_root) and mounted over by fd; a missing one is skipped,
+    as runc does."""
     for path in MASKED_PATHS:
-        full = root + path
+        if os.path.lexists(root + path) and should_mask(path, unmasks):
+            _mask(root, root + path, path)
+    for path in masks:
         try:
-            mode = os.lstat(full).st_mode
-        except FileNotFoundError:
+            fd = open_in_root(root_fd, path)
+        except (FileNotFoundError, NotADirectoryError):
             continue
-        with Step(f"mask {path}"):
-            if stat.S_ISDIR(mode):
-                linux.mount("tmpfs", full, "tmpfs", linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
-                            | linux.MS_NOEXEC, "size=0")
-            else:
-                linux.mount(f"{root}/dev/null", full, None, linux.MS_BIND)
+        except OSError as error:
+            raise launch_error(f"mask {path}: {reason(error)}") from None
+        try:
+            _mask(root, _fd_path(fd), path)
+        finally:
+            os.close(fd)
     flags = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
     for path in READONLY_PATHS:
         full = root + path
-        if not os.path.lexists(full):
+        if not os.path.lexists(full) or not should_mask(path, unmasks):
             continue
         with Step(f"make {path} read-only"):
             linux.mount(full, full, None, linux.MS_BIND | linux.MS_REC)
             linux.mount(None, full, None, flags | linux.MS_NOEXEC)
+
+
+def _set_sysctls(root: str, sysctls: tuple[str, ...]) -> None:
+    """Sysctl=, written in the fresh /proc before /proc/sys becomes read-only: the values
+    belong to the container's own IPC and network namespaces (keys.parse_sysctl allows no
+    other, and no net.* with Network=host)."""
+    for item in sysctls:
+        name, _, value = item.partition("=")
+        with Step(f"sysctl {name}={value}"):
+            fd = os.open(f"{root}/proc/sys/{name.replace('.', '/')}", os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.write(fd, value.encode())
+            finally:
+                os.close(fd)
 
 
 def etc_hosts(hostname: str, add_hosts: tuple[str, ...] = ()) -> str:
@@ -343,13 +378,14 @@ def build_root(plan: Plan) -> str:
                 raise launch_error(f"create /{name}: {reason(error)}") from None
         with Step("mount proc on /proc"):
             linux.mount("proc", f"{root}/proc", "proc", linux.MS_NOSUID | linux.MS_NOEXEC | linux.MS_NODEV)
-        _make_dev(root, os.isatty(0))
+        _make_dev(root, os.isatty(0), spec.shm_size or "64M")
         _mount_sys(root)
         with Step("set the host name"):
             linux.sethostname(plan.hostname)
         if spec.network == "none":
             with Step("bring up the loopback interface"):
                 linux.interface_up("lo")
+        _set_sysctls(root, spec.sysctls)
         if spec.read_only and spec.read_only_tmpfs:
             for target, mode in (("/tmp", "1777"), ("/var/tmp", "1777"), ("/run", "755")):
                 _mount_tmpfs(root_fd, target, linux.MS_NOSUID | linux.MS_NODEV, f"mode={mode}")
@@ -375,7 +411,7 @@ def build_root(plan: Plan) -> str:
                 # read-only, so the container cannot rewrite the host's tini (CVE-2019-5736)
                 _bind(TINI, root_fd, "/dev/init", "file", linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID
                       | linux.MOUNT_ATTR_NODEV)
-        _mask_paths(root)
+        _mask_paths(root, root_fd, spec.masks, spec.unmasks)
         if spec.read_only:
             with Step("make / read-only"):
                 linux.mount_setattr(root_fd, linux.MOUNT_ATTR_RDONLY, filename="/")

@@ -48,6 +48,7 @@ class ContainerSpec:
     hostname: str | None = None
     volumes: tuple[BindMount, ...] = ()
     tmpfs: tuple[TmpfsMount, ...] = ()
+    shm_size: str | None = None  # size= of the /dev/shm tmpfs: 64M
     read_only: bool = False
     read_only_tmpfs: bool = True
     network: str = "none"
@@ -63,6 +64,9 @@ class ContainerSpec:
     no_new_privileges: bool = True
     add_capabilities: tuple[str, ...] = ()
     drop_capabilities: tuple[str, ...] = ()
+    masks: tuple[str, ...] = ()  # paths to mask, besides security.MASKED_PATHS
+    unmasks: tuple[str, ...] = ()  # patterns taken out of the default masked and read-only paths, or ALL
+    sysctls: tuple[str, ...] = ()  # "name=value"
     memory: str | None = None  # MemoryMax= of the unit: 512M, infinity
     pids_limit: str | None = None  # TasksMax= of the unit
     ulimits: tuple[str, ...] = ()  # "nofile=1024:2048", "host"

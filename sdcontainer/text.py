@@ -66,3 +66,78 @@ def ipv6_address(value: str) -> bool:
 
 def ip_address(value: str) -> bool:
     return ipv4_address(value) or ipv6_address(value)
+
+
+def _glob_class(pattern: str, i: int) -> tuple[list[tuple[str, str]], bool, int]:
+    """The [...] class starting after the '[' at pattern[i-1]: (ranges, negated, index past ']')."""
+    negated = pattern[i : i + 1] == "^"
+    i += negated
+    ranges: list[tuple[str, str]] = []
+
+    def char(i: int) -> tuple[str, int]:
+        if i >= len(pattern) or pattern[i] in "-]":
+            raise ValueError("malformed [...] in the pattern")
+        if pattern[i] == "\\":
+            i += 1
+            if i >= len(pattern):
+                raise ValueError("the pattern ends in \\")
+        return pattern[i], i + 1
+
+    while True:
+        if pattern[i : i + 1] == "]" and ranges:
+            return ranges, negated, i + 1
+        low, i = char(i)
+        high = low
+        if pattern[i : i + 1] == "-":
+            high, i = char(i + 1)
+        ranges.append((low, high))
+
+
+def check_glob(pattern: str) -> None:
+    """Raises ValueError where Go's filepath.Match would say ErrBadPattern."""
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "[":
+            i = _glob_class(pattern, i + 1)[2]
+        elif pattern[i] == "\\":
+            if i + 1 >= len(pattern):
+                raise ValueError("the pattern ends in \\")
+            i += 2
+        else:
+            i += 1
+
+
+def glob_match(pattern: str, name: str) -> bool:
+    """Go's path/filepath.Match, without fnmatch (which imports re): * matches any run of
+    characters but '/', ? one character but '/', [a-z] and [^a-z] classes, \\ escapes."""
+
+    def match(i: int, j: int) -> bool:
+        while i < len(pattern):
+            c = pattern[i]
+            if c == "*":
+                while i < len(pattern) and pattern[i] == "*":
+                    i += 1
+                for k in range(j, len(name) + 1):
+                    if match(i, k):
+                        return True
+                    if k < len(name) and name[k] == "/":
+                        return False
+                return False
+            if j >= len(name) or name[j] == "/" and c in "?[":
+                return False
+            if c == "[":
+                ranges, negated, i = _glob_class(pattern, i + 1)
+                if any(low <= name[j] <= high for low, high in ranges) == negated:
+                    return False
+            elif c == "?":
+                i += 1
+            else:
+                if c == "\\":
+                    i += 1
+                if pattern[i] != name[j]:
+                    return False
+                i += 1
+            j += 1
+        return j == len(name)
+
+    return match(0, 0)

@@ -92,6 +92,16 @@ def test_tmpfs_and_booleans_and_signals() -> None:
         ("Rootfs=/r\nExec=x\nDNSSearch=-bad.example\n", 4, "invalid DNSSearch=: '-bad.example' is not a domain name"),
         ("Rootfs=/r\nExec=x\nDNSSearch=.,example.com\n", 4, "DNSSearch=. (no search domains) cannot be combined"),
         ("Rootfs=/r\nExec=x\nDNSOption=ndots 2\n", 4, "invalid DNSOption=: 'ndots 2' is not a resolver option"),
+        ("Rootfs=/r\nExec=x\nShmSize=64q\n", 4, "invalid ShmSize=: '64q' is not a size"),
+        ("Rootfs=/r\nExec=x\nMask=/proc/a:proc/b\n", 4, "invalid Mask=: 'proc/b' is not an absolute path"),
+        ("Rootfs=/r\nExec=x\nUnmask=/proc/[a\n", 4, "invalid Unmask=: '/proc/[a': malformed [...] in the pattern"),
+        ("Rootfs=/r\nExec=x\nUnmask=proc/*\n", 4, "invalid Unmask=: 'proc/*' is not an absolute path, a pattern"),
+        ("Rootfs=/r\nExec=x\nSysctl=kernel.shmmax\n", 4, "invalid Sysctl=: 'kernel.shmmax' is not NAME=VALUE"),
+        ("Rootfs=/r\nExec=x\nSysctl=kernel.domainname=x\n", 4, "sysctl kernel.domainname is not allowed: only the container's own namespaces"),
+        ("Rootfs=/r\nExec=x\nSysctl=vm.swappiness=1\n", 4, "sysctl vm.swappiness is not allowed"),
+        ("Rootfs=/r\nExec=x\nSysctl=\"kernel.sem= 1 2 3 4\"\n", 4, "has spaces around the name or the value"),
+        ("Rootfs=/r\nExec=x\nSysctl=net/ipv4/ip_forward=1\n", 4, "'net/ipv4/ip_forward' is not a sysctl name"),
+        ("Rootfs=/r\nNetwork=host\nSysctl=net.ipv4.ip_forward=1\nExec=x\n", 4, "net.* sysctls cannot be set with Network=host"),
         ("Rootfs=/r\nExec=x\nNetwork=bridge\n", 4, "Network=bridge is not supported yet"),
         ("Rootfs=/r\nExec=x\nReadOnly=maybe\n", 4, "invalid ReadOnly=: 'maybe' is not a boolean"),
         ("Rootfs=/r\nExec=x\nVolume=data:/data\n", 4, "named volume 'data' is not supported yet"),
@@ -162,6 +172,19 @@ def test_comma_separated_values_are_items_of_their_own() -> None:
         "192.0.2.1", "192.0.2.2")
 
 
+def test_masks_sysctls_and_shm_size() -> None:
+    s = spec("Rootfs=/r\nExec=x\nMask=/proc/sys/foo:/proc/sys/bar /x//y/\nMask=/proc/sys/foobar\n"
+             "Unmask=/proc/sys/foo:/proc/*\nUnmask=all\nShmSize=5g\n"
+             "Sysctl=net.ipv6.conf.all.disable_ipv6=1 \"kernel.sem=250 32000 32 128\"\n"
+             "Sysctl=kernel.shmmax=1,fs.mqueue.msg_max=20\n")
+    assert s.masks == ("/proc/sys/foo", "/proc/sys/bar", "/x/y", "/proc/sys/foobar")
+    assert s.unmasks == ("/proc/sys/foo", "/proc/*", "ALL")
+    assert s.shm_size == "5G"
+    assert s.sysctls == ("net.ipv6.conf.all.disable_ipv6=1", "kernel.sem=250 32000 32 128", "kernel.shmmax=1",
+                         "fs.mqueue.msg_max=20")
+    assert spec("Rootfs=/r\nExec=x\nShmSize=0\n").shm_size == "0"
+
+
 def test_quadlet_only_keys_do_not_overlap_the_table() -> None:
     assert not QUADLET_ONLY_KEYS & {k.name for k in KEYS}
 
@@ -183,6 +206,7 @@ ROUND_TRIP = [
         hostname="web",
         volumes=(BindMount("/a", "/b", True, ("nosuid",)), BindMount("/c", "/d")),
         tmpfs=(TmpfsMount("/t", ("size=1m",)), TmpfsMount("/u")),
+        shm_size="1536K",
         read_only=True,
         read_only_tmpfs=False,
         network="host",
@@ -196,6 +220,9 @@ ROUND_TRIP = [
         no_new_privileges=False,
         add_capabilities=("CAP_NET_ADMIN",),
         drop_capabilities=("CAP_ALL",),
+        masks=("/etc/shadow", "/proc/cpuinfo"),
+        unmasks=("/proc/*", "ALL"),
+        sysctls=("kernel.sem=250 32000 32 128", "fs.mqueue.msg_max=20"),
     ),
 ]
 

@@ -347,6 +347,85 @@ def test_dev_has_exactly_the_expected_nodes(busybox_rootfs: str) -> None:
     assert "/dev/pts" in info
 
 
+def test_mask_hides_paths_of_the_image_and_of_proc(busybox_rootfs: str) -> None:
+    before = snapshot(busybox_rootfs)
+    result = sh(busybox_rootfs, "cat /etc/os-release | wc -c; ls -A /www | wc -l; cat /proc/cpuinfo | wc -c; "
+                "touch /www/x; echo touch=$?; echo /etc/os-release:$(grep -c ' /etc/os-release ' /proc/self/mountinfo)",
+                masks=("/etc/os-release", "/www", "/proc/cpuinfo", "/no/such/path"))
+    assert result.stdout.split() == ["0", "0", "0", "touch=1", "/etc/os-release:1"], result
+    assert snapshot(busybox_rootfs) == before
+
+
+def test_a_mask_through_an_image_symlink_stays_inside(busybox_rootfs: str, tmp_path: Path) -> None:
+    image = tmp_path / "image"
+    subprocess.run(["cp", "-a", busybox_rootfs, str(image)], check=True)
+    secret = tmp_path / "host-secret"
+    secret.write_text("host data\n")
+    os.symlink(str(secret), image / "link")  # inside the container this points at nothing
+    (image / "etc" / "inner").write_text("inner\n")
+    os.symlink("/etc/inner", image / "etc" / "alias")
+    out = ok(sh(str(image), "cat /etc/inner | wc -c; grep -c host-secret /proc/self/mountinfo; true",
+                masks=("/link", "/etc/alias")))
+    # the relative link's target inside the root was masked; the absolute one, resolved inside
+    # the root, points at nothing there and was skipped rather than followed to the host's file
+    assert out.split() == ["0", "0"]
+
+
+def test_unmask_takes_paths_out_of_the_defaults(busybox_rootfs: str) -> None:
+    script = "wc -c < /proc/interrupts; grep -E ' /proc/(interrupts|keys|timer_list|sys|acpi) ' /proc/self/mountinfo"
+    # /proc/interrupts exists on every host with interrupts; the probe needs it to say anything
+    assert os.path.exists("/proc/interrupts")
+    result = sh(busybox_rootfs, script, unmasks=("/proc/interrupts",))
+    lines = result.stdout.splitlines()
+    assert int(lines[0]) > 0
+    mounted = {line.split()[4] for line in lines[1:]}
+    assert "/proc/interrupts" not in mounted
+    assert "/proc/sys" in mounted  # the others stay
+    result = sh(busybox_rootfs, script, unmasks=("/proc/[ik]*", "/proc/sys"))
+    mounted = {line.split()[4] for line in result.stdout.splitlines()[1:]}
+    assert not mounted & {"/proc/interrupts", "/proc/keys", "/proc/sys"}, result.stdout
+    if os.path.exists("/proc/timer_list"):
+        assert "/proc/timer_list" in mounted
+    result = sh(busybox_rootfs, "grep -cE ' /(proc|sys)/' /proc/self/mountinfo; touch /proc/sys/kernel/x 2>&1",
+                unmasks=("ALL",))
+    assert result.stdout.splitlines()[0] == "0", result.stdout
+    assert "Read-only file system" not in result.stdout  # /proc/sys is writable now (the file cannot exist)
+    # a Mask= path is masked whatever Unmask= says, as in podman
+    out = ok(sh(busybox_rootfs, "wc -c < /proc/interrupts", masks=("/proc/interrupts",), unmasks=("ALL",)))
+    assert out.strip() == "0"
+
+
+def test_shm_size(busybox_rootfs: str) -> None:
+    out = ok(sh(busybox_rootfs, "grep ' /dev/shm ' /proc/self/mountinfo; df -k /dev/shm | tail -1"))
+    assert "size=65536k" in out and out.split()[-5] == "65536"
+    out = ok(sh(busybox_rootfs, "grep ' /dev/shm ' /proc/self/mountinfo; df -k /dev/shm | tail -1", shm_size="128M"))
+    assert "size=131072k" in out and out.split()[-5] == "131072"
+
+
+def test_sysctls_are_the_containers_own(busybox_rootfs: str) -> None:
+    with open("/proc/sys/kernel/shmmax") as f:
+        host_shmmax = f.read()
+    out = ok(sh(busybox_rootfs, "cat /proc/sys/kernel/shmmax /proc/sys/kernel/sem /proc/sys/fs/mqueue/msg_max "
+                "/proc/sys/net/ipv4/ip_unprivileged_port_start; echo 1 > /proc/sys/kernel/shmmni; echo rc=$?",
+                sysctls=("kernel.shmmax=123456789", "kernel.sem=250 32000 32 200", "fs.mqueue.msg_max=20",
+                         "net.ipv4.ip_unprivileged_port_start=80")))
+    lines = out.split("\n")
+    assert lines[0] == "123456789"
+    assert lines[1].split() == ["250", "32000", "32", "200"]
+    assert lines[2:4] == ["20", "80"]
+    assert lines[4] != "rc=0"  # /proc/sys is read-only again for the container's command
+    with open("/proc/sys/kernel/shmmax") as f:
+        assert f.read() == host_shmmax
+
+
+def test_a_sysctl_the_kernel_does_not_have_is_one_clear_line(busybox_rootfs: str) -> None:
+    result = launch(busybox_rootfs, "/bin/true", sysctls=("net.ipv4.conf.eth9.rp_filter=1",))
+    assert result.returncode == 4
+    assert result.stderr == (
+        "sdcontainer-launcher: sysctl net.ipv4.conf.eth9.rp_filter=1: No such file or directory\n"
+    )
+
+
 def test_overlay_leaves_the_rootfs_untouched(busybox_rootfs: str) -> None:
     before = snapshot(busybox_rootfs)
     ok(sh(busybox_rootfs, "echo changed > /www/index.html && rm /etc/os-release && mkdir -p /new/dir && "
