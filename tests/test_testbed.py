@@ -158,9 +158,9 @@ def test_make_install_puts_a_working_generator_in_place(installed_testbed: Testb
         tb.daemon_reload()
 
 
-def test_install_took_a_sane_time(installed_testbed: Testbed) -> None:
-    assert installed_testbed.install_seconds is not None
-    assert installed_testbed.install_seconds < 120
+def test_install_reports_its_duration(installed_testbed: Testbed) -> None:
+    # the time is reported (bench/ prints it), never judged in a test: these machines are noisy
+    assert installed_testbed.install_seconds is not None and installed_testbed.install_seconds > 0
 
 
 def test_background_process_and_system_bus_from_the_host(testbed: Testbed) -> None:
