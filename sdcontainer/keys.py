@@ -340,6 +340,29 @@ def parse_sysctl(value: str, ctx: ParseContext) -> str:
     return value
 
 
+def parse_group_add(value: str, ctx: ParseContext) -> str:
+    """A supplementary group: a name from the container's /etc/group, or a number."""
+    if value == "keep-groups":
+        raise ValueError(
+            "keep-groups is not supported yet (it keeps rootless podman's own groups); "
+            "name the groups, or give their numbers"
+        )
+    if not value or any(c in value for c in ": \t\n"):
+        raise ValueError(f"{value!r} is not a group name or number")
+    return value
+
+
+def parse_timezone(value: str, ctx: ParseContext) -> str:
+    """local, or a zone name such as Europe/Berlin or Etc/GMT+5 (a path below
+    /usr/share/zoneinfo, which cannot leave it)."""
+    if value == "local":
+        return value
+    parts = value.split("/")
+    if not word(value, ALNUM, ALNUM + "/_+-.") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"{value!r} is not a time zone name (such as Europe/Berlin, UTC or local)")
+    return value
+
+
 def parse_entrypoint(value: str, ctx: ParseContext) -> tuple[str, ...]:
     """Like podman's --entrypoint: a JSON array, or one program path; empty clears it."""
     if value.startswith("["):
@@ -444,6 +467,16 @@ KEYS: tuple[Key, ...] = (
         "from the directory of the unit file.",
     ),
     Key(
+        "EnvironmentHost",
+        "single",
+        "env_host",
+        parse_bool,
+        option="--env-host",
+        metavar="BOOL",
+        doc="Passes the launcher's whole environment (the unit's) to the container, but for "
+        "the variables systemd sets for the service itself. Default: no.",
+    ),
+    Key(
         "WorkingDir",
         "single",
         "working_dir",
@@ -471,6 +504,27 @@ KEYS: tuple[Key, ...] = (
         metavar="GROUP",
         doc="The group: a name from the container's /etc/group, or a number. Requires "
         "*User=*. Default: the user's group from /etc/passwd.",
+    ),
+    Key(
+        "GroupAdd",
+        "list",
+        "group_add",
+        parse_group_add,
+        option="--group-add",
+        metavar="GROUP",
+        separator=",",
+        doc="A supplementary group for the command, besides those /etc/group gives its user: "
+        "a name from the container's /etc/group, or a number.",
+    ),
+    Key(
+        "Timezone",
+        "single",
+        "timezone",
+        parse_timezone,
+        option="--tz",
+        metavar="ZONE",
+        doc="The container's time zone: its /etc/localtime becomes the host's "
+        "/usr/share/zoneinfo/_ZONE_ (read-only), or with *local* the host's /etc/localtime.",
     ),
     Key(
         "HostName",
@@ -753,11 +807,9 @@ QUADLET_ONLY_KEYS = frozenset(
         "AutoUpdate",
         "CgroupsMode",
         "ContainersConfModule",
-        "EnvironmentHost",
         "ExposeHostPort",
         "GIDMap",
         "GlobalArgs",
-        "GroupAdd",
         "HealthCmd",
         "HealthInterval",
         "HealthLogDestination",
@@ -803,7 +855,6 @@ QUADLET_ONLY_KEYS = frozenset(
         "StartWithPod",
         "SubGIDMap",
         "SubUIDMap",
-        "Timezone",
         "UIDMap",
         "UserNS",
         "VolatileTmp",

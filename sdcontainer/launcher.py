@@ -67,7 +67,7 @@ from sdcontainer.process import (
     parse_env_file,
     resolve_identity,
 )
-from sdcontainer.rootfs import SCRATCH_DIR, TINI, build_root, etc_hosts, etc_resolv_conf, pivot
+from sdcontainer.rootfs import SCRATCH_DIR, TINI, build_root, etc_hosts, etc_resolv_conf, pivot, zone_file
 from sdcontainer.security import capability_mask, own_bounding_set, seccomp_program
 from sdcontainer.spec import ContainerSpec
 from sdcontainer.step import Step, launch_error, reason
@@ -134,6 +134,7 @@ class Plan:
         self.listen_fdnames = os.environ.get("LISTEN_FDNAMES") if self.listen_fds else None
         self.hosts = etc_hosts(self.hostname, spec.add_hosts)
         self.resolv_conf = etc_resolv_conf(spec)
+        self.localtime = zone_file(spec.timezone) if spec.timezone else None
 
 
 def _listen_fds() -> int:
@@ -174,7 +175,7 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
         linux.unshare(flags)
     os.umask(0)
     pivot(build_root(plan))
-    ident = resolve_identity(spec.user, spec.group)
+    ident = resolve_identity(spec.user, spec.group, spec.group_add)
     env = build_environment(plan, ident.home, os.environ)
 
     seccomp = seccomp_program()

@@ -70,9 +70,9 @@ def _read_db(path: str) -> list[list[str]]:
         return []
 
 
-def resolve_identity(user: str | None, group: str | None) -> Identity:
-    """User= and Group= looked up in the container's own /etc/passwd and /etc/group (never the
-    host's, never NSS): numbers are taken as they are."""
+def resolve_identity(user: str | None, group: str | None, group_add: tuple[str, ...] = ()) -> Identity:
+    """User=, Group= and GroupAdd= looked up in the container's own /etc/passwd and /etc/group
+    (never the host's, never NSS): numbers are taken as they are."""
     passwd = [e for e in _read_db("/etc/passwd") if len(e) >= 7]
     groups_db = [e for e in _read_db("/etc/group") if len(e) >= 4]
     wanted = user or "0"
@@ -100,13 +100,42 @@ def resolve_identity(user: str | None, group: str | None) -> Identity:
         for e in groups_db:
             if name in e[3].split(",") and e[2].isdigit() and int(e[2]) not in supplementary:
                 supplementary.append(int(e[2]))
+    for added in group_add:
+        if added.isdigit():
+            number = int(added)
+        else:
+            match = next((e for e in groups_db if e[0] == added and e[2].isdigit()), None)
+            if match is None:
+                raise launch_error(f"GroupAdd={added}: group not found in the container's /etc/group")
+            number = int(match[2])
+        if number not in supplementary:
+            supplementary.append(number)
     return Identity(uid, gid, supplementary, home, name)
+
+
+# What systemd sets for the service itself (and the launcher's own settings): never passed on,
+# not even with EnvironmentHost=yes.
+SERVICE_VARIABLES = ("NOTIFY_SOCKET", "INVOCATION_ID", "JOURNAL_STREAM", "MAINPID", "SYSTEMD_EXEC_PID",
+                     "MANAGERPID")  # fmt: skip
+SERVICE_PREFIXES = ("LISTEN_", "WATCHDOG_", "SDCONTAINER_")
+
+
+def host_environment(launcher_env: Mapping[str, str]) -> dict[str, str]:
+    """EnvironmentHost=yes: the launcher's environment but for systemd's service variables."""
+    return {
+        key: value
+        for key, value in launcher_env.items()
+        if key not in SERVICE_VARIABLES and not key.startswith(SERVICE_PREFIXES)
+    }
 
 
 def build_environment(plan: Plan, home: str, launcher_env: Mapping[str, str]) -> dict[str, str]:
     """A fresh environment: nothing of the launcher's leaks (NOTIFY_SOCKET, INVOCATION_ID,
-    JOURNAL_STREAM, ...) except TERM and what Environment= names on purpose."""
+    JOURNAL_STREAM, ...) except TERM, what Environment= names on purpose and, with
+    EnvironmentHost=yes, all the rest but systemd's service variables."""
     env = {"PATH": DEFAULT_PATH, "container": "sdcontainer", "HOSTNAME": plan.hostname, "HOME": home}
+    if plan.spec.env_host:
+        env.update(host_environment(launcher_env))  # over the defaults, as podman's --env-host
     if "TERM" in launcher_env:
         env["TERM"] = launcher_env["TERM"]
     env.update(plan.file_env)

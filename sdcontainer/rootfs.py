@@ -309,10 +309,59 @@ def etc_resolv_conf(spec: ContainerSpec) -> str | None:
     return "".join(line + "\n" for line in lines)
 
 
+def zone_file(timezone: str) -> str:
+    """The host's file for Timezone=, checked when the launcher plans the start: the zone
+    below $TZDIR or /usr/share/zoneinfo, or with local what the host's /etc/localtime is."""
+    if timezone == "local":
+        path, where = os.path.realpath("/etc/localtime"), "the host's /etc/localtime"
+    else:
+        zoneinfo = os.environ.get("TZDIR") or "/usr/share/zoneinfo"
+        path = where = os.path.realpath(f"{zoneinfo}/{timezone}")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as error:
+        if error.errno in (2, 20):  # ENOENT, ENOTDIR
+            raise launch_error(f"Timezone={timezone}: {where} does not exist on the host (is tzdata installed?)"
+                               ) from None
+        raise launch_error(f"Timezone={timezone}: {where}: {reason(error)}") from None
+    if magic != b"TZif":
+        raise launch_error(f"Timezone={timezone}: {where} is not a time zone file")
+    return path
+
+
+def _bind_into_etc(etc: int, name: str, source: str, attr_set: int = 0) -> None:
+    """Bind `source` (a host path) over /etc/NAME: a symlink (or anything but a file) there
+    is replaced, in the overlay, so it can send the mount nowhere else."""
+    with Step(f"bind /etc/{name}"):
+        try:
+            mode = os.stat(name, dir_fd=etc, follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            mode = None
+        if mode is not None and not stat.S_ISREG(mode):
+            os.unlink(name, dir_fd=etc)  # a symlink (or other) in the overlay: replace it
+            mode = None
+        if mode is None:
+            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o644, dir_fd=etc))
+        tree = linux.open_tree(source, linux.OPEN_TREE_CLONE)
+        try:
+            if attr_set:
+                linux.mount_setattr(tree, attr_set)
+            target = linux.openat2(etc, name, os.O_PATH, linux.RESOLVE_NO_SYMLINKS)
+            try:
+                linux.move_mount(tree, target, filename=f"/etc/{name}")
+            finally:
+                os.close(target)
+        finally:
+            os.close(tree)
+
+
 def _write_etc_files(plan: Plan, root_fd: int, scratch: str) -> None:
     """/etc/hostname, hosts and resolv.conf: written in the scratch tmpfs and bind-mounted
     over the image's, so the source tree is never written and a symlink in the image
-    (resolv.conf -> ../run/...) cannot send them elsewhere."""
+    (resolv.conf -> ../run/...) cannot send them elsewhere. Timezone= binds the host's zone
+    file read-only over /etc/localtime the same way."""
     files = {"hostname": plan.hostname + "\n", "hosts": plan.hosts}
     if plan.resolv_conf is not None:
         files["resolv.conf"] = plan.resolv_conf
@@ -325,24 +374,10 @@ def _write_etc_files(plan: Plan, root_fd: int, scratch: str) -> None:
             with open(source, "w", encoding="utf-8") as f:
                 f.write(content)
             os.chmod(source, 0o644)
-            with Step(f"bind /etc/{name}"):
-                try:
-                    mode = os.stat(name, dir_fd=etc, follow_symlinks=False).st_mode
-                except FileNotFoundError:
-                    mode = None
-                if mode is not None and not stat.S_ISREG(mode):
-                    os.unlink(name, dir_fd=etc)  # a symlink (or other) in the overlay: replace it
-                    mode = None
-                if mode is None:
-                    os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
-                                     | os.O_CLOEXEC, 0o644, dir_fd=etc))
-                tree = linux.open_tree(source, linux.OPEN_TREE_CLONE)
-                target = linux.openat2(etc, name, os.O_PATH, linux.RESOLVE_NO_SYMLINKS)
-                try:
-                    linux.move_mount(tree, target, filename=f"/etc/{name}")
-                finally:
-                    os.close(target)
-                    os.close(tree)
+            _bind_into_etc(etc, name, source)
+        if plan.localtime is not None:
+            _bind_into_etc(etc, "localtime", plan.localtime, linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID
+                           | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC)
     finally:
         os.close(etc)
 

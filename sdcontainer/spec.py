@@ -42,9 +42,12 @@ class ContainerSpec:
     exec: tuple[str, ...] | None = None
     environment: tuple[str, ...] = ()  # "KEY=VALUE", or "KEY" to pass the launcher's value
     environment_files: tuple[str, ...] = ()
+    env_host: bool = False  # the launcher's environment, less systemd's service variables
     working_dir: str | None = None
     user: str | None = None
     group: str | None = None
+    group_add: tuple[str, ...] = ()  # supplementary groups: names in the container's /etc/group, or numbers
+    timezone: str | None = None  # "local" or a zone name
     hostname: str | None = None
     volumes: tuple[BindMount, ...] = ()
     tmpfs: tuple[TmpfsMount, ...] = ()

@@ -93,6 +93,11 @@ def test_tmpfs_and_booleans_and_signals() -> None:
         ("Rootfs=/r\nExec=x\nDNSSearch=.,example.com\n", 4, "DNSSearch=. (no search domains) cannot be combined"),
         ("Rootfs=/r\nExec=x\nDNSOption=ndots 2\n", 4, "invalid DNSOption=: 'ndots 2' is not a resolver option"),
         ("Rootfs=/r\nExec=x\nShmSize=64q\n", 4, "invalid ShmSize=: '64q' is not a size"),
+        ("Rootfs=/r\nExec=x\nGroupAdd=keep-groups\n", 4, "invalid GroupAdd=: keep-groups is not supported yet"),
+        ("Rootfs=/r\nExec=x\nGroupAdd=a b\n", 4, "invalid GroupAdd=: 'a b' is not a group name or number"),
+        ("Rootfs=/r\nExec=x\nTimezone=../../etc/shadow\n", 4, "invalid Timezone=: '../../etc/shadow' is not a time zone name"),
+        ("Rootfs=/r\nExec=x\nTimezone=/etc/localtime\n", 4, "is not a time zone name (such as Europe/Berlin, UTC or local)"),
+        ("Rootfs=/r\nExec=x\nEnvironmentHost=sometimes\n", 4, "invalid EnvironmentHost=: 'sometimes' is not a boolean"),
         ("Rootfs=/r\nExec=x\nMask=/proc/a:proc/b\n", 4, "invalid Mask=: 'proc/b' is not an absolute path"),
         ("Rootfs=/r\nExec=x\nUnmask=/proc/[a\n", 4, "invalid Unmask=: '/proc/[a': malformed [...] in the pattern"),
         ("Rootfs=/r\nExec=x\nUnmask=proc/*\n", 4, "invalid Unmask=: 'proc/*' is not an absolute path, a pattern"),
@@ -185,6 +190,15 @@ def test_masks_sysctls_and_shm_size() -> None:
     assert spec("Rootfs=/r\nExec=x\nShmSize=0\n").shm_size == "0"
 
 
+def test_group_add_timezone_and_environment_host() -> None:
+    s = spec("Rootfs=/r\nExec=x\nUser=app\nGroupAdd=audio,4242\nGroupAdd=video\nTimezone=Etc/GMT+5\n"
+             "EnvironmentHost=yes\n")
+    assert s.group_add == ("audio", "4242", "video")
+    assert s.timezone == "Etc/GMT+5" and s.env_host
+    assert spec("Rootfs=/r\nExec=x\nTimezone=local\n").timezone == "local"
+    assert spec("Rootfs=/r\nExec=x\nTimezone=\n").timezone is None  # as in the corpus: the default
+
+
 def test_quadlet_only_keys_do_not_overlap_the_table() -> None:
     assert not QUADLET_ONLY_KEYS & {k.name for k in KEYS}
 
@@ -200,9 +214,12 @@ ROUND_TRIP = [
         exec=("echo $HOME; exit 7",),
         environment=("A=1", "B=two words", "PATH"),
         environment_files=("/etc/env",),
+        env_host=True,
         working_dir="/www",
         user="app",
         group="app",
+        group_add=("audio", "4242"),
+        timezone="America/Argentina/Buenos_Aires",
         hostname="web",
         volumes=(BindMount("/a", "/b", True, ("nosuid",)), BindMount("/c", "/d")),
         tmpfs=(TmpfsMount("/t", ("size=1m",)), TmpfsMount("/u")),

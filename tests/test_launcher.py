@@ -287,6 +287,15 @@ def test_group_and_numeric_user(busybox_rootfs: str) -> None:
     assert ok(sh(busybox_rootfs, "id -u; id -g; echo $HOME", user="4321")).split() == ["4321", "0", "/"]
 
 
+def test_group_add_adds_supplementary_groups(busybox_rootfs: str) -> None:
+    out = ok(sh(busybox_rootfs, "id -u; id -g; id -G", user="app", group_add=("nogroup", "4242", "tty", "staff")))
+    assert out.splitlines() == ["1000", "1000", "1000 5 50 63 4242 65534"]  # the kernel sorts them
+    assert ok(sh(busybox_rootfs, "id -G", group_add=("audio",))).split() == ["0", "63"]
+    result = launch(busybox_rootfs, "/bin/true", group_add=("wheel",))
+    assert result.returncode == 4
+    assert result.stderr == "sdcontainer-launcher: GroupAdd=wheel: group not found in the container's /etc/group\n"
+
+
 def test_unknown_user_is_one_clear_line(busybox_rootfs: str) -> None:
     result = launch(busybox_rootfs, "/bin/true", user="nosuchuser")
     assert result.returncode == 4
@@ -481,6 +490,33 @@ def test_dns_none_leaves_the_images_resolv_conf(busybox_rootfs: str, tmp_path: P
     assert out == "rc=1\n"
 
 
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/share/zoneinfo/Asia/Tokyo"), reason="needs the host's tzdata")
+def test_timezone_binds_the_hosts_zone_file(busybox_rootfs: str, tmp_path: Path) -> None:
+    image = tmp_path / "image"
+    subprocess.run(["cp", "-a", busybox_rootfs, str(image)], check=True)
+    os.symlink("/usr/share/zoneinfo/Etc/UTC", image / "etc" / "localtime")  # dangling inside: no tzdata there
+    probe = "sha256sum /etc/localtime; date +%Z; grep ' /etc/localtime ' /proc/self/mountinfo"
+    out = ok(sh(str(image), probe, timezone="Asia/Tokyo"))
+    digest, zone, mount = out.splitlines()
+    assert digest.split()[0] == _sha256("/usr/share/zoneinfo/Asia/Tokyo")
+    assert zone == "JST"
+    assert mount.split()[5].split(",")[:4] == ["ro", "nosuid", "nodev", "noexec"]
+    assert os.readlink(image / "etc" / "localtime") == "/usr/share/zoneinfo/Etc/UTC"  # the image is untouched
+    out = ok(sh(busybox_rootfs, "sha256sum /etc/localtime", timezone="local"))
+    assert out.split()[0] == _sha256("/etc/localtime")
+    result = launch(busybox_rootfs, "/bin/true", timezone="Nowhere/Land")
+    assert result.returncode == 4
+    assert result.stderr == ("sdcontainer-launcher: Timezone=Nowhere/Land: /usr/share/zoneinfo/Nowhere/Land does not "
+                             "exist on the host (is tzdata installed?)\n")
+    result = launch(busybox_rootfs, "/bin/true", timezone="zone1970.tab")
+    assert result.returncode == 4 and "is not a time zone file" in result.stderr
+
+
 def test_read_only_root_with_writable_tmp(busybox_rootfs: str) -> None:
     result = sh(busybox_rootfs, "touch /x; echo root=$?; for d in /tmp /var/tmp /run; do touch $d/x; "
                 "echo $d=$?; done", read_only=True)
@@ -619,6 +655,23 @@ def test_environment_is_fresh(busybox_rootfs: str, tmp_path: Path) -> None:
         "PATH": launcher.DEFAULT_PATH, "container": "sdcontainer", "HOSTNAME": "probe", "HOME": "/root",
         "TERM": "vt100", "FROM_FILE": "plain", "QUOTED": "with spaces", "SINGLE": "x y",
         "OVERRIDDEN": "spec", "PASSED": "from-launcher", "EMPTY": "",
+    }  # fmt: skip
+
+
+SYSTEMD_SERVICE_ENV = {
+    "INVOCATION_ID": "0123", "JOURNAL_STREAM": "8:1", "SYSTEMD_EXEC_PID": "1", "MANAGERPID": "1", "MAINPID": "2",
+    "LISTEN_FDS": "1", "LISTEN_FDNAMES": "web", "WATCHDOG_USEC": "1000", "WATCHDOG_PID": "3",
+    "SDCONTAINER_DEBUG": "0",
+}  # fmt: skip
+
+
+def test_environment_host_passes_all_but_systemds_service_variables(busybox_rootfs: str) -> None:
+    host_env = {**SYSTEMD_SERVICE_ENV, "FROM_HOST": "yes", "PATH": "/usr/bin:/bin", "TERM": "vt100"}
+    out = ok(launch(busybox_rootfs, "/bin/env", env=host_env, env_host=True, environment=("FROM_HOST=spec",)))
+    env = dict(line.split("=", 1) for line in out.splitlines())
+    assert env == {
+        "PATH": "/usr/bin:/bin", "container": "sdcontainer", "HOSTNAME": "probe", "HOME": "/root", "LANG": "C.UTF-8",
+        "TERM": "vt100", "FROM_HOST": "spec",
     }  # fmt: skip
 
 
@@ -789,6 +842,29 @@ def test_systemd_mode_hands_over_and_exits(busybox_rootfs: str, tmp_path: Path) 
     assert subprocess.run(cleanup, cwd=CHECKOUT).returncode == 0
     assert not os.path.exists(f"{launcher.STATE_DIR}/{unit}.json")
     assert subprocess.run(cleanup, cwd=CHECKOUT).returncode == 0  # idempotent
+
+
+def test_environment_host_under_systemd_leaves_notify_socket_out(busybox_rootfs: str, tmp_path: Path) -> None:
+    manager = FakeManager(str(tmp_path / "notify"))
+    unit = f"sdct-envhost-{os.getpid()}.service"
+    spec = ContainerSpec(name="envhost", unit=unit, rootfs=busybox_rootfs, env_host=True, exec=("/bin/env",))
+    read_end, write_end = os.pipe()
+    try:
+        result = subprocess.run(
+            [*LAUNCHER, "start", *spec_to_argv(spec)], cwd=CHECKOUT, stdout=write_end,
+            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=30,
+            env={**SYSTEMD_SERVICE_ENV, "PATH": os.environ["PATH"], "NOTIFY_SOCKET": str(tmp_path / "notify"),
+                 "UNIT_SETTING": "from Environment="},
+        )
+        os.close(write_end)
+        assert result.returncode == 0, result.stderr
+        with os.fdopen(read_end) as container_out:
+            env = dict(line.split("=", 1) for line in container_out.read().splitlines())
+    finally:
+        manager.close()
+        subprocess.run([*LAUNCHER, "cleanup", "--unit", unit], cwd=CHECKOUT)
+    assert env["UNIT_SETTING"] == "from Environment="
+    assert not set(env) & {"NOTIFY_SOCKET", *SYSTEMD_SERVICE_ENV}, env
 
 
 def test_notify_abstract_socket() -> None:
