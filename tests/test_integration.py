@@ -228,6 +228,43 @@ def test_memory_pids_limit_and_ulimit_become_the_units_limits(bed: Testbed) -> N
     bed.systemctl("stop", "limited.service")
 
 
+def test_launcher_keys_reach_the_container_through_systemd(bed: Testbed) -> None:
+    """The new launcher keys, quoted by the generator and unquoted by systemd (';' in
+    AddHost=, '*' in Unmask=, spaces in Sysctl=), probed from inside the container."""
+    probe = (
+        "echo env=$FROM_UNIT notify=${NOTIFY_SOCKET:-unset} invocation=${INVOCATION_ID:-unset}; "
+        "grep db /etc/hosts; cat /etc/resolv.conf; echo groups=$(id -G); cat /proc/sys/kernel/sem; "
+        "sha256sum /etc/localtime; df -k /dev/shm | tail -1; echo os-release=$(wc -c < /etc/os-release); "
+        "echo timer_list=$(grep -c /proc/timer_list /proc/self/mountinfo)"
+    )
+    add_container(
+        bed,
+        "tuned",
+        container(
+            f'/bin/sh -c "{probe}"',
+            "EnvironmentHost=yes\nAddHost=db;db.internal:192.0.2.10\nDNS=192.0.2.53\nDNSSearch=example.com\n"
+            "GroupAdd=audio,4242\nSysctl=\"kernel.sem=250 32000 32 128\"\nTimezone=Asia/Tokyo\nShmSize=1g\n"
+            "Mask=/etc/os-release\nUnmask=/proc/timer_*\n",
+            "Environment=FROM_UNIT=hello",
+        ),
+    )
+    bed.systemctl("start", "tuned.service", check=False)
+    wait_for(lambda: bed.show("tuned.service", "ActiveState") in ("inactive", "failed"))
+    journal = bed.journal("tuned.service")
+    assert bed.show("tuned.service", "Result") == "success", journal
+    lines = journal.splitlines()
+    assert "env=hello notify=unset invocation=unset" in lines
+    assert "192.0.2.10\tdb db.internal" in lines
+    assert "search example.com" in lines and "nameserver 192.0.2.53" in lines
+    assert "groups=0 63 4242" in lines
+    assert "250\t32000\t32\t128" in lines
+    tokyo = bed.run(["sha256sum", "/usr/share/zoneinfo/Asia/Tokyo"]).stdout.split()[0]
+    assert f"{tokyo}  /etc/localtime" in lines
+    assert any(line.split()[1:2] == ["1048576"] for line in lines), journal
+    assert "os-release=0" in lines
+    assert "timer_list=0" in lines
+
+
 def test_kill_9_of_the_container_leaves_nothing_and_it_starts_again(bed: Testbed) -> None:
     add_container(bed, "victim", container("/bin/sleep 1000", "RunInit=yes\n"))
     bed.start_unit("victim.service")
