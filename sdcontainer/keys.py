@@ -972,15 +972,18 @@ def validate(spec: ContainerSpec) -> None:
 # --- spec -> [Service] settings -------------------------------------------------------------
 
 
+_SERVICE_KEYS = [(key.service_setting, key.field) for key in KEYS if key.service_setting]
+
+
 def service_settings(spec: ContainerSpec) -> list[tuple[str, str]]:
     """The [Service] settings the [Container] keys become, in table order. The generator
     writes them before the file's own [Service] lines, which therefore win."""
     settings = []
-    for key in KEYS:
-        value = getattr(spec, key.field)
-        if key.service_setting and value is not None:
-            settings.append((key.service_setting, str(value)))
-    if "host" not in spec.ulimits:  # podman: host drops every --ulimit, the host's limits apply
+    for setting, field in _SERVICE_KEYS:
+        value = getattr(spec, field)
+        if value is not None:
+            settings.append((setting, str(value)))
+    if spec.ulimits and "host" not in spec.ulimits:  # podman: host drops every --ulimit, the host's limits apply
         limits: dict[str, str] = {}
         for item in spec.ulimits:
             name, _, value = item.partition("=")
@@ -1002,23 +1005,29 @@ def _format(key: Key, value: Any) -> str:
     return str(value)
 
 
+# (key, option, field, default) of the keys with a launcher option but --name, always given
+_DEFAULTS = ContainerSpec()
+_ARGV_KEYS = [
+    (key, key.option, key.field, getattr(_DEFAULTS, key.field))
+    for key in KEYS
+    if key.option is not None and key.field != "name"
+]
+
+
 def spec_to_argv(spec: ContainerSpec) -> list[str]:
     """Options for the launcher, in table order, then `--` and the command. Defaults are
     left out to keep `systemctl cat` readable."""
-    defaults = ContainerSpec()
     # unit and name always: their defaults are specifiers (%n, %N) for systemd to expand
     argv = ["--unit", spec.unit, "--name", spec.name]
-    for key in KEYS:
-        if key.option is None or key.field == "name":
-            continue
-        value = getattr(spec, key.field)
-        if value == getattr(defaults, key.field):
+    for key, option, field, default in _ARGV_KEYS:
+        value = getattr(spec, field)
+        if value == default:
             continue
         if key.repeated:
             for item in value:
-                argv += [key.option, _format(key, item)]
+                argv += [option, _format(key, item)]
         else:
-            argv += [key.option, _format(key, value)]
+            argv += [option, _format(key, value)]
     if spec.exec:
         argv += ["--", *spec.exec]
     return argv
