@@ -965,6 +965,11 @@ def validate(spec: ContainerSpec) -> None:
             )
     if "none" in spec.dns_servers and len(spec.dns_servers) > 1:
         raise SpecError("DNS=none cannot be combined with name servers", "dns_servers")
+    if spec.dns_servers == ("none",) and (spec.dns_search or spec.dns_options):
+        raise SpecError(
+            "DNS=none leaves the image's resolv.conf alone: DNSSearch= and DNSOption= cannot go in it",
+            "dns_options" if spec.dns_options else "dns_search",
+        )
     if "." in spec.dns_search and len(spec.dns_search) > 1:
         raise SpecError("DNSSearch=. (no search domains) cannot be combined with domains", "dns_search")
 

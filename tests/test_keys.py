@@ -89,6 +89,8 @@ def test_tmpfs_and_booleans_and_signals() -> None:
         ("Rootfs=/r\nExec=x\nAddHost=gw:host-gateway\n", 4, "invalid AddHost=: host-gateway is not supported yet"),
         ("Rootfs=/r\nExec=x\nDNS=8.8.8.8,dns.google\n", 4, "invalid DNS=: 'dns.google' is not an IP address (or none)"),
         ("Rootfs=/r\nExec=x\nDNS=none\nDNS=8.8.8.8\n", 5, "DNS=none cannot be combined with name servers"),
+        ("Rootfs=/r\nExec=x\nDNS=none\nDNSOption=edns0\n", 5, "DNS=none leaves the image's resolv.conf alone"),
+        ("Rootfs=/r\nExec=x\nDNSSearch=example.com\nDNS=none\n", 4, "DNSSearch= and DNSOption= cannot go in it"),
         ("Rootfs=/r\nExec=x\nDNSSearch=-bad.example\n", 4, "invalid DNSSearch=: '-bad.example' is not a domain name"),
         ("Rootfs=/r\nExec=x\nDNSSearch=.,example.com\n", 4, "DNSSearch=. (no search domains) cannot be combined"),
         ("Rootfs=/r\nExec=x\nDNSOption=ndots 2\n", 4, "invalid DNSOption=: 'ndots 2' is not a resolver option"),
@@ -205,7 +207,8 @@ def test_quadlet_only_keys_do_not_overlap_the_table() -> None:
 
 ROUND_TRIP = [
     ContainerSpec(rootfs="/r", exec=("/bin/true",)),
-    ContainerSpec(rootfs="/r", exec=("/bin/true",), dns_servers=("none",), dns_search=(".",)),
+    ContainerSpec(rootfs="/r", exec=("/bin/true",), dns_servers=("none",)),
+    ContainerSpec(rootfs="/r", exec=("/bin/true",), dns_search=(".",), shm_size="0"),
     ContainerSpec(
         name="web@1",
         unit="web@1.service",

@@ -409,6 +409,8 @@ def test_shm_size(busybox_rootfs: str) -> None:
     assert "size=65536k" in out and out.split()[-5] == "65536"
     out = ok(sh(busybox_rootfs, "grep ' /dev/shm ' /proc/self/mountinfo; df -k /dev/shm | tail -1", shm_size="128M"))
     assert "size=131072k" in out and out.split()[-5] == "131072"
+    out = ok(sh(busybox_rootfs, "grep ' /dev/shm ' /proc/self/mountinfo", shm_size="0"))
+    assert ",size=0k" in out  # tmpfs for "no limit" (but the service's memory)
 
 
 def test_sysctls_are_the_containers_own(busybox_rootfs: str) -> None:
