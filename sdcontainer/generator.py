@@ -66,6 +66,16 @@ def unit_search_path() -> list[str]:
     return list(SYSTEM_UNIT_PATH)
 
 
+_launcher_cache: list[list[str]] = []
+
+
+def _launcher() -> list[str]:
+    """launcher_command(), looked up once per run (it checks the file system)."""
+    if not _launcher_cache:
+        _launcher_cache.append(launcher_command())
+    return _launcher_cache[0]
+
+
 def launcher_command() -> list[str]:
     """How units run the launcher: the installed script beside the generator's own
     interpreter (the venv's python, never a version-manager shim), else that interpreter
@@ -249,7 +259,7 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
     if default_dependencies and spec.network == "host":
         out += ["Wants=network-online.target", "After=network-online.target"]
 
-    launcher = launcher_command()
+    launcher = _launcher()
     service_entries = unit.section("Service")
     for entry in service_entries:
         _check_service_entry(entry)
@@ -403,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROGRAM}: expected 1 or 3 output directories\n{USAGE}", file=sys.stderr, end="")
         return UsageError.exit_status
 
+    _made_dirs.clear()
+    _launcher_cache.clear()
     sources, dropin_index = find_sources(unit_search_path())
     known = {s.name for s in sources}
     failed = 0

@@ -13,6 +13,7 @@ from sdcontainer.errors import ConfigError
 from sdcontainer.record import record
 from sdcontainer.text import ALNUM, HEX, OCTAL, only, word
 
+_KEY_CHARS = ALNUM + "_.-"
 _NOT_IN_SECTION = {c: None for c in [*range(0x20), ord("["), ord("]")]}
 
 
@@ -36,6 +37,8 @@ class UnitFile:
         self.entries: list[Entry] = []
         self.sections: list[str] = []
         self.headers: list[Entry] = []  # one per [Section] line, for errors about sections
+        self._sections_cache: dict[str, list[Entry]] | None = None
+        self._cached_count = 0
 
     def merge(self, other: UnitFile) -> None:
         self.entries.extend(other.entries)
@@ -45,23 +48,32 @@ class UnitFile:
                 self.sections.append(section)
 
     def section(self, name: str) -> list[Entry]:
-        return [e for e in self.entries if e.section == name]
+        return self._by_section().get(name, [])
+
+    def _by_section(self) -> dict[str, list[Entry]]:
+        # built once and reused: the generator asks for each section several times per file
+        if self._sections_cache is None or self._cached_count != len(self.entries):
+            grouped: dict[str, list[Entry]] = {}
+            for entry in self.entries:
+                grouped.setdefault(entry.section, []).append(entry)
+            self._sections_cache, self._cached_count = grouped, len(self.entries)
+        return self._sections_cache
 
     def has_section(self, name: str) -> bool:
         return name in self.sections
 
     def lookup_last(self, section: str, key: str) -> Entry | None:
         found = None
-        for entry in self.entries:
-            if entry.section == section and entry.key == key:
+        for entry in self.section(section):
+            if entry.key == key:
                 found = entry
         return found
 
     def lookup_all(self, section: str, key: str) -> list[Entry]:
         """Every assignment of a list key, with `Key=` (empty) discarding those before it."""
         found: list[Entry] = []
-        for entry in self.entries:
-            if entry.section == section and entry.key == key:
+        for entry in self.section(section):
+            if entry.key == key:
                 if entry.value == "":
                     found = []
                 else:
@@ -96,7 +108,7 @@ def parse_text(text: str, path: str) -> UnitFile:
                 path,
                 lineno,
             )
-        if not word(key, ALNUM, ALNUM + "_.-"):
+        if not word(key, ALNUM, _KEY_CHARS):
             raise ConfigError(f"invalid key name {key!r}", path, lineno)
         if section is None:
             raise ConfigError(f"assignment {key}= outside of any [Section]", path, lineno)
@@ -106,9 +118,13 @@ def parse_text(text: str, path: str) -> UnitFile:
         line = raw.strip()
         if line.startswith(("#", ";")):
             continue  # a comment, also in the middle of a continuation (as systemd does)
+        continued = line.endswith("\\") and not line.endswith("\\\\")
+        if not pending and not continued:
+            finish(line, lineno)  # the common case: one physical line
+            continue
         if not pending:
             pending_line = lineno
-        if line.endswith("\\") and not line.endswith("\\\\"):
+        if continued:
             pending.append(line[:-1] + " ")
             continue
         pending.append(line)
