@@ -48,4 +48,3 @@ class SystemdError(SdcontainerError):
     """Talking to the service manager failed."""
 
     exit_status = 5
-

@@ -614,8 +614,7 @@ KEYS: tuple[Key, ...] = (
         option="--add-host",
         metavar="NAME:IP",
         separator=",",
-        doc="A line for the container's /etc/hosts: _NAME_ (several joined by ;) at the IPv4 "
-        "or IPv6 address _IP_.",
+        doc="A line for the container's /etc/hosts: _NAME_ (several joined by ;) at the IPv4 or IPv6 address _IP_.",
     ),
     Key(
         "DNS",
@@ -646,8 +645,7 @@ KEYS: tuple[Key, ...] = (
         option="--dns-option",
         metavar="OPTION",
         separator=",",
-        doc="A resolver option (resolv.conf(5)) for the container's /etc/resolv.conf, in place of "
-        "the host's.",
+        doc="A resolver option (resolv.conf(5)) for the container's /etc/resolv.conf, in place of the host's.",
     ),
     Key(
         "Label",
@@ -778,8 +776,7 @@ KEYS: tuple[Key, ...] = (
         parse_pids_limit,
         metavar="N",
         service_setting="TasksMax",
-        doc="The most processes and threads the service may have (systemd's *TasksMax=*); "
-        "-1 or 0 means no limit.",
+        doc="The most processes and threads the service may have (systemd's *TasksMax=*); -1 or 0 means no limit.",
     ),
     Key(
         "Ulimit",

@@ -36,8 +36,7 @@ def _fd_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-def open_in_root(root_fd: int, path: str, create: str | None = None, no_symlinks: bool = False,
-                 _depth: int = 0) -> int:
+def open_in_root(root_fd: int, path: str, create: str | None = None, no_symlinks: bool = False, _depth: int = 0) -> int:
     """An O_PATH fd for `path` resolved as if `root_fd` were `/` (symlinks in the image stay
     inside it; /proc magic links refused). `create` = "dir" or "file" makes what is missing
     (in the overlay's upper layer, never in the source tree), following a dangling symlink
@@ -84,8 +83,9 @@ def open_in_root(root_fd: int, path: str, create: str | None = None, no_symlinks
     return linux.openat2(root_fd, relative, os.O_PATH, resolve)
 
 
-def _bind(source: str, root_fd: int, target: str, kind: str, attr_set: int = 0, attr_clr: int = 0,
-          recursive: bool = False) -> None:
+def _bind(
+    source: str, root_fd: int, target: str, kind: str, attr_set: int = 0, attr_clr: int = 0, recursive: bool = False
+) -> None:
     """Bind `source` (a host path) onto `target` inside the root, with mount attributes set on
     the detached copy before it becomes visible."""
     tree = linux.open_tree(source, linux.OPEN_TREE_CLONE | (linux.AT_RECURSIVE if recursive else 0))
@@ -155,8 +155,13 @@ def _make_dev(root: str, stdin_is_tty: bool, shm_size: str) -> None:
             os.close(os.open(f"{dev}/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
             linux.mount(os.ttyname(0), f"{dev}/console", None, linux.MS_BIND)
     with Step("mount devpts on /dev/pts"):
-        linux.mount("devpts", f"{dev}/pts", "devpts", linux.MS_NOSUID | linux.MS_NOEXEC,
-                    "newinstance,ptmxmode=0666,mode=0620,gid=5")
+        linux.mount(
+            "devpts",
+            f"{dev}/pts",
+            "devpts",
+            linux.MS_NOSUID | linux.MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620,gid=5",
+        )
     nosuid_nodev_noexec = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
     with Step(f"mount tmpfs on /dev/shm (size={shm_size})"):
         linux.mount("shm", f"{dev}/shm", "tmpfs", nosuid_nodev_noexec, f"mode=1777,size={shm_size}")
@@ -200,8 +205,13 @@ def should_mask(path: str, unmasks: tuple[str, ...]) -> bool:
 def _mask(root: str, fd_or_path: str, what: str) -> None:
     with Step(f"mask {what}"):
         if stat.S_ISDIR(os.stat(fd_or_path).st_mode):
-            linux.mount("tmpfs", fd_or_path, "tmpfs", linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV
-                        | linux.MS_NOEXEC, "size=0")
+            linux.mount(
+                "tmpfs",
+                fd_or_path,
+                "tmpfs",
+                linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
+                "size=0",
+            )
         else:
             linux.mount(f"{root}/dev/null", fd_or_path, None, linux.MS_BIND)
 
@@ -322,8 +332,9 @@ def zone_file(timezone: str) -> str:
             magic = f.read(4)
     except OSError as error:
         if error.errno in (2, 20):  # ENOENT, ENOTDIR
-            raise launch_error(f"Timezone={timezone}: {where} does not exist on the host (is tzdata installed?)"
-                               ) from None
+            raise launch_error(
+                f"Timezone={timezone}: {where} does not exist on the host (is tzdata installed?)"
+            ) from None
         raise launch_error(f"Timezone={timezone}: {where}: {reason(error)}") from None
     if magic != b"TZif":
         raise launch_error(f"Timezone={timezone}: {where} is not a time zone file")
@@ -342,8 +353,9 @@ def _bind_into_etc(etc: int, name: str, source: str, attr_set: int = 0) -> None:
             os.unlink(name, dir_fd=etc)  # a symlink (or other) in the overlay: replace it
             mode = None
         if mode is None:
-            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
-                             | os.O_CLOEXEC, 0o644, dir_fd=etc))
+            os.close(
+                os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=etc)
+            )
         tree = linux.open_tree(source, linux.OPEN_TREE_CLONE)
         try:
             if attr_set:
@@ -376,8 +388,12 @@ def _write_etc_files(plan: Plan, root_fd: int, scratch: str) -> None:
             os.chmod(source, 0o644)
             _bind_into_etc(etc, name, source)
         if plan.localtime is not None:
-            _bind_into_etc(etc, "localtime", plan.localtime, linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID
-                           | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC)
+            _bind_into_etc(
+                etc,
+                "localtime",
+                plan.localtime,
+                linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC,
+            )
     finally:
         os.close(etc)
 
@@ -399,8 +415,9 @@ def build_root(plan: Plan) -> str:
         # Through a bind mount, so a rootfs path with ',' or ':' cannot break the options.
         linux.mount(plan.rootfs, f"{scratch}/lower", None, linux.MS_BIND | linux.MS_REC)
     with Step("mount overlay on /"):
-        linux.mount("overlay", root, "overlay", 0,
-                    f"lowerdir={scratch}/lower,upperdir={scratch}/upper,workdir={scratch}/work")
+        linux.mount(
+            "overlay", root, "overlay", 0, f"lowerdir={scratch}/lower,upperdir={scratch}/upper,workdir={scratch}/work"
+        )
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         # Mount points for the API file systems: a symlink there is refused, never followed.
@@ -427,16 +444,26 @@ def build_root(plan: Plan) -> str:
         for volume in spec.volumes:
             attr_set = linux.MOUNT_ATTR_RDONLY if volume.readonly else 0
             attr_clr = 0
-            for option, bit in (("suid", linux.MOUNT_ATTR_NOSUID), ("dev", linux.MOUNT_ATTR_NODEV),
-                                ("exec", linux.MOUNT_ATTR_NOEXEC)):
+            for option, bit in (
+                ("suid", linux.MOUNT_ATTR_NOSUID),
+                ("dev", linux.MOUNT_ATTR_NODEV),
+                ("exec", linux.MOUNT_ATTR_NOEXEC),
+            ):
                 if f"no{option}" in volume.options:
                     attr_set |= bit
                 elif option in volume.options:
                     attr_clr |= bit
             with Step(f"volume {volume.source} on {volume.target}"):
                 kind = "dir" if stat.S_ISDIR(os.stat(volume.source).st_mode) else "file"
-                _bind(volume.source, root_fd, volume.target, kind, attr_set, attr_clr,
-                      recursive="bind" not in volume.options)
+                _bind(
+                    volume.source,
+                    root_fd,
+                    volume.target,
+                    kind,
+                    attr_set,
+                    attr_clr,
+                    recursive="bind" not in volume.options,
+                )
         for tmpfs in spec.tmpfs:
             flags, data = tmpfs_flags(tmpfs.options)
             _mount_tmpfs(root_fd, tmpfs.target, flags, data)
@@ -444,8 +471,13 @@ def build_root(plan: Plan) -> str:
         if spec.run_init:
             with Step(f"bind {TINI} on /dev/init"):
                 # read-only, so the container cannot rewrite the host's tini (CVE-2019-5736)
-                _bind(TINI, root_fd, "/dev/init", "file", linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID
-                      | linux.MOUNT_ATTR_NODEV)
+                _bind(
+                    TINI,
+                    root_fd,
+                    "/dev/init",
+                    "file",
+                    linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV,
+                )
         _mask_paths(root, root_fd, spec.masks, spec.unmasks)
         if spec.read_only:
             with Step("make / read-only"):

@@ -79,4 +79,3 @@ class ContainerSpec:
         """What runs: the entrypoint followed by Exec=, as in podman (an image's defaults
         fill in what is unset once images land)."""
         return (self.entrypoint or ()) + (self.exec or ())
-

@@ -85,9 +85,7 @@ def wheelhouse() -> Path:
         capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )  # fmt: skip
     if r.returncode != 0 or not any(WHEELHOUSE.glob("*.whl")):
-        pytest.skip(
-            f"`make wheels` failed (no PyPI? no libsystemd-dev?):\n{r.stdout[-2000:]}{r.stderr[-2000:]}"
-        )
+        pytest.skip(f"`make wheels` failed (no PyPI? no libsystemd-dev?):\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
     return WHEELHOUSE
 
 

@@ -35,8 +35,22 @@ def build_busybox_rootfs(path: str) -> str:
     if not os.access(BUSYBOX, os.X_OK):
         raise FileNotFoundError(f"{BUSYBOX} is missing: install Debian's busybox-static")
     os.makedirs(path, exist_ok=True)
-    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "home/app", "www", "tmp",
-              "var/tmp", "run", "proc", "sys", "dev"):
+    for d in (
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "etc",
+        "root",
+        "home/app",
+        "www",
+        "tmp",
+        "var/tmp",
+        "run",
+        "proc",
+        "sys",
+        "dev",
+    ):
         os.makedirs(os.path.join(path, d), exist_ok=True)
     os.chmod(os.path.join(path, "tmp"), 0o1777)
     os.chmod(os.path.join(path, "var/tmp"), 0o1777)
@@ -44,17 +58,19 @@ def build_busybox_rootfs(path: str) -> str:
     if os.geteuid() == 0:
         os.chown(os.path.join(path, "home/app"), 1000, 1000)
     shutil.copy2(BUSYBOX, os.path.join(path, "bin/busybox"))
-    applets = subprocess.run(
-        [BUSYBOX, "--list"], check=True, capture_output=True, text=True
-    ).stdout.split()
+    applets = subprocess.run([BUSYBOX, "--list"], check=True, capture_output=True, text=True).stdout.split()
     for applet in applets:
         if applet == "busybox":
             continue
         link = os.path.join(path, "bin", applet)
         if not os.path.lexists(link):
             os.symlink("busybox", link)
-    files = {"etc/passwd": PASSWD, "etc/group": GROUP, "www/index.html": INDEX_HTML,
-             "etc/os-release": "ID=busybox\nNAME=busybox\n"}
+    files = {
+        "etc/passwd": PASSWD,
+        "etc/group": GROUP,
+        "www/index.html": INDEX_HTML,
+        "etc/os-release": "ID=busybox\nNAME=busybox\n",
+    }
     for name, text in files.items():
         with open(os.path.join(path, name), "w", encoding="utf-8") as f:
             f.write(text)

@@ -31,4 +31,3 @@ def test_unit_prints_the_generated_service_and_links() -> None:
 def test_keys_lists_the_table() -> None:
     result = CliRunner().invoke(cli, ["keys"])
     assert [line.split()[0] for line in result.output.splitlines()] == [k.name + "=" for k in KEYS]
-

@@ -208,7 +208,18 @@ def test_generator_imports_nothing_heavy(tmp_path: Path) -> None:
         [sys.executable, "-I", "-S", "-c", code], env=env, capture_output=True, text=True, check=True
     )
     loaded = set(result.stdout.rpartition("MODULES ")[2].split())
-    heavy_modules = ("click", "pystemd", "dbus_fast", "pyroute2", "dataclasses", "typing", "json", "inspect", "re", "enum")
+    heavy_modules = (
+        "click",
+        "pystemd",
+        "dbus_fast",
+        "pyroute2",
+        "dataclasses",
+        "typing",
+        "json",
+        "inspect",
+        "re",
+        "enum",
+    )
     for heavy in heavy_modules:
         assert heavy not in loaded, f"the generator imported {heavy}"
 

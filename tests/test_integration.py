@@ -243,7 +243,7 @@ def test_launcher_keys_reach_the_container_through_systemd(bed: Testbed) -> None
         container(
             f'/bin/sh -c "{probe}"',
             "EnvironmentHost=yes\nAddHost=db;db.internal:192.0.2.10\nDNS=192.0.2.53\nDNSSearch=example.com\n"
-            "GroupAdd=audio,4242\nSysctl=\"kernel.sem=250 32000 32 128\"\nTimezone=Asia/Tokyo\nShmSize=1g\n"
+            'GroupAdd=audio,4242\nSysctl="kernel.sem=250 32000 32 128"\nTimezone=Asia/Tokyo\nShmSize=1g\n'
             "Mask=/etc/os-release\nUnmask=/proc/timer_*\n",
             "Environment=FROM_UNIT=hello",
         ),
@@ -288,7 +288,9 @@ def test_kill_9_of_the_launcher_during_start_leaves_nothing(bed: Testbed) -> Non
     add_container(bed, "stuck", container("/bin/sleep 1000", "RunInit=yes\nEnvironmentFile=/srv/stuck.env\n"))
     mounts_before = bed.run(["cat", "/proc/self/mountinfo"]).stdout.count("\n")
     bed.run(["systemctl", "start", "--no-block", "stuck.service"])
-    launcher = wait_for(lambda: bed.show("stuck.service", "MainPID") not in ("", "0") and bed.show("stuck.service", "MainPID"))
+    launcher = wait_for(
+        lambda: bed.show("stuck.service", "MainPID") not in ("", "0") and bed.show("stuck.service", "MainPID")
+    )
     assert launcher, bed.journal("stuck.service")
     assert "sdcontainer-launcher" in bed.read_file(f"/proc/{launcher}/cmdline").replace("\0", " ")
     bed.run(["kill", "-9", launcher])

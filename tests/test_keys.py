@@ -83,7 +83,11 @@ def test_tmpfs_and_booleans_and_signals() -> None:
         ("Rootfs=/r\nExec=x\nUlimit=nice=41\n", 4, "nice limit 41 is out of range"),
         ("Rootfs=/r\nExec=x\nUlimit=cpu=1,nofile=x\n", 4, "invalid Ulimit=: nofile limit 'x'"),
         ("Rootfs=/r\nExec=x\nAddHost=db\n", 4, "invalid AddHost=: 'db' is not NAME:IP"),
-        ("Rootfs=/r\nExec=x\nAddHost=db:300.1.1.1\n", 4, "invalid AddHost=: '300.1.1.1' is not an IPv4 or IPv6 address"),
+        (
+            "Rootfs=/r\nExec=x\nAddHost=db:300.1.1.1\n",
+            4,
+            "invalid AddHost=: '300.1.1.1' is not an IPv4 or IPv6 address",
+        ),
         ("Rootfs=/r\nExec=x\nAddHost=a;;b:10.0.0.1\n", 4, "invalid AddHost=: 'a;;b:10.0.0.1' has an empty host name"),
         ("Rootfs=/r\nExec=x\nAddHost=a b:10.0.0.1\n", 4, "invalid AddHost=: 'a b' is not a host name"),
         ("Rootfs=/r\nExec=x\nAddHost=gw:host-gateway\n", 4, "invalid AddHost=: host-gateway is not supported yet"),
@@ -97,18 +101,34 @@ def test_tmpfs_and_booleans_and_signals() -> None:
         ("Rootfs=/r\nExec=x\nShmSize=64q\n", 4, "invalid ShmSize=: '64q' is not a size"),
         ("Rootfs=/r\nExec=x\nGroupAdd=keep-groups\n", 4, "invalid GroupAdd=: keep-groups is not supported yet"),
         ("Rootfs=/r\nExec=x\nGroupAdd=a b\n", 4, "invalid GroupAdd=: 'a b' is not a group name or number"),
-        ("Rootfs=/r\nExec=x\nTimezone=../../etc/shadow\n", 4, "invalid Timezone=: '../../etc/shadow' is not a time zone name"),
-        ("Rootfs=/r\nExec=x\nTimezone=/etc/localtime\n", 4, "is not a time zone name (such as Europe/Berlin, UTC or local)"),
+        (
+            "Rootfs=/r\nExec=x\nTimezone=../../etc/shadow\n",
+            4,
+            "invalid Timezone=: '../../etc/shadow' is not a time zone name",
+        ),
+        (
+            "Rootfs=/r\nExec=x\nTimezone=/etc/localtime\n",
+            4,
+            "is not a time zone name (such as Europe/Berlin, UTC or local)",
+        ),
         ("Rootfs=/r\nExec=x\nEnvironmentHost=sometimes\n", 4, "invalid EnvironmentHost=: 'sometimes' is not a boolean"),
         ("Rootfs=/r\nExec=x\nMask=/proc/a:proc/b\n", 4, "invalid Mask=: 'proc/b' is not an absolute path"),
         ("Rootfs=/r\nExec=x\nUnmask=/proc/[a\n", 4, "invalid Unmask=: '/proc/[a': malformed [...] in the pattern"),
         ("Rootfs=/r\nExec=x\nUnmask=proc/*\n", 4, "invalid Unmask=: 'proc/*' is not an absolute path, a pattern"),
         ("Rootfs=/r\nExec=x\nSysctl=kernel.shmmax\n", 4, "invalid Sysctl=: 'kernel.shmmax' is not NAME=VALUE"),
-        ("Rootfs=/r\nExec=x\nSysctl=kernel.domainname=x\n", 4, "sysctl kernel.domainname is not allowed: only the container's own namespaces"),
+        (
+            "Rootfs=/r\nExec=x\nSysctl=kernel.domainname=x\n",
+            4,
+            "sysctl kernel.domainname is not allowed: only the container's own namespaces",
+        ),
         ("Rootfs=/r\nExec=x\nSysctl=vm.swappiness=1\n", 4, "sysctl vm.swappiness is not allowed"),
-        ("Rootfs=/r\nExec=x\nSysctl=\"kernel.sem= 1 2 3 4\"\n", 4, "has spaces around the name or the value"),
+        ('Rootfs=/r\nExec=x\nSysctl="kernel.sem= 1 2 3 4"\n', 4, "has spaces around the name or the value"),
         ("Rootfs=/r\nExec=x\nSysctl=net/ipv4/ip_forward=1\n", 4, "'net/ipv4/ip_forward' is not a sysctl name"),
-        ("Rootfs=/r\nNetwork=host\nSysctl=net.ipv4.ip_forward=1\nExec=x\n", 4, "net.* sysctls cannot be set with Network=host"),
+        (
+            "Rootfs=/r\nNetwork=host\nSysctl=net.ipv4.ip_forward=1\nExec=x\n",
+            4,
+            "net.* sysctls cannot be set with Network=host",
+        ),
         ("Rootfs=/r\nExec=x\nNetwork=bridge\n", 4, "Network=bridge is not supported yet"),
         ("Rootfs=/r\nExec=x\nReadOnly=maybe\n", 4, "invalid ReadOnly=: 'maybe' is not a boolean"),
         ("Rootfs=/r\nExec=x\nVolume=data:/data\n", 4, "named volume 'data' is not supported yet"),
@@ -153,8 +173,10 @@ def test_sizes_podman_refuses_are_refused(value: str) -> None:
 
 
 def test_unit_level_keys_become_service_settings() -> None:
-    s = spec("Rootfs=/r\nExec=x\nMemory=1.5g\nPidsLimit=0\nUlimit=nofile=1024:2048\n"
-             "Ulimit=RLIMIT_NPROC=-1,CORE=0\nUlimit=cpu=10:-1\nUlimit=nofile=4096\nStopSignal=INT\n")
+    s = spec(
+        "Rootfs=/r\nExec=x\nMemory=1.5g\nPidsLimit=0\nUlimit=nofile=1024:2048\n"
+        "Ulimit=RLIMIT_NPROC=-1,CORE=0\nUlimit=cpu=10:-1\nUlimit=nofile=4096\nStopSignal=INT\n"
+    )
     assert s.memory == "1536M" and s.pids_limit == "infinity"
     assert s.ulimits == ("nofile=1024:2048", "nproc=infinity", "core=0", "cpu=10:infinity", "nofile=4096")
     assert service_settings(s) == [
@@ -169,32 +191,43 @@ def test_unit_level_keys_become_service_settings() -> None:
 
 
 def test_comma_separated_values_are_items_of_their_own() -> None:
-    s = spec("Rootfs=/r\nExec=x\nDNS=192.0.2.1,2001:db8::1\nDNS=192.0.2.2\nDNSSearch=a.example,b.example.\n"
-             "DNSOption=ndots:2,edns0\nAddHost=a;b:10.0.0.1,c:::1\n")
+    s = spec(
+        "Rootfs=/r\nExec=x\nDNS=192.0.2.1,2001:db8::1\nDNS=192.0.2.2\nDNSSearch=a.example,b.example.\n"
+        "DNSOption=ndots:2,edns0\nAddHost=a;b:10.0.0.1,c:::1\n"
+    )
     assert s.dns_servers == ("192.0.2.1", "2001:db8::1", "192.0.2.2")
     assert s.dns_search == ("a.example", "b.example.")
     assert s.dns_options == ("ndots:2", "edns0")
     assert s.add_hosts == ("a;b:10.0.0.1", "c:::1")
     assert spec_from_argv(["--rootfs", "/r", "--dns", "192.0.2.1,192.0.2.2", "--", "x"]).dns_servers == (
-        "192.0.2.1", "192.0.2.2")
+        "192.0.2.1",
+        "192.0.2.2",
+    )
 
 
 def test_masks_sysctls_and_shm_size() -> None:
-    s = spec("Rootfs=/r\nExec=x\nMask=/proc/sys/foo:/proc/sys/bar /x//y/\nMask=/proc/sys/foobar\n"
-             "Unmask=/proc/sys/foo:/proc/*\nUnmask=all\nShmSize=5g\n"
-             "Sysctl=net.ipv6.conf.all.disable_ipv6=1 \"kernel.sem=250 32000 32 128\"\n"
-             "Sysctl=kernel.shmmax=1,fs.mqueue.msg_max=20\n")
+    s = spec(
+        "Rootfs=/r\nExec=x\nMask=/proc/sys/foo:/proc/sys/bar /x//y/\nMask=/proc/sys/foobar\n"
+        "Unmask=/proc/sys/foo:/proc/*\nUnmask=all\nShmSize=5g\n"
+        'Sysctl=net.ipv6.conf.all.disable_ipv6=1 "kernel.sem=250 32000 32 128"\n'
+        "Sysctl=kernel.shmmax=1,fs.mqueue.msg_max=20\n"
+    )
     assert s.masks == ("/proc/sys/foo", "/proc/sys/bar", "/x/y", "/proc/sys/foobar")
     assert s.unmasks == ("/proc/sys/foo", "/proc/*", "ALL")
     assert s.shm_size == "5G"
-    assert s.sysctls == ("net.ipv6.conf.all.disable_ipv6=1", "kernel.sem=250 32000 32 128", "kernel.shmmax=1",
-                         "fs.mqueue.msg_max=20")
+    assert s.sysctls == (
+        "net.ipv6.conf.all.disable_ipv6=1",
+        "kernel.sem=250 32000 32 128",
+        "kernel.shmmax=1",
+        "fs.mqueue.msg_max=20",
+    )
     assert spec("Rootfs=/r\nExec=x\nShmSize=0\n").shm_size == "0"
 
 
 def test_group_add_timezone_and_environment_host() -> None:
-    s = spec("Rootfs=/r\nExec=x\nUser=app\nGroupAdd=audio,4242\nGroupAdd=video\nTimezone=Etc/GMT+5\n"
-             "EnvironmentHost=yes\n")
+    s = spec(
+        "Rootfs=/r\nExec=x\nUser=app\nGroupAdd=audio,4242\nGroupAdd=video\nTimezone=Etc/GMT+5\nEnvironmentHost=yes\n"
+    )
     assert s.group_add == ("audio", "4242", "video")
     assert s.timezone == "Etc/GMT+5" and s.env_host
     assert spec("Rootfs=/r\nExec=x\nTimezone=local\n").timezone == "local"

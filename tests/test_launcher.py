@@ -45,8 +45,9 @@ def _namespaces_usable() -> str | None:
     pid = os.fork()
     if pid == 0:
         try:
-            linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWNET | linux.CLONE_NEWUTS
-                          | linux.CLONE_NEWIPC)
+            linux.unshare(
+                linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWNET | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
+            )
             linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
             linux.mount("tmpfs", "/mnt", "tmpfs", 0)
             os._exit(0)
@@ -151,8 +152,13 @@ def snapshot(root: str) -> dict[str, tuple[object, ...]]:
 
 
 def test_pid1_hostname_and_namespaces(busybox_rootfs: str) -> None:
-    out = ok(sh(busybox_rootfs, "echo $$; hostname; cat /etc/hostname; ls -l /proc/self/ns/ | "
-                "sed -n 's/.* \\([a-z_]*\\) -> \\(.*\\)/\\1 \\2/p'"))
+    out = ok(
+        sh(
+            busybox_rootfs,
+            "echo $$; hostname; cat /etc/hostname; ls -l /proc/self/ns/ | "
+            "sed -n 's/.* \\([a-z_]*\\) -> \\(.*\\)/\\1 \\2/p'",
+        )
+    )
     lines = out.splitlines()
     assert lines[0] == "1"
     assert lines[1] == "probe" and lines[2] == "probe"
@@ -178,8 +184,16 @@ def test_default_capabilities_nnp_and_seccomp(busybox_rootfs: str) -> None:
 
 
 def test_capability_add_drop_and_all(busybox_rootfs: str) -> None:
-    status = status_fields(ok(sh(busybox_rootfs, "cat /proc/self/status", add_capabilities=("CAP_NET_RAW",),
-                                 drop_capabilities=("CAP_CHOWN", "CAP_KILL"))))
+    status = status_fields(
+        ok(
+            sh(
+                busybox_rootfs,
+                "cat /proc/self/status",
+                add_capabilities=("CAP_NET_RAW",),
+                drop_capabilities=("CAP_CHOWN", "CAP_KILL"),
+            )
+        )
+    )
     expected = (EXPECTED_CAPS | (1 << 13)) & ~((1 << 0) | (1 << 5)) & _host_bounding_set()
     assert int(status["CapEff"], 16) == expected
     assert int(status["CapBnd"], 16) == expected
@@ -201,9 +215,12 @@ def test_no_new_privileges_off_keeps_seccomp(busybox_rootfs: str) -> None:
 
 
 def test_user_namespaces_and_mounts_refused(busybox_rootfs: str) -> None:
-    result = sh(busybox_rootfs, "unshare -U true; echo userns=$?; unshare -m true; echo mntns=$?; "
-                "mount -t tmpfs none /mnt; echo mount=$?; sethostname() { hostname evil; }; sethostname; "
-                "echo sethostname=$?; mknod /tmp/sda b 8 0; echo mknod=$?")
+    result = sh(
+        busybox_rootfs,
+        "unshare -U true; echo userns=$?; unshare -m true; echo mntns=$?; "
+        "mount -t tmpfs none /mnt; echo mount=$?; sethostname() { hostname evil; }; sethostname; "
+        "echo sethostname=$?; mknod /tmp/sda b 8 0; echo mknod=$?",
+    )
     out = result.stdout
     for probe in ("userns", "mntns", "mount", "sethostname", "mknod"):
         assert f"{probe}=0" not in out, (probe, out, result.stderr)
@@ -229,8 +246,11 @@ probe("x32_getpid", 0x40000000 | 39)
 probe("getpid", 39)
 """
 
-HOST_USR = (BindMount("/usr", "/usr", True), BindMount("/usr/lib", "/lib", True),
-            BindMount("/usr/lib64", "/lib64", True))
+HOST_USR = (
+    BindMount("/usr", "/usr", True),
+    BindMount("/usr/lib", "/lib", True),
+    BindMount("/usr/lib64", "/lib64", True),
+)
 
 
 @pytest.mark.skipif(not os.access(HOST_PYTHON, os.X_OK), reason="needs Debian's python3 as a probe")
@@ -245,8 +265,18 @@ def test_seccomp_filter_from_inside(busybox_rootfs: str) -> None:
     }  # fmt: skip
     # With every capability, the kernel would allow unshare(CLONE_NEWNS); only the filter
     # still stands between the container and a user namespace.
-    out = ok(launch(busybox_rootfs, HOST_PYTHON, "-I", "-S", "-c", SYSCALL_PROBE, volumes=HOST_USR,
-                    add_capabilities=("CAP_ALL",)))
+    out = ok(
+        launch(
+            busybox_rootfs,
+            HOST_PYTHON,
+            "-I",
+            "-S",
+            "-c",
+            SYSCALL_PROBE,
+            volumes=HOST_USR,
+            add_capabilities=("CAP_ALL",),
+        )
+    )
     got = dict(line.split() for line in out.splitlines())
     assert got["unshare_mnt"] == "ok"
     assert got["unshare_user"] == "EPERM" and got["keyctl"] == "EPERM"
@@ -299,9 +329,7 @@ def test_group_add_adds_supplementary_groups(busybox_rootfs: str) -> None:
 def test_unknown_user_is_one_clear_line(busybox_rootfs: str) -> None:
     result = launch(busybox_rootfs, "/bin/true", user="nosuchuser")
     assert result.returncode == 4
-    assert result.stderr == (
-        "sdcontainer-launcher: user 'nosuchuser' not found in the container's /etc/passwd\n"
-    )
+    assert result.stderr == ("sdcontainer-launcher: user 'nosuchuser' not found in the container's /etc/passwd\n")
 
 
 # --- file systems ---------------------------------------------------------------------------
@@ -326,8 +354,11 @@ def test_masked_paths(busybox_rootfs: str) -> None:
 
 
 def test_proc_sys_and_sys_are_read_only(busybox_rootfs: str) -> None:
-    result = sh(busybox_rootfs, "cat /proc/self/mountinfo; echo x > /proc/sys/kernel/domainname; echo rc=$?; "
-                "echo 1 > /sys/kernel/profiling; echo rc=$?")
+    result = sh(
+        busybox_rootfs,
+        "cat /proc/self/mountinfo; echo x > /proc/sys/kernel/domainname; echo rc=$?; "
+        "echo 1 > /sys/kernel/profiling; echo rc=$?",
+    )
     mounts = mountinfo_of(result.stdout)
     for path in ("/sys", "/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq"):
         if path in mounts or os.path.exists(path):
@@ -338,16 +369,35 @@ def test_proc_sys_and_sys_are_read_only(busybox_rootfs: str) -> None:
 
 
 def test_dev_has_exactly_the_expected_nodes(busybox_rootfs: str) -> None:
-    out = ok(sh(busybox_rootfs, "ls -A /dev; echo --; ls -ln /dev | grep '^c'; echo --; "
-                "cat /proc/self/mountinfo"))
+    out = ok(sh(busybox_rootfs, "ls -A /dev; echo --; ls -ln /dev | grep '^c'; echo --; cat /proc/self/mountinfo"))
     names, nodes, mounts = out.split("--\n")
     assert names.split() == sorted(
-        ["fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout",
-         "tty", "urandom", "zero"]
+        [
+            "fd",
+            "full",
+            "mqueue",
+            "null",
+            "ptmx",
+            "pts",
+            "random",
+            "shm",
+            "stderr",
+            "stdin",
+            "stdout",
+            "tty",
+            "urandom",
+            "zero",
+        ]
     )
     majors = {line.split()[-1]: line.split()[4:6] for line in nodes.splitlines()}
-    assert majors == {"null": ["1,", "3"], "zero": ["1,", "5"], "full": ["1,", "7"], "random": ["1,", "8"],
-                      "urandom": ["1,", "9"], "tty": ["5,", "0"]}
+    assert majors == {
+        "null": ["1,", "3"],
+        "zero": ["1,", "5"],
+        "full": ["1,", "7"],
+        "random": ["1,", "8"],
+        "urandom": ["1,", "9"],
+        "tty": ["5,", "0"],
+    }
     assert all(line.startswith("crw-rw-rw-") for line in nodes.splitlines())
     info = mountinfo_of(mounts)
     assert info["/dev"].startswith("rw,nosuid")
@@ -358,9 +408,12 @@ def test_dev_has_exactly_the_expected_nodes(busybox_rootfs: str) -> None:
 
 def test_mask_hides_paths_of_the_image_and_of_proc(busybox_rootfs: str) -> None:
     before = snapshot(busybox_rootfs)
-    result = sh(busybox_rootfs, "cat /etc/os-release | wc -c; ls -A /www | wc -l; cat /proc/cpuinfo | wc -c; "
-                "touch /www/x; echo touch=$?; echo /etc/os-release:$(grep -c ' /etc/os-release ' /proc/self/mountinfo)",
-                masks=("/etc/os-release", "/www", "/proc/cpuinfo", "/no/such/path"))
+    result = sh(
+        busybox_rootfs,
+        "cat /etc/os-release | wc -c; ls -A /www | wc -l; cat /proc/cpuinfo | wc -c; "
+        "touch /www/x; echo touch=$?; echo /etc/os-release:$(grep -c ' /etc/os-release ' /proc/self/mountinfo)",
+        masks=("/etc/os-release", "/www", "/proc/cpuinfo", "/no/such/path"),
+    )
     assert result.stdout.split() == ["0", "0", "0", "touch=1", "/etc/os-release:1"], result
     assert snapshot(busybox_rootfs) == before
 
@@ -373,8 +426,13 @@ def test_a_mask_through_an_image_symlink_stays_inside(busybox_rootfs: str, tmp_p
     os.symlink(str(secret), image / "link")  # inside the container this points at nothing
     (image / "etc" / "inner").write_text("inner\n")
     os.symlink("/etc/inner", image / "etc" / "alias")
-    out = ok(sh(str(image), "cat /etc/inner | wc -c; grep -c host-secret /proc/self/mountinfo; true",
-                masks=("/link", "/etc/alias")))
+    out = ok(
+        sh(
+            str(image),
+            "cat /etc/inner | wc -c; grep -c host-secret /proc/self/mountinfo; true",
+            masks=("/link", "/etc/alias"),
+        )
+    )
     # the relative link's target inside the root was masked; the absolute one, resolved inside
     # the root, points at nothing there and was skipped rather than followed to the host's file
     assert out.split() == ["0", "0"]
@@ -395,8 +453,9 @@ def test_unmask_takes_paths_out_of_the_defaults(busybox_rootfs: str) -> None:
     assert not mounted & {"/proc/interrupts", "/proc/keys", "/proc/sys"}, result.stdout
     if os.path.exists("/proc/timer_list"):
         assert "/proc/timer_list" in mounted
-    result = sh(busybox_rootfs, "grep -cE ' /(proc|sys)/' /proc/self/mountinfo; touch /proc/sys/kernel/x 2>&1",
-                unmasks=("ALL",))
+    result = sh(
+        busybox_rootfs, "grep -cE ' /(proc|sys)/' /proc/self/mountinfo; touch /proc/sys/kernel/x 2>&1", unmasks=("ALL",)
+    )
     assert result.stdout.splitlines()[0] == "0", result.stdout
     assert "Read-only file system" not in result.stdout  # /proc/sys is writable now (the file cannot exist)
     # a Mask= path is masked whatever Unmask= says, as in podman
@@ -416,10 +475,19 @@ def test_shm_size(busybox_rootfs: str) -> None:
 def test_sysctls_are_the_containers_own(busybox_rootfs: str) -> None:
     with open("/proc/sys/kernel/shmmax") as f:
         host_shmmax = f.read()
-    out = ok(sh(busybox_rootfs, "cat /proc/sys/kernel/shmmax /proc/sys/kernel/sem /proc/sys/fs/mqueue/msg_max "
-                "/proc/sys/net/ipv4/ip_unprivileged_port_start; echo 1 > /proc/sys/kernel/shmmni; echo rc=$?",
-                sysctls=("kernel.shmmax=123456789", "kernel.sem=250 32000 32 200", "fs.mqueue.msg_max=20",
-                         "net.ipv4.ip_unprivileged_port_start=80")))
+    out = ok(
+        sh(
+            busybox_rootfs,
+            "cat /proc/sys/kernel/shmmax /proc/sys/kernel/sem /proc/sys/fs/mqueue/msg_max "
+            "/proc/sys/net/ipv4/ip_unprivileged_port_start; echo 1 > /proc/sys/kernel/shmmni; echo rc=$?",
+            sysctls=(
+                "kernel.shmmax=123456789",
+                "kernel.sem=250 32000 32 200",
+                "fs.mqueue.msg_max=20",
+                "net.ipv4.ip_unprivileged_port_start=80",
+            ),
+        )
+    )
     lines = out.split("\n")
     assert lines[0] == "123456789"
     assert lines[1].split() == ["250", "32000", "32", "200"]
@@ -432,21 +500,29 @@ def test_sysctls_are_the_containers_own(busybox_rootfs: str) -> None:
 def test_a_sysctl_the_kernel_does_not_have_is_one_clear_line(busybox_rootfs: str) -> None:
     result = launch(busybox_rootfs, "/bin/true", sysctls=("net.ipv4.conf.eth9.rp_filter=1",))
     assert result.returncode == 4
-    assert result.stderr == (
-        "sdcontainer-launcher: sysctl net.ipv4.conf.eth9.rp_filter=1: No such file or directory\n"
-    )
+    assert result.stderr == ("sdcontainer-launcher: sysctl net.ipv4.conf.eth9.rp_filter=1: No such file or directory\n")
 
 
 def test_overlay_leaves_the_rootfs_untouched(busybox_rootfs: str) -> None:
     before = snapshot(busybox_rootfs)
-    ok(sh(busybox_rootfs, "echo changed > /www/index.html && rm /etc/os-release && mkdir -p /new/dir && "
-          "echo x > /new/dir/f && chmod 700 /bin && echo evil >> /etc/passwd && echo hi > /etc/hosts"))
+    ok(
+        sh(
+            busybox_rootfs,
+            "echo changed > /www/index.html && rm /etc/os-release && mkdir -p /new/dir && "
+            "echo x > /new/dir/f && chmod 700 /bin && echo evil >> /etc/passwd && echo hi > /etc/hosts",
+        )
+    )
     assert snapshot(busybox_rootfs) == before
 
 
 def test_etc_files_are_generated(busybox_rootfs: str) -> None:
-    out = ok(sh(busybox_rootfs, "cat /etc/hostname; echo --; cat /etc/hosts; echo --; cat /etc/resolv.conf",
-                hostname="etcbox"))
+    out = ok(
+        sh(
+            busybox_rootfs,
+            "cat /etc/hostname; echo --; cat /etc/hosts; echo --; cat /etc/resolv.conf",
+            hostname="etcbox",
+        )
+    )
     hostname, hosts, resolv = out.split("--\n")
     assert hostname == "etcbox\n"
     assert "127.0.0.1\tlocalhost" in hosts and "etcbox" in hosts
@@ -459,17 +535,28 @@ def test_etc_files_are_generated(busybox_rootfs: str) -> None:
 
 
 def test_add_host_lines_come_first_in_etc_hosts(busybox_rootfs: str) -> None:
-    hosts = ok(sh(busybox_rootfs, "cat /etc/hosts", hostname="hbox",
-                  add_hosts=("db;db.local:192.0.2.10", "v6:2001:db8::33")))
-    assert hosts == ("192.0.2.10\tdb db.local\n2001:db8::33\tv6\n127.0.0.1\tlocalhost localhost.localdomain\n"
-                     "::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\thbox\n")
+    hosts = ok(
+        sh(busybox_rootfs, "cat /etc/hosts", hostname="hbox", add_hosts=("db;db.local:192.0.2.10", "v6:2001:db8::33"))
+    )
+    assert hosts == (
+        "192.0.2.10\tdb db.local\n2001:db8::33\tv6\n127.0.0.1\tlocalhost localhost.localdomain\n"
+        "::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\thbox\n"
+    )
 
 
 def test_dns_keys_write_resolv_conf(busybox_rootfs: str) -> None:
-    out = ok(sh(busybox_rootfs, "cat /etc/resolv.conf", dns_servers=("192.0.2.53", "2001:db8::53"),
-                dns_search=("example.com", "corp.example"), dns_options=("ndots:2", "edns0")))
-    assert out == ("search example.com corp.example\nnameserver 192.0.2.53\nnameserver 2001:db8::53\n"
-                   "options ndots:2 edns0\n")
+    out = ok(
+        sh(
+            busybox_rootfs,
+            "cat /etc/resolv.conf",
+            dns_servers=("192.0.2.53", "2001:db8::53"),
+            dns_search=("example.com", "corp.example"),
+            dns_options=("ndots:2", "edns0"),
+        )
+    )
+    assert out == (
+        "search example.com corp.example\nnameserver 192.0.2.53\nnameserver 2001:db8::53\noptions ndots:2 edns0\n"
+    )
     # With the host's network, what is not given comes from the host's file.
     out = ok(sh(busybox_rootfs, "cat /etc/resolv.conf", network="host", dns_search=("example.com",)))
     host = launcher.etc_resolv_conf(ContainerSpec(network="host")) or ""
@@ -485,8 +572,13 @@ def test_dns_none_leaves_the_images_resolv_conf(busybox_rootfs: str, tmp_path: P
     image = tmp_path / "image"
     subprocess.run(["cp", "-a", busybox_rootfs, str(image)], check=True)
     (image / "etc" / "resolv.conf").write_text("nameserver 198.51.100.1\n")
-    out = ok(sh(str(image), "cat /etc/resolv.conf; grep -c ' /etc/resolv.conf ' /proc/self/mountinfo; true",
-                dns_servers=("none",)))
+    out = ok(
+        sh(
+            str(image),
+            "cat /etc/resolv.conf; grep -c ' /etc/resolv.conf ' /proc/self/mountinfo; true",
+            dns_servers=("none",),
+        )
+    )
     assert out == "nameserver 198.51.100.1\n0\n"
     out = ok(sh(busybox_rootfs, "ls /etc/resolv.conf 2>/dev/null; echo rc=$?", dns_servers=("none",)))
     assert out == "rc=1\n"
@@ -513,15 +605,20 @@ def test_timezone_binds_the_hosts_zone_file(busybox_rootfs: str, tmp_path: Path)
     assert out.split()[0] == _sha256("/etc/localtime")
     result = launch(busybox_rootfs, "/bin/true", timezone="Nowhere/Land")
     assert result.returncode == 4
-    assert result.stderr == ("sdcontainer-launcher: Timezone=Nowhere/Land: /usr/share/zoneinfo/Nowhere/Land does not "
-                             "exist on the host (is tzdata installed?)\n")
+    assert result.stderr == (
+        "sdcontainer-launcher: Timezone=Nowhere/Land: /usr/share/zoneinfo/Nowhere/Land does not "
+        "exist on the host (is tzdata installed?)\n"
+    )
     result = launch(busybox_rootfs, "/bin/true", timezone="zone1970.tab")
     assert result.returncode == 4 and "is not a time zone file" in result.stderr
 
 
 def test_read_only_root_with_writable_tmp(busybox_rootfs: str) -> None:
-    result = sh(busybox_rootfs, "touch /x; echo root=$?; for d in /tmp /var/tmp /run; do touch $d/x; "
-                "echo $d=$?; done", read_only=True)
+    result = sh(
+        busybox_rootfs,
+        "touch /x; echo root=$?; for d in /tmp /var/tmp /run; do touch $d/x; echo $d=$?; done",
+        read_only=True,
+    )
     assert result.stdout.split() == ["root=1", "/tmp=0", "/var/tmp=0", "/run=0"]
     assert "Read-only file system" in result.stderr
     result = sh(busybox_rootfs, "touch /tmp/x; echo tmp=$?", read_only=True, read_only_tmpfs=False)
@@ -540,8 +637,11 @@ def test_volumes_ro_rw_and_created_targets(busybox_rootfs: str, tmp_path: Path) 
         busybox_rootfs,
         "cat /data/ro/seen; touch /data/ro/new; echo ro=$?; echo written > /deep/down/rw/out; echo rw=$?; "
         "cat /etc/single.txt; grep -E ' /data/ro | /deep/down/rw ' /proc/self/mountinfo",
-        volumes=(BindMount(str(ro), "/data/ro", True, ("nosuid", "nodev", "noexec")),
-                 BindMount(str(rw), "/deep/down/rw"), BindMount(str(single), "/etc/single.txt", True)),
+        volumes=(
+            BindMount(str(ro), "/data/ro", True, ("nosuid", "nodev", "noexec")),
+            BindMount(str(rw), "/deep/down/rw"),
+            BindMount(str(single), "/etc/single.txt", True),
+        ),
     )
     lines = result.stdout.splitlines()
     assert lines[:4] == ["from host", "ro=1", "rw=0", "one file"], result
@@ -584,8 +684,15 @@ def test_console_only_with_a_terminal(busybox_rootfs: str) -> None:
     spec = ContainerSpec(name="tty", unit="tty.service", rootfs=busybox_rootfs, exec=("/bin/ls", "/dev"))
     primary, secondary = os.openpty()
     try:
-        result = subprocess.run([*LAUNCHER, "start", *spec_to_argv(spec)], cwd=CHECKOUT, stdin=secondary,
-                                capture_output=True, text=True, timeout=30, env={"PATH": os.environ["PATH"]})
+        result = subprocess.run(
+            [*LAUNCHER, "start", *spec_to_argv(spec)],
+            cwd=CHECKOUT,
+            stdin=secondary,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={"PATH": os.environ["PATH"]},
+        )
     finally:
         os.close(primary)
         os.close(secondary)
@@ -593,8 +700,13 @@ def test_console_only_with_a_terminal(busybox_rootfs: str) -> None:
 
 
 def test_tmpfs_options(busybox_rootfs: str) -> None:
-    out = ok(sh(busybox_rootfs, "cat /proc/self/mountinfo",
-                tmpfs=(TmpfsMount("/scratch", ("size=1m", "mode=700")), TmpfsMount("/fast", ("exec",)))))
+    out = ok(
+        sh(
+            busybox_rootfs,
+            "cat /proc/self/mountinfo",
+            tmpfs=(TmpfsMount("/scratch", ("size=1m", "mode=700")), TmpfsMount("/fast", ("exec",))),
+        )
+    )
     info = mountinfo_of(out)
     assert info["/scratch"].split(",")[:4] == ["rw", "nosuid", "nodev", "noexec"]
     assert "noexec" not in info["/fast"] and "nosuid" in info["/fast"]
@@ -628,13 +740,20 @@ def test_socket_activation_keeps_listen_fds(busybox_rootfs: str) -> None:
     listener.listen()
     extra = os.open("/dev/null", os.O_RDONLY)
     # Put the socket at fd 3 and set LISTEN_PID to the launcher's pid, as systemd does.
-    shim = ("import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); os.close(fd); "
-            "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES='web'); "
-            "os.execv(sys.argv[2], sys.argv[2:])")
+    shim = (
+        "import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); os.close(fd); "
+        "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES='web'); "
+        "os.execv(sys.argv[2], sys.argv[2:])"
+    )
     try:
-        out = ok(sh(busybox_rootfs, "ls /proc/self/fd; echo --; ls -l /proc/self/fd/3; echo --; env | sort",
-                    prefix=[sys.executable, "-c", shim, str(listener.fileno())],
-                    pass_fds=(listener.fileno(), extra)))
+        out = ok(
+            sh(
+                busybox_rootfs,
+                "ls /proc/self/fd; echo --; ls -l /proc/self/fd/3; echo --; env | sort",
+                prefix=[sys.executable, "-c", shim, str(listener.fileno())],
+                pass_fds=(listener.fileno(), extra),
+            )
+        )
     finally:
         listener.close()
         os.close(extra)
@@ -646,12 +765,24 @@ def test_socket_activation_keeps_listen_fds(busybox_rootfs: str) -> None:
 
 def test_environment_is_fresh(busybox_rootfs: str, tmp_path: Path) -> None:
     env_file = tmp_path / "env"
-    env_file.write_text("# a comment\n\nFROM_FILE=plain\nQUOTED=\"with spaces\"\nOVERRIDDEN=file\n"
-                        "SINGLE='x y'\n")
-    host_env = {"INVOCATION_ID": "0123", "JOURNAL_STREAM": "8:1", "SECRET_HOST": "no",
-                "PASSED": "from-launcher", "TERM": "vt100", "SYSTEMD_EXEC_PID": "1"}
-    out = ok(launch(busybox_rootfs, "/bin/env", env=host_env, environment_files=(str(env_file),),
-                    environment=("OVERRIDDEN=spec", "PASSED", "MISSING_BARE", "EMPTY=")))
+    env_file.write_text("# a comment\n\nFROM_FILE=plain\nQUOTED=\"with spaces\"\nOVERRIDDEN=file\nSINGLE='x y'\n")
+    host_env = {
+        "INVOCATION_ID": "0123",
+        "JOURNAL_STREAM": "8:1",
+        "SECRET_HOST": "no",
+        "PASSED": "from-launcher",
+        "TERM": "vt100",
+        "SYSTEMD_EXEC_PID": "1",
+    }
+    out = ok(
+        launch(
+            busybox_rootfs,
+            "/bin/env",
+            env=host_env,
+            environment_files=(str(env_file),),
+            environment=("OVERRIDDEN=spec", "PASSED", "MISSING_BARE", "EMPTY="),
+        )
+    )
     env = dict(line.split("=", 1) for line in out.splitlines())
     assert env == {
         "PATH": launcher.DEFAULT_PATH, "container": "sdcontainer", "HOSTNAME": "probe", "HOME": "/root",
@@ -680,17 +811,20 @@ def test_environment_host_passes_all_but_systemds_service_variables(busybox_root
 def test_missing_environment_file(busybox_rootfs: str, tmp_path: Path) -> None:
     result = launch(busybox_rootfs, "/bin/true", environment_files=(str(tmp_path / "nope"),))
     assert result.returncode == 4
-    assert result.stderr == (
-        f"sdcontainer-launcher: environment file {tmp_path}/nope: No such file or directory\n"
-    )
+    assert result.stderr == (f"sdcontainer-launcher: environment file {tmp_path}/nope: No such file or directory\n")
 
 
 # --- network --------------------------------------------------------------------------------
 
 
 def test_network_none_has_loopback_up(busybox_rootfs: str) -> None:
-    out = ok(sh(busybox_rootfs, "ls /sys/class/net; cat /sys/class/net/lo/flags; "
-                "nc -l -p 8080 -e echo pong & sleep 0.2; echo ping | nc 127.0.0.1 8080"))
+    out = ok(
+        sh(
+            busybox_rootfs,
+            "ls /sys/class/net; cat /sys/class/net/lo/flags; "
+            "nc -l -p 8080 -e echo pong & sleep 0.2; echo ping | nc 127.0.0.1 8080",
+        )
+    )
     lines = out.split()
     assert lines[0] == "lo" and lines[1] in ("0x9", "0x49")  # IFF_UP|IFF_LOOPBACK[|IFF_RUNNING]
     assert lines[2] == "pong"
@@ -712,10 +846,22 @@ def test_exit_status_propagates(busybox_rootfs: str) -> None:
 
 def test_sigterm_is_forwarded(busybox_rootfs: str) -> None:
     proc = subprocess.Popen(
-        [*LAUNCHER, "start", *spec_to_argv(ContainerSpec(
-            name="sig", unit="sig.service", rootfs=busybox_rootfs,
-            exec=("/bin/sh", "-c", "trap 'exit 42' TERM; echo ready; while :; do sleep 0.1; done")))],
-        cwd=CHECKOUT, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        [
+            *LAUNCHER,
+            "start",
+            *spec_to_argv(
+                ContainerSpec(
+                    name="sig",
+                    unit="sig.service",
+                    rootfs=busybox_rootfs,
+                    exec=("/bin/sh", "-c", "trap 'exit 42' TERM; echo ready; while :; do sleep 0.1; done"),
+                )
+            ),
+        ],
+        cwd=CHECKOUT,
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
         env={"PATH": os.environ["PATH"]},
     )
     try:
@@ -737,19 +883,23 @@ def test_killed_container_gives_128_plus_signal(busybox_rootfs: str) -> None:
 @pytest.mark.parametrize(
     ("fields", "command", "rc", "message"),
     [
-        ({"rootfs": "/nonexistent/rootfs"}, ("/bin/true",), 4,
-         "rootfs /nonexistent/rootfs: No such file or directory"),
+        ({"rootfs": "/nonexistent/rootfs"}, ("/bin/true",), 4, "rootfs /nonexistent/rootfs: No such file or directory"),
         ({}, ("/bin/nope",), 127, "exec /bin/nope: No such file or directory"),
         ({}, ("nope",), 127, "exec nope: No such file or directory (not found in PATH="),
         ({}, ("/www/index.html",), 126, "exec /www/index.html: Permission denied"),
         ({}, ("/proc/self/exe",), 126, "exec /proc/self/exe: refusing a symlink loop or /proc magic link"),
-        ({"volumes": (BindMount("/nonexistent/src", "/x"),)}, ("/bin/true",), 4,
-         "volume source /nonexistent/src: No such file or directory"),
+        (
+            {"volumes": (BindMount("/nonexistent/src", "/x"),)},
+            ("/bin/true",),
+            4,
+            "volume source /nonexistent/src: No such file or directory",
+        ),
         ({"working_dir": "/nope"}, ("/bin/true",), 4, "working directory /nope: No such file or directory"),
     ],
 )
-def test_failures_are_one_line(busybox_rootfs: str, fields: dict[str, Any], command: tuple[str, ...],
-                               rc: int, message: str) -> None:
+def test_failures_are_one_line(
+    busybox_rootfs: str, fields: dict[str, Any], command: tuple[str, ...], rc: int, message: str
+) -> None:
     result = launch(fields.pop("rootfs", busybox_rootfs), *command, **fields)
     assert result.returncode == rc, result
     assert result.stderr.startswith(f"sdcontainer-launcher: {message}")
@@ -769,13 +919,19 @@ def test_run_init_puts_tini_first(busybox_rootfs: str) -> None:
 def test_nothing_left_mounted_on_the_host(busybox_rootfs: str, tmp_path: Path) -> None:
     def ours() -> set[str]:
         with open("/proc/self/mountinfo") as f:
-            return {line for line in f if "sdcontainer" in line or busybox_rootfs in line
-                    or str(tmp_path) in line}
+            return {line for line in f if "sdcontainer" in line or busybox_rootfs in line or str(tmp_path) in line}
 
     before = ours()
     (tmp_path / "vol").mkdir()
-    ok(sh(busybox_rootfs, "true", volumes=(BindMount(str(tmp_path / "vol"), "/vol"),), read_only=True,
-          tmpfs=(TmpfsMount("/t"),)))
+    ok(
+        sh(
+            busybox_rootfs,
+            "true",
+            volumes=(BindMount(str(tmp_path / "vol"), "/vol"),),
+            read_only=True,
+            tmpfs=(TmpfsMount("/t"),),
+        )
+    )
     assert launch(busybox_rootfs, "/bin/nope").returncode == 127
     assert ours() == before
 
@@ -803,7 +959,7 @@ class FakeManager:
             for level, kind, payload in ancdata:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     for i in range(0, len(payload) - len(payload) % 4, 4):
-                        os.close(int.from_bytes(payload[i:i + 4], "little"))
+                        os.close(int.from_bytes(payload[i : i + 4], "little"))
             self.messages.append(data.decode())
 
     def close(self) -> None:
@@ -813,13 +969,23 @@ class FakeManager:
 def test_systemd_mode_hands_over_and_exits(busybox_rootfs: str, tmp_path: Path) -> None:
     manager = FakeManager(str(tmp_path / "notify"))
     unit = f"sdct-{os.getpid()}.service"
-    spec = ContainerSpec(name="handoff", unit=unit, rootfs=busybox_rootfs, labels=("app=web",),
-                         exec=("/bin/sh", "-c", "sleep 0.3; echo pid=$$; env"))
+    spec = ContainerSpec(
+        name="handoff",
+        unit=unit,
+        rootfs=busybox_rootfs,
+        labels=("app=web",),
+        exec=("/bin/sh", "-c", "sleep 0.3; echo pid=$$; env"),
+    )
     read_end, write_end = os.pipe()
     try:
         result = subprocess.run(
-            [*LAUNCHER, "start", *spec_to_argv(spec)], cwd=CHECKOUT, stdout=write_end,
-            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=30,
+            [*LAUNCHER, "start", *spec_to_argv(spec)],
+            cwd=CHECKOUT,
+            stdout=write_end,
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
             env={"PATH": os.environ["PATH"], "NOTIFY_SOCKET": str(tmp_path / "notify"), "INVOCATION_ID": "x"},
         )
         os.close(write_end)
@@ -853,10 +1019,19 @@ def test_environment_host_under_systemd_leaves_notify_socket_out(busybox_rootfs:
     read_end, write_end = os.pipe()
     try:
         result = subprocess.run(
-            [*LAUNCHER, "start", *spec_to_argv(spec)], cwd=CHECKOUT, stdout=write_end,
-            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=30,
-            env={**SYSTEMD_SERVICE_ENV, "PATH": os.environ["PATH"], "NOTIFY_SOCKET": str(tmp_path / "notify"),
-                 "UNIT_SETTING": "from Environment="},
+            [*LAUNCHER, "start", *spec_to_argv(spec)],
+            cwd=CHECKOUT,
+            stdout=write_end,
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+            env={
+                **SYSTEMD_SERVICE_ENV,
+                "PATH": os.environ["PATH"],
+                "NOTIFY_SOCKET": str(tmp_path / "notify"),
+                "UNIT_SETTING": "from Environment=",
+            },
         )
         os.close(write_end)
         assert result.returncode == 0, result.stderr
@@ -887,8 +1062,15 @@ def test_notify_abstract_socket() -> None:
 
 
 def test_argv_round_trip_reaches_the_launcher(busybox_rootfs: str) -> None:
-    spec = ContainerSpec(name="rt", unit="rt.service", rootfs=busybox_rootfs, exec=("true",), user="app",
-                         volumes=(BindMount("/tmp", "/t", True),), read_only=True)
+    spec = ContainerSpec(
+        name="rt",
+        unit="rt.service",
+        rootfs=busybox_rootfs,
+        exec=("true",),
+        user="app",
+        volumes=(BindMount("/tmp", "/t", True),),
+        read_only=True,
+    )
     assert spec_from_argv(spec_to_argv(spec)) == spec
 
 
@@ -896,8 +1078,15 @@ def test_default_name_comes_from_the_unit(busybox_rootfs: str) -> None:
     """%N unexpanded (a command line not run by systemd) still names the container."""
     spec = ContainerSpec(unit="web@blue.service", rootfs=busybox_rootfs, exec=("hostname",))
     assert launcher.container_name(spec_from_argv(spec_to_argv(spec))) == "web@blue"
-    result = subprocess.run([*LAUNCHER, "start", *spec_to_argv(spec)], cwd=CHECKOUT, capture_output=True,
-                            text=True, stdin=subprocess.DEVNULL, timeout=30, env={"PATH": os.environ["PATH"]})
+    result = subprocess.run(
+        [*LAUNCHER, "start", *spec_to_argv(spec)],
+        cwd=CHECKOUT,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+        env={"PATH": os.environ["PATH"]},
+    )
     assert ok(result) == "web-blue\n"
 
 

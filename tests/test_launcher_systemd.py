@@ -20,7 +20,7 @@ PYTHON = "/usr/bin/python3"
 CHECKOUT_INSIDE = checkout_inside(CHECKOUT)
 LAUNCHER = (
     f"{PYTHON} -E -s -c \"import sys; sys.path.insert(0, '{CHECKOUT_INSIDE}'); "
-    "from sdcontainer.launcher import main; sys.exit(main())\""
+    'from sdcontainer.launcher import main; sys.exit(main())"'
 )
 STOPPABLE = "trap 'echo got TERM; exit 0' TERM; echo started; while :; do sleep 0.1; done"
 
@@ -40,8 +40,14 @@ ExecStopPost={LAUNCHER} cleanup --unit {name}.service
 def systemd(testbed: Testbed) -> Testbed:
     """The module's testbed with a busybox rootfs built inside it (on its overlay, as an
     image store would be)."""
-    testbed.run([PYTHON, "-c", f"import sys; sys.path.insert(0, {CHECKOUT_INSIDE!r}); "
-                 f"from tests.rootfs import build_busybox_rootfs; build_busybox_rootfs({ROOTFS!r})"])
+    testbed.run(
+        [
+            PYTHON,
+            "-c",
+            f"import sys; sys.path.insert(0, {CHECKOUT_INSIDE!r}); "
+            f"from tests.rootfs import build_busybox_rootfs; build_busybox_rootfs({ROOTFS!r})",
+        ]
+    )
     return testbed
 
 
@@ -63,8 +69,9 @@ def test_container_init_is_the_main_process_and_systemds_child(systemd: Testbed)
     assert "not our child" not in journal  # systemd 252 would not wait for an "alien" main PID
     assert "got TERM" in journal  # SIGTERM reached it and systemd waited for it to exit
     assert systemd.show("web.service", "Result") == "success"
-    assert systemd.run(["test", "-e", "/run/sdcontainer/containers/web.service.json"],
-                       check=False).returncode == 1  # ExecStopPost cleaned up
+    assert (
+        systemd.run(["test", "-e", "/run/sdcontainer/containers/web.service.json"], check=False).returncode == 1
+    )  # ExecStopPost cleaned up
 
 
 def test_fast_exit_status_reaches_the_unit(systemd: Testbed) -> None:

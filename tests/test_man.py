@@ -161,8 +161,6 @@ def test_every_cli_command_and_option_is_in_the_page_and_nothing_else() -> None:
         for param in command.params:
             if isinstance(param, click.Option):
                 undocumented += [
-                    f"{name} {o}".strip()
-                    for o in (*param.opts, *param.secondary_opts)
-                    if f"*{o}*" not in page
+                    f"{name} {o}".strip() for o in (*param.opts, *param.secondary_opts) if f"*{o}*" not in page
                 ]
     assert not undocumented, f"not in {CLI_PAGE.name}: {undocumented}"

@@ -23,9 +23,7 @@ def test_systemd_is_pid_1(testbed: Testbed) -> None:
     assert testbed.run(["cat", "/proc/1/comm"]).stdout.strip() == "systemd"
     assert testbed.run(["readlink", "/proc/1/exe"]).stdout.strip().endswith("/systemd")
     # the host pid we hold is PID 1 of its own pid namespace
-    nspid = [
-        ln for ln in Path(f"/proc/{testbed.pid}/status").read_text().splitlines() if ln.startswith("NSpid:")
-    ]
+    nspid = [ln for ln in Path(f"/proc/{testbed.pid}/status").read_text().splitlines() if ln.startswith("NSpid:")]
     assert nspid[0].split()[-1] == "1"
     environ = testbed.read_bytes("/proc/1/environ").split(b"\0")  # read from inside
     assert b"container=sdcontainer-testbed" in environ
@@ -144,9 +142,7 @@ def test_make_install_puts_a_working_generator_in_place(installed_testbed: Testb
     r = tb.run([gen, "/tmp/gen-normal", "/tmp/gen-early", "/tmp/gen-late"], check=False)
     assert r.returncode == 0, r.stderr
     # and systemd runs it on daemon-reload
-    tb.write_file(
-        "/etc/sdcontainer/testbed-gen.container", "[Container]\nRootfs=/srv/rootfs\nExec=/bin/true\n"
-    )
+    tb.write_file("/etc/sdcontainer/testbed-gen.container", "[Container]\nRootfs=/srv/rootfs\nExec=/bin/true\n")
     try:
         tb.daemon_reload()
         assert tb.exists("/run/systemd/generator/testbed-gen.service"), tb.run(

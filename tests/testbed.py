@@ -935,9 +935,7 @@ def _boot(config: dict[str, Any]) -> None:  # pragma: no cover - runs inside the
         os.symlink(target, r("/dev/" + link))
     for d in ("pts", "shm", "mqueue", "hugepages"):
         os.mkdir(r("/dev/" + d), 0o755)
-    mount(
-        "devpts", r("/dev/pts"), "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"
-    )
+    mount("devpts", r("/dev/pts"), "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
     mount("tmpfs", r("/dev/shm"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     mount("mqueue", r("/dev/mqueue"), "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.umask(0o022)
