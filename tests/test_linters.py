@@ -24,6 +24,12 @@ def test_ruff() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_ruff_format() -> None:
+    paths = [p for p in ("sdcontainer", "tests", "tools", "bench") if (CHECKOUT / p).is_dir()]
+    result = run_tool("ruff", "format", "--check", *paths)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_mypy() -> None:
     result = run_tool("mypy")
     assert result.returncode == 0, result.stdout + result.stderr
