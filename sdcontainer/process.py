@@ -153,6 +153,93 @@ def build_environment(plan: Plan, home: str, launcher_env: Mapping[str, str]) ->
     return env
 
 
+# binfmt_script reads this much of a file for its #! line; the kernel lets a script's
+# interpreter be a script itself, at most this deep (ELOOP beyond)
+_BINPRM_BUF_SIZE = 256
+_MAX_INTERPRETER_DEPTH = 5
+
+
+def _interpreter(fd: int) -> tuple[bytes, bool] | None:
+    """The interpreter the kernel would open to run this file: a #! line's, or an ELF
+    program's PT_INTERP (its dynamic loader); True if that may be a script in its turn."""
+    from struct import unpack_from  # loaded with ctypes already
+
+    head = os.pread(fd, _BINPRM_BUF_SIZE, 0)
+    if head.startswith(b"#!"):
+        # as binfmt_script: blanks skipped, the name ends at a blank, NUL or newline
+        line = head[2:].split(b"\n", 1)[0].replace(b"\t", b" ").lstrip(b" ")
+        name = line.split(b" ", 1)[0].split(b"\0", 1)[0]
+        return (name, True) if name else None
+    if not head.startswith(b"\x7fELF") or len(head) < 64 or head[4] not in (1, 2) or head[5] not in (1, 2):
+        return None
+    endian = "<" if head[5] == 1 else ">"
+    if head[4] == 2:  # ELFCLASS64
+        (phoff,) = unpack_from(endian + "Q", head, 0x20)
+        phentsize, phnum = unpack_from(endian + "HH", head, 0x36)
+        entry, min_size = endian + "I4xQ16xQ", 40  # p_type, p_offset, p_filesz
+    else:
+        (phoff,) = unpack_from(endian + "I", head, 0x1C)
+        phentsize, phnum = unpack_from(endian + "HH", head, 0x2A)
+        entry, min_size = endian + "II8xI", 20
+    if phentsize < min_size or not 0 < phentsize * phnum <= 65536:
+        return None  # the kernel refuses such a file (ENOEXEC) before any interpreter
+    table = os.pread(fd, phentsize * phnum, phoff)
+    for i in range(len(table) // phentsize):
+        kind, offset, size = unpack_from(entry, table, i * phentsize)
+        if kind == 3:  # PT_INTERP
+            return os.pread(fd, min(size, 4096), offset).split(b"\0", 1)[0], False
+    return None
+
+
+def _open_interpreter(program: str, path: str, flags: int) -> int:
+    try:
+        return linux.openat2(linux.AT_FDCWD, path, flags, linux.RESOLVE_NO_MAGICLINKS)
+    except OSError as error:
+        if error.errno == 40:  # ELOOP
+            raise launch_error(
+                f"exec {program}: its interpreter {path} is a symlink loop or /proc magic link; refusing it",
+                EXIT_CANNOT_EXEC,
+            ) from None
+        raise
+
+
+def check_interpreters(program: str) -> None:
+    """Refuse a program whose #! interpreter or ELF dynamic loader is reached through a /proc
+    magic link, at any depth. The first execve is made by the launcher's own process, so
+    /proc/self/exe (or /proc/1/exe, or map_files) there is the host's python: run as the
+    container's PID 1, it could open that host file through the link and later overwrite it
+    (CVE-2019-5736). Only what the kernel would open is checked; an interpreter it cannot
+    find, or a file that is no program, is left for execve to report. A program or script
+    interpreter that cannot be read cannot be checked, and is refused."""
+    try:
+        fd = linux.openat2(linux.AT_FDCWD, program, os.O_RDONLY, linux.RESOLVE_NO_MAGICLINKS)
+    except OSError as error:  # executable but not readable: nothing proves it safe
+        raise launch_error(
+            f"exec {program}: cannot read it to check its interpreter: {reason(error)}", EXIT_CANNOT_EXEC
+        ) from None
+    for _ in range(_MAX_INTERPRETER_DEPTH):
+        try:
+            found = _interpreter(fd) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        finally:
+            os.close(fd)
+        if found is None:
+            return
+        name, may_be_script = found
+        path = os.fsdecode(name)
+        try:
+            fd = _open_interpreter(program, path, os.O_RDONLY if may_be_script else os.O_PATH)
+        except OSError as error:
+            if error.errno in (2, 20):  # ENOENT, ENOTDIR: execve says so
+                return
+            raise launch_error(
+                f"exec {program}: cannot read its interpreter {path} to check it: {reason(error)}", EXIT_CANNOT_EXEC
+            ) from None
+        if not may_be_script:  # an ELF loader is loaded as it is, whatever it names
+            os.close(fd)
+            return
+    os.close(fd)
+
+
 def find_program(name: str, path: str) -> str:
     """execvp's search, inside the container and without following /proc magic links (an
     entrypoint of /proc/self/exe would otherwise run the host's python, CVE-2019-5736)."""
@@ -175,6 +262,7 @@ def find_program(name: str, path: str) -> str:
         finally:
             os.close(fd)
         if stat.S_ISREG(mode) and os.access(candidate, os.X_OK):
+            check_interpreters(candidate)
             return candidate
         denied = PermissionError(13, "Permission denied")
     if denied is not None:

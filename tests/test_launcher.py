@@ -906,6 +906,55 @@ def test_failures_are_one_line(
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
+def _dynamic_elf_with_interpreter(path: Path, interpreter: bytes) -> None:
+    """A copy of the host's dynamically linked /bin/true whose PT_INTERP names `interpreter`."""
+    data = bytearray(Path("/bin/true").read_bytes())
+    phoff, phentsize, phnum = int.from_bytes(data[0x20:0x28], "little"), data[0x36], data[0x38]
+    for i in range(phnum):
+        header = phoff + i * phentsize
+        if int.from_bytes(data[header : header + 4], "little") == 3:  # PT_INTERP
+            offset = int.from_bytes(data[header + 8 : header + 16], "little")
+            size = int.from_bytes(data[header + 32 : header + 40], "little")
+            assert len(interpreter) < size
+            data[offset : offset + size] = interpreter.ljust(size, b"\0")
+            break
+    else:
+        pytest.skip("the host's /bin/true has no PT_INTERP")
+    path.write_bytes(bytes(data))
+    path.chmod(0o755)
+
+
+@pytest.mark.skipif(not os.access(HOST_PYTHON, os.X_OK), reason="needs Debian's python3 as a probe")
+def test_an_interpreter_that_is_a_proc_magic_link_is_refused(busybox_rootfs: str, tmp_path: Path) -> None:
+    """CVE-2019-5736 through the back door: the first execve is made by the launcher's own
+    process, whose /proc/self/exe is the host's python. A script whose #! line (or an ELF whose
+    PT_INTERP) names /proc/self/exe would run the host's interpreter as the container's PID 1,
+    which can then open that host file through the magic link and, once it is not running,
+    overwrite it. The program itself is checked already; its interpreters must be too."""
+    image = tmp_path / "image"
+    subprocess.run(["cp", "-a", busybox_rootfs, str(image)], check=True)
+    script = image / "evil"
+    script.write_text("#!/proc/self/exe -I\nimport os\nprint('ran as', os.readlink('/proc/self/exe'))\n")
+    script.chmod(0o755)
+    (image / "chain").write_text("#!/evil\n")
+    (image / "chain").chmod(0o755)
+    (image / "bin" / "py").symlink_to("/proc/1/exe")
+    (image / "viasymlink").write_text("#! /bin/py\nimport os\nprint('ran as', os.readlink('/proc/self/exe'))\n")
+    (image / "viasymlink").chmod(0o755)
+    _dynamic_elf_with_interpreter(image / "elf", b"/proc/self/exe")
+    for program in ("/evil", "/chain", "/viasymlink", "/elf"):
+        result = launch(str(image), program, volumes=HOST_USR)
+        assert result.returncode == 126, (program, result)
+        assert "ran as" not in result.stdout
+        assert result.stderr.startswith(f"sdcontainer-launcher: exec {program}: "), result.stderr
+        assert "/proc magic link" in result.stderr, result.stderr
+    # ordinary scripts and dynamically linked programs still run
+    (image / "fine").write_text("#!/bin/sh\necho fine\n")
+    (image / "fine").chmod(0o755)
+    assert ok(launch(str(image), "/fine")) == "fine\n"
+    assert ok(launch(str(image), "/usr/bin/true", volumes=HOST_USR)) == ""
+
+
 def test_run_init_puts_tini_first(busybox_rootfs: str) -> None:
     if not os.access(launcher.TINI, os.X_OK):
         pytest.skip("tini is not installed")
