@@ -415,8 +415,14 @@ def build_root(plan: Plan) -> str:
         # Through a bind mount, so a rootfs path with ',' or ':' cannot break the options.
         linux.mount(plan.rootfs, f"{scratch}/lower", None, linux.MS_BIND | linux.MS_REC)
     with Step("mount overlay on /"):
+        # nodev: a device node in the image (the host's disk, say) must not open; the
+        # container's devices are the fresh /dev's
         linux.mount(
-            "overlay", root, "overlay", 0, f"lowerdir={scratch}/lower,upperdir={scratch}/upper,workdir={scratch}/work"
+            "overlay",
+            root,
+            "overlay",
+            linux.MS_NODEV,
+            f"lowerdir={scratch}/lower,upperdir={scratch}/upper,workdir={scratch}/work",
         )
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

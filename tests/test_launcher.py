@@ -680,6 +680,33 @@ def test_image_with_dev_symlink_is_refused(busybox_rootfs: str, tmp_path: Path) 
     assert result.stderr == "sdcontainer-launcher: the image's /dev is a symlink; refusing to follow it\n"
 
 
+def test_device_nodes_in_the_image_do_not_work(busybox_rootfs: str, tmp_path: Path) -> None:
+    """A device node shipped in the image (here: a block device for a loop device backed by a
+    host file; it could as well be the host's disk) must not open: only the fresh /dev has
+    devices. Without nodev on the root, the container's root writes the host's block device."""
+    backing = tmp_path / "disk"
+    backing.write_bytes(b"\0" * (1 << 20))
+    attach = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True, text=True)
+    if attach.returncode != 0:
+        pytest.skip(f"no loop device here: {attach.stderr.strip()}")
+    loop = attach.stdout.strip()
+    try:
+        image = tmp_path / "image"
+        subprocess.run(["cp", "-a", busybox_rootfs, str(image)], check=True)
+        os.mknod(image / "disk", 0o600 | 0o060000, os.stat(loop).st_rdev)  # S_IFBLK
+        os.mknod(image / "kmsg", 0o600 | 0o020000, os.makedev(1, 11))  # S_IFCHR: the host's kernel log
+        result = sh(
+            str(image),
+            "printf ESCAPED > /disk; echo disk=$?; printf '<3>sdcontainer-test-escape' > /kmsg; echo kmsg=$?; sync",
+        )
+        with open(loop, "rb") as f:
+            assert f.read(7) != b"ESCAPED", result
+        assert result.stdout.split() == ["disk=1", "kmsg=1"], result
+        assert "Permission denied" in result.stderr
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+
+
 def test_console_only_with_a_terminal(busybox_rootfs: str) -> None:
     spec = ContainerSpec(name="tty", unit="tty.service", rootfs=busybox_rootfs, exec=("/bin/ls", "/dev"))
     primary, secondary = os.openpty()
