@@ -62,12 +62,27 @@ class Identity:
         self.uid, self.gid, self.groups, self.home, self.name = uid, gid, groups, home, name
 
 
+# /etc/passwd and /etc/group come from the image and are read by the container's init as
+# root: more than this is not a user database (and would be read into memory whole)
+_DB_LIMIT = 16 << 20
+
+
 def _read_db(path: str) -> list[list[str]]:
+    """The entries of a passwd(5) or group(5) file. Non-blocking, so a FIFO the image put
+    there cannot stall the start; a device (a link to /dev/zero) or a file above _DB_LIMIT
+    is refused rather than read until memory runs out."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return []
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise launch_error(f"{path}: not a regular file")
+        data = f.read(_DB_LIMIT + 1)
+    if len(data) > _DB_LIMIT:
+        raise launch_error(f"{path}: larger than {_DB_LIMIT >> 20} MiB; not a user database")
+    lines = data.decode("utf-8", errors="replace").replace("\r", "\n").split("\n")
+    return [line.split(":") for line in lines if line.strip() and not line.startswith("#")]
 
 
 def resolve_identity(user: str | None, group: str | None, group_add: tuple[str, ...] = ()) -> Identity:
@@ -212,7 +227,7 @@ def check_interpreters(program: str) -> None:
     find, or a file that is no program, is left for execve to report. A program or script
     interpreter that cannot be read cannot be checked, and is refused."""
     try:
-        fd = linux.openat2(linux.AT_FDCWD, program, os.O_RDONLY, linux.RESOLVE_NO_MAGICLINKS)
+        fd = linux.openat2(linux.AT_FDCWD, program, os.O_RDONLY | os.O_NONBLOCK, linux.RESOLVE_NO_MAGICLINKS)
     except OSError as error:  # executable but not readable: nothing proves it safe
         raise launch_error(
             f"exec {program}: cannot read it to check its interpreter: {reason(error)}", EXIT_CANNOT_EXEC
@@ -227,7 +242,7 @@ def check_interpreters(program: str) -> None:
         name, may_be_script = found
         path = os.fsdecode(name)
         try:
-            fd = _open_interpreter(program, path, os.O_RDONLY if may_be_script else os.O_PATH)
+            fd = _open_interpreter(program, path, os.O_RDONLY | os.O_NONBLOCK if may_be_script else os.O_PATH)
         except OSError as error:
             if error.errno in (2, 20):  # ENOENT, ENOTDIR: execve says so
                 return

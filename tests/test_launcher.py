@@ -332,6 +332,27 @@ def test_unknown_user_is_one_clear_line(busybox_rootfs: str) -> None:
     assert result.stderr == ("sdcontainer-launcher: user 'nosuchuser' not found in the container's /etc/passwd\n")
 
 
+@pytest.mark.parametrize("kind", ["fifo", "zero", "huge"])
+def test_a_hostile_etc_passwd_fails_cleanly(busybox_rootfs: str, tmp_path: Path, kind: str) -> None:
+    """/etc/passwd is read by the container's init as root: a FIFO there would block the start
+    for ever, a link to /dev/zero would read until memory runs out (here: until the address
+    space limit the test sets). Either must be one line and exit 4."""
+    image = tmp_path / "image"
+    subprocess.run(["cp", "-a", busybox_rootfs, str(image)], check=True)
+    (image / "etc" / "group").unlink()
+    if kind == "fifo":
+        os.mkfifo(image / "etc" / "group")
+    elif kind == "zero":
+        (image / "etc" / "group").symlink_to("/dev/zero")
+    else:
+        with open(image / "etc" / "group", "wb") as f:
+            f.truncate(256 << 20)  # sparse
+    result = launch(str(image), "/bin/true", user="app", prefix=["prlimit", f"--as={2 << 30}", "--"], timeout=30)
+    assert result.returncode == 4, result
+    assert result.stderr.startswith("sdcontainer-launcher: /etc/group: "), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
 # --- file systems ---------------------------------------------------------------------------
 
 
@@ -975,6 +996,12 @@ def test_an_interpreter_that_is_a_proc_magic_link_is_refused(busybox_rootfs: str
         assert "ran as" not in result.stdout
         assert result.stderr.startswith(f"sdcontainer-launcher: exec {program}: "), result.stderr
         assert "/proc magic link" in result.stderr, result.stderr
+    # an interpreter that is a FIFO is opened without blocking, and execve refuses it
+    os.mkfifo(image / "fifo")
+    (image / "viafifo").write_text("#!/fifo\n")
+    (image / "viafifo").chmod(0o755)
+    result = launch(str(image), "/viafifo", timeout=30)
+    assert result.returncode == 126 and result.stderr.startswith("sdcontainer-launcher: exec /viafifo: "), result
     # ordinary scripts and dynamically linked programs still run
     (image / "fine").write_text("#!/bin/sh\necho fine\n")
     (image / "fine").chmod(0o755)
