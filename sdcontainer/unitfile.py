@@ -9,6 +9,9 @@ later error can point at it. Specifiers (`%n`, `%i`, ...) are left alone: system
 
 from __future__ import annotations
 
+import os
+import stat  # loaded by os already
+
 from sdcontainer.errors import ConfigError
 from sdcontainer.record import record
 from sdcontainer.text import ALNUM, HEX, OCTAL, only, word
@@ -135,14 +138,29 @@ def parse_text(text: str, path: str) -> UnitFile:
     return unit
 
 
+# No unit file comes near this; a file that does is read no further (systemd reads lines
+# of at most 1 MiB).
+MAX_FILE_SIZE = 8 << 20
+
+
 def parse_file(path: str) -> UnitFile:
+    """Read and parse one file. Opened without blocking and read up to MAX_FILE_SIZE, so a
+    FIFO, a link to /dev/zero or a huge file is an error about that file, never a hang or a
+    MemoryError that would cost every other unit of a generator run."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except UnicodeDecodeError:
-        raise ConfigError("file is not valid UTF-8", path) from None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError("not a regular file", path)
+            data = f.read(MAX_FILE_SIZE + 1)
     except OSError as error:
         raise ConfigError(f"cannot read: {error.strerror}", path) from None
+    if len(data) > MAX_FILE_SIZE:
+        raise ConfigError(f"larger than {MAX_FILE_SIZE >> 20} MiB; not a unit file", path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("file is not valid UTF-8", path) from None
     return parse_text(text, path)
 
 

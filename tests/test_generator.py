@@ -79,6 +79,43 @@ def test_a_bad_file_fails_alone(tmp_path: Path) -> None:
     ]
 
 
+def test_files_that_are_no_unit_files_fail_alone(tmp_path: Path) -> None:
+    """A FIFO would block the generator until systemd kills it, a link to /dev/zero (or a
+    huge file) would read until memory runs out and end in a traceback: either way every
+    unit after it would be lost. Each must be one error about that file."""
+    units = tmp_path / "units"
+    write(units / "b-good.container", GOOD)
+    os.mkfifo(units / "a-fifo.container")
+    (units / "a-zero.container").symlink_to("/dev/zero")
+    with open(units / "a-huge.container", "wb") as f:
+        f.truncate(64 << 20)  # sparse
+    write(units / "b-good.container.d" / "fifo.conf", "")
+    (units / "b-good.container.d" / "fifo.conf").unlink()
+    os.mkfifo(units / "b-good.container.d" / "fifo.conf")
+    write(units / "c-good.container", GOOD)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SDCONTAINER_")}
+    env.update(SDCONTAINER_UNIT_PATH=str(units), PYTHONPATH=str(CHECKOUT), SDCONTAINER_LAUNCHER=FAKE_LAUNCHER)
+    result = subprocess.run(
+        ["prlimit", f"--as={1 << 30}", "--", sys.executable, "-m", "sdcontainer.generator", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1, result
+    assert sorted(p.name for p in out.iterdir()) == ["c-good.service"]
+    errors = [line for line in result.stderr.splitlines() if ".container" in line and "failed" not in line]
+    assert errors == [
+        f"sdcontainer-generator: {units}/a-fifo.container: not a regular file",
+        f"sdcontainer-generator: {units}/a-huge.container: larger than 8 MiB; not a unit file",
+        f"sdcontainer-generator: {units}/a-zero.container: not a regular file",
+        f"sdcontainer-generator: {units}/b-good.container.d/fifo.conf: not a regular file",
+    ], result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_unknown_key_error_names_file_line_and_key(tmp_path: Path) -> None:
     units = tmp_path / "units"
     write(units / "a.container", GOOD + "Bogus=1\n")
