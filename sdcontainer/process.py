@@ -49,6 +49,8 @@ def parse_env_file(path: str) -> dict[str, str]:
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]
+        if "\0" in value:
+            raise launch_error(f"{path}:{number}: a value cannot hold a NUL byte")
         result[key] = value
     return result
 

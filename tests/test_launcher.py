@@ -862,6 +862,16 @@ def test_missing_environment_file(busybox_rootfs: str, tmp_path: Path) -> None:
     assert result.stderr == (f"sdcontainer-launcher: environment file {tmp_path}/nope: No such file or directory\n")
 
 
+def test_a_nul_in_an_environment_file_is_its_line(busybox_rootfs: str, tmp_path: Path) -> None:
+    """No environment variable can hold a NUL; the file's line says so, before the start,
+    rather than an "internal error" from execve after the hand-off to systemd."""
+    env_file = tmp_path / "env"
+    env_file.write_bytes(b"GOOD=1\nBAD=x\0y\n")
+    result = launch(busybox_rootfs, "/bin/true", environment_files=(str(env_file),))
+    assert result.returncode == 4
+    assert result.stderr == f"sdcontainer-launcher: {env_file}:2: a value cannot hold a NUL byte\n"
+
+
 # --- network --------------------------------------------------------------------------------
 
 
