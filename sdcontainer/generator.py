@@ -55,6 +55,19 @@ ALLOWED_SERVICE_VALUES = {
     "KillMode": ("mixed", "control-group"),
 }
 DEFAULT_STOP_TIMEOUT = 10
+# The device cgroup allows only the nodes the launcher puts into the container's /dev: even a
+# container given CAP_MKNOD cannot open a node for a host disk or /dev/mem.
+DEVICE_ALLOW = (
+    ("/dev/null", "rwm"),
+    ("/dev/zero", "rwm"),
+    ("/dev/full", "rwm"),
+    ("/dev/random", "rwm"),
+    ("/dev/urandom", "rwm"),
+    ("/dev/tty", "rwm"),
+    ("/dev/console", "rw"),
+    ("/dev/ptmx", "rw"),
+    ("char-pts", "rw"),
+)
 # units/sdcontainer.slice: one place to limit all containers together
 SLICE = "sdcontainer.slice"
 
@@ -270,6 +283,8 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
         "NotifyAccess=all",
         "KillMode=mixed",
         "Delegate=yes",
+        "DevicePolicy=closed",
+        *(f"DeviceAllow={device} {access}" for device, access in DEVICE_ALLOW),
         "SyslogIdentifier=%N",
         f"Slice={SLICE}",
         f"TimeoutStopSec={spec.stop_timeout if spec.stop_timeout is not None else DEFAULT_STOP_TIMEOUT}",

@@ -12,7 +12,7 @@ import secrets
 import sys
 
 from sdcontainer.errors import SystemdError
-from sdcontainer.generator import DEFAULT_STOP_TIMEOUT, SLICE, launcher_command, stop_exit_status
+from sdcontainer.generator import DEFAULT_STOP_TIMEOUT, DEVICE_ALLOW, SLICE, launcher_command, stop_exit_status
 from sdcontainer.keys import service_settings, size_in_bytes, spec_to_argv
 from sdcontainer.record import replace
 from sdcontainer.spec import ContainerSpec
@@ -51,9 +51,12 @@ def run_transient(spec: ContainerSpec, unit: str, *, detach: bool, description: 
     try:
         import pystemd.run
         from pystemd.systemd1 import Unit
+        from pystemd.systemd1.unit_signatures import KNOWN_UNIT_SIGNATURES
     except ImportError as error:  # pragma: no cover - pystemd is a dependency
         raise SystemdError(f"pystemd is not available: {error}") from None
 
+    # pystemd's table of D-Bus property signatures lacks DeviceAllow (systemd: a(ss))
+    KNOWN_UNIT_SIGNATURES.setdefault(b"DeviceAllow", b"a(ss)")
     stem = unit[: -len(".service")]
     spec = replace(spec, unit=unit, name=spec.name if spec.name != "%N" else stem)
     launcher = launcher_command()
@@ -62,6 +65,8 @@ def run_transient(spec: ContainerSpec, unit: str, *, detach: bool, description: 
         b"NotifyAccess": b"all",
         b"KillMode": b"mixed",
         b"Delegate": True,
+        b"DevicePolicy": b"closed",
+        b"DeviceAllow": [(device.encode(), access.encode()) for device, access in DEVICE_ALLOW],
         b"Slice": SLICE.encode(),
         b"SyslogIdentifier": stem.encode(),
         b"TimeoutStopUSec": timeout * 1_000_000,

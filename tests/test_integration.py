@@ -149,6 +149,27 @@ def test_pid_1_inside_and_environment(bed: Testbed) -> None:
     assert "container=sdcontainer" in journal
 
 
+def test_device_cgroup_refuses_nodes_the_container_makes(bed: Testbed) -> None:
+    """Even with CAP_MKNOD, a container cannot make a node for a host device (here /dev/kmsg,
+    char 1:11): the unit's device policy allows only the nodes of its own /dev."""
+    add_container(
+        bed,
+        "mknod",
+        container(
+            "/bin/sh -c 'echo ok > /dev/null && echo null-ok;"
+            " mknod /dev/k c 1 11 && echo MADE || echo mknod-refused; [ -c /dev/k ] && echo NODE'",
+            "AddCapability=CAP_MKNOD\n",
+        ),
+    )
+    bed.systemctl("start", "mknod.service", check=False)
+    wait_for(lambda: bed.show("mknod.service", "ActiveState") in ("failed", "inactive"))
+    journal = bed.journal("mknod.service")
+    assert "null-ok" in journal, journal
+    assert "mknod: /dev/k: Operation not permitted" in journal and "mknod-refused" in journal, journal
+    assert "MADE" not in journal and "NODE" not in journal, journal
+    bed.systemctl("reset-failed", "mknod.service", check=False)
+
+
 def test_restart_gives_a_new_container(bed: Testbed) -> None:
     add_container(bed, "sleeper", container("/bin/sleep 1000", "RunInit=yes\n"))
     bed.start_unit("sleeper.service")
