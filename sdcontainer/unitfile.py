@@ -150,12 +150,16 @@ def parse_file(path: str) -> UnitFile:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         with open(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
                 raise ConfigError("not a regular file", path)
-            data = f.read(MAX_FILE_SIZE + 1)
+            # checked before reading: read(MAX_FILE_SIZE) would allocate 8 MiB for every file
+            if info.st_size > MAX_FILE_SIZE:
+                raise ConfigError(f"larger than {MAX_FILE_SIZE >> 20} MiB; not a unit file", path)
+            data = f.read(info.st_size + 1)
     except OSError as error:
         raise ConfigError(f"cannot read: {error.strerror}", path) from None
-    if len(data) > MAX_FILE_SIZE:
+    if len(data) > MAX_FILE_SIZE:  # it grew while we read it
         raise ConfigError(f"larger than {MAX_FILE_SIZE >> 20} MiB; not a unit file", path)
     try:
         text = data.decode("utf-8")
