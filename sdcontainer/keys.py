@@ -1035,6 +1035,12 @@ def spec_to_argv(spec: ContainerSpec) -> list[str]:
     return argv
 
 
+def _valid_unit_name(name: str) -> bool:
+    """A service name as systemd spells them (it also names the launcher's state record)."""
+    stem = name[: -len(".service")] if name.endswith(".service") else ""
+    return word(stem, ALNUM + ":_\\-@", ALNUM + ":_.\\-@", 247)
+
+
 def spec_from_argv(argv: list[str]) -> ContainerSpec:
     """The inverse of spec_to_argv, run in the launcher after systemd expanded specifiers."""
     ctx = ParseContext(expanded=True)
@@ -1062,6 +1068,9 @@ def spec_from_argv(argv: list[str]) -> ContainerSpec:
             value = argv[i + 1]
             i += 2
         if key is None:
+            # "%n" unexpanded: run by hand, outside systemd, where no record is written
+            if value != "%n" and not _valid_unit_name(value):
+                raise UsageError(f"--unit {value!r} is not a service unit name")
             values["unit"] = value
             continue
         try:

@@ -293,3 +293,9 @@ def test_launcher_argv_rejects_unknown_options() -> None:
 def test_launcher_requires_absolute_paths_after_expansion() -> None:
     with pytest.raises(UsageError, match="not an absolute path"):
         spec_from_argv(["--rootfs", "%S/x", "--", "true"])
+
+
+@pytest.mark.parametrize("unit", [".hidden.service", "a/b.service", "x.socket", "a%b.service", ""])
+def test_launcher_refuses_a_unit_name_systemd_would_not_give(unit: str) -> None:
+    with pytest.raises(UsageError, match="is not a service unit name"):
+        spec_from_argv(["--unit", unit, "--rootfs", "/r", "--", "true"])
