@@ -11,11 +11,88 @@ beyond loading libc and defining a few structures.
 
 from __future__ import annotations
 
-import ctypes
+import _ctypes
 import os
-import struct  # already loaded by ctypes
+import struct
+from _ctypes import POINTER, Structure, addressof, byref, get_errno, sizeof
 
-libc = ctypes.CDLL(None, use_errno=True)
+# The few ctypes types this module needs, built from the C module `_ctypes` exactly as
+# ctypes/__init__.py builds them: importing ctypes itself costs ~3 ms (it makes dozens of
+# types and caches), on the start path of every container.
+
+
+class c_int(_ctypes._SimpleCData):
+    _type_ = "i"
+
+
+class c_uint(_ctypes._SimpleCData):
+    _type_ = "I"
+
+
+class c_long(_ctypes._SimpleCData):
+    _type_ = "l"
+
+
+class c_ulong(_ctypes._SimpleCData):
+    _type_ = "L"
+
+
+class c_uint8(_ctypes._SimpleCData):
+    _type_ = "B"
+
+
+class c_uint16(_ctypes._SimpleCData):
+    _type_ = "H"
+
+
+class c_uint32(_ctypes._SimpleCData):
+    _type_ = "I"
+
+
+class c_uint64(_ctypes._SimpleCData):
+    _type_ = "Q"
+
+
+class c_char(_ctypes._SimpleCData):
+    _type_ = "c"
+
+
+class c_char_p(_ctypes._SimpleCData):
+    _type_ = "z"
+
+
+class c_void_p(_ctypes._SimpleCData):
+    _type_ = "P"
+
+
+c_size_t = c_ulong  # LP64
+c_ushort = c_uint16
+
+
+def create_string_buffer(init: bytes, size: int) -> _ctypes.Array[c_char]:
+    buffer = (c_char * size)()
+    buffer.raw = init  # type: ignore[misc, assignment]  # typeshed knows only ctypes.c_char
+    return buffer
+
+
+class _LibcFunction(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = c_int
+
+
+class _Libc:
+    """libc's functions as attributes, like ctypes.CDLL(None, use_errno=True)."""
+
+    def __init__(self) -> None:
+        self._handle = _ctypes.dlopen(None, os.RTLD_LOCAL)  # type: ignore[arg-type]  # NULL: the program
+
+    def __getattr__(self, name: str) -> _LibcFunction:
+        function = _LibcFunction((name, self))  # type: ignore[arg-type]  # any object with _handle
+        setattr(self, name, function)
+        return function
+
+
+libc = _Libc()
 
 # --- constants (values from the kernel's uapi headers) -------------------------------------
 
@@ -163,7 +240,7 @@ _NR = SYSCALLS_X86_64
 
 
 def _raise(filename: str | None = None) -> None:
-    err = ctypes.get_errno()
+    err = get_errno()
     raise OSError(err, os.strerror(err), filename)
 
 
@@ -171,69 +248,69 @@ def _path(p: str | bytes | None) -> bytes | None:
     return None if p is None else os.fsencode(p)
 
 
-libc.syscall.restype = ctypes.c_long
+libc.syscall.restype = c_long
 
-libc.unshare.argtypes = (ctypes.c_int,)
+libc.unshare.argtypes = (c_int,)
 libc.mount.argtypes = (
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_ulong,
-    ctypes.c_char_p,
+    c_char_p,
+    c_char_p,
+    c_char_p,
+    c_ulong,
+    c_char_p,
 )
-libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
-libc.sethostname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
-libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+libc.umount2.argtypes = (c_char_p, c_int)
+libc.sethostname.argtypes = (c_char_p, c_size_t)
+libc.prctl.argtypes = (c_int, c_ulong, c_ulong, c_ulong, c_ulong)
 
 
-class CapHeader(ctypes.Structure):
-    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+class CapHeader(Structure):
+    _fields_ = (("version", c_uint32), ("pid", c_int))
 
 
-class CapData(ctypes.Structure):
+class CapData(Structure):
     _fields_ = (
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
+        ("effective", c_uint32),
+        ("permitted", c_uint32),
+        ("inheritable", c_uint32),
     )
 
 
-libc.capset.argtypes = (ctypes.POINTER(CapHeader), ctypes.POINTER(CapData))
+libc.capset.argtypes = (POINTER(CapHeader), POINTER(CapData))
 
 
-class SockFilter(ctypes.Structure):
+class SockFilter(Structure):
     _fields_ = (
-        ("code", ctypes.c_uint16),
-        ("jt", ctypes.c_uint8),
-        ("jf", ctypes.c_uint8),
-        ("k", ctypes.c_uint32),
+        ("code", c_uint16),
+        ("jt", c_uint8),
+        ("jf", c_uint8),
+        ("k", c_uint32),
     )
 
 
 _SOCK_FILTER = struct.Struct("=HBBI")
 
 
-class SockFprog(ctypes.Structure):
-    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter)))
+class SockFprog(Structure):
+    _fields_ = (("len", c_ushort), ("filter", c_void_p))  # struct sock_filter *
 
 
-class OpenHow(ctypes.Structure):
-    _fields_ = (("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64))
+class OpenHow(Structure):
+    _fields_ = (("flags", c_uint64), ("mode", c_uint64), ("resolve", c_uint64))
 
 
-class MountAttr(ctypes.Structure):
+class MountAttr(Structure):
     _fields_ = (
-        ("attr_set", ctypes.c_uint64),
-        ("attr_clr", ctypes.c_uint64),
-        ("propagation", ctypes.c_uint64),
-        ("userns_fd", ctypes.c_uint64),
+        ("attr_set", c_uint64),
+        ("attr_clr", c_uint64),
+        ("propagation", c_uint64),
+        ("userns_fd", c_uint64),
     )
 
 
 def _syscall(name: str, *args: object, filename: str | None = None) -> int:
     # libc.syscall is variadic: every argument is passed as a full machine word so that no
     # upper bits are left undefined.
-    result = libc.syscall(ctypes.c_long(_NR[name]), *args)
+    result = libc.syscall(c_long(_NR[name]), *args)
     if result < 0:
         _raise(filename)
     return int(result)
@@ -278,10 +355,10 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> i
     how = OpenHow(flags | os.O_CLOEXEC, mode, resolve)
     return _syscall(
         "openat2",
-        ctypes.c_int(dirfd),
+        c_int(dirfd),
         _path(path),
-        ctypes.byref(how),
-        ctypes.c_size_t(ctypes.sizeof(how)),
+        byref(how),
+        c_size_t(sizeof(how)),
         filename=path,
     )
 
@@ -291,9 +368,9 @@ def open_tree(path: str, flags: int, dirfd: int = AT_FDCWD) -> int:
     be given attributes before it is attached anywhere."""
     return _syscall(
         "open_tree",
-        ctypes.c_int(dirfd),
+        c_int(dirfd),
         _path(path),
-        ctypes.c_uint(flags | OPEN_TREE_CLOEXEC),
+        c_uint(flags | OPEN_TREE_CLOEXEC),
         filename=path,
     )
 
@@ -302,11 +379,11 @@ def move_mount(from_fd: int, to_fd: int, filename: str | None = None) -> None:
     """Attach the detached tree `from_fd` on the file or directory opened as `to_fd`."""
     _syscall(
         "move_mount",
-        ctypes.c_int(from_fd),
+        c_int(from_fd),
         b"",
-        ctypes.c_int(to_fd),
+        c_int(to_fd),
         b"",
-        ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH),
+        c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH),
         filename=filename,
     )
 
@@ -326,11 +403,11 @@ def mount_setattr(
     flags = (AT_RECURSIVE if recursive else 0) | (0 if path else AT_EMPTY_PATH)
     _syscall(
         "mount_setattr",
-        ctypes.c_int(fd),
+        c_int(fd),
         _path(path),
-        ctypes.c_uint(flags),
-        ctypes.byref(attr),
-        ctypes.c_size_t(ctypes.sizeof(attr)),
+        c_uint(flags),
+        byref(attr),
+        c_size_t(sizeof(attr)),
         filename=filename or path or None,
     )
 
@@ -352,7 +429,7 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         CapData(effective & 0xFFFFFFFF, permitted & 0xFFFFFFFF, inheritable & 0xFFFFFFFF),
         CapData(effective >> 32, permitted >> 32, inheritable >> 32),
     )
-    if libc.capset(ctypes.byref(header), data) < 0:
+    if libc.capset(byref(header), data) < 0:
         _raise()
 
 
@@ -387,17 +464,17 @@ def seccomp_load(program: list[Instruction]) -> None:
     # One struct.pack per instruction into a flat buffer: building a SockFilter object for
     # each costs ~0.5 ms, on the start path of every container.
     raw = b"".join(_SOCK_FILTER.pack(code, jt, jf, k) for code, jt, jf, k in program)
-    buffer = ctypes.create_string_buffer(raw, len(raw))
-    prog = SockFprog(len(program), ctypes.cast(buffer, ctypes.POINTER(SockFilter)))
-    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog))
+    buffer = create_string_buffer(raw, len(raw))
+    prog = SockFprog(len(program), addressof(buffer))
+    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, addressof(prog))
 
 
 # --- network -------------------------------------------------------------------------------
 
 
-libc.socket.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int)
-libc.ioctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p)
-libc.close.argtypes = (ctypes.c_int,)
+libc.socket.argtypes = (c_int, c_int, c_int)
+libc.ioctl.argtypes = (c_int, c_ulong, c_void_p)
+libc.close.argtypes = (c_int,)
 
 _AF_INET = 2
 _SOCK_DGRAM = 2
@@ -412,12 +489,12 @@ def interface_up(name: str = "lo") -> None:
     if fd < 0:
         _raise()
     try:
-        request = ctypes.create_string_buffer(_IFREQ.pack(name.encode(), 0), _IFREQ.size)
+        request = create_string_buffer(_IFREQ.pack(name.encode(), 0), _IFREQ.size)
         if libc.ioctl(fd, SIOCGIFFLAGS, request) < 0:
             _raise(name)
-        flags = _IFREQ.unpack(request.raw)[1]
+        flags = _IFREQ.unpack(request.raw)[1]  # type: ignore[misc]
         if not flags & IFF_UP:
-            request = ctypes.create_string_buffer(_IFREQ.pack(name.encode(), flags | IFF_UP), _IFREQ.size)
+            request = create_string_buffer(_IFREQ.pack(name.encode(), flags | IFF_UP), _IFREQ.size)
             if libc.ioctl(fd, SIOCSIFFLAGS, request) < 0:
                 _raise(name)
     finally:

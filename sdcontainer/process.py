@@ -179,7 +179,7 @@ _MAX_INTERPRETER_DEPTH = 5
 def _interpreter(fd: int) -> tuple[bytes, bool] | None:
     """The interpreter the kernel would open to run this file: a #! line's, or an ELF
     program's PT_INTERP (its dynamic loader); True if that may be a script in its turn."""
-    from struct import unpack_from  # loaded with ctypes already
+    from struct import unpack_from  # loaded by linux already
 
     head = os.pread(fd, _BINPRM_BUF_SIZE, 0)
     if head.startswith(b"#!"):
