@@ -149,14 +149,16 @@ def parse_file(path: str) -> UnitFile:
     MemoryError that would cost every other unit of a generator run."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with open(fd, "rb") as f:
+        try:  # plain fds, no file object: this runs for every file at every boot and reload
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise ConfigError("not a regular file", path)
-            # checked before reading: read(MAX_FILE_SIZE) would allocate 8 MiB for every file
+            # checked before reading: reading up to MAX_FILE_SIZE would allocate it per file
             if info.st_size > MAX_FILE_SIZE:
                 raise ConfigError(f"larger than {MAX_FILE_SIZE >> 20} MiB; not a unit file", path)
-            data = f.read(info.st_size + 1)
+            data = os.read(fd, info.st_size + 1)
+        finally:
+            os.close(fd)
     except OSError as error:
         raise ConfigError(f"cannot read: {error.strerror}", path) from None
     if len(data) > MAX_FILE_SIZE:  # it grew while we read it
