@@ -3,7 +3,7 @@
 systemd runs this at boot and on every daemon-reload, in parallel with the other generators,
 and waits for the slowest; it imports only the standard library and the parsing modules.
 A bad file fails alone: every other file is still generated, the error names file, line
-and key, goes to stderr and the kernel log, and the exit status says something failed.
+and key, goes to stderr and the journal, and the exit status says something failed.
 """
 
 from __future__ import annotations
