@@ -164,3 +164,15 @@ def test_every_cli_command_and_option_is_in_the_page_and_nothing_else() -> None:
                     f"{name} {o}".strip() for o in (*param.opts, *param.secondary_opts) if f"*{o}*" not in page
                 ]
     assert not undocumented, f"not in {CLI_PAGE.name}: {undocumented}"
+
+
+def test_the_generator_pages_example_unit_is_what_the_generator_writes() -> None:
+    """sdcontainer-generator(8) shows hello.service; it must not drift from the real output
+    (tests/golden/hello.service.expected, with the launcher where make install puts it)."""
+    page = (MAN / "sdcontainer-generator.8.scd").read_text()
+    golden = (CHECKOUT / "tests" / "golden" / "hello.service.expected").read_text()
+    installed = golden.replace(
+        "/usr/libexec/sdcontainer/launcher", "/usr/local/lib/sdcontainer/venv/bin/sdcontainer-launcher"
+    )
+    service = installed[installed.index("[Service]\n") : installed.index("\n[Install]")]
+    assert service in page
