@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.containers import ROOTFS, add_container, container, proc_status, unit_processes, wait_for
 from tests.testbed import CGROUP_PREFIX, Testbed, _cgroup2_dir, _cgroup_dirs
 
 pytestmark = pytest.mark.testbed
-
-ROOTFS = "/srv/rootfs/busybox"
-UNITS = "/etc/sdcontainer"
 
 
 @pytest.fixture(scope="module")
@@ -34,43 +31,6 @@ def bed(unified_testbed: Testbed, wheelhouse: Path, busybox_rootfs: str) -> Test
         unified_testbed.copy_in(busybox_rootfs, ROOTFS)
         unified_testbed.write_file("/srv/www/index.html", "hello from the volume\n")
     return unified_testbed
-
-
-def add_container(bed: Testbed, name: str, body: str) -> None:
-    bed.write_file(f"{UNITS}/{name}.container", body)
-    bed.daemon_reload()
-
-
-def container(exec_line: str, extra: str = "", service: str = "") -> str:
-    text = f"[Unit]\nStartLimitIntervalSec=0\n[Container]\nRootfs={ROOTFS}\nExec={exec_line}\n{extra}"
-    if service:
-        text += f"[Service]\n{service}\n"
-    return text
-
-
-def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
-
-
-def proc_status(bed: Testbed, pid: str) -> dict[str, str]:
-    text = bed.read_file(f"/proc/{pid}/status")
-    return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
-
-
-def unit_processes(bed: Testbed, unit: str) -> list[str]:
-    """Every process in the unit's cgroup and below it, in the (only) v2 hierarchy."""
-    cgroup = bed.show(unit, "ControlGroup")
-    if not cgroup:
-        return []
-    out = bed.run(
-        ["sh", "-c", f"find /sys/fs/cgroup{cgroup} -name cgroup.procs -exec cat {{}} + 2>/dev/null"], check=False
-    )
-    return sorted(set(out.stdout.split()), key=int)
 
 
 def v2_line(bed: Testbed, pid: str) -> str:

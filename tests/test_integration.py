@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import pytest
 
+from tests.containers import ROOTFS, UNITS, add_container, container, proc_status, unit_processes, wait_for
 from tests.testbed import Testbed
-
-ROOTFS = "/srv/rootfs/busybox"
-UNITS = "/etc/sdcontainer"
 
 
 @pytest.fixture(scope="module")
@@ -20,49 +17,6 @@ def bed(installed_testbed: Testbed, busybox_rootfs: str) -> Testbed:
     installed_testbed.copy_in(busybox_rootfs, ROOTFS)
     installed_testbed.write_file("/srv/www/index.html", "hello from the volume\n")
     return installed_testbed
-
-
-def add_container(bed: Testbed, name: str, body: str, *, reload: bool = True) -> None:
-    bed.write_file(f"{UNITS}/{name}.container", body)
-    if reload:
-        bed.daemon_reload()
-
-
-def container(exec_line: str, extra: str = "", service: str = "") -> str:
-    text = f"[Unit]\nStartLimitIntervalSec=0\n[Container]\nRootfs={ROOTFS}\nExec={exec_line}\n{extra}"
-    if service:
-        text += f"[Service]\n{service}\n"
-    return text
-
-
-def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
-
-
-def proc_status(bed: Testbed, pid: str) -> dict[str, str]:
-    text = bed.read_file(f"/proc/{pid}/status")
-    return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
-
-
-def unit_processes(bed: Testbed, unit: str) -> list[str]:
-    """Every process in the unit's cgroup (name=systemd hierarchy), by pid."""
-    cgroup = bed.show(unit, "ControlGroup")
-    if not cgroup:
-        return []  # no cgroup: the unit has no processes
-    out = bed.run(
-        [
-            "sh",
-            "-c",
-            f"cat /sys/fs/cgroup/systemd{cgroup}/cgroup.procs /sys/fs/cgroup/systemd{cgroup}/*/cgroup.procs 2>/dev/null",
-        ],
-        check=False,
-    ).stdout
-    return sorted(set(out.split()))
 
 
 def test_the_issue_example_runs_as_a_service(bed: Testbed) -> None:
