@@ -911,22 +911,18 @@ def spec_from_unit(unit: UnitFile, section: str = "Container") -> ContainerSpec:
     ctx = ParseContext(unit_dir=os.path.dirname(os.path.abspath(unit.path)))
     grouped: dict[str, list[Entry]] = {}
     for entry in unit.section(section):
-        _check_key(entry)
-        grouped.setdefault(entry.key, []).append(entry)
+        grouped.setdefault(_check_key(entry).field, []).append(entry)
     values: dict[str, Any] = {}
-    for name, entries in grouped.items():
-        key = KEYS_BY_NAME[name]
-        value = _values_for(key, entries, ctx)
+    for field, entries in grouped.items():
+        value = _values_for(KEYS_BY_NAME[entries[0].key], entries, ctx)
         if value is not None:
-            values[key.field] = value
+            values[field] = value
     spec = ContainerSpec(**values)
     try:
         validate(spec)
-    except ValueError as error:
+    except SpecError as error:
         # point at the last assignment of the key the check is about, if the file has one
-        culprit = getattr(error, "field", None)
-        names = [k.name for k in KEYS if k.field == culprit]
-        assignments = grouped.get(names[0], []) if names else []
+        assignments = grouped.get(error.field or "")
         if assignments:
             raise assignments[-1].error(str(error)) from None
         raise ConfigError(f"[{section}]: {error}", unit.path) from None
