@@ -1079,16 +1079,11 @@ class FakeManager:
         self.sock.close()
 
 
-def test_systemd_mode_hands_over_and_exits(busybox_rootfs: str, tmp_path: Path) -> None:
-    manager = FakeManager(str(tmp_path / "notify"))
-    unit = f"sdct-{os.getpid()}.service"
-    spec = ContainerSpec(
-        name="handoff",
-        unit=unit,
-        rootfs=busybox_rootfs,
-        labels=("app=web",),
-        exec=("/bin/sh", "-c", "sleep 0.3; echo pid=$$; env"),
-    )
+def start_in_systemd_mode(
+    spec: ContainerSpec, notify_socket: str, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """The launcher as a unit runs it ($NOTIFY_SOCKET set), the container's stdout on a pipe:
+    the launcher's result, and what the container printed by the time it ended."""
     read_end, write_end = os.pipe()
     try:
         result = subprocess.run(
@@ -1099,15 +1094,30 @@ def test_systemd_mode_hands_over_and_exits(busybox_rootfs: str, tmp_path: Path) 
             stderr=subprocess.PIPE,
             text=True,
             timeout=30,
-            env={"PATH": os.environ["PATH"], "NOTIFY_SOCKET": str(tmp_path / "notify"), "INVOCATION_ID": "x"},
+            env={**env, "PATH": os.environ["PATH"], "NOTIFY_SOCKET": notify_socket},
         )
+    finally:
         os.close(write_end)
+    # The launcher has exited; the container runs on (reparented) and finishes by itself.
+    with os.fdopen(read_end) as container_out:
+        return result, container_out.read()
+
+
+def test_systemd_mode_hands_over_and_exits(busybox_rootfs: str, tmp_path: Path) -> None:
+    manager = FakeManager(str(tmp_path / "notify"))
+    unit = f"sdct-{os.getpid()}.service"
+    spec = ContainerSpec(
+        name="handoff",
+        unit=unit,
+        rootfs=busybox_rootfs,
+        labels=("app=web",),
+        exec=("/bin/sh", "-c", "sleep 0.3; echo pid=$$; env"),
+    )
+    try:
+        result, output = start_in_systemd_mode(spec, str(tmp_path / "notify"), {"INVOCATION_ID": "x"})
         assert result.returncode == 0, result.stderr
         with open(f"{launcher.STATE_DIR}/{unit}.json") as f:
             state = json.load(f)
-        # The launcher has exited; the container runs on (reparented) and finishes by itself.
-        with os.fdopen(read_end) as container_out:
-            output = container_out.read()
     finally:
         manager.close()
     pid = state["pid"]
@@ -1129,27 +1139,12 @@ def test_environment_host_under_systemd_leaves_notify_socket_out(busybox_rootfs:
     manager = FakeManager(str(tmp_path / "notify"))
     unit = f"sdct-envhost-{os.getpid()}.service"
     spec = ContainerSpec(name="envhost", unit=unit, rootfs=busybox_rootfs, env_host=True, exec=("/bin/env",))
-    read_end, write_end = os.pipe()
     try:
-        result = subprocess.run(
-            [*LAUNCHER, "start", *spec_to_argv(spec)],
-            cwd=CHECKOUT,
-            stdout=write_end,
-            stdin=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=30,
-            env={
-                **SYSTEMD_SERVICE_ENV,
-                "PATH": os.environ["PATH"],
-                "NOTIFY_SOCKET": str(tmp_path / "notify"),
-                "UNIT_SETTING": "from Environment=",
-            },
+        result, output = start_in_systemd_mode(
+            spec, str(tmp_path / "notify"), {**SYSTEMD_SERVICE_ENV, "UNIT_SETTING": "from Environment="}
         )
-        os.close(write_end)
         assert result.returncode == 0, result.stderr
-        with os.fdopen(read_end) as container_out:
-            env = dict(line.split("=", 1) for line in container_out.read().splitlines())
+        env = dict(line.split("=", 1) for line in output.splitlines())
     finally:
         manager.close()
         subprocess.run([*LAUNCHER, "cleanup", "--unit", unit], cwd=CHECKOUT)
