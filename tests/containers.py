@@ -55,3 +55,10 @@ def unit_processes(bed: Testbed, unit: str) -> list[str]:
     )
     out = bed.run(["sh", "-c", script], check=False).stdout
     return sorted(set(out.split()), key=int)
+
+
+def run_to_end(bed: Testbed, unit: str, timeout: float = 15.0) -> None:
+    """Start a unit whose container ends by itself, and wait until it has (a failed start is
+    fine: the tests look at how it ended)."""
+    bed.systemctl("start", unit, check=False)
+    wait_for(lambda: bed.show(unit, "ActiveState") in ("failed", "inactive"), timeout=timeout)

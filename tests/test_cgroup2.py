@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.containers import ROOTFS, add_container, container, proc_status, unit_processes, wait_for
+from tests.containers import ROOTFS, add_container, container, proc_status, run_to_end, unit_processes, wait_for
 from tests.testbed import CGROUP_PREFIX, Testbed, _cgroup2_dir, _cgroup_dirs
 
 pytestmark = pytest.mark.testbed
@@ -127,16 +127,14 @@ def test_container_is_the_main_process_in_the_units_v2_cgroup(bed: Testbed) -> N
 
 def test_container_has_a_cgroup_namespace_rooted_at_its_unit(bed: Testbed) -> None:
     add_container(bed, "u2-cgns", container("/bin/cat /proc/self/cgroup"))
-    bed.systemctl("start", "u2-cgns.service", check=False)
-    wait_for(lambda: bed.show("u2-cgns.service", "ActiveState") in ("inactive", "failed"))
+    run_to_end(bed, "u2-cgns.service")
     assert bed.show("u2-cgns.service", "Result") == "success"
     assert "0::/" in bed.journal("u2-cgns.service").splitlines()
 
 
 def test_exit_status_and_journal(bed: Testbed) -> None:
     add_container(bed, "u2-seven", container("/bin/sh -c 'echo out-line; echo err-line >&2; exit 7'"))
-    bed.systemctl("start", "u2-seven.service", check=False)
-    wait_for(lambda: bed.show("u2-seven.service", "ActiveState") in ("failed", "inactive"))
+    run_to_end(bed, "u2-seven.service")
     assert bed.show("u2-seven.service", "ExecMainStatus") == "7"
     assert bed.show("u2-seven.service", "Result") == "exit-code"
     journal = bed.journal("u2-seven.service")
@@ -219,7 +217,6 @@ def test_memory_max_kills_a_container_that_exceeds_it(bed: Testbed) -> None:
         "u2-hog",
         container("/bin/dd if=/dev/zero of=/big/fill bs=1M count=200", "Tmpfs=/big:size=300m\n", "MemoryMax=32M"),
     )
-    bed.systemctl("start", "u2-hog.service", check=False)
-    wait_for(lambda: bed.show("u2-hog.service", "ActiveState") in ("failed", "inactive"), timeout=30)
+    run_to_end(bed, "u2-hog.service", timeout=30)
     assert bed.show("u2-hog.service", "Result") in ("oom-kill", "signal"), bed.journal("u2-hog.service")
     bed.systemctl("reset-failed", "u2-hog.service", check=False)

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.containers import ROOTFS, UNITS, add_container, container, proc_status, unit_processes, wait_for
+from tests.containers import ROOTFS, UNITS, add_container, container, proc_status, run_to_end, unit_processes, wait_for
 from tests.testbed import Testbed
 
 
@@ -64,8 +64,7 @@ def test_the_issue_example_runs_as_a_service(bed: Testbed) -> None:
 
 def test_exit_status_and_journal(bed: Testbed) -> None:
     add_container(bed, "seven", container("/bin/sh -c 'echo out-line; echo err-line >&2; exit 7'"))
-    bed.systemctl("start", "seven.service", check=False)
-    wait_for(lambda: bed.show("seven.service", "ActiveState") in ("failed", "inactive"))
+    run_to_end(bed, "seven.service")
     assert bed.show("seven.service", "ExecMainStatus") == "7"
     assert bed.show("seven.service", "Result") == "exit-code"
     journal = bed.journal("seven.service")
@@ -79,8 +78,7 @@ def test_exit_status_and_journal(bed: Testbed) -> None:
 
 def test_a_program_that_is_not_there(bed: Testbed) -> None:
     add_container(bed, "missing", container("/bin/no-such-program"))
-    bed.systemctl("start", "missing.service", check=False)
-    wait_for(lambda: bed.show("missing.service", "ActiveState") in ("failed", "inactive"))
+    run_to_end(bed, "missing.service")
     assert bed.show("missing.service", "ExecMainStatus") == "127"
     assert "/bin/no-such-program" in bed.journal("missing.service")
     bed.systemctl("reset-failed", "missing.service", check=False)
@@ -115,8 +113,7 @@ def test_device_cgroup_refuses_nodes_the_container_makes(bed: Testbed) -> None:
             "AddCapability=CAP_MKNOD\n",
         ),
     )
-    bed.systemctl("start", "mknod.service", check=False)
-    wait_for(lambda: bed.show("mknod.service", "ActiveState") in ("failed", "inactive"))
+    run_to_end(bed, "mknod.service")
     journal = bed.journal("mknod.service")
     assert "null-ok" in journal, journal
     assert "mknod: /dev/k: Operation not permitted" in journal and "mknod-refused" in journal, journal
@@ -167,8 +164,7 @@ def test_memory_max_kills_a_container_that_exceeds_it(bed: Testbed) -> None:
         "hog",
         container("/bin/dd if=/dev/zero of=/big/fill bs=1M count=200", "Tmpfs=/big:size=300m\n", "MemoryMax=32M"),
     )
-    bed.systemctl("start", "hog.service", check=False)
-    wait_for(lambda: bed.show("hog.service", "ActiveState") in ("failed", "inactive"), timeout=30)
+    run_to_end(bed, "hog.service", timeout=30)
     assert bed.show("hog.service", "Result") in ("oom-kill", "signal"), bed.journal("hog.service")
     bed.systemctl("reset-failed", "hog.service", check=False)
 
@@ -223,8 +219,7 @@ def test_launcher_keys_reach_the_container_through_systemd(bed: Testbed) -> None
             "Environment=FROM_UNIT=hello",
         ),
     )
-    bed.systemctl("start", "tuned.service", check=False)
-    wait_for(lambda: bed.show("tuned.service", "ActiveState") in ("inactive", "failed"))
+    run_to_end(bed, "tuned.service")
     journal = bed.journal("tuned.service")
     assert bed.show("tuned.service", "Result") == "success", journal
     lines = journal.splitlines()
