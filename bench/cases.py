@@ -47,7 +47,10 @@ PYNOTIFY = Case(
     "(reference) Python Type=notify floor: the launcher's interpreter and flags, READY=1, exec sleep",
     "bench-pynotify.service",
 )
-START_CASES = (PLAIN, SDCONTAINER, PODMAN, BARE, PYNOTIFY)
+#: A runs without podman, A2 with it: in one interleaved run podman's background work slowed the
+#: case that followed it, so the floor ratio is measured apart from podman.
+START_CASES = (PLAIN, SDCONTAINER, BARE, PYNOTIFY)
+PODMAN_CASES = (PLAIN, SDCONTAINER, PODMAN)
 
 
 def sdcontainer_container(name_comment: str = "") -> str:
@@ -141,3 +144,46 @@ def density_units() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
 def unit_of(path: str) -> str:
     name = path.rsplit("/", 1)[1]
     return name.removesuffix(".container") + ".service" if name.endswith(".container") else name
+
+
+#: F (parallel starts) and G (scaling): the same numbered units serve both.
+PARALLEL_SIZES = (1, 10, 50, 100)
+SCALING_CHECKPOINTS = (1, 10, 50, 100, 150, 200)
+MANY_COUNT = max(*PARALLEL_SIZES, *SCALING_CHECKPOINTS)
+
+
+def many_units(kind: str) -> list[tuple[str, str]]:
+    """(path in the testbed, text) of MANY_COUNT numbered units of one kind."""
+    if kind == "sdcontainer":
+        return [
+            (f"{CONTAINER_DIR}/bench-n-sd-{i:03d}.container", sdcontainer_container(f"many {i}"))
+            for i in range(MANY_COUNT)
+        ]
+    if kind == "plain":
+        return [(f"{UNIT_DIR}/bench-n-plain-{i:03d}.service", plain_unit()) for i in range(MANY_COUNT)]
+    if kind == "podman":
+        return [(f"{UNIT_DIR}/bench-n-pod-{i:03d}.service", podman_unit()) for i in range(MANY_COUNT)]
+    raise ValueError(kind)
+
+
+#: E: `true` run to completion, by each tool a user could pick; (key, label, argv).
+CRUN_BUNDLE = "/srv/bench-crun"
+
+
+def run_to_end_commands() -> list[tuple[str, str, list[str]]]:
+    true = "/bin/true"
+    return [
+        ("sdcontainer", "`sdcontainer run ROOTFS /bin/true` (transient unit over D-Bus, waits, collects)",
+         ["sdcontainer", "run", ROOTFS, true]),
+        ("systemd_run", "`systemd-run --wait -q -p RootDirectory=ROOTFS -p MountAPIVFS=yes -p PrivateNetwork=yes`",
+         ["systemd-run", "--wait", "-q", "-p", f"RootDirectory={ROOTFS}", "-p", "MountAPIVFS=yes",
+          "-p", "PrivateNetwork=yes", true]),
+        ("nspawn", "`systemd-nspawn -q --register=no -D ROOTFS` (its own scope unit)",
+         ["systemd-nspawn", "-q", "--register=no", "-D", ROOTFS, true]),
+        ("crun", "`crun run -b BUNDLE` (OCI runtime alone: no image store, no unit)",
+         ["crun", "run", "-b", CRUN_BUNDLE, "bench-crun"]),
+        ("podman", "`podman run --rm --runtime runc --network=none localhost/busybox`",
+         ["podman", "run", "--rm", "--runtime", "runc", "--network=none", PODMAN_IMAGE, true]),
+        ("unshare", "`unshare --pid --fork --mount --net --uts --ipc chroot ROOTFS` (C floor, no confinement)",
+         ["unshare", "--pid", "--fork", "--mount", "--net", "--uts", "--ipc", "chroot", ROOTFS, true]),
+    ]  # fmt: skip

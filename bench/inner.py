@@ -202,11 +202,99 @@ def density(groups: dict[str, list[str]], payload: list[str], settle: float) -> 
     return result
 
 
+# --- F and G: parallel starts, and scaling to many running containers -------------------------
+
+
+def _active_count(units: list[str]) -> int:
+    out = systemctl("show", "-p", "ActiveState", *units).stdout
+    return out.count("ActiveState=active")
+
+
+def _mem_available_kb() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def _memory_current_bytes(units: list[str]) -> int:
+    out = systemctl("show", "-p", "MemoryCurrent", *units).stdout
+    return sum(int(v) for v in (ln.partition("=")[2] for ln in out.splitlines()) if v.isdigit())
+
+
+def parallel(groups: dict[str, list[str]], sizes: list[int], rounds: int) -> dict[str, Any]:
+    """One `systemctl start U1 ... Un` (systemd runs the n start jobs at once) per kind, size
+    and round, kinds interleaved; each batch is checked active and then stopped. Round 0 is a
+    warm-up."""
+    samples: dict[str, dict[str, list[float]]] = {k: {str(n): [] for n in sizes} for k in groups}
+    failures: dict[str, list[str]] = {k: [] for k in groups}
+    for rnd in range(rounds + 1):
+        for n in sizes:
+            kinds = list(groups)
+            k = rnd % len(kinds)
+            for kind in kinds[k:] + kinds[:k]:
+                batch = groups[kind][:n]
+                systemctl("reset-failed", *batch)
+                t, r = timed("start", *batch)
+                active = _active_count(batch)
+                if r.returncode != 0 or active != n:
+                    failures[kind].append(
+                        f"round {rnd}, {n} units: rc={r.returncode}, {active} active {r.stderr[-300:]}"
+                    )
+                elif rnd > 0:
+                    samples[kind][str(n)].append(t)
+                systemctl("stop", *batch)
+                systemctl("reset-failed", *batch)
+    return {"samples": samples, "failures": failures}
+
+
+def scaling(groups: dict[str, list[str]], checkpoints: list[int], settle: float) -> dict[str, Any]:
+    """Per kind: start its units one after the other up to the last checkpoint, timing every
+    start; at each checkpoint, the drop in MemAvailable since before the first start (the whole
+    machine's view: kernel objects, tmpfs, helpers) and the units' MemoryCurrent sum; then one
+    `systemctl stop` of them all, timed."""
+    result: dict[str, Any] = {}
+    count = max(checkpoints)
+    for kind, all_units in groups.items():
+        units = all_units[:count]
+        systemctl("reset-failed", *units)
+        time.sleep(settle)
+        base = _mem_available_kb()
+        starts: list[float | None] = []
+        memory: list[dict[str, float]] = []
+        failures: list[str] = []
+        for i, unit in enumerate(units, 1):
+            t, r = timed("start", unit)
+            ok = r.returncode == 0
+            starts.append(t if ok else None)
+            if not ok:
+                failures.append(f"{unit}: rc={r.returncode} {r.stderr.strip()[-200:]} | {journal_tail(unit, 5)}")
+                if len(failures) > 5:
+                    break
+            if i in checkpoints:
+                time.sleep(settle)
+                memory.append(
+                    {
+                        "running": _active_count(units[:i]),
+                        "n": i,
+                        "mem_available_drop_mb": (base - _mem_available_kb()) / 1024,
+                        "memory_current_mb": _memory_current_bytes(units[:i]) / 1024 / 1024,
+                    }
+                )
+        t_stop, r = timed("stop", *units)
+        systemctl("reset-failed", *units)
+        result[kind] = {"starts": starts, "memory": memory, "stop_all_ms": t_stop, "failures": failures}
+    return result
+
+
 COMMANDS: dict[str, Callable[..., Any]] = {
     "start_stop": start_stop,
     "reload": reload,
     "density": density,
     "spawn_times": spawn_times,
+    "parallel": parallel,
+    "scaling": scaling,
 }
 
 

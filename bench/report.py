@@ -10,6 +10,7 @@ START_RATIO_MAX = 1.25  # sdcontainer start / plain-unit floor
 PODMAN_RATIO_MIN = 4.0  # podman start / sdcontainer start ("about 4.5x" in the issue)
 GEN_100_MAX_MS = 30.0
 GEN_1000_MAX_MS = 150.0
+PARALLEL_FLAT_MAX = 1.25  # per-start time of 100 parallel starts / that of 10 ("flat": no global lock)
 
 
 def summarize(samples: list[float]) -> dict[str, float | int | None]:
@@ -48,7 +49,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     start = results["start_stop"]["summary"]
     sd = start.get("sdcontainer", {}).get("start", {}).get("median")
     plain = start.get("plain", {}).get("start", {}).get("median")
-    pod = start.get("podman", {}).get("start", {}).get("median")
+    with_podman = results.get("start_stop_podman", {})
+    pod = with_podman.get("summary", {}).get("podman", {}).get("start", {}).get("median")
+    sd_a2 = with_podman.get("summary", {}).get("sdcontainer", {}).get("start", {}).get("median")
     gen = results["generator"]["summary"]
     g100 = gen.get("100", {}).get("median")
     g1000 = gen.get("1000", {}).get("median")
@@ -62,10 +65,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         },
         {
             "target": f"Quadlet-style podman at least {PODMAN_RATIO_MIN}x slower to start (issue: about 4.5x)",
-            "measured": _x(ratio(pod, sd)) + f" ({_ms(pod)} vs {_ms(sd)} ms)"
+            "measured": _x(ratio(pod, sd_a2)) + f" ({_ms(pod)} vs {_ms(sd_a2)} ms, A2)"
             if pod is not None
-            else results["start_stop"].get("podman_error", "n/a"),
-            "met": None if pod is None or sd is None else pod >= PODMAN_RATIO_MIN * sd,
+            else with_podman.get("podman_error") or "n/a",
+            "met": None if pod is None or sd_a2 is None else pod >= PODMAN_RATIO_MIN * sd_a2,
         },
         {
             "target": f"generator, 100 files <= {GEN_100_MAX_MS:.0f} ms",
@@ -86,6 +89,18 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "met": None if helper_rss is None else helper_rss == 0 and dens.get("helper_processes") == 0,
         },
     ]
+    par = results.get("parallel", {}).get("summary", {}).get("sdcontainer", {})
+    p10, p100 = par.get("10", {}).get("median"), par.get("100", {}).get("median")
+    if par:
+        flat = None if p10 is None or p100 is None else (p100 / 100) / (p10 / 10)
+        rows.append(
+            {
+                "target": "100 parallel starts with no global lock: time per start flat "
+                f"(100 at once within {PARALLEL_FLAT_MAX}x of 10 at once, per start)",
+                "measured": "n/a" if flat is None else f"{p100 / 100:.1f} vs {p10 / 10:.1f} ms per start ({flat:.2f}x)",
+                "met": None if flat is None else flat <= PARALLEL_FLAT_MAX,
+            }
+        )
     return rows
 
 
@@ -121,38 +136,8 @@ def decomposition(results: dict[str, Any]) -> list[str]:
     return out
 
 
-def render(results: dict[str, Any]) -> str:
-    out: list[str] = []
-    meta = results["meta"]
-    v = meta["versions"]
-    out.append("# sdcontainer benchmark (foundation issue)")
-    out.append("")
-    out.append(
-        f"{meta['date']} on {meta['machine']['model']} ({meta['machine']['nproc']} CPUs), kernel {v['kernel']}, "
-        f"{v['systemd']}, {v['python']}, {v['podman']}, runc {v['runc']}, crun {v['crun']}, "
-        f"conmon {v['conmon']}, {v['hyperfine']}; checkout {meta['git']}. One testbed (systemd as PID 1 of "
-        f"throwaway namespaces, tests/testbed.py), booted in {_ms(meta['testbed']['boot_s'], 2)} s, "
-        f"`make install` in {_ms(meta['testbed']['install_s'], 1)} s. Milliseconds; compare only within one run."
-    )
-    launcher = meta.get("launcher")
-    if launcher:
-        out.append(
-            f"The generated units run the launcher as `{' '.join(launcher['argv'])}` "
-            f"(interpreter `{launcher['python']} {' '.join(launcher['flags'])}`)."
-        )
-    out.append("")
-
-    out.append("## Targets")
-    out.append("")
-    out.append("| target | measured | verdict |")
-    out.append("|---|---|---|")
-    for row in targets(results):
-        out.append(f"| {row['target']} | {row['measured']} | {verdict(row['met'])} |")
-    out.append("")
-
-    ss = results["start_stop"]
-    out.append("## A. `systemctl start` until active, D. `systemctl stop`")
-    out.append("")
+def start_table(ss: dict[str, Any], heading: str) -> list[str]:
+    out = [heading, ""]
     out.append(
         f"{ss['config']['warmup']} warm-up + {ss['config']['runs']} measured runs per case, interleaved round-robin "
         "(the first case rotating each round); each sample is `time.perf_counter_ns()` around "
@@ -180,6 +165,135 @@ def render(results: dict[str, Any]) -> str:
         out.append("")
         out.extend(notes)
     out.append("")
+    return out
+
+
+def run_to_end_table(rte: dict[str, Any]) -> list[str]:
+    out = ["## E. Run to completion: `/bin/true` in a container, from the shell", ""]
+    out.append(
+        f"{rte['config']['warmup']} warm-up + {rte['config']['runs']} runs each, interleaved round-robin, "
+        "posix_spawn to exit inside the testbed (stdio on /dev/null). Same busybox rootfs for every tool."
+    )
+    out.append("")
+    out.append("| tool | median | p90 | x sdcontainer | n |")
+    out.append("|---|---|---|---|---|")
+    sd = rte["summary"].get("sdcontainer", {}).get("median")
+    for key, label in rte["labels"].items():
+        if key in rte["errors"]:
+            out.append(f"| {label} | failed: {rte['errors'][key]} | | | 0 |")
+            continue
+        s = rte["summary"][key]
+        out.append(f"| {label} | {_ms(s['median'])} | {_ms(s['p90'])} | {_x(ratio(s['median'], sd))} | {s['n']} |")
+    failed = {k: n for k, n in rte["failures"].items() if n}
+    if failed:
+        out += ["", f"Failed runs: {failed}"]
+    out.append("")
+    return out
+
+
+KIND_LABELS = {"plain": "plain sandboxed unit", "sdcontainer": "sdcontainer", "podman": "Quadlet-style podman"}
+
+
+def parallel_table(par: dict[str, Any]) -> list[str]:
+    sizes = par["config"]["sizes"]
+    out = ["## F. Parallel starts: one `systemctl start U1 ... Un`", ""]
+    out.append(
+        f"systemd runs the n start jobs at once; 1 warm-up + {par['config']['rounds']} rounds per size, kinds "
+        "interleaved; the whole batch is checked active, then stopped. Per start = batch time / n: flat or "
+        "falling means no global lock (2 CPUs: once both are busy, the batch time grows with the work)."
+    )
+    out.append("")
+    out.append("| kind | " + " | ".join(f"{n} units: batch / per start" for n in sizes) + " |")
+    out.append("|---|" + "---|" * len(sizes))
+    for kind, per_size in par["summary"].items():
+        cells = []
+        for n in sizes:
+            med = per_size.get(str(n), {}).get("median")
+            cells.append("n/a" if med is None else f"{med:.0f} / {med / n:.1f}")
+        out.append(f"| {KIND_LABELS.get(kind, kind)} | " + " | ".join(cells) + " |")
+    for kind, fails in par["failures"].items():
+        if fails:
+            out.append(f"\n- {kind}: {len(fails)} failed batches, first: {fails[0][:300]}")
+    out.append("")
+    return out
+
+
+def scaling_table(sc: dict[str, Any]) -> list[str]:
+    cps = sc["config"]["checkpoints"]
+    out = ["## G. Scaling: start time and memory from 1 to " + str(max(cps)) + " running containers", ""]
+    out.append(
+        "Per kind, units started one after the other (each `systemctl start` timed) until "
+        f"{max(cps)} run, then one `systemctl stop` of them all; kinds one after the other. Memory at each "
+        "checkpoint: the drop of the machine's MemAvailable since before the first start (everything: kernel "
+        "objects, tmpfs, helpers; other load on the machine shows up too) and the sum of the units' "
+        "MemoryCurrent, per running container."
+    )
+    out.append("")
+    first: dict[str, Any] = next(iter(sc["summary"].values()), {})
+    windows = list(first.get("windows", {}))
+    out.append("| kind | " + " | ".join(f"start ms, #{w}" for w in windows) + " | stop all (ms) |")
+    out.append("|---|" + "---|" * (len(windows) + 1))
+    for kind, s in sc["summary"].items():
+        cells = [_ms(s["windows"].get(w, {}).get("median")) for w in windows]
+        out.append(f"| {KIND_LABELS.get(kind, kind)} | " + " | ".join(cells) + f" | {_ms(s['stop_all_ms'], 0)} |")
+    out.append("")
+    out.append("| kind | " + " | ".join(f"{cp} running: MB each (MemAvailable / MemoryCurrent)" for cp in cps) + " |")
+    out.append("|---|" + "---|" * len(cps))
+    for kind, s in sc["summary"].items():
+        by_n = {m["n"]: m for m in s["memory"]}
+        cells = []
+        for cp in cps:
+            m = by_n.get(cp)
+            cells.append(
+                "n/a"
+                if not m or not m["running"]
+                else f"{m['mem_available_drop_mb'] / m['running']:.2f} / {m['memory_current_mb'] / m['running']:.2f}"
+            )
+        out.append(f"| {KIND_LABELS.get(kind, kind)} | " + " | ".join(cells) + " |")
+    for kind, data in sc["raw"].items():
+        if data["failures"]:
+            out.append(f"\n- {kind}: {len(data['failures'])} failed starts, first: {data['failures'][0][:300]}")
+    out.append("")
+    return out
+
+
+def render(results: dict[str, Any]) -> str:
+    out: list[str] = []
+    meta = results["meta"]
+    v = meta["versions"]
+    out.append("# sdcontainer benchmark")
+    out.append("")
+    out.append(
+        f"{meta['date']} on {meta['machine']['model']} ({meta['machine']['nproc']} CPUs), kernel {v['kernel']}, "
+        f"{v['systemd']}, {v['python']}, {v['podman']}, runc {v['runc']}, crun {v['crun']}, "
+        f"conmon {v['conmon']}, {v['hyperfine']}; checkout {meta['git']}. One testbed (systemd as PID 1 of "
+        f"throwaway namespaces, tests/testbed.py), booted in {_ms(meta['testbed']['boot_s'], 2)} s, "
+        f"`make install` in {_ms(meta['testbed']['install_s'], 1)} s. Milliseconds; compare only within one run."
+    )
+    launcher = meta.get("launcher")
+    if launcher:
+        out.append(
+            f"The generated units run the launcher as `{' '.join(launcher['argv'])}` "
+            f"(interpreter `{launcher['python']} {' '.join(launcher['flags'])}`)."
+        )
+    out.append("")
+
+    out.append("## Targets")
+    out.append("")
+    out.append("| target | measured | verdict |")
+    out.append("|---|---|---|")
+    for row in targets(results):
+        out.append(f"| {row['target']} | {row['measured']} | {verdict(row['met'])} |")
+    out.append("")
+
+    out.extend(start_table(results["start_stop"], "## A. `systemctl start` until active, D. `systemctl stop`"))
+    if "start_stop_podman" in results:
+        out.extend(
+            start_table(
+                results["start_stop_podman"],
+                "## A2. The same against the Quadlet-style podman unit (a separate interleaved run)",
+            )
+        )
     out.append(
         "Stop (D): the plain unit's `sleep` dies of SIGTERM; in both container cases `sleep` is PID 1 of its "
         "pid namespace and ignores SIGTERM, so both use SIGKILL as stop signal (sdcontainer `StopSignal=SIGKILL`, "
@@ -195,6 +309,13 @@ def render(results: dict[str, Any]) -> str:
         "For direct runs, performance.md has podman+crun about 40 ms faster than podman+runc."
     )
     out.append("")
+
+    if "run_to_end" in results:
+        out.extend(run_to_end_table(results["run_to_end"]))
+    if "parallel" in results:
+        out.extend(parallel_table(results["parallel"]))
+    if "scaling" in results:
+        out.extend(scaling_table(results["scaling"]))
 
     gen = results["generator"]
     out.append("## B. Generator (installed `sdcontainer-generator`, output on tmpfs)")

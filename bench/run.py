@@ -7,7 +7,13 @@ Boots ONE testbed (tests/testbed.py: systemd 252 as PID 1 of throwaway namespace
 empty), copies a busybox rootfs in, imports the same rootfs as a podman image, and measures:
 
   A/D  `systemctl start` until active / `systemctl stop` of sdcontainer, a plain sandboxed
-       unit (the floor) and a Quadlet-style podman unit, interleaved;
+       unit (the floor) and two reference units, interleaved;
+  A2   the same for sdcontainer, the floor and a Quadlet-style podman unit (podman apart, as
+       its background work slowed whichever case came next);
+  E    `/bin/true` run to completion by sdcontainer run, systemd-run, systemd-nspawn, crun,
+       podman run and unshare+chroot, interleaved;
+  F    1/10/50/100 units started by one `systemctl start` (parallel jobs), per kind;
+  G    start time and memory as 1..200 units of each kind run at once;
   B    the installed generator on 0/1/100/1000 files (hyperfine -N) and the added cost of
        100 files to `systemctl daemon-reload`;
   C    helper memory left per running container (10 sdcontainer units, 10 podman units);
@@ -132,6 +138,17 @@ def prepare_podman(tb: Testbed, rootfs_tar: Path) -> str | None:
     return None
 
 
+def prepare_crun(tb: Testbed) -> None:
+    """An OCI bundle for `crun run`: crun's own default spec, root = the busybox rootfs."""
+    tb.run(["sh", "-c", f"mkdir -p {cases.CRUN_BUNDLE} && cd {cases.CRUN_BUNDLE} && crun spec"], check=False)
+    if not tb.exists(f"{cases.CRUN_BUNDLE}/config.json"):
+        return
+    config = json.loads(tb.read_file(f"{cases.CRUN_BUNDLE}/config.json"))
+    config["root"] = {"path": ROOTFS, "readonly": True}
+    config["process"].update(args=["/bin/true"], terminal=False)
+    tb.write_file(f"{cases.CRUN_BUNDLE}/config.json", json.dumps(config, indent=1))
+
+
 class Launcher(NamedTuple):
     """The launcher exactly as the generated unit runs it (ExecStart= up to `start`)."""
 
@@ -174,9 +191,14 @@ def write_units(tb: Testbed, podman_ok: bool) -> Launcher:
     sd, pod = cases.density_units()
     for path, text in sd:
         tb.write_file(path, text)
+    kinds = ["sdcontainer", "plain"]
     if podman_ok:
         tb.add_unit(cases.PODMAN.unit, cases.podman_unit(), reload=False)
         for path, text in pod:
+            tb.write_file(path, text)
+        kinds.append("podman")
+    for kind in kinds:
+        for path, text in cases.many_units(kind):
             tb.write_file(path, text)
     tb.daemon_reload()
     return launcher
@@ -196,16 +218,19 @@ def generator_sources(tmp: Path) -> Path:
 # --- phases ------------------------------------------------------------------------------
 
 
-def phase_start_stop(tb: Testbed, podman_error: str | None, warmup: int, runs: int) -> dict[str, Any]:
-    errors: dict[str, str | None] = {c.key: None for c in cases.START_CASES}
-    errors["podman"] = podman_error
-    for case in cases.START_CASES:
+def phase_start_stop(
+    tb: Testbed, start_cases: tuple[cases.Case, ...], podman_error: str | None, warmup: int, runs: int, name: str
+) -> dict[str, Any]:
+    errors: dict[str, str | None] = {c.key: None for c in start_cases}
+    if "podman" in errors:
+        errors["podman"] = podman_error
+    for case in start_cases:
         if errors[case.key] is None:
             errors[case.key] = smoke(tb, case.unit)
             if errors[case.key]:
                 log(f"  {case.key}: smoke test failed: {errors[case.key]}")
-    live = [c for c in cases.START_CASES if errors[c.key] is None]
-    log(f"A/D: {warmup}+{runs} interleaved start/stop rounds of {', '.join(c.key for c in live)}")
+    live = [c for c in start_cases if errors[c.key] is None]
+    log(f"{name}: {warmup}+{runs} interleaved start/stop rounds of {', '.join(c.key for c in live)}")
     raw = inner(tb, "start_stop", units=[c.unit for c in live], warmup=warmup, runs=runs, settle=0.05)
     samples = {c.key: raw["samples"][c.unit] for c in live}
     summary = {
@@ -217,12 +242,64 @@ def phase_start_stop(tb: Testbed, podman_error: str | None, warmup: int, runs: i
             "runs": runs,
             "timing": "perf_counter_ns around subprocess.run(systemctl) inside the testbed",
         },
-        "cases": [{"key": c.key, "label": c.label, "unit": c.unit, "error": errors[c.key]} for c in cases.START_CASES],
-        "podman_error": f"failed: {errors['podman']}" if errors["podman"] else None,
+        "cases": [{"key": c.key, "label": c.label, "unit": c.unit, "error": errors[c.key]} for c in start_cases],
+        "podman_error": f"failed: {errors['podman']}" if errors.get("podman") else None,
         "samples": samples,
         "summary": summary,
         "failures": {c.key: raw["failures"][c.unit] for c in live},
     }
+
+
+def phase_run_to_end(tb: Testbed, podman_ok: bool, warmup: int, runs: int) -> dict[str, Any]:
+    commands = [c for c in cases.run_to_end_commands() if podman_ok or c[0] != "podman"]
+    errors: dict[str, str] = {}
+    for key, _label, argv in commands:
+        r = tb.run(argv, check=False, timeout=120)
+        if r.returncode != 0:
+            errors[key] = f"exit {r.returncode}: {(r.stderr or r.stdout).strip()[-300:]}"
+            log(f"  E {key}: smoke run failed: {errors[key]}")
+    live = {key: argv for key, _label, argv in commands if key not in errors}
+    log(f"E: {warmup}+{runs} interleaved runs to completion of {', '.join(live)}")
+    raw = inner(tb, "spawn_times", commands=live, warmup=warmup, runs=runs)
+    return {
+        "config": {"warmup": warmup, "runs": runs, "timing": "posix_spawn to exit, inside the testbed"},
+        "labels": {key: label for key, label, _argv in commands},
+        "argv": {key: argv for key, _label, argv in commands},
+        "errors": errors,
+        "samples": raw["samples"],
+        "failures": raw["failures"],
+        "summary": {k: report.summarize(v) for k, v in raw["samples"].items()},
+    }
+
+
+def _many_groups(podman_ok: bool) -> dict[str, list[str]]:
+    kinds = ["plain", "sdcontainer"] + (["podman"] if podman_ok else [])
+    return {kind: [cases.unit_of(p) for p, _t in cases.many_units(kind)] for kind in kinds}
+
+
+def phase_parallel(tb: Testbed, podman_ok: bool, rounds: int) -> dict[str, Any]:
+    sizes = list(cases.PARALLEL_SIZES)
+    log(f"F: parallel starts of {sizes} units, 1+{rounds} rounds")
+    raw = inner(tb, "parallel", groups=_many_groups(podman_ok), sizes=sizes, rounds=rounds, timeout=7200)
+    summary = {kind: {n: report.summarize(v) for n, v in per_size.items()} for kind, per_size in raw["samples"].items()}
+    return {"config": {"sizes": sizes, "rounds": rounds}, **raw, "summary": summary}
+
+
+def phase_scaling(tb: Testbed, podman_ok: bool) -> dict[str, Any]:
+    checkpoints = list(cases.SCALING_CHECKPOINTS)
+    log(f"G: scaling to {max(checkpoints)} running units per kind, one kind after the other")
+    raw = inner(tb, "scaling", groups=_many_groups(podman_ok), checkpoints=checkpoints, settle=1.0, timeout=7200)
+    summary: dict[str, Any] = {}
+    for kind, data in raw.items():
+        starts = data["starts"]
+        windows = {}
+        lo = 0
+        for cp in checkpoints:
+            window = [t for t in starts[lo:cp] if t is not None]
+            windows[f"{lo + 1}-{cp}"] = report.summarize(window)
+            lo = cp
+        summary[kind] = {"windows": windows, "memory": data["memory"], "stop_all_ms": data["stop_all_ms"]}
+    return {"config": {"checkpoints": checkpoints}, "raw": raw, "summary": summary}
 
 
 def phase_density(tb: Testbed, podman_ok: bool) -> dict[str, Any]:
@@ -460,11 +537,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3, help="warm-up runs per case (default 3)")
     ap.add_argument("--reload-runs", type=int, default=10, help="daemon-reload runs per state (default 10)")
     ap.add_argument("--traces", type=int, default=5, help="strace'd starts for the phase breakdown (default 5)")
+    ap.add_argument("--parallel-rounds", type=int, default=3, help="rounds of parallel starts per size (default 3)")
+    ap.add_argument("--no-podman", action="store_true", help="leave podman out of every phase")
     ap.add_argument("--quick", action="store_true", help="5 runs, 1 warm-up: a smoke test of the benchmark itself")
     ap.add_argument("--output", type=Path, default=RESULTS, help="directory for latest.md and latest.json")
     args = ap.parse_args(argv)
     if args.quick:
-        args.runs, args.warmup, args.reload_runs, args.traces = 5, 1, 2, 2
+        args.runs, args.warmup, args.reload_runs, args.traces, args.parallel_rounds = 5, 1, 2, 2, 1
     if os.geteuid() != 0:
         raise SystemExit("bench.run needs root (it boots a systemd testbed in new namespaces)")
     if not shutil.which("hyperfine"):
@@ -484,14 +563,22 @@ def main(argv: list[str] | None = None) -> int:
             tb.install_project()
             tb.copy_in(rootfs, ROOTFS)
             tb.write_file("/srv/www/index.html", "benchmark\n")
-            podman_error = prepare_podman(tb, tar)
+            podman_error = "left out (--no-podman)" if args.no_podman else prepare_podman(tb, tar)
+            prepare_crun(tb)
             if podman_error:
                 log(f"podman: {podman_error}")
             launcher = write_units(tb, podman_error is None)
             log(f"the units run the launcher as {shlex.join(launcher.argv)} ({launcher.python} {launcher.flags})")
             results["meta"] = meta(tb)
-            results["start_stop"] = phase_start_stop(tb, podman_error, args.warmup, args.runs)
-            podman_ok = results["start_stop"]["podman_error"] is None
+            results["start_stop"] = phase_start_stop(tb, cases.START_CASES, None, args.warmup, args.runs, "A/D")
+            if not args.no_podman:
+                results["start_stop_podman"] = phase_start_stop(
+                    tb, cases.PODMAN_CASES, podman_error, args.warmup, args.runs, "A2"
+                )
+            podman_ok = "start_stop_podman" in results and results["start_stop_podman"]["podman_error"] is None
+            results["run_to_end"] = phase_run_to_end(tb, podman_ok, args.warmup, args.runs)
+            results["parallel"] = phase_parallel(tb, podman_ok, args.parallel_rounds)
+            results["scaling"] = phase_scaling(tb, podman_ok)
             results["density"] = phase_density(tb, podman_ok)
             results["generator"] = phase_generator(tb, tmp, args.warmup, args.runs)
             results["reload"] = phase_reload(tb, args.reload_runs)
