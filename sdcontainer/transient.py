@@ -8,8 +8,10 @@ cgroup, a journal and `systemctl status`.
 from __future__ import annotations
 
 import contextlib
-import secrets
+import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from sdcontainer.errors import SystemdError
 from sdcontainer.generator import DEFAULT_STOP_TIMEOUT, DEVICE_ALLOW, SLICE, launcher_command, stop_exit_status
@@ -19,7 +21,7 @@ from sdcontainer.spec import ContainerSpec
 
 
 def unit_name(requested: str | None) -> str:
-    name = requested or f"sdcontainer-run-{secrets.token_hex(4)}"
+    name = requested or f"sdcontainer-run-{os.urandom(4).hex()}"
     return name if name.endswith(".service") else name + ".service"
 
 
@@ -45,23 +47,59 @@ def resource_properties(spec: ContainerSpec) -> dict[bytes, int]:
     return properties
 
 
-def run_transient(spec: ContainerSpec, unit: str, *, detach: bool, description: str | None = None) -> int:
-    """Start `spec` as the transient service `unit`. Attached (the default), the container
-    gets this terminal's stdin/stdout/stderr and the exit status is the container's."""
+SYSTEMD = b"org.freedesktop.systemd1"
+MANAGER_PATH = b"/org/freedesktop/systemd1"
+MANAGER = b"org.freedesktop.systemd1.Manager"
+UNIT = b"org.freedesktop.systemd1.Unit"
+SERVICE = b"org.freedesktop.systemd1.Service"
+WAIT_USEC = 1_000_000  # an upper bound between state checks; signals wake us earlier
+
+
+def _namespace_package(name: str) -> None:
+    """Make `name` importable as a bare package whose __init__.py does not run."""
+    if name in sys.modules:
+        return
+    import importlib.util
+    import types
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemdError(f"{name} is not installed")
+    package = types.ModuleType(name)
+    package.__path__ = list(spec.submodule_search_locations)
+    sys.modules[name] = package
+
+
+def _dbuslib() -> Any:
+    """pystemd's sd-bus binding and its table of unit property signatures, without running
+    the __init__.py of pystemd and pystemd.systemd1: those import every high-level wrapper
+    and lxml (20-50 ms here), none of which this talk with systemd needs."""
+    _namespace_package("pystemd")
+    _namespace_package("pystemd.systemd1")
     try:
-        import pystemd.run
-        from pystemd.systemd1 import Unit
-        from pystemd.systemd1.unit_signatures import KNOWN_UNIT_SIGNATURES
+        import pystemd.dbuslib as dbuslib
+        from pystemd.systemd1 import unit_signatures
     except ImportError as error:  # pragma: no cover - pystemd is a dependency
         raise SystemdError(f"pystemd is not available: {error}") from None
+    # pystemd's table of D-Bus property signatures lacks these two (see org.freedesktop.systemd1(5))
+    unit_signatures.KNOWN_UNIT_SIGNATURES.setdefault(b"DeviceAllow", b"a(ss)")
+    unit_signatures.KNOWN_UNIT_SIGNATURES.setdefault(b"AddRef", b"b")
+    dbuslib.signature_array = unit_signatures.signature_array
+    return dbuslib
 
-    # pystemd's table of D-Bus property signatures lacks DeviceAllow (systemd: a(ss))
-    KNOWN_UNIT_SIGNATURES.setdefault(b"DeviceAllow", b"a(ss)")
+
+def transient_properties(spec: ContainerSpec, unit: str, *, detach: bool, description: str | None) -> dict[bytes, Any]:
     stem = unit[: -len(".service")]
-    spec = replace(spec, unit=unit, name=spec.name if spec.name != "%N" else stem)
     launcher = launcher_command()
     timeout = spec.stop_timeout if spec.stop_timeout is not None else DEFAULT_STOP_TIMEOUT
-    extra: dict[bytes, object] = {
+    # systemd expands $VAR in ExecStart= arguments at exec time, also for transient units
+    argv = [word.replace("$", "$$") for word in [*launcher, "start", *spec_to_argv(spec)]]
+    stop_post = [*launcher, "cleanup", "--unit", unit]
+    properties: dict[bytes, Any] = {
+        b"Description": (description or f"sdcontainer run {' '.join(spec.command)}").encode(),
+        b"Type": b"notify",
+        b"ExecStart": [(argv[0].encode(), [a.encode() for a in argv], False)],
+        b"ExecStopPost": [(stop_post[0].encode(), [a.encode() for a in stop_post], False)],
         b"NotifyAccess": b"all",
         b"KillMode": b"mixed",
         b"Delegate": True,
@@ -70,43 +108,103 @@ def run_transient(spec: ContainerSpec, unit: str, *, detach: bool, description: 
         b"Slice": SLICE.encode(),
         b"SyslogIdentifier": stem.encode(),
         b"TimeoutStopUSec": timeout * 1_000_000,
-        b"Description": (description or f"sdcontainer run {' '.join(spec.command)}").encode(),
+        b"SuccessExitStatus": ([stop_exit_status(spec)], []),
     }
-    extra[b"SuccessExitStatus"] = ([stop_exit_status(spec)], [])
-    extra.update(resource_properties(spec))
+    if not detach:
+        # Attached, like `systemd-run --wait`: the unit stays loaded while we hold a reference,
+        # so its exit status can be read after it is gone, and is collected even if it failed.
+        properties[b"AddRef"] = True
+        properties[b"CollectMode"] = b"inactive-or-failed"
+        for name, stream in (("Input", sys.stdin), ("Output", sys.stdout), ("Error", sys.stderr)):
+            properties[f"Standard{name}FileDescriptor".encode()] = stream.fileno()
+    properties.update(resource_properties(spec))
     if spec.stop_signal:
         import signal
 
-        extra[b"KillSignal"] = int(signal.Signals[spec.stop_signal])
-    stdio = {} if detach else {"stdin": sys.stdin, "stdout": sys.stdout, "stderr": sys.stderr}
-    # systemd expands $VAR in ExecStart= arguments at exec time, also for transient units
-    argv = [word.replace("$", "$$") for word in [*launcher, "start", *spec_to_argv(spec)]]
+        properties[b"KillSignal"] = int(signal.Signals[spec.stop_signal])
+    return properties
+
+
+class _Unit:
+    """One transient unit, watched over one bus connection."""
+
+    def __init__(self, dbuslib: Any, name: str) -> None:
+        self.dbuslib = dbuslib
+        self.name = name.encode()
+        self.path = dbuslib.path_encode(b"/org/freedesktop/systemd1/unit", self.name)
+        self.bus = dbuslib.DBus()
+        self.bus.open()
+
+        def wake(*args: object, **kwargs: object) -> None:
+            pass  # a PropertiesChanged of our unit: only wakes up the wait loop
+
+        self._wake = wake  # sd-bus keeps a bare pointer to it
+        self.bus.match_signal(SYSTEMD, self.path, b"org.freedesktop.DBus.Properties", b"PropertiesChanged", wake)
+        self.call(MANAGER_PATH, MANAGER, b"Subscribe", [])
+
+    def call(self, path: bytes, interface: bytes, method: bytes, args: list[Any]) -> Any:
+        return self.bus.call_method(SYSTEMD, path, interface, method, args).body
+
+    def get(self, interface: bytes, name: bytes, signature: bytes) -> Any:
+        return self.bus.get_property(SYSTEMD, self.path, interface, name, signature)
+
+    def start(self, properties: dict[bytes, Any]) -> None:
+        args = self.dbuslib.apply_signature(b"ss", [self.name, b"fail"])
+        args += self.dbuslib.signature_array(properties)
+        args += [(ord("a"), b"(sa(sv))"), (-1, None)]  # no auxiliary units
+        self.call(MANAGER_PATH, MANAGER, b"StartTransientUnit", args)
+
+    def wait_until(self, done: Callable[[str], bool]) -> str:
+        """Wait until no job is pending on the unit and `done(ActiveState)`; that state."""
+        while True:
+            job_id, _ = self.get(UNIT, b"Job", b"(uo)")
+            state = self.get(UNIT, b"ActiveState", b"s").decode()
+            if job_id == 0 and done(state):
+                return state
+            self.bus.wait(WAIT_USEC)
+            self.bus.process()
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.call(self.path, UNIT, b"Stop", self.dbuslib.apply_signature(b"s", [b"replace"]))
+
+    def close(self) -> None:
+        self.bus.close()
+
+
+def run_transient(spec: ContainerSpec, unit: str, *, detach: bool, description: str | None = None) -> int:
+    """Start `spec` as the transient service `unit`. Attached (the default), the container
+    gets this terminal's stdin/stdout/stderr and the exit status is the container's;
+    detached, return once the start job is done (like `systemctl start`)."""
+    dbuslib = _dbuslib()
+    stem = unit[: -len(".service")]
+    spec = replace(spec, unit=unit, name=spec.name if spec.name != "%N" else stem)
+    properties = transient_properties(spec, unit, detach=detach, description=description)
     try:
-        pystemd.run(
-            argv,
-            name=unit.encode(),
-            service_type=b"notify",
-            user_mode=False,
-            stop_post_cmd=[*launcher, "cleanup", "--unit", unit],
-            extra=extra,
-            wait=not detach,
-            wait_for_activation=detach,
-            remain_after_exit=not detach,
-            **stdio,
-        )
+        transient = _Unit(dbuslib, unit)
     except Exception as error:  # pystemd raises several unrelated types for D-Bus failures
-        raise SystemdError(f"cannot start {unit}: {error}") from None
-    if detach:
-        return 0
-    with Unit(unit.encode(), _autoload=True) as loaded:
-        code = int(loaded.Service.ExecMainCode)
-        status = int(loaded.Service.ExecMainStatus)
-        result = loaded.Service.Result.decode()
-        # the unit stayed (RemainAfterExit=) only so its status could be read: let it go
-        with contextlib.suppress(Exception):
-            loaded.Unit.Stop(b"replace")
-        with contextlib.suppress(Exception):
-            loaded.Unit.ResetFailed()
+        raise SystemdError(f"cannot connect to systemd: {error}") from None
+    try:
+        try:
+            transient.start(properties)
+        except Exception as error:
+            raise SystemdError(f"cannot start {unit}: {error}") from None
+        if detach:
+            state = transient.wait_until(lambda state: True)
+            if state != "active":
+                print(f"sdcontainer: {unit} failed to start ({state}); see journalctl -u {unit}", file=sys.stderr)
+                return 125
+            return 0
+        try:
+            transient.wait_until(lambda state: state in ("inactive", "failed"))
+        except KeyboardInterrupt:  # Ctrl-C stops the container, then reports how it ended
+            transient.stop()
+            transient.wait_until(lambda state: state in ("inactive", "failed"))
+        code = int(transient.get(SERVICE, b"ExecMainCode", b"i"))
+        status = int(transient.get(SERVICE, b"ExecMainStatus", b"i"))
+        result = transient.get(SERVICE, b"Result", b"s").decode()
+    finally:
+        transient.close()
     # siginfo codes: 1 = exited, 2 = killed, 3 = dumped
     if code == 1:
         return status
