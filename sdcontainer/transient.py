@@ -88,7 +88,12 @@ def _dbuslib() -> Any:
     return dbuslib
 
 
-def transient_properties(spec: ContainerSpec, unit: str, *, detach: bool, description: str | None) -> dict[bytes, Any]:
+def transient_properties(
+    spec: ContainerSpec, unit: str, *, stdio: tuple[int, int, int] | None, description: str | None
+) -> dict[bytes, Any]:
+    """The unit's D-Bus properties: what the generator writes for a .container file, and,
+    with `stdio` (attached), the caller's stdin/stdout/stderr and a reference that keeps the
+    unit loaded until its exit status has been read."""
     stem = unit[: -len(".service")]
     launcher = launcher_command()
     timeout = spec.stop_timeout if spec.stop_timeout is not None else DEFAULT_STOP_TIMEOUT
@@ -110,13 +115,13 @@ def transient_properties(spec: ContainerSpec, unit: str, *, detach: bool, descri
         b"TimeoutStopUSec": timeout * 1_000_000,
         b"SuccessExitStatus": ([stop_exit_status(spec)], []),
     }
-    if not detach:
+    if stdio is not None:
         # Attached, like `systemd-run --wait`: the unit stays loaded while we hold a reference,
         # so its exit status can be read after it is gone, and is collected even if it failed.
         properties[b"AddRef"] = True
         properties[b"CollectMode"] = b"inactive-or-failed"
-        for name, stream in (("Input", sys.stdin), ("Output", sys.stdout), ("Error", sys.stderr)):
-            properties[f"Standard{name}FileDescriptor".encode()] = stream.fileno()
+        for name, fd in zip(("Input", "Output", "Error"), stdio, strict=True):
+            properties[f"Standard{name}FileDescriptor".encode()] = fd
     properties.update(resource_properties(spec))
     if spec.stop_signal:
         import signal
@@ -179,7 +184,8 @@ def run_transient(spec: ContainerSpec, unit: str, *, detach: bool, description: 
     dbuslib = _dbuslib()
     stem = unit[: -len(".service")]
     spec = replace(spec, unit=unit, name=spec.name if spec.name != "%N" else stem)
-    properties = transient_properties(spec, unit, detach=detach, description=description)
+    stdio = None if detach else (sys.stdin.fileno(), sys.stdout.fileno(), sys.stderr.fileno())
+    properties = transient_properties(spec, unit, stdio=stdio, description=description)
     try:
         transient = _Unit(dbuslib, unit)
     except Exception as error:  # pystemd raises several unrelated types for D-Bus failures
