@@ -345,3 +345,28 @@ def test_transient_run_with_limits(bed: Testbed) -> None:
     assert re.search(r"^Max open files\s+100\s+200\s", limits, re.M), limits
     assert re.search(r"^Max processes\s+500\s+500\s", limits, re.M), limits
     bed.systemctl("stop", "limited-run.service")
+
+
+def test_transient_run_failures(bed: Testbed) -> None:
+    """A container that cannot start: the launcher's error and status attached, 125 and a
+    pointer to the journal detached; a command not found: 127; a container killed by a
+    signal: 128 + the signal; nothing left loaded afterwards."""
+    argv = ["sdcontainer", "run", "--unit", "broken", "/srv/no-such-root", "/bin/true"]
+    result = bed.run(argv, check=False)
+    assert result.returncode == 4, result.stderr
+    assert "rootfs /srv/no-such-root: No such file or directory" in result.stderr
+    result = bed.run([*argv[:2], "-d", *argv[2:]], check=False)
+    assert result.returncode == 125, result.stderr
+    assert "see journalctl -u broken.service" in result.stderr
+    bed.systemctl("reset-failed", "broken.service", check=False)
+    result = bed.run(["sdcontainer", "run", ROOTFS, "/bin/no-such-command"], check=False)
+    assert result.returncode == 127, result.stderr
+    # killed from outside (PID 1 of its namespace: only SIGKILL gets through without a handler)
+    attached = bed.popen(["sdcontainer", "run", "--unit", "killed", ROOTFS, "/bin/sleep", "60"])
+    assert wait_for(lambda: bed.show("killed.service", "ActiveState") == "active")
+    bed.systemctl("kill", "--signal=SIGKILL", "killed.service")
+    assert attached.wait(timeout=30) == 128 + 9
+    units = bed.systemctl(
+        "list-units", "--all", "--plain", "--no-legend", "sdcontainer-run-*", "broken*", "killed*"
+    ).stdout
+    assert units.strip() == ""
