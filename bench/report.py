@@ -438,3 +438,38 @@ def render(results: dict[str, Any]) -> str:
         out.extend(f"- profile error: {e}" for e in prof["errors"])
         out.append("")
     return "\n".join(out) + "\n"
+
+
+README_START = "<!-- bench results: written by `python3 -m bench.run --readme`; do not edit by hand -->"
+README_END = "<!-- end of bench results -->"
+
+
+def readme_summary(results: dict[str, Any]) -> str:
+    """The block the README shows: targets, the start table, runs to completion."""
+    meta = results["meta"]
+    v = meta["versions"]
+    out = [README_START, ""]
+    out.append("| target | measured | verdict |")
+    out.append("|---|---|---|")
+    out += [f"| {row['target']} | {row['measured']} | {verdict(row['met'])} |" for row in targets(results)]
+    out.append("")
+    out += start_table(results["start_stop"], "Start and stop (A, D), milliseconds:")
+    if "start_stop_podman" in results:
+        out += start_table(results["start_stop_podman"], "Against the Quadlet-style podman unit, a separate run (A2):")
+    if "run_to_end" in results:
+        out += run_to_end_table(results["run_to_end"])[2:]
+    out.append(
+        f"The run above: {meta['date']} on {meta['machine']['model']} ({meta['machine']['nproc']} CPUs), "
+        f"kernel {v['kernel']}, {v['systemd']}, {v['python']}, {v['podman']}, runc {v['runc']}, crun {v['crun']}; "
+        f"checkout {meta['git']}."
+    )
+    out += ["", README_END]
+    return "\n".join(out)
+
+
+def update_readme(text: str, results: dict[str, Any]) -> str:
+    """`text` with the block between the markers replaced by the latest results."""
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError("README.md has no bench results markers")
+    return text[:start] + readme_summary(results) + text[end + len(README_END) :]

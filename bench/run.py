@@ -541,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-podman", action="store_true", help="leave podman out of every phase")
     ap.add_argument("--quick", action="store_true", help="5 runs, 1 warm-up: a smoke test of the benchmark itself")
     ap.add_argument("--output", type=Path, default=RESULTS, help="directory for latest.md and latest.json")
+    ap.add_argument("--readme", action="store_true", help="also put the targets and start tables into README.md")
     args = ap.parse_args(argv)
     if args.quick:
         args.runs, args.warmup, args.reload_runs, args.traces, args.parallel_rounds = 5, 1, 2, 2, 1
@@ -590,6 +591,10 @@ def main(argv: list[str] | None = None) -> int:
     (args.output / "latest.md").write_text(markdown)
     (args.output / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
     print(markdown, end="")
+    if args.readme:
+        readme = PROJECT_DIR / "README.md"
+        readme.write_text(report.update_readme(readme.read_text(), results))
+        log(f"updated {readme}")
     log(f"written {args.output / 'latest.md'} and {args.output / 'latest.json'}")
     return 0
 
