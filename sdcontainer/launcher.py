@@ -458,6 +458,7 @@ def _usage() -> str:
     lines = [
         f"usage: {PROG} start [OPTIONS] -- COMMAND [ARG...]",
         f"       {PROG} cleanup --unit UNIT",
+        f"       {PROG} wait-port [ADDRESS:]PORT [--timeout SECONDS]",
         "",
         "Runs a container as the calling systemd unit's main process; without $NOTIFY_SOCKET it",
         "stays in the foreground and exits with the container's status. Options (one per",
@@ -477,7 +478,11 @@ def run(args: list[str]) -> int:
         return start(spec_from_argv(rest))
     if verb == "cleanup":
         return state.cleanup(rest)
-    raise UsageError(f"unknown command {verb!r}; expected start or cleanup")
+    if verb == "wait-port":  # the SocketProxy= proxy's ExecStartPre
+        from sdcontainer.sockets import wait_port
+
+        return wait_port(rest)
+    raise UsageError(f"unknown command {verb!r}; expected start, cleanup or wait-port")
 
 
 def exit_status_for(error: BaseException) -> int:
