@@ -207,7 +207,7 @@ class SocketPlan:
         ]
         if self.network == "none":
             out.append(f"JoinsNamespaceOf={service}")
-        out += ["", "[Service]", "Type=notify"]
+        out += ["", "[Service]", "Type=simple"]  # systemd-socket-proxyd 252 sends no READY=1
         if self.network == "none":
             out.append("PrivateNetwork=yes")
         out += [
