@@ -145,7 +145,7 @@ def _units(rootfs: str) -> dict[str, list[tuple[str, str]]]:
     }
 
 
-CASES = {
+CASES: dict[str, dict[str, Any]] = {
     "plain": {"service": "bsock-plain.service", "socket": "bsock-plain.socket"},
     "sdcontainer": {"service": "bsock-sd.service", "socket": "bsock-sd.socket"},
     "podman": {"service": "bsock-podman.service", "socket": "bsock-podman.socket"},
