@@ -74,7 +74,7 @@ def unit(file: str) -> None:
     ((source, _, known, index),) = _sources_for((file,))
     generated = generate(source, known, index)
     click.echo(generated.text, nl=False)
-    for name, text in generated.extra:
+    for name, text in generated.others:
         click.echo(f"# --- {name} ---")
         click.echo(text, nl=False)
     for link, target in generated.links:

@@ -186,12 +186,12 @@ def load(source: Source, dropin_index: dict[str, list[str]]) -> UnitFile:
 
 class Generated:
     def __init__(
-        self, service: str, text: str, links: list[tuple[str, str]], extra: list[tuple[str, str]] | None = None
+        self, service: str, text: str, links: list[tuple[str, str]], others: list[tuple[str, str]] | None = None
     ) -> None:
         self.service = service
         self.text = text
         self.links = links  # (link path, target), relative to the output directory
-        self.extra = extra or []  # (unit name, text): the .socket and proxy of a [Socket] section
+        self.others = others or []  # (file name, text) of the units written beside the service
 
 
 def _check_sections(unit: UnitFile) -> None:
@@ -327,15 +327,15 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
     text = sockets.socket_text(PROGRAM, source.path, description.value if description else None)
     if unit.has_section("Install"):
         text += "\n[Install]\n" + "".join(f"{e.key}={e.value}\n" for e in unit.section("Install"))
-    extra = [(sockets.socket, text)]
+    others = [(sockets.socket, text)]
     if sockets.proxy:
-        extra.append(
+        others.append(
             (
                 sockets.proxy,
                 sockets.proxy_text(PROGRAM, source.path, launcher, description.value if description else None),
             )
         )
-    return Generated(source.service, "\n".join(out) + "\n", install_links(sockets.socket, unit), extra)
+    return Generated(source.service, "\n".join(out) + "\n", install_links(sockets.socket, unit), others)
 
 
 def stop_exit_status(spec: ContainerSpec) -> int:
@@ -388,7 +388,7 @@ def write(output_dir: str, generated: Generated) -> None:
     # earlier run can be there, so no temporary file and rename are needed.
     with open(os.path.join(output_dir, generated.service), "w", encoding="utf-8") as f:
         f.write(generated.text)
-    for name, text in generated.extra:
+    for name, text in generated.others:
         with open(os.path.join(output_dir, name), "w", encoding="utf-8") as f:
             f.write(text)
     for link, target in generated.links:
@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         if dry_run:
             print(f"--- {generated.service} ---")
             print(generated.text, end="")
-            for name, text in generated.extra:
+            for name, text in generated.others:
                 print(f"--- {name} ---")
                 print(text, end="")
             for link, target in generated.links:
