@@ -84,6 +84,7 @@ SOCKET_KEYS = frozenset([
 ])  # fmt: skip
 LISTEN_KEYS = ("ListenStream", "ListenDatagram", "ListenSequentialPacket", "ListenFIFO", "ListenNetlink",
                "ListenSpecial", "ListenMessageQueue", "ListenUSBFunction")  # fmt: skip
+ACCEPT_KEYS = ("ListenStream", "ListenSequentialPacket")  # what systemd accepts connections on
 # Keys the generator writes itself, with why a file may not.
 REFUSED_KEYS = {
     "Service": "the socket activates the container's own service; for another service, write a separate .socket",
@@ -133,6 +134,12 @@ class SocketPlan:
                 raise where.error(
                     "Accept=yes cannot be combined with SocketProxy= (the proxy takes the listening socket)"
                 )
+            for entry in entries:
+                if entry.key in LISTEN_KEYS and entry.key not in ACCEPT_KEYS and entry.value:
+                    raise entry.error(
+                        f"{entry.key}= cannot be used with Accept=yes: only connections (ListenStream=, "
+                        "ListenSequentialPacket=) can be accepted"
+                    )
             self.socket = f"{prefix}.socket"  # systemd runs NAME@<connection>.service from NAME.socket
         else:
             self.socket = f"{stem}.socket"

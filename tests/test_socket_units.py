@@ -68,6 +68,11 @@ def test_the_socket_keys_are_systemds() -> None:
             BASE + "[Socket]\nListenStream=80\nAccept=maybe\n",
             "web.container:6: invalid Accept=: ",
         ),
+        (
+            "web@.container",
+            BASE + "[Socket]\nListenStream=80\nListenDatagram=81\nAccept=yes\n",
+            "web@.container:6: ListenDatagram= cannot be used with Accept=yes: only connections",
+        ),
         ("web.container", BASE + "[Socket]\nBacklog=5\n", "web.container:4: [Socket] has no Listen...= setting"),
         (
             "web.container",
