@@ -293,3 +293,17 @@ def wait_port(args: list[str]) -> int:
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`sdcontainer-launcher wait-port ...` without the launcher's imports."""
+    import sys
+
+    from sdcontainer.errors import SdcontainerError
+
+    args = sys.argv[1:] if argv is None else argv  # ["wait-port", ...], as state.main has it
+    try:
+        return wait_port(args[1:])
+    except SdcontainerError as error:
+        print(f"sdcontainer-launcher: {error}", file=sys.stderr, flush=True)
+        return error.exit_status

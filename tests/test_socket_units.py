@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sdcontainer.sockets import SOCKET_KEYS
+from tests.helpers import CHECKOUT
 from tests.test_generator import generate_into, write
 
 BASE = "[Container]\nRootfs=/srv/rootfs\nExec=/bin/true\n"
@@ -143,3 +144,28 @@ def test_reload_signal_becomes_exec_reload(tmp_path: Path) -> None:
     out, result = generate_one(tmp_path, "web.container", BASE + "ReloadSignal=usr1\n")
     assert result.returncode == 0, result.stderr
     assert "\nExecReload=/bin/kill -s SIGUSR1 $MAINPID\n" in (out / "web.service").read_text()
+
+
+def test_wait_port_returns_once_something_listens(tmp_path: Path) -> None:
+    """The proxy's ExecStartPre=: found in /proc/net/tcp of its own network namespace."""
+    import socket
+    import sys
+
+    from sdcontainer import sockets
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    try:
+        assert sockets.main(["wait-port", f"{port}", "--timeout", "0.2"]) == 1  # bound, not listening
+        listener.listen()
+        assert sockets.main(["wait-port", f"127.0.0.1:{port}", "--timeout", "5"]) == 0
+        # the same through the launcher's command line
+        result = subprocess.run(
+            [sys.executable, "-I", "-m", "sdcontainer.launcher", "wait-port", f"{port}"],
+            cwd=CHECKOUT, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert (result.returncode, result.stderr) == (0, "")
+    finally:
+        listener.close()
+    assert sockets.main(["wait-port", "http"]) == 2
