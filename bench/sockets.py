@@ -10,6 +10,9 @@ serves the fds systemd passes) run four ways behind the same kind of socket unit
   proxy        sdcontainer with SocketProxy=: the server listens by itself inside, and
                systemd-socket-proxyd forwards to it (scale to zero for programs without
                socket activation); the price of that mode
+  bare         (reference) the server from its host path, no sandbox at all
+  pyfloor      (reference) the least any Python launcher costs: the launcher's interpreter
+               and flags start, say READY=1 and exec the server (no namespaces, no mounts)
 
     /usr/bin/python3 -m bench.sockets [--runs 20] [--warmup 2] [--warm 10] [--quick]
 
@@ -95,17 +98,26 @@ def measure(cases: list[dict[str, Any]], runs: int, warmup: int, warm: int, sett
 # --- on the host: units, the testbed, the report -----------------------------------------
 
 FDSERVER = "/bin/fdserver"  # in the busybox tree
-PORTS = {"plain": 9101, "sdcontainer": 9102, "podman": 9103, "proxy": 9104}
+PORTS = {"plain": 9101, "sdcontainer": 9102, "podman": 9103, "proxy": 9104, "bare": 9105, "pyfloor": 9106}
 LABELS = {
     "plain": "plain unit (RootDirectory=, MountAPIVFS=, PrivateNetwork=; the server takes fd 3)",
     "sdcontainer": "sdcontainer ([Socket] in the .container, Network=none; the container takes fd 3)",
     "podman": "podman run from a unit behind the socket (podman 4.3 + runc, conmon; LISTEN_FDS passed on)",
     "proxy": "sdcontainer SocketProxy= (systemd-socket-proxyd in front; the server listens itself)",
+    "bare": "(reference) bare unit: the server from its host path, no sandbox",
+    "pyfloor": "(reference) Python floor: the launcher's interpreter and flags, READY=1, exec the server",
 }
+# What the pyfloor unit runs with the launcher's interpreter (-c, so no quotes inside).
+PY_FLOOR = (
+    "import _socket, os; s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM); "
+    "s.connect(os.environ['NOTIFY_SOCKET']); s.send(b'READY=1'); s.close(); "
+    "os.execv('{server}', ['fdserver'])"
+)
 
 
 def _units(rootfs: str) -> dict[str, list[tuple[str, str]]]:
     """Per case: (path in the testbed, text) of the units it needs."""
+    from bench.cases import VENV_PYTHON
     socket_unit = "[Unit]\nDescription=benchmark socket\n[Socket]\nListenStream=127.0.0.1:{port}\n"
     no_limit = "[Unit]\nStartLimitIntervalSec=0\n"
     return {
@@ -135,6 +147,21 @@ def _units(rootfs: str) -> dict[str, list[tuple[str, str]]]:
                 "ExecStop=/usr/bin/podman rm -f -i bench-%N\n",
             ),
         ],
+        "bare": [
+            ("/etc/systemd/system/bsock-bare.socket", socket_unit.format(port=PORTS["bare"])),
+            (
+                "/etc/systemd/system/bsock-bare.service",
+                f"{no_limit}[Service]\nType=exec\nExecStart={rootfs}{FDSERVER}\n",
+            ),
+        ],
+        "pyfloor": [
+            ("/etc/systemd/system/bsock-pyfloor.socket", socket_unit.format(port=PORTS["pyfloor"])),
+            (
+                "/etc/systemd/system/bsock-pyfloor.service",
+                f"{no_limit}[Service]\nType=notify\n"
+                f'ExecStart={VENV_PYTHON} -IS -c "{PY_FLOOR.format(server=rootfs + FDSERVER)}"\n',
+            ),
+        ],
         "proxy": [
             (
                 "/etc/sdcontainer/bsock-proxy.container",
@@ -149,6 +176,8 @@ CASES: dict[str, dict[str, Any]] = {
     "plain": {"service": "bsock-plain.service", "socket": "bsock-plain.socket"},
     "sdcontainer": {"service": "bsock-sd.service", "socket": "bsock-sd.socket"},
     "podman": {"service": "bsock-podman.service", "socket": "bsock-podman.socket"},
+    "bare": {"service": "bsock-bare.service", "socket": "bsock-bare.socket"},
+    "pyfloor": {"service": "bsock-pyfloor.service", "socket": "bsock-pyfloor.socket"},
     # the proxy is what the socket starts; stopping both makes the next connection cold
     "proxy": {
         "service": "bsock-proxy.service",
