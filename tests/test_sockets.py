@@ -127,6 +127,20 @@ def test_listening_sockets_of_a_socket_section_and_a_hand_written_socket(bed: Te
     bed.systemctl("stop", "web.service", "web.socket", "web-admin.socket")
 
 
+def test_the_issues_example_a_hand_written_socket_beside_a_container(bed: Testbed) -> None:
+    """web.socket written by hand, web.container without a [Socket] section: systemd pairs
+    them by name, as for any service."""
+    bed.add_unit("hand.socket", "[Socket]\nListenStream=127.0.0.1:8089\nFileDescriptorName=http\n", reload=False)
+    add_container(bed, "hand", f"[Container]\nRootfs={ROOTFS}\nExec={FDSERVER}\nNetwork=none\n")
+    assert not bed.exists("/run/systemd/generator/hand.socket")
+    bed.systemctl("start", "hand.socket")
+    assert bed.show("hand.service", "ActiveState") == "inactive"
+    seen = report(ask(bed, "tcp", "127.0.0.1:8089"))
+    assert (seen["pid"], seen["listen_pid"], seen["listen_fds"], seen["names"]) == ("1", "1", "1", "http")
+    assert seen["fds"] == "0,1,2,3"
+    bed.systemctl("stop", "hand.service", "hand.socket")
+
+
 def test_starting_the_service_by_hand_still_passes_the_sockets(bed: Testbed) -> None:
     add_container(
         bed,
