@@ -218,6 +218,10 @@ class SocketPlan:
         if self.network == "none":
             out.append("PrivateNetwork=yes")
         out += [
+            # the proxy faces the network and needs no privilege: a user of its own, no capabilities
+            "DynamicUser=yes",
+            "CapabilityBoundingSet=",
+            "PrivateDevices=yes",
             f"Slice={SLICE}",
             "ExecStartPre=" + " ".join(quote_exec_word(w) for w in wait),
             "ExecStart=" + " ".join(quote_exec_word(w) for w in proxyd),

@@ -225,6 +225,9 @@ def test_socket_proxy_scales_to_zero_and_back(bed: Testbed) -> None:
         assert seen["pid"] == "1" and seen["listen_fds"] == "-" and seen["fds"] == "0,1,2", seen
         assert bed.show("lazy.service", "ActiveState") == "active"
         assert bed.show("lazy-proxy.service", "ActiveState") == "active"
+        # the proxy faces the network unprivileged: a dynamic user, no capabilities
+        proxy = proc_status(bed, bed.show("lazy-proxy.service", "MainPID"))
+        assert proxy["Uid"].split()[0] != "0" and proxy["CapEff"] == "0000000000000000", proxy
         # the container's port is not the testbed's: the proxy's namespace is private
         assert ask(bed, "tcp", "127.0.0.1:8000", check=False) == ""
         # idle for a second: the proxy exits, and the container is stopped with it
