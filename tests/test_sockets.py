@@ -152,6 +152,13 @@ def test_starting_the_service_by_hand_still_passes_the_sockets(bed: Testbed) -> 
     seen = report(ask(bed, "tcp", "127.0.0.1:8084"))
     assert seen["listen_fds"] == "1" and seen["names"] == "byhand.socket" and seen["fds"] == "0,1,2,3"
     bed.systemctl("stop", "byhand.service", "byhand.socket")
+    # what the man page says for starting one at boot too (systemctl add-wants refuses a
+    # generated unit): a drop-in for the target
+    bed.write_file("/etc/systemd/system/multi-user.target.d/byhand.conf", "[Unit]\nWants=byhand.service\n")
+    bed.daemon_reload()
+    assert "byhand.service" in bed.show("multi-user.target", "Wants").split()
+    bed.run(["rm", "/etc/systemd/system/multi-user.target.d/byhand.conf"])
+    bed.daemon_reload()
 
 
 def test_accept_yes_starts_a_container_per_connection(bed: Testbed) -> None:
