@@ -68,7 +68,7 @@ def check(files: tuple[str, ...]) -> None:
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 def unit(file: str) -> None:
-    """Print the .service unit the generator writes for FILE."""
+    """Print the .service unit the generator writes for FILE (and its .socket, if any)."""
     from sdcontainer.generator import generate
 
     ((source, _, known, index),) = _sources_for((file,))
