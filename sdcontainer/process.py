@@ -171,8 +171,10 @@ def build_environment(plan: Plan, home: str, launcher_env: Mapping[str, str]) ->
         elif key in launcher_env and not key.startswith(LISTEN_PREFIX):
             env[key] = launcher_env[key]
     if plan.listen_fds:
-        # The container's init is PID 1 of its namespace (systemd CONTAINER_INTERFACE.md).
-        env.update(LISTEN_FDS=str(plan.listen_fds), LISTEN_PID="1")
+        # LISTEN_PID names the process meant to take the fds, as it sees its own pid: the
+        # command, PID 1 of its namespace (systemd CONTAINER_INTERFACE.md), or with RunInit=yes
+        # the init's first and only child, PID 2 (tini passes the environment on as it is).
+        env.update(LISTEN_FDS=str(plan.listen_fds), LISTEN_PID="2" if plan.spec.run_init else "1")
         if plan.listen_fdnames is not None:
             env["LISTEN_FDNAMES"] = plan.listen_fdnames
     return env

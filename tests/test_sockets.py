@@ -161,6 +161,21 @@ def test_starting_the_service_by_hand_still_passes_the_sockets(bed: Testbed) -> 
     bed.daemon_reload()
 
 
+def test_run_init_hands_the_sockets_to_the_command(bed: Testbed) -> None:
+    """With RunInit=yes, tini is PID 1 and the command its first child, PID 2: LISTEN_PID
+    names the command, which sd_listen_fds compares with its own pid."""
+    add_container(
+        bed,
+        "tini",
+        f"[Container]\nRootfs={ROOTFS}\nExec={FDSERVER}\nRunInit=yes\n[Socket]\nListenStream=127.0.0.1:8091\n",
+    )
+    bed.systemctl("start", "tini.socket")
+    seen = report(ask(bed, "tcp", "127.0.0.1:8091"))
+    assert (seen["pid"], seen["listen_pid"], seen["listen_fds"], seen["nfds"]) == ("2", "2", "1", "1"), seen
+    assert seen["fds"] == "0,1,2,3"
+    bed.systemctl("stop", "tini.service", "tini.socket")
+
+
 def test_accept_yes_starts_a_container_per_connection(bed: Testbed) -> None:
     """A template with Accept=yes: each connection gets its own container, which finds the
     connection (not a listening socket) at fd 3."""
