@@ -118,6 +118,7 @@ PY_FLOOR = (
 def _units(rootfs: str) -> dict[str, list[tuple[str, str]]]:
     """Per case: (path in the testbed, text) of the units it needs."""
     from bench.cases import VENV_PYTHON
+
     socket_unit = "[Unit]\nDescription=benchmark socket\n[Socket]\nListenStream=127.0.0.1:{port}\n"
     no_limit = "[Unit]\nStartLimitIntervalSec=0\n"
     return {
