@@ -458,7 +458,7 @@ def _usage() -> str:
     lines = [
         f"usage: {PROG} start [OPTIONS] -- COMMAND [ARG...]",
         f"       {PROG} cleanup --unit UNIT",
-        f"       {PROG} wait-port [ADDRESS:]PORT [--timeout SECONDS]",
+        f"       {PROG} wait-port [ADDRESS:]PORT [--timeout SECONDS] [-- PROGRAM [ARG...]]",
         "",
         "Runs a container as the calling systemd unit's main process; without $NOTIFY_SOCKET it",
         "stays in the foreground and exits with the container's status. Options (one per",

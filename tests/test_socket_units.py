@@ -166,6 +166,14 @@ def test_wait_port_returns_once_something_listens(tmp_path: Path) -> None:
             cwd=CHECKOUT, capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         assert (result.returncode, result.stderr) == (0, "")
+        # and with a program: exec'd once the port listens (the proxy's ExecStart=)
+        result = subprocess.run(
+            [sys.executable, "-I", "-m", "sdcontainer.launcher", "wait-port", f"{port}", "--", "/bin/sh", "-c",
+             "echo ran as $$"],
+            cwd=CHECKOUT, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert result.returncode == 0 and result.stdout.startswith("ran as "), result
+        assert sockets.main(["wait-port", f"{port}", "--", "/nonexistent"]) == 127
     finally:
         listener.close()
     assert sockets.main(["wait-port", "http"]) == 2
