@@ -82,6 +82,9 @@ def measure(cases: list[dict[str, Any]], runs: int, warmup: int, warm: int, sett
                 warm_times = [_request(address)[0] for _ in range(warm)]
             except OSError as error:
                 failures[key].append(f"round {rnd}: {error}")
+                # a failed start can take the socket down with it: bring it back for the next round
+                _systemctl("reset-failed", case["service"], case["socket"], *case.get("stop", []))
+                _systemctl("start", case["socket"])
                 continue
             if b"pid=" not in answer:
                 failures[key].append(f"round {rnd}: unexpected answer {answer[-200:]!r}")
@@ -313,6 +316,10 @@ def render(results: dict[str, Any]) -> str:
             f"| {ms(warm['median'])} | {ms(warm['p90'])} | {r['warm_vs_plain'] or 'n/a'}x |"
         )
     target = results["target"]["cold_within_1.3x_of_plain"]
+    failed = {key: f for key, f in results["failures"].items() if f}
+    if failed:
+        lines += ["", "Failed rounds (not in the samples):", ""]
+        lines += [f"- {key}: {len(f)}, the last: {f[-1]}" for key, f in failed.items()]
     lines += [
         "",
         f"Target (sdcontainer cold within 1.3x of the plain unit): "

@@ -332,7 +332,13 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
         others.append(
             (
                 sockets.proxy,
-                sockets.proxy_text(PROGRAM, source.path, launcher, description.value if description else None),
+                sockets.proxy_text(
+                    PROGRAM,
+                    source.path,
+                    launcher,
+                    description.value if description else None,
+                    [f"{e.key}={e.value}" for e in unit.section("Unit") if e.key.startswith("StartLimit")],
+                ),
             )
         )
     return Generated(source.service, "\n".join(out) + "\n", install_links(sockets.socket, unit), others)

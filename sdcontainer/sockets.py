@@ -192,7 +192,11 @@ class SocketPlan:
             out.append(f"Service={self._own(what)}")
         return "\n".join(out) + "\n"
 
-    def proxy_text(self, program: str, path: str, launcher: list[str], description: str | None) -> str:
+    def proxy_text(
+        self, program: str, path: str, launcher: list[str], description: str | None, start_limits: list[str]
+    ) -> str:
+        """`start_limits`: the file's StartLimitIntervalSec=/StartLimitBurst= lines, which the
+        proxy, started as often as the container, shares."""
         from sdcontainer.unitfile import quote_exec_word
 
         port = self.proxy_port or ""
@@ -212,6 +216,7 @@ class SocketPlan:
             f"After={service}",
             f"Requires={self._own(self.socket)}",
             f"After={self._own(self.socket)}",
+            *start_limits,
         ]
         if self.network == "none":
             out.append(f"JoinsNamespaceOf={service}")
