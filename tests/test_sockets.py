@@ -176,6 +176,18 @@ def test_run_init_hands_the_sockets_to_the_command(bed: Testbed) -> None:
     bed.systemctl("stop", "tini.service", "tini.socket")
 
 
+def test_a_template_socket_per_instance(bed: Testbed) -> None:
+    """tpl@.container without Accept=: the socket is a template too, each instance activating
+    the service instance of its name (here the instance is the port)."""
+    add_container(bed, "tpl@", f"[Container]\nRootfs={ROOTFS}\nExec={FDSERVER}\n[Socket]\nListenStream=127.0.0.1:%i\n")
+    bed.systemctl("start", "tpl@8092.socket", "tpl@8093.socket")
+    for port in ("8092", "8093"):
+        seen = report(ask(bed, "tcp", f"127.0.0.1:{port}"))
+        assert (seen["pid"], seen["names"], seen["fds"]) == ("1", f"tpl@{port}.socket", "0,1,2,3"), seen
+        assert bed.show(f"tpl@{port}.service", "ActiveState") == "active"
+    bed.systemctl("stop", "tpl@8092.service", "tpl@8093.service", "tpl@8092.socket", "tpl@8093.socket")
+
+
 def test_accept_yes_starts_a_container_per_connection(bed: Testbed) -> None:
     """A template with Accept=yes: each connection gets its own container, which finds the
     connection (not a listening socket) at fd 3."""
