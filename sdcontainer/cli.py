@@ -68,12 +68,15 @@ def check(files: tuple[str, ...]) -> None:
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 def unit(file: str) -> None:
-    """Print the .service unit the generator writes for FILE."""
+    """Print the .service unit the generator writes for FILE (and its .socket, if any)."""
     from sdcontainer.generator import generate
 
     ((source, _, known, index),) = _sources_for((file,))
     generated = generate(source, known, index)
     click.echo(generated.text, nl=False)
+    for name, text in generated.others:
+        click.echo(f"# --- {name} ---")
+        click.echo(text, nl=False)
     for link, target in generated.links:
         click.echo(f"# enabled by: {link} -> {target}")
 

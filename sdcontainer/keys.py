@@ -204,6 +204,40 @@ def parse_signal(value: str, ctx: ParseContext) -> str:
     return name
 
 
+def parse_proxy_target(value: str, ctx: ParseContext) -> str:
+    """SocketProxy=: a TCP port, or ADDRESS:PORT, the container listens on."""
+    address, colon, port = value.rpartition(":")
+    if not word(port, DIGITS, DIGITS, 5) or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not a TCP port (1-65535) or ADDRESS:PORT")
+    if colon and not ip_address(address.strip("[]")):
+        raise ValueError(f"{address!r} is not an IP address")
+    return value
+
+
+_TIMESPAN_UNITS = frozenset([
+    "us", "usec", "ms", "msec", "s", "sec", "second", "seconds", "m", "min", "minute", "minutes", "h", "hr",
+    "hour", "hours", "d", "day", "days", "w", "week", "weeks"
+])  # fmt: skip
+
+
+def parse_timespan(value: str, ctx: ParseContext) -> str:
+    """A systemd time span (systemd.time(7)): 30s, 5min, 1h 30min, a bare number of seconds,
+    or infinity."""
+    if value == "infinity":
+        return value
+    rest = value.replace(" ", "")
+    if not rest:
+        raise ValueError("a time span is required")
+    while rest:
+        number = rest[: len(rest) - len(rest.lstrip(DIGITS + "."))]
+        rest = rest[len(number) :]
+        unit = rest[: len(rest) - len(rest.lstrip(LOWER))]
+        rest = rest[len(unit) :]
+        if not number or number.count(".") > 1 or (unit and unit not in _TIMESPAN_UNITS):
+            raise ValueError(f"{value!r} is not a time span (such as 30s, 5min, 1h 30min or infinity)")
+    return value
+
+
 def parse_seconds(value: str, ctx: ParseContext) -> int:
     if not word(value, DIGITS, DIGITS):
         raise ValueError(f"{value!r} is not a whole number of seconds")
@@ -607,6 +641,30 @@ KEYS: tuple[Key, ...] = (
         "*host*: the host's network namespace. Other modes are refused for now.",
     ),
     Key(
+        "SocketProxy",
+        "single",
+        "socket_proxy",
+        parse_proxy_target,
+        metavar="[ADDRESS:]PORT",
+        doc="Scale to zero for a program that does not take sockets from systemd: the "
+        "*[Socket]* section's socket activates a proxy (systemd-socket-proxyd) that starts the "
+        "container, waits until it listens on _PORT_ (TCP, on 127.0.0.1 unless _ADDRESS_ is "
+        "given) and forwards each connection to it; when the proxy has had no connection for "
+        "*SocketProxyExitIdleTime=*, it exits and the container stops. With *Network=none* the "
+        "container and the proxy share a private network namespace, so the port is reachable "
+        "through the socket only. See SOCKET ACTIVATION.",
+    ),
+    Key(
+        "SocketProxyExitIdleTime",
+        "single",
+        "socket_proxy_exit_idle_time",
+        parse_timespan,
+        metavar="TIMESPAN",
+        doc="How long the proxy of *SocketProxy=* waits without a connection before it exits "
+        "and so stops the container (systemd-socket-proxyd's *--exit-idle-time=*, a time span "
+        "such as 30s or 5min; infinity never stops it). Default: 30s.",
+    ),
+    Key(
         "AddHost",
         "list",
         "add_hosts",
@@ -685,6 +743,17 @@ KEYS: tuple[Key, ...] = (
         service_setting="TimeoutStopSec",
         doc="Seconds to wait after the stop signal before everything in the container is "
         "killed with SIGKILL (systemd's *TimeoutStopSec=*). Default: 10.",
+    ),
+    Key(
+        "ReloadSignal",
+        "single",
+        "reload_signal",
+        parse_signal,
+        metavar="SIGNAL",
+        doc="*systemctl reload* sends this signal to the container's init (its PID 1): the "
+        "service gets *ExecReload=/bin/kill -s* _SIGNAL_ *$MAINPID*, run without a shell. "
+        "Only a program that handles the signal notices it: the kernel drops a signal a PID 1 "
+        "has no handler for (with *RunInit=yes*, tini passes it on to the command).",
     ),
     Key(
         "RunInit",
@@ -834,7 +903,6 @@ QUADLET_ONLY_KEYS = frozenset(
         "PublishPort",
         "Pull",
         "ReloadCmd",
-        "ReloadSignal",
         "RemapGid",
         "RemapUid",
         "RemapUidSize",
@@ -963,6 +1031,13 @@ def validate(spec: ContainerSpec) -> None:
             "DNS=none leaves the image's resolv.conf alone: DNSSearch= and DNSOption= cannot go in it",
             "dns_options" if spec.dns_options else "dns_search",
         )
+    if spec.socket_proxy_exit_idle_time and not spec.socket_proxy:
+        raise SpecError("SocketProxyExitIdleTime= needs SocketProxy=", "socket_proxy_exit_idle_time")
+    if spec.socket_proxy and spec.network == "none" and any(s.startswith("net.") for s in spec.sysctls):
+        raise SpecError(
+            "Sysctl=net.* cannot be combined with SocketProxy=: the container shares the proxy's network namespace",
+            "sysctls",
+        )
     if "." in spec.dns_search and len(spec.dns_search) > 1:
         raise SpecError("DNSSearch=. (no search domains) cannot be combined with domains", "dns_search")
 
@@ -987,6 +1062,8 @@ def service_settings(spec: ContainerSpec) -> list[tuple[str, str]]:
             name, _, value = item.partition("=")
             limits[ULIMIT_SETTINGS[name]] = value  # the last one of a name wins
         settings += limits.items()
+    if spec.reload_signal:
+        settings.append(("ExecReload", f"/bin/kill -s {spec.reload_signal} $MAINPID"))
     return settings
 
 

@@ -131,19 +131,28 @@ class Plan:
         self.caps = capability_mask(spec.add_capabilities, spec.drop_capabilities, self.last_cap)
         self.caps &= own_bounding_set()
         self.listen_fds = _listen_fds()
-        self.listen_fdnames = os.environ.get("LISTEN_FDNAMES") if self.listen_fds else None
+        self.listen_fdnames = _listen_fdnames(self.listen_fds)
         self.hosts = etc_hosts(self.hostname, spec.add_hosts)
         self.resolv_conf = etc_resolv_conf(spec)
         self.localtime = zone_file(spec.timezone) if spec.timezone else None
 
 
+# sd_listen_fds' own bound on LISTEN_FDS; no socket unit comes near it
+_LISTEN_FDS_MAX = 0x7FFFFFFF - 3
+
+
 def _listen_fds() -> int:
-    """Socket activation: the fds systemd passed to *this* process (sd_listen_fds rules)."""
+    """Socket activation: the fds systemd passed to *this* process (sd_listen_fds rules).
+    LISTEN_PID must name this process: variables inherited from some other activated
+    process (a shell started by one, `systemd-run` from a socket unit's service) describe
+    fds that are not ours, and passing them on would hand the container whatever happens to
+    sit at fd 3. Each of fds 3..3+N-1 must be open; they are made inheritable here and are
+    the only fds besides stdio that survive into the container (_close_fds)."""
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
         return 0
     value = os.environ.get("LISTEN_FDS", "0")
-    if not value.isdigit():
-        raise launch_error(f"LISTEN_FDS={value!r} is not a number")
+    if not value.isdigit() or int(value) > _LISTEN_FDS_MAX:
+        raise launch_error(f"LISTEN_FDS={value!r} is not a number of fds")
     count = int(value)
     for fd in range(3, 3 + count):
         with Step(f"LISTEN_FDS={count}: fd {fd}"):
@@ -152,11 +161,24 @@ def _listen_fds() -> int:
     return count
 
 
+def _listen_fdnames(count: int) -> str | None:
+    """LISTEN_FDNAMES as systemd set it: one name per fd, colon-separated (FileDescriptorName=,
+    else the socket unit's name). A list of another length describes other fds: refused, as
+    sd_listen_fds_with_names refuses it."""
+    names = os.environ.get("LISTEN_FDNAMES") if count else None
+    if names is not None and len(names.split(":")) != count:
+        raise launch_error(f"LISTEN_FDNAMES={names!r} does not name LISTEN_FDS={count} fds")
+    return names
+
+
 # --- the child: from a fresh pid namespace to execve ---------------------------------------
 
 
 def _close_fds(keep_below: int, sync_fd: int) -> None:
-    """Close everything but stdio, the LISTEN_FDS block 3..keep_below-1 and the sync pipe."""
+    """Close everything but stdio, the LISTEN_FDS block 3..keep_below-1 and the sync pipe
+    (close-on-exec: gone at execve)."""
+    if sync_fd < keep_below:  # opened after the LISTEN_FDS block was checked: cannot be in it
+        raise launch_error(f"internal error: sync pipe fd {sync_fd} inside the LISTEN_FDS block")
     os.closerange(keep_below, sync_fd)
     os.closerange(sync_fd + 1, 0x7FFFFFFF)
 
@@ -436,6 +458,7 @@ def _usage() -> str:
     lines = [
         f"usage: {PROG} start [OPTIONS] -- COMMAND [ARG...]",
         f"       {PROG} cleanup --unit UNIT",
+        f"       {PROG} wait-port [ADDRESS:]PORT [--timeout SECONDS] [-- PROGRAM [ARG...]]",
         "",
         "Runs a container as the calling systemd unit's main process; without $NOTIFY_SOCKET it",
         "stays in the foreground and exits with the container's status. Options (one per",
@@ -455,7 +478,11 @@ def run(args: list[str]) -> int:
         return start(spec_from_argv(rest))
     if verb == "cleanup":
         return state.cleanup(rest)
-    raise UsageError(f"unknown command {verb!r}; expected start or cleanup")
+    if verb == "wait-port":  # the SocketProxy= proxy's ExecStartPre
+        from sdcontainer.sockets import wait_port
+
+        return wait_port(rest)
+    raise UsageError(f"unknown command {verb!r}; expected start, cleanup or wait-port")
 
 
 def exit_status_for(error: BaseException) -> int:

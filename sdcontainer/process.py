@@ -130,11 +130,19 @@ def resolve_identity(user: str | None, group: str | None, group_add: tuple[str, 
     return Identity(uid, gid, supplementary, home, name)
 
 
-# What systemd sets for the service itself (and the launcher's own settings): never passed on,
-# not even with EnvironmentHost=yes.
+# What systemd sets for the service itself (and the launcher's own settings): not passed on
+# with EnvironmentHost=yes, only when Environment= names one. Most name host paths
+# (RUNTIME_DIRECTORY, CREDENTIALS_DIRECTORY, PIDFILE) or the launcher's own pids, which mean
+# nothing inside; REMOTE_ADDR and REMOTE_PORT (Accept=yes) are the client's, and
+# Environment=REMOTE_ADDR passes them on purpose.
 SERVICE_VARIABLES = ("NOTIFY_SOCKET", "INVOCATION_ID", "JOURNAL_STREAM", "MAINPID", "SYSTEMD_EXEC_PID",
-                     "MANAGERPID")  # fmt: skip
-SERVICE_PREFIXES = ("LISTEN_", "WATCHDOG_", "SDCONTAINER_")
+                     "MANAGERPID", "PIDFILE", "LOG_NAMESPACE", "REMOTE_ADDR", "REMOTE_PORT", "SERVICE_RESULT",
+                     "EXIT_CODE", "EXIT_STATUS", "CREDENTIALS_DIRECTORY", "RUNTIME_DIRECTORY", "STATE_DIRECTORY",
+                     "CACHE_DIRECTORY", "LOGS_DIRECTORY", "CONFIGURATION_DIRECTORY", "FDSTORE")  # fmt: skip
+SERVICE_PREFIXES = ("LISTEN_", "WATCHDOG_", "SDCONTAINER_", "MONITOR_", "TRIGGER_", "MEMORY_PRESSURE_")
+# Socket activation's variables: the launcher sets them for the container (LISTEN_PID is the
+# container's own pid there), never copies the host's values.
+LISTEN_PREFIX = "LISTEN_"
 
 
 def host_environment(launcher_env: Mapping[str, str]) -> dict[str, str]:
@@ -160,11 +168,13 @@ def build_environment(plan: Plan, home: str, launcher_env: Mapping[str, str]) ->
         key, eq, value = item.partition("=")
         if eq:
             env[key] = value
-        elif key in launcher_env:
+        elif key in launcher_env and not key.startswith(LISTEN_PREFIX):
             env[key] = launcher_env[key]
     if plan.listen_fds:
-        # The container's init is PID 1 of its namespace (systemd CONTAINER_INTERFACE.md).
-        env.update(LISTEN_FDS=str(plan.listen_fds), LISTEN_PID="1")
+        # LISTEN_PID names the process meant to take the fds, as it sees its own pid: the
+        # command, PID 1 of its namespace (systemd CONTAINER_INTERFACE.md), or with RunInit=yes
+        # the init's first and only child, PID 2 (tini passes the environment on as it is).
+        env.update(LISTEN_FDS=str(plan.listen_fds), LISTEN_PID="2" if plan.spec.run_init else "1")
         if plan.listen_fdnames is not None:
             env["LISTEN_FDNAMES"] = plan.listen_fdnames
     return env

@@ -63,6 +63,9 @@ class ContainerSpec:
     annotations: tuple[str, ...] = ()
     stop_signal: str | None = None
     stop_timeout: int | None = None
+    reload_signal: str | None = None  # ExecReload= sends it to the container's init
+    socket_proxy: str | None = None  # "PORT" or "ADDRESS:PORT": systemd-socket-proxyd's target
+    socket_proxy_exit_idle_time: str | None = None  # a systemd time span
     run_init: bool = False
     no_new_privileges: bool = True
     add_capabilities: tuple[str, ...] = ()

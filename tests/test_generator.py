@@ -57,11 +57,17 @@ def test_golden(name: str, tmp_path: Path) -> None:
     shutil.copytree(GOLDEN, tmp_path / "units")
     out, result = generate_into(tmp_path, [tmp_path / "units"])
     assert result.returncode == 0, result.stderr
-    text = (out / f"{name}.service").read_text().replace(str(tmp_path / "units"), "/etc/sdcontainer")
-    expected = GOLDEN / f"{name}.service.expected"
-    if os.environ.get("SDCONTAINER_UPDATE_GOLDEN"):
-        expected.write_text(text)
-    assert text == expected.read_text()
+    # the .service, and the .socket (and proxy) a [Socket] section adds: NAME.socket, NAME-proxy.service
+    prefix = name.rstrip("@")
+    made = [f"{name}.service"] + sorted(
+        p.name for p in out.iterdir() if p.is_file() and p.name.startswith((f"{prefix}.socket", f"{prefix}-proxy"))
+    )
+    for unit in made:
+        text = (out / unit).read_text().replace(str(tmp_path / "units"), "/etc/sdcontainer")
+        expected = GOLDEN / f"{unit}.expected"
+        if os.environ.get("SDCONTAINER_UPDATE_GOLDEN"):
+            expected.write_text(text)
+        assert text == expected.read_text()
 
 
 def test_a_bad_file_fails_alone(tmp_path: Path) -> None:

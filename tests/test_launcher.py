@@ -811,6 +811,58 @@ def test_socket_activation_keeps_listen_fds(busybox_rootfs: str) -> None:
     assert {"LISTEN_PID=1", "LISTEN_FDS=1", "LISTEN_FDNAMES=web"} <= set(env.split())
 
 
+# Sets the LISTEN_* variables as systemd would for the process it execs next, with the
+# socket given as argv[1] moved to fd 3; argv[2] is LISTEN_PID ("self": the launcher's pid),
+# argv[3] LISTEN_FDNAMES ("" for none).
+LISTEN_SHIM = (
+    "import os, sys; fd = int(sys.argv[1]); os.dup2(fd, 3); os.close(fd); "
+    "os.environ.update(LISTEN_PID=str(os.getpid()) if sys.argv[2] == 'self' else sys.argv[2], LISTEN_FDS='1'); "
+    "sys.argv[3] and os.environ.update(LISTEN_FDNAMES=sys.argv[3]); "
+    "os.execv(sys.argv[4], sys.argv[4:])"
+)
+
+
+def _activated(rootfs: str, script: str, listen_pid: str, names: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        return sh(
+            rootfs,
+            script,
+            prefix=[sys.executable, "-c", LISTEN_SHIM, str(listener.fileno()), listen_pid, names],
+            pass_fds=(listener.fileno(),),
+            **kw,
+        )
+    finally:
+        listener.close()
+
+
+def test_listen_fds_of_another_process_are_not_passed(busybox_rootfs: str) -> None:
+    """LISTEN_PID naming another process (variables inherited from an activated parent): fd 3
+    is not ours to pass, so it is closed and no LISTEN_* variable reaches the container, not
+    even when Environment= names one."""
+    out = ok(_activated(busybox_rootfs, "ls /proc/self/fd; echo --; env | sort", "1", "web",
+                        environment=("LISTEN_FDS", "LISTEN_PID")))  # fmt: skip
+    fds, env = out.split("--\n")
+    assert fds.split() == ["0", "1", "2", "3"]  # 3 is ls's own directory fd
+    assert "LISTEN_" not in env, env
+
+
+def test_listen_fdnames_must_name_every_fd(busybox_rootfs: str) -> None:
+    result = _activated(busybox_rootfs, "true", "self", "web:admin")
+    assert result.returncode == 4
+    assert result.stderr == "sdcontainer-launcher: LISTEN_FDNAMES='web:admin' does not name LISTEN_FDS=1 fds\n"
+
+
+def test_listen_fds_without_names(busybox_rootfs: str) -> None:
+    """LISTEN_FDNAMES is optional (sd_listen_fds_with_names says "unknown" then)."""
+    env = ok(_activated(busybox_rootfs, "ls -l /proc/self/fd/3; env | sort", "self", ""))
+    assert "socket:[" in env
+    assert "LISTEN_FDS=1" in env.split() and "LISTEN_PID=1" in env.split()
+    assert "LISTEN_FDNAMES" not in env
+
+
 def test_environment_is_fresh(busybox_rootfs: str, tmp_path: Path) -> None:
     env_file = tmp_path / "env"
     env_file.write_text("# a comment\n\nFROM_FILE=plain\nQUOTED=\"with spaces\"\nOVERRIDDEN=file\nSINGLE='x y'\n")
@@ -842,7 +894,9 @@ def test_environment_is_fresh(busybox_rootfs: str, tmp_path: Path) -> None:
 SYSTEMD_SERVICE_ENV = {
     "INVOCATION_ID": "0123", "JOURNAL_STREAM": "8:1", "SYSTEMD_EXEC_PID": "1", "MANAGERPID": "1", "MAINPID": "2",
     "LISTEN_FDS": "1", "LISTEN_FDNAMES": "web", "WATCHDOG_USEC": "1000", "WATCHDOG_PID": "3",
-    "SDCONTAINER_DEBUG": "0",
+    "SDCONTAINER_DEBUG": "0", "RUNTIME_DIRECTORY": "/run/x", "CREDENTIALS_DIRECTORY": "/run/credentials/x",
+    "REMOTE_ADDR": "127.0.0.1", "REMOTE_PORT": "5", "MONITOR_SERVICE_RESULT": "exit-code",
+    "TRIGGER_UNIT": "x.path", "PIDFILE": "/run/x.pid", "LOG_NAMESPACE": "x",
 }  # fmt: skip
 
 
