@@ -89,6 +89,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "met": None if helper_rss is None else helper_rss == 0 and dens.get("helper_processes") == 0,
         },
     ]
+    sock = results.get("sockets")
+    if sock:
+        cold = sock["summary"].get("sdcontainer", {}).get("cold", {}).get("median")
+        plain_cold = sock["summary"].get("plain", {}).get("cold", {}).get("median")
+        rows.append(
+            {
+                "target": "socket-activated cold first byte within 1.3x of the same server as a plain unit",
+                "measured": _x(ratio(cold, plain_cold)) + f" ({_ms(cold)} vs {_ms(plain_cold)} ms)",
+                "met": None if cold is None or plain_cold is None else cold <= 1.3 * plain_cold,
+            }
+        )
     par = results.get("parallel", {}).get("summary", {}).get("sdcontainer", {})
     p10, p100 = par.get("10", {}).get("median"), par.get("100", {}).get("median")
     if par:
@@ -257,6 +268,13 @@ def scaling_table(sc: dict[str, Any]) -> list[str]:
     return out
 
 
+def socket_table(sock: dict[str, Any]) -> list[str]:
+    from bench.sockets import render as render_sockets
+
+    text = render_sockets(sock).replace("# Socket activation", "## S. Socket activation", 1)
+    return [*text.splitlines(), ""]
+
+
 def render(results: dict[str, Any]) -> str:
     out: list[str] = []
     meta = results["meta"]
@@ -316,6 +334,8 @@ def render(results: dict[str, Any]) -> str:
         out.extend(parallel_table(results["parallel"]))
     if "scaling" in results:
         out.extend(scaling_table(results["scaling"]))
+    if "sockets" in results:
+        out.extend(socket_table(results["sockets"]))
 
     gen = results["generator"]
     out.append("## B. Generator (installed `sdcontainer-generator`, output on tmpfs)")
@@ -458,6 +478,10 @@ def readme_summary(results: dict[str, Any]) -> str:
         out += start_table(results["start_stop_podman"], "Against the Quadlet-style podman unit, a separate run (A2):")
     if "run_to_end" in results:
         out += run_to_end_table(results["run_to_end"])[2:]
+    if "sockets" in results:
+        table = socket_table(results["sockets"])
+        out += ["Socket activation (S): " + table[2], ""]
+        out += table[4 : table.index("", 4) + 1]
     out.append(
         f"The run above: {meta['date']} on {meta['machine']['model']} ({meta['machine']['nproc']} CPUs), "
         f"kernel {v['kernel']}, {v['systemd']}, {v['python']}, {v['podman']}, runc {v['runc']}, crun {v['crun']}; "

@@ -14,6 +14,7 @@ empty), copies a busybox rootfs in, imports the same rootfs as a podman image, a
        podman run and unshare+chroot, interleaved;
   F    1/10/50/100 units started by one `systemctl start` (parallel jobs), per kind;
   G    start time and memory as 1..200 units of each kind run at once;
+  S    time to first byte of a socket-activated server, cold and warm (bench/sockets.py);
   B    the installed generator on 0/1/100/1000 files (hyperfine -N) and the added cost of
        100 files to `systemctl daemon-reload`;
   C    helper memory left per running container (10 sdcontainer units, 10 podman units);
@@ -38,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bench import cases, profile, report
+from bench import cases, profile, report, sockets
 from bench.cases import GEN_OUTPUT, GEN_SOURCES, ROOTFS, VENV_PYTHON
 from tests.rootfs import build_busybox_rootfs
 from tests.testbed import HOST_PYTHON, PROJECT_DIR, Testbed
@@ -580,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
             results["run_to_end"] = phase_run_to_end(tb, podman_ok, args.warmup, args.runs)
             results["parallel"] = phase_parallel(tb, podman_ok, args.parallel_rounds)
             results["scaling"] = phase_scaling(tb, podman_ok)
+            log("S: socket activation, time to first byte (bench/sockets.py)")
+            results["sockets"] = sockets.run(tb, args.runs, warmup=args.warmup)
             results["density"] = phase_density(tb, podman_ok)
             results["generator"] = phase_generator(tb, tmp, args.warmup, args.runs)
             results["reload"] = phase_reload(tb, args.reload_runs)
