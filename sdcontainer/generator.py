@@ -269,7 +269,8 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
     mounts = _requires_mounts_for(spec)
     if mounts:
         out.append("RequiresMountsFor=" + " ".join(mounts))
-    if default_dependencies and spec.network == "host":
+    # a pull at start needs the network (the container's own network mode does not matter)
+    if default_dependencies and (spec.network == "host" or (spec.image and spec.pull != "never")):
         out += ["Wants=network-online.target", "After=network-online.target"]
 
     launcher = _launcher()

@@ -366,7 +366,26 @@ def _skopeo_message(stderr: str) -> str:
     return last
 
 
-def _run_skopeo(args: list[str], tick: Callable[[], None] | None, quiet: bool) -> tuple[int, bytes, str]:
+STALL_SECONDS = 60  # a download that has not grown for this long gets no more time
+
+
+def _tree_size(path: str) -> int:
+    total = 0
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+def _run_skopeo(
+    args: list[str], tick: Callable[[], None] | None, quiet: bool, watch: str | None = None
+) -> tuple[int, bytes, str]:
+    """Run skopeo; every 5 s call `tick` (which extends the unit's start timeout) while it
+    makes progress: always for a short request, while `watch` (the download) grows, and
+    for STALL_SECONDS after it last grew."""
     import tempfile
 
     with tempfile.TemporaryFile() as err:
@@ -377,6 +396,7 @@ def _run_skopeo(args: list[str], tick: Callable[[], None] | None, quiet: bool) -
             stderr=err,
         )
         out = b""
+        last_size, last_change = -1, time.monotonic()
         if quiet:
             import threading
 
@@ -388,7 +408,11 @@ def _run_skopeo(args: list[str], tick: Callable[[], None] | None, quiet: bool) -
                 proc.wait(timeout=5)
                 break
             except subprocess.TimeoutExpired:
-                if tick is not None:
+                if watch is not None:
+                    size = _tree_size(watch)
+                    if size != last_size:
+                        last_size, last_change = size, time.monotonic()
+                if tick is not None and time.monotonic() - last_change < STALL_SECONDS:
                     tick()
         if quiet:
             reader.join()
@@ -405,13 +429,14 @@ def skopeo(
     retry_delay: float | None = None,
     tick: Callable[[], None] | None = None,
     quiet: bool = True,
+    watch: str | None = None,
 ) -> bytes:
     """Run skopeo, retrying failures that may pass (network) `retry` times: after
     `retry_delay` seconds each time, or 2 s doubling each time when it is None."""
     delay = retry_delay if retry_delay is not None else 2.0
     attempt = 0
     while True:
-        code, out, err = _run_skopeo(args, tick, quiet)
+        code, out, err = _run_skopeo(args, tick, quiet, watch)
         if code == 0:
             return out
         message = _skopeo_message(err)
@@ -541,6 +566,7 @@ def _pull_name(
                 retry_delay=retry_delay,
                 tick=tick,
                 quiet=quiet,
+                watch=staging,
             )
             progress = _progress_every(tick) if tick is not None else None
             return import_layout(
