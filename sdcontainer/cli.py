@@ -397,7 +397,7 @@ def rmi(references: tuple[str, ...]) -> None:
                 store.untag(names[0])
                 click.echo(f"untagged {names[0]}")
             remaining = store.record(image_id)
-            if remaining is not None and not remaining.get("names"):
+            if remaining is not None and (not names or not remaining.get("names")):  # by id: all of it
                 store.remove_image(image_id)
                 click.echo(f"deleted {image_id}")
         store.prune(set(in_use), all_unnamed=False)

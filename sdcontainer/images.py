@@ -344,11 +344,13 @@ _PERMANENT = (
     "invalid reference",
     "no image for",
     "repository name must",
+    "http response to https client",
+    "x509:",
 )
 
 
 def skopeo_path() -> str:
-    path = shutil.which("skopeo") or ("/usr/bin/skopeo" if os.access("/usr/bin/skopeo", os.X_OK) else None)
+    path = shutil.which("skopeo")
     if path is None:
         raise ImageError(f"pulling images needs skopeo, which is not installed: {SKOPEO_HINT}")
     return path
@@ -389,8 +391,9 @@ def _run_skopeo(
     import tempfile
 
     with tempfile.TemporaryFile() as err:
+        conf = os.environ.get("CONTAINERS_REGISTRIES_CONF")  # skopeo 1.9 reads it only as an option
         proc = subprocess.Popen(
-            [skopeo_path(), *args],
+            [skopeo_path(), *(["--registries-conf", conf] if conf else []), *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if quiet else None,
             stderr=err,
@@ -443,7 +446,10 @@ def skopeo(
         permanent = any(word in message.lower() for word in _PERMANENT)
         if permanent or attempt >= retry:
             tries = f" (after {attempt + 1} tries)" if attempt else ""
-            raise ImageError(f"{what}: {message}{tries}")
+            hint = ""
+            if "http response to https client" in message.lower():
+                hint = " (a registry without TLS: mark it insecure in registries.conf, or pull with --no-tls-verify)"
+            raise ImageError(f"{what}: {message}{tries}{hint}")
         attempt += 1
         print(
             f"sdcontainer: {what}: {message}; trying again in {delay:g} s ({attempt}/{retry})",

@@ -194,13 +194,13 @@ def candidates(text: str, *, for_pull: bool = False) -> list[str]:
     ref = parse_reference(text)
     if ref.domain:
         return [ref.qualified(ref.domain)]
+    names = [] if for_pull else [ref.qualified(LOCAL_DOMAIN)]  # an imported image first
     registries, aliases = search_registries()
     alias = aliases.get(ref.path)
     if alias is not None:
         aliased = parse_reference(alias if (ref.tag == "latest" or ":" in alias) else f"{alias}:{ref.tag}")
         ref = Reference(aliased.domain, aliased.path, aliased.tag, ref.digest)
-        return [ref.qualified(ref.domain)]
-    names = [] if for_pull else [ref.qualified(LOCAL_DOMAIN)]
+        return [*names, ref.qualified(ref.domain)]
     return names + [ref.qualified(registry) for registry in registries]
 
 

@@ -1,0 +1,418 @@
+"""Images end to end on the host: imports of every kind, the store, the launcher running an
+image (its layers as the overlay, its config's defaults), and pulls from a real registry
+(Debian's docker-registry on 127.0.0.1, images pushed with skopeo from layouts built here)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import registry as reg
+from tests.helpers import CHECKOUT
+from tests.layers import Layout, digest, gz, member, tar_bytes, tree_tar
+from tests.test_launcher import _WHY_NOT
+
+pytestmark = pytest.mark.skipif(_WHY_NOT is not None, reason=_WHY_NOT or "")
+
+LAUNCHER = [sys.executable, "-E", "-s", "-m", "sdcontainer.launcher"]
+BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+
+APP_SCRIPT = b'#!/bin/sh\necho "run $GREETING $*"; pwd; id -u; ls /etc\n'
+
+
+@pytest.fixture(scope="session")
+def base_layer(busybox_rootfs: str) -> bytes:
+    """The busybox root file system as one uncompressed layer."""
+    return tree_tar(busybox_rootfs)
+
+
+def app_layer(greeting: bytes = b"hello from the image\n") -> bytes:
+    """A second layer: files of the app, and a whiteout of the base's /etc/os-release."""
+    return tar_bytes(
+        [
+            member("www/", tarfile.DIRTYPE, mode=0o755),
+            member("www/index.html", data=greeting),
+            member("etc/.wh.os-release"),
+            member("app/", tarfile.DIRTYPE, mode=0o755),
+            member("app/run.sh", data=APP_SCRIPT, mode=0o755),
+        ]
+    )
+
+
+WEB_CONFIG = {
+    "Entrypoint": ["/app/run.sh"],
+    "Cmd": ["a", "b"],
+    "Env": ["GREETING=hi", "PATH=/bin:/usr/bin"],
+    "WorkingDir": "/app",
+    "User": "1000",
+}
+
+
+@pytest.fixture()
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "storage"
+    monkeypatch.setenv("SDCONTAINER_STORAGE", str(path))
+    return path
+
+
+def sdc(
+    store: Path, *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """The sdcontainer command, on this store."""
+    result = subprocess.run(
+        [sys.executable, "-m", "sdcontainer.cli", *args],
+        cwd=CHECKOUT,
+        env={**os.environ, **BASE_ENV, "SDCONTAINER_STORAGE": str(store), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check:
+        assert result.returncode == 0, f"rc={result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def launch_image(
+    store: Path, image: str, *command: str, options: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    argv = [*LAUNCHER, "start", "--unit", "probe.service", "--name", "probe", "--image", image, *options]
+    if command:
+        argv += ["--", *command]
+    return subprocess.run(
+        argv,
+        cwd=CHECKOUT,
+        env={**BASE_ENV, "SDCONTAINER_STORAGE": str(store), **(env or {})},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def web_layout(path: Path, base: bytes, greeting: bytes = b"hello from the image\n") -> Path:
+    layout = Layout(path)
+    layout.image([base, app_layer(greeting)], config=WEB_CONFIG, ref="web:1")
+    return layout.write()
+
+
+# --- imports and the launcher ---------------------------------------------------------------
+
+
+def test_an_imported_oci_layout_runs_with_its_config(store: Path, base_layer: bytes, tmp_path: Path) -> None:
+    image_id = sdc(store, "image", "import", str(web_layout(tmp_path / "oci", base_layer)), "test/web:1").stdout.strip()
+    assert len(image_id) == 64
+    result = launch_image(store, "test/web:1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    # Entrypoint + Cmd, Env, WorkingDir and User from the image's config
+    assert lines[:3] == ["run hi a b", "/app", "1000"], result.stdout
+    # the whiteout of the second layer hides the base's /etc/os-release
+    assert "os-release" not in lines[3:] and "passwd" in lines[3:], result.stdout
+    # the unit's keys override the config: Exec= replaces Cmd, Environment= wins over Env
+    result = launch_image(
+        store, "localhost/test/web:1", "x", options=("--env", "GREETING=bye", "--workdir", "/www", "--user", "0")
+    )
+    assert result.stdout.splitlines()[:3] == ["run bye x", "/www", "0"], result.stderr
+    # an Entrypoint= given drops the image's Cmd, as in podman
+    result = launch_image(store, "test/web:1", options=("--entrypoint", '["/bin/echo", "just"]'))
+    assert result.stdout == "just\n", result.stderr
+    # the container writes to its own upper layer: the store is not changed
+    result = launch_image(
+        store,
+        "test/web:1",
+        "/bin/sh",
+        "-c",
+        "echo scribble > /www/index.html; cat /www/index.html",
+        options=("--entrypoint", "", "--user", "0"),
+    )
+    assert result.stdout == "scribble\n", result.stderr
+    pages = sorted((d / "www/index.html").read_text() for d in (store / "layers").iterdir())
+    assert pages == ["<html><body>hello from busybox</body></html>\n", "hello from the image\n"]
+
+
+def test_two_images_sharing_a_base_layer_store_it_once(store: Path, base_layer: bytes, tmp_path: Path) -> None:
+    first = sdc(store, "image", "import", str(web_layout(tmp_path / "one", base_layer, b"one\n")), "web:1").stdout
+    second = sdc(store, "image", "import", str(web_layout(tmp_path / "two", base_layer, b"two\n")), "web:2").stdout
+    assert first != second
+    assert len(list((store / "layers").iterdir())) == 3  # one base, two app layers
+    listed = json.loads(sdc(store, "images", "--format", "json").stdout)
+    assert sorted(n for r in listed for n in r["names"]) == ["localhost/web:1", "localhost/web:2"]
+    assert listed[0]["layers"][0] == listed[1]["layers"][0] == digest(base_layer)[7:]
+    table = sdc(store, "images").stdout.splitlines()
+    assert table[0].split()[:3] == ["REPOSITORY", "TAG", "IMAGE"] and len(table) == 3
+    # removing one name keeps the shared layer; removing the other removes it too
+    assert "untagged localhost/web:1" in sdc(store, "rmi", "web:1").stdout
+    assert len(list((store / "layers").iterdir())) == 2
+    sdc(store, "rmi", "web:2")
+    assert (
+        list((store / "layers").iterdir()) == [] and json.loads(sdc(store, "images", "--format", "json").stdout) == []
+    )
+    missing = sdc(store, "rmi", "web:2", check=False)
+    assert missing.returncode == 4 and "no image web:2 in the store" in missing.stderr
+
+
+def test_a_rootfs_tar_imports_as_one_layer(store: Path, busybox_rootfs: str, tmp_path: Path) -> None:
+    archive = tmp_path / "rootfs.tar.gz"
+    archive.write_bytes(gz(tree_tar(busybox_rootfs)))
+    no_name = sdc(store, "image", "import", str(archive), check=False)
+    assert no_name.returncode == 4 and "needs a NAME" in no_name.stderr
+    sdc(store, "image", "import", str(archive), "busybox:plain")
+    record = json.loads(sdc(store, "image", "inspect", "busybox:plain").stdout)
+    assert record["names"] == ["localhost/busybox:plain"] and len(record["layers"]) == 1
+    assert record["image_config"]["rootfs"]["diff_ids"] == [digest(tree_tar(busybox_rootfs))]
+    # the image has no command: the start says so, and Exec= supplies one
+    nocmd = launch_image(store, "busybox:plain")
+    assert nocmd.returncode == 4 and "has no Entrypoint or Cmd; set Exec=" in nocmd.stderr
+    assert launch_image(store, "busybox:plain", "/bin/cat", "/etc/os-release").stdout.startswith("ID=busybox")
+
+
+def test_a_docker_save_archive_imports_with_its_tags(store: Path, base_layer: bytes, tmp_path: Path) -> None:
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["/bin/cat", "/www/index.html"]},
+        "rootfs": {"type": "layers", "diff_ids": [digest(base_layer), digest(app_layer())]},
+    }
+    config_bytes = json.dumps(config).encode()
+    files = {
+        f"{digest(config_bytes)[7:]}.json": config_bytes,
+        "l1/layer.tar": base_layer,
+        "l2/layer.tar": app_layer(),
+        "manifest.json": json.dumps(
+            [
+                {
+                    "Config": f"{digest(config_bytes)[7:]}.json",
+                    "RepoTags": ["saved:3"],
+                    "Layers": ["l1/layer.tar", "l2/layer.tar"],
+                }
+            ]
+        ).encode(),
+    }
+    archive = tmp_path / "saved.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    image_id = sdc(store, "image", "import", str(archive)).stdout.strip()
+    assert image_id == digest(config_bytes)[7:]
+    assert json.loads(sdc(store, "image", "inspect", "docker.io/library/saved:3").stdout)["id"] == image_id
+    assert launch_image(store, "docker.io/library/saved:3").stdout == "hello from the image\n"
+
+
+def test_an_oci_archive_and_a_manifest_list_pick_this_machine(store: Path, base_layer: bytes, tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "multi")
+    amd = layout.image(
+        [base_layer, app_layer(b"amd64\n")], config={"Cmd": ["/bin/cat", "/www/index.html"]}, add_to_index=False
+    )
+    arm = layout.image(
+        [base_layer, app_layer(b"arm64\n")],
+        config={"Cmd": ["/bin/cat", "/www/index.html"]},
+        arch="arm64",
+        add_to_index=False,
+    )
+    layout.image_index([arm, amd], ref="multi:1")
+    layout.write()
+    archive = tmp_path / "multi.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(layout.path, arcname=".")
+    sdc(store, "image", "import", str(archive), "multi:1")
+    assert launch_image(store, "multi:1").stdout == "amd64\n"
+
+
+def test_start_path_and_pull_never(store: Path, base_layer: bytes, tmp_path: Path) -> None:
+    missing = launch_image(store, "127.0.0.1:9/nothing/here:1", options=("--pull", "never"))
+    assert missing.returncode == 4
+    assert "image 127.0.0.1:9/nothing/here:1 is not in the store" in missing.stderr and "Pull=never" in missing.stderr
+    sdc(store, "image", "import", str(web_layout(tmp_path / "oci", base_layer)), "web:1")
+    # a start from the store reads the name and the record, and no layer file
+    script = (
+        "import sys, builtins, os\n"
+        "opened = []\n"
+        "real = os.open\n"
+        "def spy(path, *a, **k):\n"
+        "    opened.append(str(path)); return real(path, *a, **k)\n"
+        "os.open = spy\n"
+        "from sdcontainer.store import image_for_start, layer_dirs\n"
+        "class Spec: image = 'web:1'; pull = 'missing'; retry = None; retry_delay = None\n"
+        "record = image_for_start(Spec())\n"
+        "print('\\n'.join(o for o in opened if 'storage' in o)); print(len(layer_dirs(record)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=CHECKOUT,
+        env={**BASE_ENV, "SDCONTAINER_STORAGE": str(store)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert out[-1] == "2"
+    assert [Path(p).parent.name for p in out[:-1]] == ["names", "images"], out
+
+
+def test_rmi_refuses_an_image_a_running_container_uses(
+    store: Path, base_layer: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The running containers are the launcher's records (written under systemd; the
+    real-systemd test starts one); here a record of this very process stands in."""
+    from click.testing import CliRunner
+
+    from sdcontainer import cli
+
+    image_id = sdc(store, "image", "import", str(web_layout(tmp_path / "oci", base_layer)), "web:1").stdout.strip()
+    records = tmp_path / "containers"
+    records.mkdir()
+    (records / "web.service.json").write_text(
+        json.dumps({"unit": "web.service", "pid": os.getpid(), "image_id": image_id})
+    )
+    monkeypatch.setattr(cli, "STATE_DIR", records)
+    result = CliRunner().invoke(cli.cli, ["rmi", "web:1"], standalone_mode=False)
+    assert "is used by the running container web.service" in str(result.exception)
+    result = CliRunner().invoke(cli.cli, ["image", "prune"])
+    assert result.exit_code == 0 and (store / "images" / f"{image_id}.json").exists()
+    (records / "web.service.json").unlink()
+    result = CliRunner().invoke(cli.cli, ["rmi", image_id[:12]])
+    assert result.exit_code == 0, result.output
+    assert not list((store / "layers").iterdir())
+
+
+# --- a real registry -------------------------------------------------------------------------
+
+_NO_REGISTRY = reg.available()
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory, busybox_rootfs: str) -> Iterator[reg.Registry]:
+    """A registry with test/web:1 and :2 (sharing the busybox base layer), test/multi:1 (a
+    manifest list for amd64 and arm64), pushed with skopeo."""
+    if _NO_REGISTRY:
+        pytest.skip(_NO_REGISTRY)
+    top = tmp_path_factory.mktemp("registry")
+    registry = reg.Registry(top / "registry")
+    base = tree_tar(busybox_rootfs)
+    layout = Layout(top / "oci")
+    layout.image([base, app_layer(b"web one\n")], config=WEB_CONFIG, ref="web:1")
+    layout.image([base, app_layer(b"web two\n")], config=WEB_CONFIG, ref="web:2")
+    amd = layout.image(
+        [base, app_layer(b"amd64\n")], config={"Cmd": ["/bin/cat", "/www/index.html"]}, add_to_index=False
+    )
+    arm = layout.image(
+        [base, app_layer(b"arm64\n")], config={"Cmd": ["/bin/cat", "/www/index.html"]}, arch="arm64", add_to_index=False
+    )
+    layout.image_index([arm, amd], ref="multi:1")
+    layout.write()
+    for ref, repo in (("web:1", "test/web:1"), ("web:2", "test/web:2"), ("multi:1", "test/multi:1")):
+        registry.push(layout.path, ref, repo)
+    yield registry
+    registry.remove()
+
+
+def pull_env(registry: reg.Registry) -> dict[str, str]:
+    return {"CONTAINERS_REGISTRIES_CONF": str(registry.registries_conf)}
+
+
+def test_pull_then_pull_again_downloads_nothing(store: Path, registry: reg.Registry) -> None:
+    name = f"{registry.host}/test/web:1"
+    before = len(registry.requests("GET /v2/test/web/blobs/"))
+    first = sdc(store, "pull", name, env=pull_env(registry)).stdout.strip()
+    fetched = len(registry.requests("GET /v2/test/web/blobs/")) - before
+    assert fetched == 3  # config and two layers
+    again = sdc(store, "pull", name, env=pull_env(registry)).stdout.strip()
+    assert again == first
+    assert len(registry.requests("GET /v2/test/web/blobs/")) - before == fetched  # nothing downloaded
+    # the image runs, and :2 adds only its own layer to the store
+    assert launch_image(store, name).stdout.startswith("run hi a b\n")
+    sdc(store, "pull", f"{registry.host}/test/web:2", env=pull_env(registry))
+    assert len(list((store / "layers").iterdir())) == 3
+
+
+def test_a_manifest_list_gives_this_machines_image(store: Path, registry: reg.Registry) -> None:
+    sdc(store, "pull", f"{registry.host}/test/multi:1", env=pull_env(registry))
+    assert launch_image(store, f"{registry.host}/test/multi:1").stdout == "amd64\n"
+    record = json.loads(sdc(store, "image", "inspect", f"{registry.host}/test/multi:1").stdout)
+    assert record["architecture"] == "amd64"
+
+
+def test_digest_pinning(store: Path, registry: reg.Registry) -> None:
+    raw = subprocess.run(
+        [reg.SKOPEO, "inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/test/web:2"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    pinned = f"{registry.host}/test/web@{digest(raw)}"
+    image_id = sdc(store, "pull", pinned, env=pull_env(registry)).stdout.strip()
+    assert launch_image(store, pinned).stdout.startswith("run hi a b\n")
+    assert json.loads(sdc(store, "image", "inspect", pinned).stdout)["id"] == image_id
+    wrong = sdc(store, "pull", f"{registry.host}/test/web@sha256:{'0' * 64}", env=pull_env(registry), check=False)
+    assert wrong.returncode == 4 and "manifest unknown" in wrong.stderr
+    assert "trying again" not in wrong.stderr  # not retried: it cannot get better
+
+
+def test_missing_images_and_registries_are_clear_errors(store: Path, registry: reg.Registry) -> None:
+    result = sdc(store, "pull", f"{registry.host}/test/nope:1", env=pull_env(registry), check=False)
+    assert result.returncode == 4
+    assert f"pulling {registry.host}/test/nope:1" in result.stderr and "manifest unknown" in result.stderr
+    # without registries.conf saying it is insecure: no TLS there, said plainly
+    result = sdc(store, "pull", f"{registry.host}/test/web:1", check=False)
+    assert result.returncode == 4 and "registry without TLS" in result.stderr
+    # nothing listening: retried with the delay asked for, then the error
+    port = reg.free_port()
+    result = sdc(store, "pull", "--retry", "1", "--retry-delay", "100ms", f"127.0.0.1:{port}/x:1", check=False)
+    assert result.returncode == 4 and "connection refused" in result.stderr and "(after 2 tries)" in result.stderr
+    assert "trying again in 0.1 s (1/1)" in result.stderr
+    # no skopeo on PATH
+    result = sdc(store, "pull", f"{registry.host}/test/web:1", env={"PATH": "/nonexistent"}, check=False)
+    assert result.returncode == 4 and "install skopeo (apt install skopeo)" in result.stderr
+    assert json.loads(sdc(store, "images", "--format", "json").stdout) == []
+
+
+def test_auth_failure_and_credentials(store: Path, tmp_path: Path, busybox_rootfs: str) -> None:
+    if _NO_REGISTRY:
+        pytest.skip(_NO_REGISTRY)
+    secured = reg.Registry(tmp_path / "secured", user="tester", password="s3cret")
+    try:
+        layout = Layout(tmp_path / "oci")
+        layout.image([app_layer()], config={"Cmd": ["/bin/true"]}, ref="small:1")
+        layout.write()
+        secured.push(layout.path, "small:1", "test/small:1", creds="tester:s3cret")
+        env = pull_env(secured)
+        result = sdc(store, "pull", f"{secured.host}/test/small:1", env=env, check=False)
+        assert result.returncode == 4 and "authentication required" in result.stderr, result.stderr
+        assert "trying again" not in result.stderr
+        import base64
+
+        auth = tmp_path / "auth.json"
+        token = base64.b64encode(b"tester:s3cret").decode()
+        auth.write_text(json.dumps({"auths": {secured.host: {"auth": token}}}))
+        sdc(store, "pull", f"{secured.host}/test/small:1", env={**env, "REGISTRY_AUTH_FILE": str(auth)})
+    finally:
+        secured.remove()
+
+
+def test_concurrent_pulls_of_one_image_do_the_work_once(store: Path, registry: reg.Registry) -> None:
+    name = f"{registry.host}/test/web:1"
+    before = len(registry.requests("GET /v2/test/web/blobs/"))
+    results: list[Any] = []
+
+    def pull() -> None:
+        results.append(launch_image(store, name, "/bin/true", options=("--entrypoint", ""), env=pull_env(registry)))
+
+    threads = [threading.Thread(target=pull) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.returncode for r in results] == [0, 0, 0], [r.stderr for r in results]
+    assert len(registry.requests("GET /v2/test/web/blobs/")) - before == 3
+    assert len(list((store / "layers").iterdir())) == 2
+    assert list((store / "tmp").iterdir()) == [] and list((store / "staging").iterdir()) == []
