@@ -218,8 +218,10 @@ def _number(field: bytes, what: str) -> int:
 def _checksum_ok(header: bytes) -> bool:
     stored = _number(header[148:156], "checksum")
     unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
-    signed = unsigned - 256 * sum(1 for b in header[:148] + header[156:] if b > 127)
-    return stored in (unsigned, signed)
+    if stored == unsigned:
+        return True
+    # some old tars summed signed chars
+    return stored == unsigned - 256 * sum(1 for b in header[:148] + header[156:] if b > 127)
 
 
 def _parse_pax(data: bytes) -> dict[bytes, bytes]:
@@ -471,10 +473,12 @@ class _Writer:
         parent = self.parent(parts, entry.name)
         try:
             if kind in (b"0", b"7"):
-                self._clear(parent, last)
-                fd = os.open(
-                    last, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent
-                )
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                try:
+                    fd = os.open(last, flags, 0o600, dir_fd=parent)
+                except FileExistsError:  # from an earlier entry: replaced, never written through
+                    self._clear(parent, last)
+                    fd = os.open(last, flags, 0o600, dir_fd=parent)
                 try:
                     remaining = entry.size
                     while remaining:
