@@ -245,7 +245,9 @@ def _exec_line(argv: list[str]) -> str:
 
 
 def _requires_mounts_for(spec: ContainerSpec) -> list[str]:
-    paths = [spec.rootfs or ""] + [v.source for v in spec.volumes]
+    from sdcontainer.store import SYSTEM_STORAGE
+
+    paths = [spec.rootfs or (SYSTEM_STORAGE if spec.image else "")] + [v.source for v in spec.volumes]
     return [p for p in paths if p.startswith("/")]
 
 

@@ -291,6 +291,20 @@ def _file_digest(path: str) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def _layout_names(source: Source) -> list[str]:
+    """The name an OCI layout gives its only image (org.opencontainers.image.ref.name), if
+    that is a tag or a full reference."""
+    index = _json(source.read_file("index.json"), f"{source.label}: index.json")
+    manifests = index.get("manifests") or []
+    if len(manifests) != 1:
+        return []
+    ref = ((manifests[0] or {}).get("annotations") or {}).get(REF_ANNOTATION)
+    try:
+        return [local_name(ref)] if isinstance(ref, str) and ref else []
+    except ValueError:
+        return []
+
+
 def local_name(text: str) -> str:
     """A name for an imported image: localhost/NAME:TAG unless it names a registry."""
     ref = parse_reference(text)
@@ -303,7 +317,8 @@ def import_path(path: str, name: str | None, progress: Callable[[int], None] | N
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, "oci-layout")):
             raise ImageError(f"{path}: a directory but not an OCI image layout (no oci-layout file)")
-        return import_layout(DirSource(path), names, progress=progress)
+        layout = DirSource(path)
+        return import_layout(layout, names or _layout_names(layout), progress=progress)
     try:
         with open(path, "rb") as f:
             magic = f.read(4)
@@ -321,7 +336,7 @@ def import_path(path: str, name: str | None, progress: Callable[[int], None] | N
         raise ImageError(f"{path}: not a tar archive or OCI layout ({error})") from None
     try:
         if "oci-layout" in source.members and "index.json" in source.members:
-            return import_layout(source, names, progress=progress)
+            return import_layout(source, names or _layout_names(source), progress=progress)
         if "manifest.json" in source.members:
             return import_docker_archive(source, names, progress)
     finally:

@@ -161,6 +161,12 @@ def test_two_images_sharing_a_base_layer_store_it_once(store: Path, base_layer: 
     assert missing.returncode == 4 and "no image web:2 in the store" in missing.stderr
 
 
+def test_an_oci_layout_without_a_name_takes_its_ref_name(store: Path, base_layer: bytes, tmp_path: Path) -> None:
+    image_id = sdc(store, "image", "import", str(web_layout(tmp_path / "oci", base_layer))).stdout.strip()
+    assert json.loads(sdc(store, "image", "inspect", "web:1").stdout)["id"] == image_id
+    assert json.loads(sdc(store, "image", "inspect", image_id[:12]).stdout)["names"] == ["localhost/web:1"]
+
+
 def test_a_rootfs_tar_imports_as_one_layer(store: Path, busybox_rootfs: str, tmp_path: Path) -> None:
     archive = tmp_path / "rootfs.tar.gz"
     archive.write_bytes(gz(tree_tar(busybox_rootfs)))
