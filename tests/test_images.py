@@ -422,3 +422,35 @@ def test_concurrent_pulls_of_one_image_do_the_work_once(store: Path, registry: r
     assert len(registry.requests("GET /v2/test/web/blobs/")) - before == 3
     assert len(list((store / "layers").iterdir())) == 2
     assert list((store / "tmp").iterdir()) == [] and list((store / "staging").iterdir()) == []
+
+
+@pytest.mark.parametrize("api", ["fsconfig", "mount"])
+def test_layers_mount_with_either_mount_api(api: str, tmp_path: Path) -> None:
+    """rootfs.mount_layers: one lowerdir+ per layer, or (kernels before 6.8) lowerdir= with the
+    layers' names relative to the store; the upper layer wins, then the top lower layer."""
+    layers = tmp_path / "layers"
+    for name, content in (("a" * 64, "base"), ("b" * 64, "top")):
+        (layers / name).mkdir(parents=True)
+        (layers / name / "who").write_text(content)
+        (layers / name / f"only-{content}").write_text(content)
+    for d in ("upper", "work", "merged"):
+        (tmp_path / d).mkdir()
+    script = (
+        f"import os, sys; sys.path.insert(0, {str(CHECKOUT)!r})\n"
+        "from sdcontainer import linux, rootfs\n"
+        "if sys.argv[1] == 'mount':\n"
+        "    def no_fsopen(fstype): raise OSError(38, 'ENOSYS')\n"
+        "    linux.fsopen = no_fsopen\n"
+        "linux.mount(None, '/', None, linux.MS_REC | linux.MS_PRIVATE)\n"
+        "top = sys.argv[2]\n"
+        "rootfs.mount_layers([f'{top}/layers/' + 'a' * 64, f'{top}/layers/' + 'b' * 64], f'{top}/upper', f'{top}/work', f'{top}/merged')\n"
+        "print(open(f'{top}/merged/who').read(), sorted(os.listdir(f'{top}/merged')))\n"
+        "print([l for l in open('/proc/self/mountinfo') if l.split()[4].endswith('/merged')][0])\n"
+    )
+    out = subprocess.run(
+        ["unshare", "-m", sys.executable, "-c", script, api, str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines()[0] == "top ['only-base', 'only-top', 'who']", out
+    assert "nodev" in out.splitlines()[1]
+    if api == "mount":
+        assert f"lowerdir={'b' * 64}:{'a' * 64}," in out
