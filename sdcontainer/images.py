@@ -78,7 +78,7 @@ class Source:
         return data
 
     def blob_path(self, digest: str) -> str:
-        check_digest(digest)
+        _check_digests(self.label, [digest])
         return "blobs/sha256/" + digest.removeprefix("sha256:")
 
     def read_blob(self, digest: str) -> bytes:
@@ -193,6 +193,7 @@ def import_layout(
     if manifest.get("mediaType") in INDEX_TYPES or "manifests" in manifest:
         raise ImageError(f"{source.label}: {manifest_digest} is an index, not an image manifest")
     config_digest = (manifest.get("config") or {}).get("digest", "")
+    _check_digests(source.label, [config_digest])
     config_bytes = source.read_blob(config_digest)
     config = _json(config_bytes, f"{source.label}: config {config_digest}")
     layers = manifest.get("layers") or []
@@ -201,6 +202,7 @@ def import_layout(
         raise ImageError(
             f"{source.label}: the manifest lists {len(layers)} layers but the config {len(diff_ids)} diff_ids"
         )
+    _check_digests(source.label, [(layer or {}).get("digest") for layer in layers] + list(diff_ids))
     with Store(root) as store:
         sizes = []
         for layer, diff_id in zip(layers, diff_ids, strict=True):
@@ -210,6 +212,15 @@ def import_layout(
             with source.open_blob(layer["digest"]) as blob:
                 store.add_layer(blob, layer["digest"], diff_id, progress)
         return store.commit_image(manifest_bytes, manifest_digest, config_bytes, config_digest, sizes, names, sources)
+
+
+def _check_digests(label: str, digests: list[Any]) -> None:
+    """Digests from a manifest or config name files: each must be sha256:<64 hex>."""
+    for value in digests:
+        try:
+            check_digest(value if isinstance(value, str) else repr(value))
+        except ValueError as error:
+            raise ImageError(f"{label}: {error}; refused") from None
 
 
 def _oci_manifest(config_bytes: bytes, layers: list[tuple[str, int]]) -> bytes:
@@ -242,6 +253,7 @@ def import_docker_archive(
     layer_files = entry.get("Layers") or []
     if len(diff_ids) != len(layer_files):
         raise ImageError(f"{source.path}: {len(layer_files)} layers but {len(diff_ids)} diff_ids in the config")
+    _check_digests(source.path, list(diff_ids))
     tags = [qualify_docker_tag(t) for t in entry.get("RepoTags") or []]
     with Store(root) as store:
         layers = []

@@ -367,7 +367,6 @@ class Store:
             if os.path.isdir(target):
                 shutil.rmtree(tmp)
             else:
-                os.chmod(tmp, os.stat(tmp).st_mode & 0o7777)
                 _sync_tree_marker(tmp)
                 os.rename(tmp, target)
         except BaseException:

@@ -167,6 +167,36 @@ def test_an_oci_layout_without_a_name_takes_its_ref_name(store: Path, base_layer
     assert json.loads(sdc(store, "image", "inspect", image_id[:12]).stdout)["names"] == ["localhost/web:1"]
 
 
+@pytest.mark.parametrize("where", ["diff_id", "layer", "config"])
+def test_a_layout_naming_files_by_bad_digests_is_refused(where: str, store: Path, tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "oci")
+    layout.image([app_layer()], config={"Cmd": ["/bin/true"]}, ref="bad:1")
+    layout.write()
+    blobs = layout.path / "blobs" / "sha256"
+    index = json.loads((layout.path / "index.json").read_text())
+    manifest_path = blobs / index["manifests"][0]["digest"][7:]
+    manifest = json.loads(manifest_path.read_text())
+    evil = "sha256:../../../../etc/passwd"
+    if where == "config":
+        manifest["config"]["digest"] = evil
+    elif where == "layer":
+        manifest["layers"][0]["digest"] = evil
+    else:
+        config_path = blobs / manifest["config"]["digest"][7:]
+        config = json.loads(config_path.read_text())
+        config["rootfs"]["diff_ids"] = [evil]
+        data = json.dumps(config).encode()
+        (blobs / digest(data)[7:]).write_bytes(data)
+        manifest["config"]["digest"], manifest["config"]["size"] = digest(data), len(data)
+    data = json.dumps(manifest).encode()
+    (blobs / digest(data)[7:]).write_bytes(data)
+    index["manifests"][0]["digest"] = digest(data)
+    (layout.path / "index.json").write_text(json.dumps(index))
+    result = sdc(store, "image", "import", str(layout.path), "bad:1", check=False)
+    assert result.returncode == 4 and "is not a sha256:<64 hex digits> digest; refused" in result.stderr, result.stderr
+    assert not (store / "images").exists() or list((store / "images").iterdir()) == []
+
+
 def test_a_rootfs_tar_imports_as_one_layer(store: Path, busybox_rootfs: str, tmp_path: Path) -> None:
     archive = tmp_path / "rootfs.tar.gz"
     archive.write_bytes(gz(tree_tar(busybox_rootfs)))
