@@ -137,8 +137,11 @@ def test_pull_never_and_a_missing_image_fail_the_start_clearly(bed: Testbed) -> 
     assert bed.show("absent.service", "ExecMainStatus") == "4"
 
 
-def test_pull_into_the_store_ahead_of_time(bed: Testbed, tmp_path: Path) -> None:
+def test_pull_ahead_of_time_and_run(bed: Testbed, tmp_path: Path) -> None:
     out = bed.run(["sdcontainer", "pull", f"{REGISTRY}/test/web:1"]).stdout.strip()
     assert len(out) == 64
     again = bed.run(["sdcontainer", "pull", f"{REGISTRY}/test/web:1"])
     assert again.stdout.strip() == out
+    # sdcontainer run takes an image too (a transient unit, attached)
+    ran = bed.run(["sdcontainer", "run", "--entrypoint", "", f"{REGISTRY}/test/web:1", "/bin/cat", "/www/index.html"])
+    assert ran.stdout == "web one\n", ran.stderr
