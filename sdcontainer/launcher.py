@@ -132,7 +132,9 @@ class Plan:
                     raise NotADirectoryError(20, "Not a directory")
             self.rootfs = spec.rootfs
         if not command:
-            raise launch_error(f"no command: image {spec.image} has no Entrypoint or Cmd; set Exec=")
+            raise launch_error(
+                f"no command: image {spec.image} has no Entrypoint or Cmd; set Exec=" if spec.image else "no command"
+            )
         self.command = list(command)
         if spec.run_init:
             if not os.access(TINI, os.X_OK):
@@ -220,6 +222,9 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
         linux.unshare(flags)
     os.umask(0)
     pivot(build_root(plan))
+    if plan.working_dir != (spec.working_dir or "/"):
+        with Step(f"create the image's working directory {plan.working_dir}"):
+            os.makedirs(plan.working_dir, 0o755, exist_ok=True)  # as docker does: as root, in the overlay
     ident = resolve_identity(plan.user, plan.group, spec.group_add)
     env = build_environment(plan, ident.home, os.environ)
 
@@ -241,9 +246,6 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
         linux.capset(caps, caps, 0)
         linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
     workdir = plan.working_dir
-    if workdir != spec.working_dir and workdir != "/":
-        with Step(f"create the image's working directory {workdir}"):
-            os.makedirs(workdir, 0o755, exist_ok=True)  # as docker does; after the pivot, as root
     with Step(f"working directory {workdir}"):
         fd = linux.openat2(linux.AT_FDCWD, workdir, os.O_PATH | os.O_DIRECTORY, linux.RESOLVE_NO_MAGICLINKS)
         try:

@@ -140,6 +140,17 @@ def test_an_imported_oci_layout_runs_with_its_config(store: Path, base_layer: by
     assert pages == ["<html><body>hello from busybox</body></html>\n", "hello from the image\n"]
 
 
+def test_the_images_working_directory_is_made_when_missing(store: Path, base_layer: bytes, tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "oci")
+    layout.image(
+        [base_layer], config={"Cmd": ["/bin/sh", "-c", "pwd; id -u"], "WorkingDir": "/srv/made", "User": "1000:50"}
+    )
+    layout.write()
+    sdc(store, "image", "import", str(layout.path), "wd:1")
+    result = launch_image(store, "wd:1")
+    assert result.stdout.split() == ["/srv/made", "1000"], result.stderr
+
+
 def test_two_images_sharing_a_base_layer_store_it_once(store: Path, base_layer: bytes, tmp_path: Path) -> None:
     first = sdc(store, "image", "import", str(web_layout(tmp_path / "one", base_layer, b"one\n")), "web:1").stdout
     second = sdc(store, "image", "import", str(web_layout(tmp_path / "two", base_layer, b"two\n")), "web:2").stdout
