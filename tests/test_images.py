@@ -495,3 +495,23 @@ def test_layers_mount_with_either_mount_api(api: str, tmp_path: Path) -> None:
     assert "nodev" in out.splitlines()[1]
     if api == "mount":
         assert f"lowerdir={'b' * 64}:{'a' * 64}," in out
+
+
+def test_leftovers_of_a_crashed_writer_are_never_used_and_are_cleaned(
+    store: Path, base_layer: bytes, tmp_path: Path
+) -> None:
+    """A writer killed mid-unpack leaves tmp/<random>/ (and a puller its staging/<pid>-...):
+    nothing names them, the next writer removes them, and the layer is unpacked again."""
+    layout = web_layout(tmp_path / "oci", base_layer)
+    for sub in ("tmp/0123456789abcdef/etc", "staging/999999999-dead/blobs", "layers", "images", "names"):
+        (store / sub).mkdir(parents=True)
+    (store / "tmp/0123456789abcdef/etc/passwd").write_text("half a layer")
+    # a killed unpack of the base layer: its diffID's directory does not exist yet
+    assert not (store / "layers" / digest(base_layer)[7:]).exists()
+    sdc(store, "image", "import", str(layout), "web:1")
+    assert list((store / "tmp").iterdir()) == []
+    assert (store / "layers" / digest(base_layer)[7:] / "etc/passwd").read_text().startswith("root:")
+    from sdcontainer.images import _staging_dir
+
+    fresh = _staging_dir(str(store))
+    assert os.listdir(store / "staging") == [os.path.basename(fresh)]  # the dead puller's is gone
