@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from sdcontainer.errors import ConfigError, UsageError
+from sdcontainer.errors import ConfigError, ImageError, UsageError
 from sdcontainer.keys import service_settings, spec_from_unit, spec_to_argv
 from sdcontainer.spec import ContainerSpec
 from sdcontainer.unitfile import Entry, UnitFile, parse_boolean, parse_file, quote_exec_word, split_words
@@ -342,7 +342,24 @@ def generate(source: Source, known: set[str], dropin_index: dict[str, list[str]]
     unit = load(source, dropin_index)
     _check_sections(unit)
     spec = spec_from_unit(unit)
+    if spec.image and spec.stop_signal is None:
+        spec = _image_stop_signal(spec)
     return render(source, unit, spec, known)
+
+
+def _image_stop_signal(spec: ContainerSpec) -> ContainerSpec:
+    """The StopSignal of the image's config, if the image is in the store already (and
+    named by a full reference: no registries.conf is read here); the unit's KillSignal= and
+    SuccessExitStatus= are written now, before any start could pull it."""
+    from sdcontainer.keys import ParseContext, parse_signal
+    from sdcontainer.record import replace
+    from sdcontainer.store import image_stop_signal
+
+    try:
+        signal = image_stop_signal(spec.image or "")
+        return replace(spec, stop_signal=parse_signal(signal, ParseContext())) if signal else spec
+    except (OSError, ValueError, KeyError, ImageError):
+        return spec  # not readable here (a store on a file system not mounted yet): the default
 
 
 _made_dirs: set[str] = set()

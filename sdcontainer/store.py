@@ -264,6 +264,18 @@ def find_image(text: str, root: str | None = None) -> dict[str, Any] | None:
     return None
 
 
+def image_stop_signal(text: str, root: str | None = None) -> str | None:
+    """The StopSignal of a stored image named by a full reference (for the generator)."""
+    ref = parse_reference(text)
+    if not ref.domain:
+        return None
+    image_id = image_id_for(ref.qualified(ref.domain), root)
+    if image_id is None:
+        return None
+    signal = (load_record(image_id, root).get("config") or {}).get("StopSignal")
+    return signal if isinstance(signal, str) and signal else None
+
+
 def layer_dirs(record: dict[str, Any], root: str | None = None) -> list[str]:
     """The image's layer directories, lowest (the base) first."""
     root = root or storage_dir()

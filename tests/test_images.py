@@ -151,6 +151,23 @@ def test_the_images_working_directory_is_made_when_missing(store: Path, base_lay
     assert result.stdout.split() == ["/srv/made", "1000"], result.stderr
 
 
+def test_the_generator_takes_a_stored_images_stop_signal(store: Path, base_layer: bytes, tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "oci")
+    layout.image([base_layer], config={"Cmd": ["/bin/true"], "StopSignal": "SIGQUIT"})
+    layout.write()
+    units = tmp_path / "units"
+    units.mkdir()
+    (units / "q.container").write_text("[Container]\nImage=localhost/quits:1\n")
+    (units / "own.container").write_text("[Container]\nImage=localhost/quits:1\nStopSignal=SIGINT\n")
+    before = sdc(store, "unit", str(units / "q.container")).stdout
+    assert "KillSignal" not in before and "SuccessExitStatus=143" in before  # not stored yet
+    sdc(store, "image", "import", str(layout.path), "quits:1")
+    after = sdc(store, "unit", str(units / "q.container")).stdout
+    assert "KillSignal=SIGQUIT" in after and "SuccessExitStatus=131" in after
+    own = sdc(store, "unit", str(units / "own.container")).stdout
+    assert "KillSignal=SIGINT" in own and "SIGQUIT" not in own
+
+
 def test_two_images_sharing_a_base_layer_store_it_once(store: Path, base_layer: bytes, tmp_path: Path) -> None:
     first = sdc(store, "image", "import", str(web_layout(tmp_path / "one", base_layer, b"one\n")), "web:1").stdout
     second = sdc(store, "image", "import", str(web_layout(tmp_path / "two", base_layer, b"two\n")), "web:2").stdout
