@@ -381,8 +381,11 @@ class Store:
             else:
                 _sync_tree_marker(tmp)
                 os.rename(tmp, target)
-        except BaseException:
+        except BaseException as error:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(error, OSError):
+                what = f" {error.filename}" if error.filename else ""
+                raise ImageError(f"layer {digest or diff_id or ''}:{what} {os.strerror(error.errno or 0)}") from None
             raise
         return result.diff_id, result.size
 

@@ -270,6 +270,13 @@ class Entry:
         self.xattrs: list[tuple[bytes, bytes]] = []
 
 
+def _pax_int(fields: dict[bytes, bytes], key: bytes) -> int:
+    value = fields[key]
+    if not value.isdigit() or len(value) > 20:
+        raise ImageError(f"layer: invalid pax {key.decode()} {value[:40]!r}")
+    return int(value)
+
+
 def _pad(size: int) -> int:
     return -size % 512
 
@@ -322,9 +329,11 @@ def read_entries(stream: _Pipeline) -> Callable[[], Entry | None]:
         )
         entry.kind = kind if kind != b"\0" else b"0"
         entry.mode = _number(header[100:108], "mode") & 0o7777
-        entry.uid = int(fields[b"uid"]) if b"uid" in fields else _number(header[108:116], "uid")
-        entry.gid = int(fields[b"gid"]) if b"gid" in fields else _number(header[116:124], "gid")
-        entry.size = int(fields[b"size"]) if b"size" in fields else size
+        entry.uid = _pax_int(fields, b"uid") if b"uid" in fields else _number(header[108:116], "uid")
+        entry.gid = _pax_int(fields, b"gid") if b"gid" in fields else _number(header[116:124], "gid")
+        entry.size = _pax_int(fields, b"size") if b"size" in fields else size
+        if not (0 <= entry.uid < 0xFFFFFFFF and 0 <= entry.gid < 0xFFFFFFFF):
+            raise ImageError(f"layer: entry {_show(entry.name)!r} has an invalid owner {entry.uid}:{entry.gid}")
         if b"mtime" in fields:
             entry.mtime_ns = _pax_time(fields[b"mtime"])
         else:

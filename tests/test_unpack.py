@@ -286,6 +286,9 @@ def _cases(outside: Path) -> dict[str, tuple[list[tuple[tarfile.TarInfo, bytes]]
         "nul-in-pax-name": ([member("x", data=b"x", pax={"path": "a\0b"})], "refused"),
         "sparse-file": ([member("s", data=b"x", pax={"GNU.sparse.major": "1", "GNU.sparse.minor": "0"})], "refused"),
         "root-as-a-file": ([member("./", data=b"x")], "refused"),
+        "negative-pax-size": ([member("f", data=b"x", pax={"size": "-5"})], "refused"),
+        "garbage-pax-uid": ([member("f", data=b"x", pax={"uid": "root"})], "refused"),
+        "huge-pax-uid": ([member("f", data=b"x", pax={"uid": str(1 << 40)})], "refused"),
     }
 
 
