@@ -1,6 +1,6 @@
 """Image benchmark: unpacking a large multi-layer image, and starting from a stored image.
 
-    /usr/bin/python3 -m bench.images [--runs 5] [--size-mb 300] [--json PATH]
+    /usr/bin/python3 -m bench.images [--runs 5] [--size-mb 300] [--work DIR] [--json PATH]
 
 (as root, from the checkout). The image is generated offline, deterministically, once
 (cached under /var/tmp/sdcontainer-bench-images): five gzip layers, about --size-mb MB of
@@ -245,11 +245,11 @@ def _check_same_tree(work: Path, meta: dict[str, Any]) -> None:
             raise RuntimeError(f"layer {i}: sdcontainer and tar disagree on {sorted(ours ^ theirs)[:5]}")
 
 
-def bench_unpack(runs: int, size_mb: int) -> dict[str, Any]:
+def bench_unpack(runs: int, size_mb: int, work_dir: str | None = None) -> dict[str, Any]:
     meta = build_image(size_mb)
     tar_total = sum(layer["tar_size"] for layer in meta["layers"])
     methods = ["sdcontainer", "tar"] + (["umoci"] if UMOCI else [])
-    work = Path(os.environ.get("BENCH_IMAGES_WORK", "/var/tmp/sdcontainer-bench-images/work"))
+    work = Path(work_dir or "/var/tmp/sdcontainer-bench-images/work")
     work.mkdir(parents=True, exist_ok=True)
     for blob in (Path(meta["layout"]) / "blobs" / "sha256").iterdir():
         blob.read_bytes()  # warm the page cache
@@ -288,6 +288,10 @@ def bench_unpack(runs: int, size_mb: int) -> dict[str, Any]:
         "files": None,
         "methods": results,
         "umoci": UMOCI is not None,
+        "work_dir": str(work),
+        "work_fs": subprocess.run(
+            ["stat", "-fc", "%T", str(work.parent)], capture_output=True, text=True
+        ).stdout.strip(),
     }
 
 
@@ -310,12 +314,12 @@ def bench_start(runs: int) -> dict[str, Any]:
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SDCONTAINER_STORAGE": str(work / "storage")}
         importer = "from sdcontainer.images import import_path; import_path('oci', 'busybox:bench')"
         subprocess.run([PYTHON, "-c", importer], cwd=work, env={**env, "PYTHONPATH": str(PROJECT_DIR)}, check=True)
-        launcher = [PYTHON, "-I", "-m", "sdcontainer.launcher", "start", "--unit", "b.service", "--name", "b"]
+        launcher = [PYTHON, "-E", "-s", "-m", "sdcontainer.launcher", "start", "--unit", "b.service", "--name", "b"]
         variants = {
             "image": [*launcher, "--image", "busybox:bench"],
             "rootfs": [*launcher, "--rootfs", rootfs, "--", "/bin/true"],
         }
-        # -I ignores PYTHONPATH: run from the checkout, whose directory is then sys.path[0]
+        # run from the checkout, which -m puts first on sys.path (-E -s: as the tests run it)
         samples: dict[str, list[float]] = {name: [] for name in variants}
         for run_index in range(runs + 3):
             for name, argv in variants.items() if run_index % 2 else reversed(variants.items()):
@@ -330,12 +334,14 @@ def bench_start(runs: int) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run(runs: int, size_mb: int = 300) -> dict[str, Any]:
-    """Everything, as a dict (what main() prints and writes)."""
+def run(runs: int, size_mb: int = 300, work_dir: str | None = None) -> dict[str, Any]:
+    """Everything, as a dict (what main() prints and writes). `work_dir` is where the trees
+    are unpacked (default /var/tmp/...: the disk; a tmpfs such as /dev/shm/x measures the
+    CPU side alone)."""
     if os.geteuid() != 0:
         raise SystemExit("bench.images: run as root (unpacking sets owners; the launcher builds namespaces)")
     return {
-        "unpack": bench_unpack(runs, size_mb),
+        "unpack": bench_unpack(runs, size_mb, work_dir),
         "start": bench_start(max(runs, 10)),
         "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -346,7 +352,8 @@ def markdown(result: dict[str, Any]) -> str:
     unpack = result["unpack"]
     lines = [
         f"Unpacking {unpack['layers']} gzip layers: {unpack['tar_mb']:.0f} MB of tar, {unpack['gzip_mb']:.0f} MB "
-        f"compressed; median of {len(unpack['methods']['tar']['samples_s'])} runs (warm page cache).",
+        f"compressed; median of {len(unpack['methods']['tar']['samples_s'])} runs (warm page cache), "
+        f"unpacked on {unpack['work_fs']} ({unpack['work_dir']}).",
         "",
         "| | median | MB/s (tar) | speed vs tar -x | peak RSS |",
         "|---|---:|---:|---:|---:|",
@@ -369,9 +376,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--size-mb", type=int, default=300)
+    parser.add_argument("--work", help="where to unpack (default: under /var/tmp; /dev/shm/DIR for a tmpfs)")
     parser.add_argument("--json", default=str(PROJECT_DIR / "bench" / "results" / "images.json"))
     args = parser.parse_args()
-    result = run(args.runs, args.size_mb)
+    result = run(args.runs, args.size_mb, args.work)
     Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     print(markdown(result), end="")
 

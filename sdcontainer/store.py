@@ -243,7 +243,11 @@ def find_image(text: str, root: str | None = None) -> dict[str, Any] | None:
     least 12 long) names, or None."""
     root = root or storage_dir()
     try:
-        names = candidates(text)
+        ref = parse_reference(text)
+        # a short name is first an imported image's: found without reading registries.conf
+        names = [ref.qualified(ref.domain or LOCAL_DOMAIN)]
+        if not ref.domain and image_id_for(names[0], root) is None:
+            names = candidates(text)[1:]
     except ValueError:
         names = []
     for name in names:
