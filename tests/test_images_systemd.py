@@ -145,3 +145,20 @@ def test_pull_ahead_of_time_and_run(bed: Testbed, tmp_path: Path) -> None:
     # sdcontainer run takes an image too (a transient unit, attached)
     ran = bed.run(["sdcontainer", "run", "--entrypoint", "", f"{REGISTRY}/test/web:1", "/bin/cat", "/www/index.html"])
     assert ran.stdout == "web one\n", ran.stderr
+
+
+def test_a_pull_at_start_is_not_killed_by_the_start_timeout(bed: Testbed) -> None:
+    """TimeoutStartSec=2s, and a pull that takes longer (nothing listens, three retries a
+    second apart): the launcher's EXTEND_TIMEOUT_USEC= keeps the start alive until the pull
+    fails for its own reason."""
+    add_container(
+        bed,
+        "slowpull",
+        "[Unit]\nStartLimitIntervalSec=0\n[Container]\nImage=127.0.0.1:9/test/web:1\nRetry=3\nRetryDelay=1s\n"
+        "[Service]\nTimeoutStartSec=2s\n",
+    )
+    bed.systemctl("start", "slowpull.service", check=False)
+    wait_for(lambda: bed.show("slowpull.service", "ActiveState") == "failed", timeout=60)
+    journal = bed.journal("slowpull.service")
+    assert bed.show("slowpull.service", "Result") == "exit-code", journal
+    assert "(after 4 tries)" in journal and "connection refused" in journal, journal
