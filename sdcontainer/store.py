@@ -244,19 +244,22 @@ def find_image(text: str, root: str | None = None) -> dict[str, Any] | None:
     root = root or storage_dir()
     try:
         ref = parse_reference(text)
-        # a short name is first an imported image's: found without reading registries.conf
-        names = [ref.qualified(ref.domain or LOCAL_DOMAIN)]
-        if not ref.domain and image_id_for(names[0], root) is None:
-            names = candidates(text)[1:]
     except ValueError:
-        names = []
-    for name in names:
-        image_id = image_id_for(name, root)
+        ref = None
+    if ref is not None:
+        # a short name is first an imported image's (localhost/NAME): found without reading
+        # registries.conf; the registries it lists come after
+        image_id = image_id_for(ref.qualified(ref.domain or LOCAL_DOMAIN), root)
+        others = candidates(text)[1:] if image_id is None and not ref.domain else []
+        for name in others:
+            image_id = image_id_for(name, root)
+            if image_id is not None:
+                break
         if image_id is not None:
             try:
                 return load_record(image_id, root)
             except FileNotFoundError:
-                continue
+                pass  # removed this very moment
     if len(text) >= 12 and set(text.removeprefix("sha256:")) <= _HEX:
         prefix = text.removeprefix("sha256:")
         try:
