@@ -585,6 +585,7 @@ def _pull_name(
             return stored
         staging = _staging_dir(root)
         try:
+            _reuse_stored_layers(raw, name, tls, root, staging, tick)
             skopeo(
                 [
                     "copy",
@@ -607,6 +608,49 @@ def _pull_name(
             )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _reuse_stored_layers(
+    raw: bytes, name: str, tls: list[str], root: str, staging: str, tick: Callable[[], None] | None
+) -> None:
+    """Layers the store already has are not downloaded again: their blobs are put in the
+    staging layout beforehand as empty sparse files of the right size, which skopeo takes
+    for blobs it has (it never reads them), and the import skips those layers (it knows
+    them by diffID). Needs the platform's manifest and config first: two small requests,
+    made only when the store has layers at all; any trouble and the copy is a plain one."""
+    try:
+        if not os.listdir(f"{root}/layers"):
+            return
+        manifest = json.loads(raw)
+        ref = parse_reference(name)
+        repo = f"{ref.domain}/{ref.path}"
+        if manifest.get("mediaType") in INDEX_TYPES or "manifests" in manifest:
+            descriptor = _choose_platform(manifest, name)
+            check_digest(descriptor["digest"])
+            pinned = f"docker://{repo}@{descriptor['digest']}"
+            manifest = json.loads(skopeo(["inspect", "--raw", *tls, pinned], f"pulling {name}", retry=0, tick=tick))
+        else:
+            pinned = f"docker://{repo}@sha256:{hashlib.sha256(raw).hexdigest()}"
+        layers = manifest.get("layers") or []
+        if not layers:
+            return
+        config = json.loads(
+            skopeo(["inspect", "--config", "--raw", *tls, pinned], f"pulling {name}", retry=0, tick=tick)
+        )
+        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+        if len(diff_ids) != len(layers):
+            return
+        store = Store(root)
+        blobs = f"{staging}/blobs/sha256"
+        for layer, diff_id in zip(layers, diff_ids, strict=True):
+            check_digest(layer["digest"])
+            check_digest(diff_id)
+            if store.has_layer(diff_id):
+                os.makedirs(blobs, 0o700, exist_ok=True)
+                with open(f"{blobs}/{layer['digest'][7:]}", "wb") as f:
+                    f.truncate(int(layer["size"]))
+    except (ImageError, ValueError, KeyError, TypeError, AttributeError, OSError):
+        shutil.rmtree(f"{staging}/blobs", ignore_errors=True)  # a plain copy then
 
 
 def _progress_every(tick: Callable[[], None], seconds: float = 5.0) -> Callable[[int], None]:

@@ -353,6 +353,7 @@ def test_rmi_refuses_an_image_a_running_container_uses(
 # --- a real registry -------------------------------------------------------------------------
 
 _NO_REGISTRY = reg.available()
+BASE_BLOB: dict[str, str] = {}  # registry host -> the digest of the busybox base layer's blob
 
 
 @pytest.fixture(scope="module")
@@ -375,6 +376,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, busybox_rootfs: str) -> I
     )
     layout.image_index([arm, amd], ref="multi:1")
     layout.write()
+    BASE_BLOB[registry.host] = digest(gz(base))
     for ref, repo in (("web:1", "test/web:1"), ("web:2", "test/web:2"), ("multi:1", "test/multi:1")):
         registry.push(layout.path, ref, repo)
     yield registry
@@ -394,14 +396,23 @@ def test_pull_then_pull_again_downloads_nothing(store: Path, registry: reg.Regis
     again = sdc(store, "pull", name, env=pull_env(registry)).stdout.strip()
     assert again == first
     assert len(registry.requests("GET /v2/test/web/blobs/")) - before == fetched  # nothing downloaded
-    # the image runs, and :2 adds only its own layer to the store
+    # the image runs, and :2 adds only its own layer to the store, and downloads only that
+    # layer and its config: the base layer the store has is not fetched again
     assert launch_image(store, name).stdout.startswith("run hi a b\n")
+    before = len(registry.requests("GET /v2/test/web/blobs/"))
     sdc(store, "pull", f"{registry.host}/test/web:2", env=pull_env(registry))
     assert len(list((store / "layers").iterdir())) == 3
+    fetched_now = registry.requests("GET /v2/test/web/blobs/")[before:]
+    assert fetched_now and not [line for line in fetched_now if BASE_BLOB[registry.host] in line], fetched_now
+    assert launch_image(store, f"{registry.host}/test/web:2").stdout.startswith("run hi a b\n")
 
 
 def test_a_manifest_list_gives_this_machines_image(store: Path, registry: reg.Registry) -> None:
+    sdc(store, "pull", f"{registry.host}/test/web:1", env=pull_env(registry))
+    before = len(registry.requests("GET /v2/test/multi/blobs/"))
     sdc(store, "pull", f"{registry.host}/test/multi:1", env=pull_env(registry))
+    fetched_now = registry.requests("GET /v2/test/multi/blobs/")[before:]
+    assert fetched_now and not [line for line in fetched_now if BASE_BLOB[registry.host] in line]
     assert launch_image(store, f"{registry.host}/test/multi:1").stdout == "amd64\n"
     record = json.loads(sdc(store, "image", "inspect", f"{registry.host}/test/multi:1").stdout)
     assert record["architecture"] == "amd64"
