@@ -543,3 +543,46 @@ def test_leftovers_of_a_crashed_writer_are_never_used_and_are_cleaned(
 
     fresh = _staging_dir(str(store))
     assert os.listdir(store / "staging") == [os.path.basename(fresh)]  # the dead puller's is gone
+
+
+def test_pull_policies_at_start(store: Path, registry: reg.Registry, tmp_path: Path, base_layer: bytes) -> None:
+    """Pull=missing never asks the registry once the image is stored; Pull=always asks each
+    start and copies only a tag that moved; Pull=newer falls back to the stored image when
+    the registry cannot be used, where Pull=always fails."""
+    name = f"{registry.host}/test/moving:1"
+    layout = Layout(tmp_path / "oci")
+    config = {"Cmd": ["/bin/cat", "/www/index.html"]}
+    layout.image([base_layer, app_layer(b"first\n")], config=config, ref="first")
+    layout.image([base_layer, app_layer(b"second\n")], config=config, ref="second")
+    layout.write()
+    registry.push(layout.path, "first", "test/moving:1")
+
+    def served(policy: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return launch_image(store, name, options=("--pull", policy), env=env or pull_env(registry))
+
+    def asked() -> int:
+        return len(registry.requests("GET /v2/test/moving/manifests/"))
+
+    def copied() -> int:
+        return len(registry.requests("GET /v2/test/moving/blobs/"))
+
+    assert served("missing").stdout == "first\n"
+    manifests, blobs = asked(), copied()
+    assert served("missing").stdout == "first\n"
+    assert asked() == manifests  # not even asked
+    assert served("always").stdout == "first\n"
+    assert asked() == manifests + 1 and copied() == blobs  # asked, and nothing copied
+    registry.push(layout.path, "second", "test/moving:1")
+    assert served("missing").stdout == "first\n"  # missing: what is stored
+    assert served("always").stdout == "second\n"  # always: the tag moved
+    images = json.loads(sdc(store, "images", "--format", "json").stdout)
+    assert len(images) == 2 and sorted(n for i in images for n in i["names"]) == [name]  # the old one unnamed
+    assert "removed image" in sdc(store, "image", "prune").stdout
+    assert len(json.loads(sdc(store, "images", "--format", "json").stdout)) == 1
+    # the registry cannot be used (registries.conf no longer says it has no TLS)
+    unusable = tmp_path / "plain.conf"
+    unusable.write_text("")
+    newer = served("newer", {"CONTAINERS_REGISTRIES_CONF": str(unusable)})
+    assert newer.stdout == "second\n" and "using the stored image" in newer.stderr, newer.stderr
+    always = served("always", {"CONTAINERS_REGISTRIES_CONF": str(unusable)})
+    assert always.returncode == 4 and "registry without TLS" in always.stderr
