@@ -169,7 +169,7 @@ def search_registries() -> tuple[list[str], dict[str, str]]:
     import tomllib
 
     path = os.environ.get("CONTAINERS_REGISTRIES_CONF") or "/etc/containers/registries.conf"
-    files = [path] + sorted(glob.glob(path + ".d/*.conf") + glob.glob("/etc/containers/registries.conf.d/*.conf"))
+    files = [path] + sorted(glob.glob(path + ".d/*.conf"))  # the file and its drop-ins, as skopeo reads them
     registries: list[str] = []
     aliases: dict[str, str] = {}
     for file in files:
