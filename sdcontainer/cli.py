@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -174,8 +175,8 @@ def _container_options(command: Any) -> Any:
 @click.option("--pids-limit", metavar="N", help="Most processes of the service; -1: none (PidsLimit=, TasksMax=).")
 @click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]", help="A resource limit (Ulimit=).")
 @_container_options
-@click.argument("rootfs", type=click.Path(file_okay=False))
-@click.argument("command", nargs=-1, required=True)
+@click.argument("rootfs", metavar="ROOTFS|IMAGE")
+@click.argument("command", nargs=-1)
 def run(
     rootfs: str,
     command: tuple[str, ...],
@@ -188,12 +189,13 @@ def run(
     ulimits: tuple[str, ...],
     **options: Any,
 ) -> None:
-    """Run COMMAND in a container made from the directory ROOTFS, as a transient service.
+    """Run COMMAND in a container made from the directory ROOTFS or from IMAGE (pulled
+    when missing, per --pull), as a transient service.
 
     Like systemd-run: the container is a unit with a cgroup, a journal and
     `systemctl status`. Attached (the default), it uses this terminal's stdin, stdout and
-    stderr and the exit status is the container's. Images are not supported yet: ROOTFS
-    is an unpacked root file system.
+    stderr and the exit status is the container's. An argument that is a directory is a
+    ROOTFS, anything else an IMAGE reference; without COMMAND an image's own runs.
     """
     from sdcontainer.keys import (
         KEYS,
@@ -209,7 +211,12 @@ def run(
     from sdcontainer.transient import run_transient
     from sdcontainer.transient import unit_name as make_unit_name
 
-    argv = ["--rootfs", os.path.abspath(rootfs)]
+    if os.path.isdir(rootfs):
+        if not command:
+            raise click.UsageError("a ROOTFS needs a COMMAND")
+        argv = ["--rootfs", os.path.abspath(rootfs)]
+    else:
+        argv = ["--image", rootfs]
     for key in KEYS:
         value = options.get(key.field)
         if key.option is None or value is None or value == ():
@@ -231,6 +238,172 @@ def run(
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     sys.exit(run_transient(spec, make_unit_name(unit_name), detach=detach))
+
+
+# --- images ---------------------------------------------------------------------------------
+
+
+def _human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.3g} {unit}"
+        value /= 1000
+    return f"{size} B"
+
+
+def _ids_in_use() -> dict[str, str]:
+    """image id -> a unit of a running container that uses it."""
+    return {str(r["image_id"]): str(r.get("unit", "?")) for r in _running() if r.get("image_id")}
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    repository, _, tag = name.rpartition(":") if "@" not in name else (name, "", "")
+    if "/" in tag:  # a registry port, not a tag
+        return name, ""
+    return repository, tag
+
+
+@cli.command()
+@click.argument("reference")
+@click.option(
+    "--tls-verify/--no-tls-verify",
+    default=None,
+    help="Require HTTPS and a valid certificate (default: registries.conf).",
+)
+@click.option("--retry", type=click.IntRange(0), default=3, show_default=True, help="Attempts after a failed one.")
+@click.option("--retry-delay", metavar="DURATION", help="Wait between attempts (default: 2s, doubling).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress; print only the image id.")
+def pull(reference: str, tls_verify: bool | None, retry: int, retry_delay: str | None, quiet: bool) -> None:
+    """Pull REFERENCE from its registry into the store (with skopeo).
+
+    Layers the store already has are not unpacked again, and nothing is copied when the
+    registry's manifest is the one stored. Prints the image id.
+    """
+    from sdcontainer.images import pull as pull_image
+    from sdcontainer.keys import ParseContext, duration_seconds, parse_duration
+
+    try:
+        delay = duration_seconds(parse_duration(retry_delay, ParseContext())) if retry_delay else None
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--retry-delay") from None
+    record = pull_image(
+        reference,
+        policy="always",
+        retry=retry,
+        retry_delay=delay,
+        tls_verify=tls_verify,
+        quiet=quiet or not sys.stderr.isatty(),
+    )
+    click.echo(record["id"])
+
+
+@cli.command(name="images")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def images_(fmt: str) -> None:
+    """List the images in the store."""
+    from sdcontainer.store import Store
+
+    store = Store()
+    store.ensure()
+    records = store.images()
+    if fmt == "json":
+        click.echo(json.dumps(records, indent=2))
+        return
+    click.echo(f"{'REPOSITORY':<48} {'TAG':<16} {'IMAGE ID':<12}  {'CREATED':<20} {'SIZE':>9}")
+    for record in records:
+        for name in record.get("names") or ["<none>:<none>"]:
+            repository, tag = _split_name(name)
+            created = str(record.get("created", ""))[:19].replace("T", " ")
+            click.echo(
+                f"{repository:<48} {tag or '<none>':<16} {record['id'][:12]:<12}  {created:<20} "
+                f"{_human_size(int(record.get('size') or 0)):>9}"
+            )
+
+
+@cli.group()
+def image() -> None:
+    """Images in the store: inspect, import, prune."""
+
+
+def _find(reference: str) -> dict[str, Any]:
+    from sdcontainer.errors import ImageError
+    from sdcontainer.store import find_image
+
+    record = find_image(reference)
+    if record is None:
+        raise ImageError(f"no image {reference} in the store")
+    return record
+
+
+@image.command(name="inspect")
+@click.argument("reference")
+def image_inspect(reference: str) -> None:
+    """Print what the store knows of REFERENCE (a name or an id), with its full config."""
+    from sdcontainer.store import storage_dir
+
+    record = _find(reference)
+    config_path = Path(storage_dir()) / "blobs" / "sha256" / record["id"]
+    with contextlib.suppress(OSError, ValueError):
+        record = {**record, "image_config": json.loads(config_path.read_bytes())}
+    click.echo(json.dumps(record, indent=2))
+
+
+@image.command(name="import")
+@click.argument("path", type=click.Path(exists=True))
+@click.argument("name", required=False)
+def image_import(path: str, name: str | None) -> None:
+    """Import PATH as an image named NAME (localhost/NAME unless it names a registry).
+
+    PATH is an OCI image layout (a directory, or a tar of one), a `docker save` archive, or
+    a root file system as a tar (gzip or not), which becomes a one-layer image with no
+    command. Prints the image id.
+    """
+    from sdcontainer.images import import_path
+
+    record = import_path(path, name)
+    click.echo(record["id"])
+
+
+@image.command(name="prune")
+def image_prune() -> None:
+    """Remove images without a name (unless a running container uses them), then every
+    layer and blob no image needs."""
+    from sdcontainer.store import Store
+
+    with Store() as store:
+        images, layers = store.prune(set(_ids_in_use()))
+    for image_id in images:
+        click.echo(f"removed image {image_id[:12]}")
+    click.echo(f"removed {len(layers)} layers")
+
+
+@cli.command()
+@click.argument("references", nargs=-1, required=True)
+def rmi(references: tuple[str, ...]) -> None:
+    """Remove images (by name: that name; by id: the image and all its names), then the
+    layers no image needs. Refused while a running container uses the image."""
+    from sdcontainer.errors import ImageError
+    from sdcontainer.store import Store, candidates, image_id_for
+
+    in_use = _ids_in_use()
+    with Store() as store:
+        for reference in references:
+            record = _find(reference)
+            image_id = record["id"]
+            if image_id in in_use:
+                raise ImageError(
+                    f"image {reference} ({image_id[:12]}) is used by the running container {in_use[image_id]}"
+                )
+            names = [n for n in candidates(reference) if image_id_for(n, store.root) == image_id]
+            if names:
+                store.untag(names[0])
+                click.echo(f"untagged {names[0]}")
+            remaining = store.record(image_id)
+            if remaining is not None and (not names or not remaining.get("names")):  # by id: all of it
+                store.remove_image(image_id)
+                click.echo(f"deleted {image_id}")
+        store.prune(set(in_use), all_unnamed=False)
 
 
 def main() -> None:

@@ -48,3 +48,8 @@ class SystemdError(SdcontainerError):
     """Talking to the service manager failed."""
 
     exit_status = 5
+
+
+class ImageError(LaunchError):
+    """An image could not be pulled, imported, unpacked or found (a bad layer, a failed pull,
+    a name the store does not hold). A start that needs the image fails with it."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from sdcontainer.errors import ConfigError, UsageError
+from sdcontainer.errors import ConfigError, ImageError, UsageError
 from sdcontainer.keys import service_settings, spec_from_unit, spec_to_argv
 from sdcontainer.spec import ContainerSpec
 from sdcontainer.unitfile import Entry, UnitFile, parse_boolean, parse_file, quote_exec_word, split_words
@@ -248,7 +248,9 @@ def _exec_line(argv: list[str]) -> str:
 
 
 def _requires_mounts_for(spec: ContainerSpec) -> list[str]:
-    paths = [spec.rootfs or ""] + [v.source for v in spec.volumes]
+    from sdcontainer.store import SYSTEM_STORAGE
+
+    paths = [spec.rootfs or (SYSTEM_STORAGE if spec.image else "")] + [v.source for v in spec.volumes]
     return [p for p in paths if p.startswith("/")]
 
 
@@ -281,7 +283,8 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
     mounts = _requires_mounts_for(spec)
     if mounts:
         out.append("RequiresMountsFor=" + " ".join(mounts))
-    if default_dependencies and spec.network == "host":
+    # a pull at start needs the network (the container's own network mode does not matter)
+    if default_dependencies and (spec.network == "host" or (spec.image and spec.pull != "never")):
         out += ["Wants=network-online.target", "After=network-online.target"]
     if sockets is not None:
         out += sockets.service_unit_lines()
@@ -383,7 +386,24 @@ def generate(source: Source, known: set[str], dropin_index: dict[str, list[str]]
     unit = load(source, dropin_index)
     _check_sections(unit)
     spec = spec_from_unit(unit)
+    if spec.image and spec.stop_signal is None:
+        spec = _image_stop_signal(spec)
     return render(source, unit, spec, known)
+
+
+def _image_stop_signal(spec: ContainerSpec) -> ContainerSpec:
+    """The StopSignal of the image's config, if the image is in the store already (and
+    named by a full reference: no registries.conf is read here); the unit's KillSignal= and
+    SuccessExitStatus= are written now, before any start could pull it."""
+    from sdcontainer.keys import ParseContext, parse_signal
+    from sdcontainer.record import replace
+    from sdcontainer.store import image_stop_signal
+
+    try:
+        signal = image_stop_signal(spec.image or "")
+        return replace(spec, stop_signal=parse_signal(signal, ParseContext())) if signal else spec
+    except (OSError, ValueError, KeyError, ImageError):
+        return spec  # not readable here (a store on a file system not mounted yet): the default
 
 
 _made_dirs: set[str] = set()

@@ -426,6 +426,49 @@ def parse_name(value: str, ctx: ParseContext) -> str:
     return value
 
 
+def parse_image(value: str, ctx: ParseContext) -> str:
+    """An image reference: [REGISTRY/]NAME[:TAG][@sha256:DIGEST] (sdcontainer.store)."""
+    if value.endswith((".image", ".build")):
+        raise ValueError(f"{value}: .image and .build units are not supported yet; name the image itself")
+    from sdcontainer.store import parse_reference
+
+    parse_reference(value)
+    return value
+
+
+PULL_POLICIES = ("never", "missing", "always", "newer")
+
+
+def parse_pull(value: str, ctx: ParseContext) -> str:
+    if value not in PULL_POLICIES:
+        raise ValueError(f"{value!r} is not one of {', '.join(PULL_POLICIES)}")
+    return value
+
+
+def parse_count(value: str, ctx: ParseContext) -> int:
+    if not word(value, DIGITS, DIGITS, 6):
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(value)
+
+
+_DURATION_UNITS = {"ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000}
+
+
+def parse_duration(value: str, ctx: ParseContext) -> str:
+    """A time span such as 500ms, 10s, 2m or 1h (a plain number is seconds), normalized to
+    milliseconds: 10000ms."""
+    number = value[: len(value) - len(value.lstrip(DIGITS))]
+    unit = value[len(number) :].strip() or "s"
+    if not number or unit not in _DURATION_UNITS or len(number) > 9:
+        raise ValueError(f"{value!r} is not a duration (such as 500ms, 10s, 2m)")
+    return f"{int(number) * _DURATION_UNITS[unit]}ms"
+
+
+def duration_seconds(value: str) -> float:
+    """A value parse_duration made, in seconds."""
+    return int(value.removesuffix("ms")) / 1000
+
+
 def parse_capability(value: str, ctx: ParseContext) -> str:
     name = value.upper()
     if not name.startswith("CAP_"):
@@ -453,11 +496,46 @@ KEYS: tuple[Key, ...] = (
         "Image",
         "single",
         "image",
-        parse_string,
+        parse_image,
         option="--image",
         metavar="IMAGE",
-        doc="An OCI image reference. Not supported yet: a file that sets it is refused with an "
-        "error saying so; use *Rootfs=*.",
+        doc="The OCI image to run: _[REGISTRY/]NAME[:TAG][@sha256:DIGEST]_. It is pulled when the "
+        "unit starts if the store lacks it (see *Pull=* and IMAGES); the container's root file "
+        "system is an overlay of its layers with an upper layer in memory. Its config supplies "
+        "the defaults of *Entrypoint=*, *Exec=* (its Cmd), *Environment=*, *WorkingDir=* and "
+        "*User=*. A short name (no registry) is looked up as localhost/NAME, then in the "
+        "unqualified-search-registries of registries.conf (docker.io when none is set).",
+    ),
+    Key(
+        "Pull",
+        "single",
+        "pull",
+        parse_pull,
+        option="--pull",
+        metavar="POLICY",
+        doc="When the image is pulled as the unit starts: *missing* (the default) only if the "
+        "store lacks it; *always* asks the registry each start and copies the image when its "
+        "digest changed; *newer* likewise, but starts with the stored image when the registry "
+        "cannot be reached; *never* fails the start if the image is not in the store.",
+    ),
+    Key(
+        "Retry",
+        "single",
+        "retry",
+        parse_count,
+        option="--retry",
+        metavar="N",
+        doc="How many times a failed pull is tried again (network errors; a missing image or "
+        "refused credentials fail at once). Default: 3.",
+    ),
+    Key(
+        "RetryDelay",
+        "single",
+        "retry_delay",
+        parse_duration,
+        option="--retry-delay",
+        metavar="DURATION",
+        doc="The wait between pull attempts (500ms, 10s, 1m). Default: 2s, doubled after each failure.",
     ),
     Key(
         "Exec",
@@ -901,14 +979,11 @@ QUADLET_ONLY_KEYS = frozenset(
         "Pod",
         "PodmanArgs",
         "PublishPort",
-        "Pull",
         "ReloadCmd",
         "RemapGid",
         "RemapUid",
         "RemapUidSize",
         "RemapUsers",
-        "Retry",
-        "RetryDelay",
         "SeccompProfile",
         "Secret",
         "SecurityLabelDisable",
@@ -1007,14 +1082,9 @@ def validate(spec: ContainerSpec) -> None:
     """Checks that involve more than one key."""
     if spec.image and spec.rootfs:
         raise SpecError("Image= and Rootfs= exclude each other; set exactly one", "rootfs")
-    if spec.image:
-        raise SpecError(
-            "Image= is not supported yet (images are planned); use Rootfs= with an unpacked root file system",
-            "image",
-        )
-    if not spec.rootfs:
+    if not spec.rootfs and not spec.image:
         raise SpecError("one of Rootfs= or Image= is required")
-    if not spec.command:
+    if not spec.command and not spec.image:  # an image's config may supply the command
         raise SpecError("no command: set Exec= (and/or Entrypoint=)")
     if spec.group and not spec.user:
         raise SpecError("Group= requires User=", "group")

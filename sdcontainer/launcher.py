@@ -72,6 +72,10 @@ from sdcontainer.security import capability_mask, own_bounding_set, seccomp_prog
 from sdcontainer.spec import ContainerSpec
 from sdcontainer.step import Step, launch_error, reason
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from sdcontainer.notify import Notifier
+
 PROG = state.PROG
 STATE_DIR = state.STATE_DIR
 
@@ -103,16 +107,35 @@ class Plan:
     """What the child needs, computed (and checked) in the parent so that most mistakes are
     reported before any namespace or mount exists."""
 
-    def __init__(self, spec: ContainerSpec, foreground: bool) -> None:
+    def __init__(self, spec: ContainerSpec, foreground: bool, notifier: Notifier | None = None) -> None:
         self.spec = spec
         self.foreground = foreground
-        if not spec.rootfs:
+        self.rootfs: str | None = None
+        self.layers: list[str] | None = None  # with Image=: the layer directories, base first
+        self.image_id: str | None = None
+        self.image_env: list[str] = []
+        self.working_dir = spec.working_dir or "/"
+        self.user, self.group = spec.user, spec.group
+        command = spec.command
+        if spec.image:
+            from sdcontainer.store import image_for_start, layer_dirs
+
+            record = image_for_start(spec, notifier)
+            self.image_id = record["id"]
+            self.layers = layer_dirs(record)
+            command = self._image_defaults(record.get("config") or {})
+        elif not spec.rootfs:
             raise launch_error("no rootfs given")
-        with Step(f"rootfs {spec.rootfs}"):
-            if not stat.S_ISDIR(os.stat(spec.rootfs).st_mode):
-                raise NotADirectoryError(20, "Not a directory")
-        self.rootfs = spec.rootfs
-        self.command = list(spec.command)
+        else:
+            with Step(f"rootfs {spec.rootfs}"):
+                if not stat.S_ISDIR(os.stat(spec.rootfs).st_mode):
+                    raise NotADirectoryError(20, "Not a directory")
+            self.rootfs = spec.rootfs
+        if not command:
+            raise launch_error(
+                f"no command: image {spec.image} has no Entrypoint or Cmd; set Exec=" if spec.image else "no command"
+            )
+        self.command = list(command)
         if spec.run_init:
             if not os.access(TINI, os.X_OK):
                 raise launch_error(f"RunInit=yes needs {TINI} (Debian package tini): not found")
@@ -135,6 +158,31 @@ class Plan:
         self.hosts = etc_hosts(self.hostname, spec.add_hosts)
         self.resolv_conf = etc_resolv_conf(spec)
         self.localtime = zone_file(spec.timezone) if spec.timezone else None
+
+    def _image_defaults(self, config: dict[str, object]) -> tuple[str, ...]:
+        """What the image's config says where the unit says nothing: podman's rules (an
+        Entrypoint= given drops the image's Cmd unless it is empty)."""
+        spec = self.spec
+
+        def strings(value: object) -> tuple[str, ...]:
+            return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
+        entrypoint = spec.entrypoint if spec.entrypoint is not None else strings(config.get("Entrypoint"))
+        if spec.exec is not None:
+            cmd = spec.exec
+        elif not spec.entrypoint:
+            cmd = strings(config.get("Cmd"))
+        else:
+            cmd = ()
+        self.image_env = [item for item in strings(config.get("Env")) if "=" in item]
+        workdir = config.get("WorkingDir")
+        if spec.working_dir is None and isinstance(workdir, str) and workdir.startswith("/"):
+            self.working_dir = workdir
+        user = config.get("User")
+        if spec.user is None and isinstance(user, str) and user:
+            name, _, group = user.partition(":")
+            self.user, self.group = name, (group or None)
+        return entrypoint + cmd
 
 
 # sd_listen_fds' own bound on LISTEN_FDS; no socket unit comes near it
@@ -196,7 +244,10 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
         linux.unshare(flags)
     os.umask(0)
     pivot(build_root(plan))
-    ident = resolve_identity(spec.user, spec.group, spec.group_add)
+    if plan.working_dir != (spec.working_dir or "/"):
+        with Step(f"create the image's working directory {plan.working_dir}"):
+            os.makedirs(plan.working_dir, 0o755, exist_ok=True)  # as docker does: as root, in the overlay
+    ident = resolve_identity(plan.user, plan.group, spec.group_add)
     env = build_environment(plan, ident.home, os.environ)
 
     seccomp = seccomp_program()
@@ -216,7 +267,7 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
         caps = plan.caps if ident.uid == 0 else 0
         linux.capset(caps, caps, 0)
         linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
-    workdir = spec.working_dir or "/"
+    workdir = plan.working_dir
     with Step(f"working directory {workdir}"):
         fd = linux.openat2(linux.AT_FDCWD, workdir, os.O_PATH | os.O_DIRECTORY, linux.RESOLVE_NO_MAGICLINKS)
         try:
@@ -367,6 +418,8 @@ def write_state(plan: Plan, pid: int) -> None:
         "unit": spec.unit,
         "pid": pid,
         "rootfs": plan.rootfs,
+        "image": spec.image,
+        "image_id": plan.image_id,
         "command": plan.command,
         "hostname": plan.hostname,
         "network": spec.network,
@@ -380,13 +433,13 @@ def write_state(plan: Plan, pid: int) -> None:
 def start(spec: ContainerSpec) -> int:
     _ensure_stdio()
     notify_socket = os.environ.get("NOTIFY_SOCKET")
-    plan = Plan(spec, foreground=not notify_socket)
     notifier = None
     if notify_socket:
         from sdcontainer.notify import Notifier
 
         with Step(f"connect to NOTIFY_SOCKET={notify_socket}", SystemdError.exit_status):
             notifier = Notifier(notify_socket)
+    plan = Plan(spec, foreground=not notify_socket, notifier=notifier)
     os.makedirs(SCRATCH_DIR, 0o700, exist_ok=True)
     # sync: child -> launcher, READY_LINE or one error line; EOF when it exec'd (cloexec).
     # pid: the intermediate reports the container's pid. go: the launcher closes its end

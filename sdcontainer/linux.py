@@ -144,6 +144,11 @@ MOVE_MOUNT_T_SYMLINKS = 0x10
 MOVE_MOUNT_T_AUTOMOUNTS = 0x20
 MOVE_MOUNT_T_EMPTY_PATH = 0x40
 
+FSOPEN_CLOEXEC = 0x1
+FSMOUNT_CLOEXEC = 0x1
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+
 MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
@@ -230,6 +235,9 @@ SYSCALLS_X86_64 = {
     "io_uring_register": 427,
     "open_tree": 428,
     "move_mount": 429,
+    "fsopen": 430,
+    "fsconfig": 431,
+    "fsmount": 432,
     "clone3": 435,
     "openat2": 437,
     "mount_setattr": 442,
@@ -386,6 +394,26 @@ def move_mount(from_fd: int, to_fd: int, filename: str | None = None) -> None:
         c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH),
         filename=filename,
     )
+
+
+def fsopen(fstype: str) -> int:
+    """A file system context (the new mount API) for `fstype`; returns its fd (close it)."""
+    return _syscall("fsopen", _path(fstype), c_uint(FSOPEN_CLOEXEC), filename=fstype)
+
+
+def fsconfig_string(fs_fd: int, key: str, value: str) -> None:
+    """One parameter of a file system context: each is a separate value, so a path in it
+    needs no escaping of ',' or ':' (overlayfs's lowerdir+ takes one layer per call)."""
+    _syscall("fsconfig", c_int(fs_fd), c_uint(FSCONFIG_SET_STRING), _path(key), _path(value), c_int(0), filename=value)
+
+
+def fsconfig_create(fs_fd: int) -> None:
+    _syscall("fsconfig", c_int(fs_fd), c_uint(FSCONFIG_CMD_CREATE), None, None, c_int(0))
+
+
+def fsmount(fs_fd: int, attr_flags: int = 0) -> int:
+    """A detached mount of the created context, with MOUNT_ATTR_* flags; returns its fd."""
+    return _syscall("fsmount", c_int(fs_fd), c_uint(FSMOUNT_CLOEXEC), c_uint(attr_flags))
 
 
 def mount_setattr(

@@ -159,6 +159,9 @@ def build_environment(plan: Plan, home: str, launcher_env: Mapping[str, str]) ->
     JOURNAL_STREAM, ...) except TERM, what Environment= names on purpose and, with
     EnvironmentHost=yes, all the rest but systemd's service variables."""
     env = {"PATH": DEFAULT_PATH, "container": "sdcontainer", "HOSTNAME": plan.hostname, "HOME": home}
+    for item in plan.image_env:  # the image's Env: over the defaults, under everything the unit says
+        key, _, value = item.partition("=")
+        env[key] = value
     if plan.spec.env_host:
         env.update(host_environment(launcher_env))  # over the defaults, as podman's --env-host
     if "TERM" in launcher_env:

@@ -398,6 +398,54 @@ def _write_etc_files(plan: Plan, root_fd: int, scratch: str) -> None:
         os.close(etc)
 
 
+def mount_layers(layers: list[str], upper: str, work: str, target: str) -> None:
+    """An overlay of an image's layers (`layers` from the base up) on `target`, nodev.
+
+    Each layer is one fsconfig(lowerdir+) call (Linux 6.8+), so there is no limit on the
+    number of layers but the kernel's own (500) and no option string to overflow. Older
+    kernels get lowerdir= with the layers' short names relative to their store directory,
+    where the one-page limit of mount options leaves room for about 60 layers."""
+    try:
+        fs = linux.fsopen("overlay")
+    except OSError:
+        fs = -1
+    if fs >= 0:
+        try:
+            try:
+                for layer in reversed(layers):  # the first lower directory is the top one
+                    linux.fsconfig_string(fs, "lowerdir+", layer)
+            except OSError as error:
+                if error.errno != 22:  # EINVAL: no lowerdir+ before Linux 6.8
+                    raise
+            else:
+                linux.fsconfig_string(fs, "upperdir", upper)
+                linux.fsconfig_string(fs, "workdir", work)
+                linux.fsconfig_create(fs)
+                mnt = linux.fsmount(fs, linux.MOUNT_ATTR_NODEV)
+                try:
+                    to = os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    try:
+                        linux.move_mount(mnt, to, filename=target)
+                    finally:
+                        os.close(to)
+                finally:
+                    os.close(mnt)
+                return
+        finally:
+            os.close(fs)
+    parents = {os.path.dirname(layer) for layer in layers}
+    if len(parents) != 1:
+        raise launch_error("the image's layers are not in one store directory")
+    cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.chdir(parents.pop())
+        lower = ":".join(os.path.basename(layer) for layer in reversed(layers))
+        linux.mount("overlay", target, "overlay", linux.MS_NODEV, f"lowerdir={lower},upperdir={upper},workdir={work}")
+    finally:
+        os.fchdir(cwd)
+        os.close(cwd)
+
+
 def build_root(plan: Plan) -> str:
     """Every mount of the container, made in its private mount namespace; returns the new root."""
     spec = plan.spec
@@ -411,19 +459,24 @@ def build_root(plan: Plan) -> str:
         for name in ("lower", "upper", "work", "root"):
             os.mkdir(f"{scratch}/{name}", 0o755)
     root = f"{scratch}/root"
-    with Step(f"bind rootfs {plan.rootfs}"):
-        # Through a bind mount, so a rootfs path with ',' or ':' cannot break the options.
-        linux.mount(plan.rootfs, f"{scratch}/lower", None, linux.MS_BIND | linux.MS_REC)
+    if plan.layers is not None:
+        with Step(f"mount the layers of image {spec.image} on /"):
+            mount_layers(plan.layers or [f"{scratch}/lower"], f"{scratch}/upper", f"{scratch}/work", root)
+    else:
+        with Step(f"bind rootfs {plan.rootfs}"):
+            # Through a bind mount, so a rootfs path with ',' or ':' cannot break the options.
+            linux.mount(plan.rootfs, f"{scratch}/lower", None, linux.MS_BIND | linux.MS_REC)
     with Step("mount overlay on /"):
         # nodev: a device node in the image (the host's disk, say) must not open; the
         # container's devices are the fresh /dev's
-        linux.mount(
-            "overlay",
-            root,
-            "overlay",
-            linux.MS_NODEV,
-            f"lowerdir={scratch}/lower,upperdir={scratch}/upper,workdir={scratch}/work",
-        )
+        if plan.layers is None:
+            linux.mount(
+                "overlay",
+                root,
+                "overlay",
+                linux.MS_NODEV,
+                f"lowerdir={scratch}/lower,upperdir={scratch}/upper,workdir={scratch}/work",
+            )
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         # Mount points for the API file systems: a symlink there is refused, never followed.

@@ -38,6 +38,9 @@ class ContainerSpec:
     unit: str = "%n"
     rootfs: str | None = None
     image: str | None = None
+    pull: str = "missing"  # never, missing, always, newer
+    retry: int | None = None  # pull attempts after the first; None: 3
+    retry_delay: str | None = None  # "2000ms"; None: 2 s doubling
     entrypoint: tuple[str, ...] | None = None
     exec: tuple[str, ...] | None = None
     environment: tuple[str, ...] = ()  # "KEY=VALUE", or "KEY" to pass the launcher's value
@@ -79,6 +82,6 @@ class ContainerSpec:
 
     @property
     def command(self) -> tuple[str, ...]:
-        """What runs: the entrypoint followed by Exec=, as in podman (an image's defaults
-        fill in what is unset once images land)."""
+        """What runs: the entrypoint followed by Exec=, as in podman (with Image=, the
+        launcher fills in what is unset from the image's config)."""
         return (self.entrypoint or ()) + (self.exec or ())

@@ -136,7 +136,17 @@ def test_tmpfs_and_booleans_and_signals() -> None:
         ("Rootfs=/r\nExec=x\nWorkingDir=rel\n", 4, "'rel' is not an absolute path"),
         ("Rootfs=/r\nExec=x\nStopSignal=SIGFOO\n", 4, "not a signal name"),
         ("Rootfs=/r\nExec=x\nGroup=g\n", 4, "Group= requires User="),
-        ("Image=docker.io/library/busybox\nExec=x\n", 2, "Image= is not supported yet"),
+        ("Image=docker.io/library/Busybox\nExec=x\n", 2, "is not a repository name"),
+        ("Image=busybox:-bad\n", 2, "is not a valid tag"),
+        ("Image=busybox@sha256:abc\n", 2, "is not a sha256:<64 hex digits> digest"),
+        ("Image=web.image\n", 2, ".image and .build units are not supported yet"),
+        (
+            "Image=busybox\nPull=sometimes\n",
+            3,
+            "invalid Pull=: 'sometimes' is not one of never, missing, always, newer",
+        ),
+        ("Image=busybox\nRetry=-1\n", 3, "invalid Retry=: '-1' is not a whole number"),
+        ("Image=busybox\nRetryDelay=soon\n", 3, "invalid RetryDelay=: 'soon' is not a duration"),
         ("Rootfs=/r\nImage=x\nExec=x\n", 2, "exclude each other"),
     ],
 )

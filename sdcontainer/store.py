@@ -1,0 +1,619 @@
+"""The image store: layers unpacked once, shared by every image that has them.
+
+    <root>/                       0700: a setuid file of an image is reachable by root only
+      lock                        flock: every writer (import, pull's import, rmi, prune)
+      blobs/sha256/<hex>          manifests and configs, verified against their digest
+      layers/<diffid-hex>/        one unpacked layer: a lower directory of the overlay
+      images/<id>.json            an image: its manifest digest, config, layer chain, names
+      names/<quoted name>         one line: the id of the image the name points at
+      tmp/                        unpacking in progress (emptied by the next writer)
+      locks/<hash>.lock           one per image name being pulled: concurrent pulls wait
+
+<root> is /var/lib/sdcontainer/storage for root, $XDG_DATA_HOME/sdcontainer/storage (or
+~/.local/share/...) for anyone else, and $SDCONTAINER_STORAGE when set.
+
+Consistency: a blob is written to tmp/, its digest checked, then renamed into place; a
+layer is unpacked into tmp/<random>/, both of its digests checked (the blob's, against the
+manifest, and the tar's, against the config's diff_ids), then renamed to layers/<diffid>;
+the image record is written after all of its layers exist, and a name after its record. A
+crash anywhere leaves at worst an orphan in tmp/ (removed by the next writer, who holds the
+lock, so nobody else can be using it) or a layer no image names yet (kept for the next pull
+or removed by `image prune`). Readers take no lock: what they can see is complete.
+
+Starting a container from a stored image reads two small files (the name and the record)
+and nothing else: layers are trusted once they are in layers/ (the store is root's only).
+This module's top is what the launcher needs for that; everything that writes imports its
+tools inside the functions.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sdcontainer.errors import ImageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from contextlib import AbstractContextManager
+    from typing import IO, Any
+
+SYSTEM_STORAGE = "/var/lib/sdcontainer/storage"
+DEFAULT_REGISTRY = "docker.io"
+LOCAL_DOMAIN = "localhost"
+
+
+def storage_dir() -> str:
+    path = os.environ.get("SDCONTAINER_STORAGE")
+    if path:
+        return path
+    if os.geteuid() == 0:
+        return SYSTEM_STORAGE
+    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(data, "sdcontainer", "storage")
+
+
+# --- JSON without the json module (it imports re and enum: ~7 ms on every start) ------------
+
+
+class _ScanContext:
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = None
+    memo: dict[str, str] = {}
+
+
+def loads(text: str) -> Any:
+    """JSON text to Python, with the json module's own C scanner."""
+    from _json import make_scanner
+
+    scan = make_scanner(_ScanContext())  # type: ignore[arg-type]  # any object with these attributes
+    start = len(text) - len(text.lstrip())
+    try:
+        value, end = scan(text, start)
+    except StopIteration:
+        raise ValueError("not JSON") from None
+    if text[end:].strip():
+        raise ValueError("extra data after the JSON value")
+    return value
+
+
+def _read_text(path: str, limit: int = 1 << 20) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        data = os.read(fd, limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ImageError(f"{path}: larger than {limit} bytes")
+    return data.decode("utf-8")
+
+
+# --- references ----------------------------------------------------------------------------
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-/")
+_TAG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+_HEX = frozenset("0123456789abcdef")
+_DOMAIN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]")
+
+
+class Reference:
+    """An image reference, split: [domain/]path[:tag][@digest]. `domain` is empty for a
+    short name (resolved through registries.conf, or localhost/ for imported images)."""
+
+    __slots__ = ("domain", "path", "tag", "digest")
+
+    def __init__(self, domain: str, path: str, tag: str | None, digest: str | None) -> None:
+        self.domain, self.path, self.tag, self.digest = domain, path, tag, digest
+
+    def qualified(self, domain: str) -> str:
+        path = self.path
+        if domain == DEFAULT_REGISTRY and "/" not in path:
+            path = "library/" + path
+        text = f"{domain}/{path}"
+        if self.tag:
+            text += ":" + self.tag
+        if self.digest:
+            text += "@" + self.digest
+        return text
+
+    def __str__(self) -> str:
+        return self.qualified(self.domain) if self.domain else self.qualified(LOCAL_DOMAIN)[len(LOCAL_DOMAIN) + 1 :]
+
+
+def check_digest(digest: str) -> str:
+    algorithm, colon, hexpart = digest.partition(":")
+    if algorithm != "sha256" or len(hexpart) != 64 or not set(hexpart) <= _HEX:
+        raise ValueError(f"{digest!r} is not a sha256:<64 hex digits> digest")
+    return digest
+
+
+def parse_reference(text: str) -> Reference:
+    """Checks the syntax of an image reference; raises ValueError saying what is wrong."""
+    if not text or len(text) > 1024 or any(c.isspace() for c in text):
+        raise ValueError(f"{text!r} is not an image reference")
+    name, at, digest = text.partition("@")
+    first, slash, rest = name.partition("/")
+    if slash and ("." in first or ":" in first or first == LOCAL_DOMAIN):
+        domain, remainder = first, rest
+        if not set(domain) <= _DOMAIN_CHARS:
+            raise ValueError(f"{domain!r} is not a registry host name")
+    else:
+        domain, remainder = "", name
+    tag = None
+    head, colon, last = remainder.rpartition(":")
+    if colon and "/" not in last:
+        remainder, tag = head, last
+        if not tag or len(tag) > 128 or not set(tag) <= _TAG_CHARS or tag[0] in ".-":
+            raise ValueError(f"{tag!r} is not a valid tag (letters, digits, _ . -; at most 128)")
+    if (
+        not remainder
+        or not set(remainder) <= _NAME_CHARS
+        or any(not part or part[0] in "._-" or part[-1] in "._-" for part in remainder.split("/"))
+    ):
+        raise ValueError(f"{text!r}: {remainder!r} is not a repository name (lower case letters, digits, . _ - /)")
+    if at:
+        check_digest(digest)
+    elif tag is None:
+        tag = "latest"
+    return Reference(domain, remainder, tag, digest or None)
+
+
+def search_registries() -> tuple[list[str], dict[str, str]]:
+    """unqualified-search-registries and [aliases] of registries.conf (and its .d files),
+    for short names. Without any: docker.io, as docker resolves them."""
+    import glob
+    import tomllib
+
+    path = os.environ.get("CONTAINERS_REGISTRIES_CONF") or "/etc/containers/registries.conf"
+    files = [path] + sorted(glob.glob(path + ".d/*.conf"))  # the file and its drop-ins, as skopeo reads them
+    registries: list[str] = []
+    aliases: dict[str, str] = {}
+    for file in files:
+        try:
+            with open(file, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            continue
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ImageError(f"{file}: {error}") from None
+        found = data.get("unqualified-search-registries")
+        if isinstance(found, list):
+            registries = [str(r) for r in found]
+        table = data.get("aliases")
+        if isinstance(table, dict):
+            aliases.update({str(k): str(v) for k, v in table.items()})
+    return registries or [DEFAULT_REGISTRY], aliases
+
+
+def candidates(text: str, *, for_pull: bool = False) -> list[str]:
+    """The fully qualified names a reference may mean, in the order they are tried."""
+    ref = parse_reference(text)
+    if ref.domain:
+        return [ref.qualified(ref.domain)]
+    names = [] if for_pull else [ref.qualified(LOCAL_DOMAIN)]  # an imported image first
+    registries, aliases = search_registries()
+    alias = aliases.get(ref.path)
+    if alias is not None:
+        aliased = parse_reference(alias if (ref.tag == "latest" or ":" in alias) else f"{alias}:{ref.tag}")
+        ref = Reference(aliased.domain, aliased.path, aliased.tag, ref.digest)
+        return [*names, ref.qualified(ref.domain)]
+    return names + [ref.qualified(registry) for registry in registries]
+
+
+def quote_name(name: str) -> str:
+    """A name as one file name: % and / escaped."""
+    return name.replace("%", "%25").replace("/", "%2F")
+
+
+def unquote_name(text: str) -> str:
+    return text.replace("%2F", "/").replace("%25", "%")
+
+
+# --- reading: what a starting container needs ----------------------------------------------
+
+
+def image_id_for(name: str, root: str | None = None) -> str | None:
+    """The id a fully qualified name points at, or None."""
+    root = root or storage_dir()
+    try:
+        image_id = _read_text(f"{root}/names/{quote_name(name)}", 128).strip()
+    except FileNotFoundError:
+        return None
+    return image_id if len(image_id) == 64 and set(image_id) <= _HEX else None
+
+
+def load_record(image_id: str, root: str | None = None) -> dict[str, Any]:
+    root = root or storage_dir()
+    path = f"{root}/images/{image_id}.json"
+    try:
+        record = loads(_read_text(path, 16 << 20))
+    except ValueError as error:
+        raise ImageError(f"{path}: the image record is damaged ({error}); remove the image and pull it again") from None
+    if not isinstance(record, dict):
+        raise ImageError(f"{path}: the image record is damaged")
+    return record
+
+
+def find_image(text: str, root: str | None = None) -> dict[str, Any] | None:
+    """The record of the image a reference (or an image id, or a unique prefix of one at
+    least 12 long) names, or None."""
+    root = root or storage_dir()
+    try:
+        ref = parse_reference(text)
+    except ValueError:
+        ref = None
+    if ref is not None:
+        # a short name is first an imported image's (localhost/NAME): found without reading
+        # registries.conf; the registries it lists come after
+        image_id = image_id_for(ref.qualified(ref.domain or LOCAL_DOMAIN), root)
+        others = candidates(text)[1:] if image_id is None and not ref.domain else []
+        for name in others:
+            image_id = image_id_for(name, root)
+            if image_id is not None:
+                break
+        if image_id is not None:
+            try:
+                return load_record(image_id, root)
+            except FileNotFoundError:
+                pass  # removed this very moment
+    if len(text) >= 12 and set(text.removeprefix("sha256:")) <= _HEX:
+        prefix = text.removeprefix("sha256:")
+        try:
+            matches = [n[:-5] for n in os.listdir(f"{root}/images") if n.startswith(prefix) and n.endswith(".json")]
+        except FileNotFoundError:
+            matches = []
+        if len(matches) == 1:
+            return load_record(matches[0], root)
+    return None
+
+
+def image_stop_signal(text: str, root: str | None = None) -> str | None:
+    """The StopSignal of a stored image named by a full reference (for the generator)."""
+    ref = parse_reference(text)
+    if not ref.domain:
+        return None
+    image_id = image_id_for(ref.qualified(ref.domain), root)
+    if image_id is None:
+        return None
+    signal = (load_record(image_id, root).get("config") or {}).get("StopSignal")
+    return signal if isinstance(signal, str) and signal else None
+
+
+def layer_dirs(record: dict[str, Any], root: str | None = None) -> list[str]:
+    """The image's layer directories, lowest (the base) first."""
+    root = root or storage_dir()
+    return [f"{root}/layers/{diff_id}" for diff_id in record["layers"]]
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def _json_dump(value: Any) -> bytes:
+    import json
+
+    return (json.dumps(value, indent=1, sort_keys=True) + "\n").encode()
+
+
+class Store:
+    """The writing side. Use as `with Store() as store:` to hold the lock."""
+
+    def __init__(self, root: str | None = None) -> None:
+        self.root = root or storage_dir()
+        self.lock_fd = -1
+
+    def ensure(self) -> None:
+        os.makedirs(self.root, 0o700, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        for sub in ("blobs/sha256", "layers", "images", "names", "tmp", "locks"):
+            os.makedirs(f"{self.root}/{sub}", 0o700, exist_ok=True)
+
+    def __enter__(self) -> Store:
+        import fcntl
+
+        self.ensure()
+        self.lock_fd = os.open(f"{self.root}/lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+        self._clean_tmp()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.lock_fd)  # releases the lock
+        self.lock_fd = -1
+
+    def _clean_tmp(self) -> None:
+        """Leftovers of a writer that died: nobody else can be writing, we hold the lock."""
+        import shutil
+
+        for name in os.listdir(f"{self.root}/tmp"):
+            path = f"{self.root}/tmp/{name}"
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+
+    def _tmpdir(self) -> str:
+        import secrets
+
+        path = f"{self.root}/tmp/{secrets.token_hex(8)}"
+        os.mkdir(path, 0o755)
+        return path
+
+    def has_layer(self, diff_id: str) -> bool:
+        return os.path.isdir(f"{self.root}/layers/{_hex(diff_id)}")
+
+    def add_blob(self, data: bytes, digest: str | None = None) -> str:
+        """Store a small blob (manifest, config) after checking its digest; returns it."""
+        import hashlib
+
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if digest is not None and actual != digest:
+            raise ImageError(f"blob {digest}: the content has digest {actual}; refused")
+        path = f"{self.root}/blobs/sha256/{_hex(actual)}"
+        if not os.path.exists(path):
+            tmp = f"{self.root}/tmp/blob-{_hex(actual)}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        return actual
+
+    def add_layer(
+        self,
+        blob: IO[bytes],
+        digest: str | None,
+        diff_id: str | None,
+        progress: Callable[[int], None] | None = None,
+    ) -> tuple[str, int]:
+        """Unpack a layer blob unless the store has it; checks the blob against `digest`
+        and the tar against `diff_id` (each when given). Returns (diff_id, tar size)."""
+        import shutil
+
+        from sdcontainer.unpack import unpack
+
+        tmp = self._tmpdir()
+        try:
+            result = unpack(blob, tmp, progress)
+            if digest is not None and result.digest != digest:
+                raise ImageError(f"layer {digest}: the blob read has digest {result.digest}; refused")
+            if diff_id is not None and result.diff_id != diff_id:
+                raise ImageError(f"layer {digest or '?'}: its tar has digest {result.diff_id}, not {diff_id}; refused")
+            target = f"{self.root}/layers/{_hex(result.diff_id)}"
+            if os.path.isdir(target):
+                shutil.rmtree(tmp)
+            else:
+                _sync_tree_marker(tmp)
+                os.rename(tmp, target)
+        except BaseException as error:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(error, OSError):
+                what = f" {error.filename}" if error.filename else ""
+                raise ImageError(f"layer {digest or diff_id or ''}:{what} {os.strerror(error.errno or 0)}") from None
+            raise
+        return result.diff_id, result.size
+
+    def commit_image(
+        self,
+        manifest: bytes,
+        manifest_digest: str | None,
+        config: bytes,
+        config_digest: str | None,
+        layer_sizes: list[int],
+        names: list[str],
+        sources: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Write the image record, then point `names` at it (all layers must be in)."""
+        import json
+        import time
+
+        manifest_digest = self.add_blob(manifest, manifest_digest)
+        config_digest = self.add_blob(config, config_digest)
+        image_id = _hex(config_digest)
+        try:
+            parsed = json.loads(config)
+        except ValueError as error:
+            raise ImageError(f"image config {config_digest}: not JSON ({error})") from None
+        diff_ids = parsed.get("rootfs", {}).get("diff_ids") or []
+        for diff_id in diff_ids:
+            if not self.has_layer(diff_id):
+                raise ImageError(f"image {image_id[:12]}: layer {diff_id} is missing from the store")
+        settings = parsed.get("config") or {}
+        keep = ("Entrypoint", "Cmd", "Env", "WorkingDir", "User", "StopSignal", "ExposedPorts", "Labels", "Volumes")
+        old = self.record(image_id)
+        record: dict[str, Any] = {
+            "id": image_id,
+            "digest": manifest_digest,
+            "names": sorted(set(old.get("names", []) if old else []) | set(names)),
+            "sources": {**(old.get("sources", {}) if old else {}), **(sources or {})},
+            "layers": [_hex(d) for d in diff_ids],
+            "layer_sizes": layer_sizes if len(layer_sizes) == len(diff_ids) else (old or {}).get("layer_sizes", []),
+            "size": sum(layer_sizes),
+            "config": {k: settings[k] for k in keep if settings.get(k) is not None},
+            "architecture": parsed.get("architecture", ""),
+            "os": parsed.get("os", ""),
+            "created": parsed.get("created", ""),
+            "stored": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        self._write(f"images/{image_id}.json", _json_dump(record))
+        for name in names:
+            self.tag(name, image_id)
+        return record
+
+    def record(self, image_id: str) -> dict[str, Any] | None:
+        try:
+            return load_record(image_id, self.root)
+        except FileNotFoundError:
+            return None
+
+    def _write(self, relative: str, data: bytes) -> None:
+        path = f"{self.root}/{relative}"
+        tmp = f"{self.root}/tmp/write-{os.getpid()}-{os.path.basename(relative)}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def tag(self, name: str, image_id: str) -> None:
+        """Point `name` at the image, taking it from any image it named before."""
+        previous = image_id_for(name, self.root)
+        if previous is not None and previous != image_id:
+            self._drop_name(previous, name)
+        self._write(f"names/{quote_name(name)}", (image_id + "\n").encode())
+        record = self.record(image_id)
+        if record is not None and name not in record["names"]:
+            record["names"] = sorted([*record["names"], name])
+            self._write(f"images/{image_id}.json", _json_dump(record))
+
+    def _drop_name(self, image_id: str, name: str) -> None:
+        record = self.record(image_id)
+        if record is not None and name in record.get("names", []):
+            record["names"] = [n for n in record["names"] if n != name]
+            record.get("sources", {}).pop(name, None)
+            self._write(f"images/{image_id}.json", _json_dump(record))
+
+    def images(self) -> list[dict[str, Any]]:
+        result = []
+        for entry in sorted(os.listdir(f"{self.root}/images")):
+            if entry.endswith(".json"):
+                record = self.record(entry[:-5])
+                if record is not None:
+                    result.append(record)
+        return result
+
+    def untag(self, name: str) -> str | None:
+        """Remove one name; returns the id it pointed at."""
+        image_id = image_id_for(name, self.root)
+        if image_id is None:
+            return None
+        os.unlink(f"{self.root}/names/{quote_name(name)}")
+        self._drop_name(image_id, name)
+        return image_id
+
+    def remove_image(self, image_id: str) -> None:
+        """Forget an image: its names and record (layers go with prune)."""
+        record = self.record(image_id)
+        for name in (record or {}).get("names", []):
+            if image_id_for(name, self.root) == image_id:
+                os.unlink(f"{self.root}/names/{quote_name(name)}")
+        try:  # noqa: SIM105 - the launcher's modules avoid contextlib
+            os.unlink(f"{self.root}/images/{image_id}.json")
+        except FileNotFoundError:
+            pass
+
+    def prune(self, keep_ids: set[str], all_unnamed: bool = True) -> tuple[list[str], list[str]]:
+        """Remove images without names (unless in use, `keep_ids`) and then every layer
+        and blob no remaining image needs. Returns (images removed, layers removed)."""
+        import shutil
+
+        removed_images = []
+        for record in self.images():
+            if all_unnamed and not record.get("names") and record["id"] not in keep_ids:
+                self.remove_image(record["id"])
+                removed_images.append(record["id"])
+        needed_layers: set[str] = set()
+        needed_blobs: set[str] = set()
+        for record in self.images():
+            needed_layers.update(record.get("layers", []))
+            needed_blobs.add(record["id"])
+            needed_blobs.add(_hex(record.get("digest", "sha256:")))
+        removed_layers = []
+        for layer in os.listdir(f"{self.root}/layers"):
+            if layer not in needed_layers:
+                # renamed away first, so that no reader ever sees half a layer
+                doomed = f"{self.root}/tmp/prune-{layer}"
+                os.rename(f"{self.root}/layers/{layer}", doomed)
+                shutil.rmtree(doomed)
+                removed_layers.append(layer)
+        for blob in os.listdir(f"{self.root}/blobs/sha256"):
+            if blob not in needed_blobs:
+                os.unlink(f"{self.root}/blobs/sha256/{blob}")
+        return removed_images, removed_layers
+
+
+def _sync_tree_marker(path: str) -> None:
+    """syncfs() the file system under `path`, so that what the rename publishes is on disk
+    (a crash after the rename must not leave a layer with empty files)."""
+    from sdcontainer import linux
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        linux.libc.syncfs(fd)
+    finally:
+        os.close(fd)
+
+
+def _hex(digest: str) -> str:
+    check_digest(digest if digest.startswith("sha256:") else "sha256:" + digest)
+    return digest.removeprefix("sha256:")
+
+
+def pull_lock(name: str, root: str | None = None) -> AbstractContextManager[None]:
+    """Held while one name is pulled: a second puller of the same name waits, then finds it."""
+    import contextlib
+    import fcntl
+    import hashlib
+
+    @contextlib.contextmanager
+    def held() -> Iterator[None]:
+        store = Store(root)
+        store.ensure()
+        path = f"{store.root}/locks/{hashlib.sha256(name.encode()).hexdigest()[:32]}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    return held()
+
+
+# --- the launcher's side --------------------------------------------------------------------
+
+EXTEND_SECONDS = 30  # each EXTEND_TIMEOUT_USEC= while pulling asks for this much more time
+
+
+def image_for_start(spec: Any, notifier: Any = None) -> dict[str, Any]:
+    """The record of the image a starting unit runs, pulled first when its Pull= says so.
+
+    Under systemd the start timeout is pushed back while the pull runs: every few seconds
+    the launcher sends EXTEND_TIMEOUT_USEC=30s (and a STATUS= line), so a slow download is
+    not killed by TimeoutStartSec=; skopeo's own timeouts end a stuck one."""
+    name = spec.image
+    if spec.pull in ("missing", "never"):
+        try:
+            record = find_image(name)
+        except OSError as error:
+            raise ImageError(f"image {name}: reading the store: {os.strerror(error.errno or 0)}") from None
+        if record is not None:
+            return record  # the common start: two small files read, nothing else
+    from sdcontainer.images import pull
+
+    def tick() -> None:
+        if notifier is not None:
+            notifier.send(f"EXTEND_TIMEOUT_USEC={EXTEND_SECONDS * 1_000_000}")
+
+    if notifier is not None:
+        notifier.send(f"STATUS=Pulling image {name}\nEXTEND_TIMEOUT_USEC={EXTEND_SECONDS * 1_000_000}")
+    if spec.pull != "never":
+        import sys
+
+        print(f"sdcontainer-launcher: pulling image {name} (Pull={spec.pull})", file=sys.stderr, flush=True)
+    from sdcontainer.keys import duration_seconds
+
+    record = pull(
+        name,
+        policy=spec.pull,
+        retry=spec.retry if spec.retry is not None else 3,
+        retry_delay=duration_seconds(spec.retry_delay) if spec.retry_delay else None,
+        tick=tick,
+        quiet=True,
+    )
+    if notifier is not None:
+        notifier.send("STATUS=")
+    return record
