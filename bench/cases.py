@@ -49,7 +49,12 @@ PYNOTIFY = Case(
 )
 #: A runs without podman, A2 with it: in one interleaved run podman's background work slowed the
 #: case that followed it, so the floor ratio is measured apart from podman.
-START_CASES = (PLAIN, SDCONTAINER, BARE, PYNOTIFY)
+SDIMAGE = Case(
+    "sdimage", "sdcontainer from a stored image (.container, Image=, Pull=never, Network=none)", "bench-img.service"
+)
+#: The busybox tree imported into sdcontainer's image store inside the testbed.
+IMAGE = "localhost/bench-busybox:1"
+START_CASES = (PLAIN, SDCONTAINER, SDIMAGE, BARE, PYNOTIFY)
 PODMAN_CASES = (PLAIN, SDCONTAINER, PODMAN)
 
 
@@ -67,6 +72,11 @@ def sdcontainer_container(name_comment: str = "") -> str:
         f"[Container]\nRootfs={ROOTFS}\nExec={PAYLOAD_LINE}\nNetwork=none\nRunInit=no\nStopSignal=SIGKILL\n\n"
         "[Service]\nSuccessExitStatus=SIGKILL\n"
     )
+
+
+def image_container() -> str:
+    """The sdcontainer case's file with Image= instead of Rootfs= (same tree, same payload)."""
+    return sdcontainer_container("image").replace(f"Rootfs={ROOTFS}\n", f"Image={IMAGE}\nPull=never\n")
 
 
 def plain_unit() -> str:

@@ -327,7 +327,9 @@ def bench_start(runs: int) -> dict[str, Any]:
                 subprocess.run(argv, cwd=PROJECT_DIR, env=env, check=True, capture_output=True)
                 if run_index >= 3:
                     samples[name].append(time.perf_counter() - start)
-        result = {name: {"samples_s": s, "median_ms": statistics.median(s) * 1000} for name, s in samples.items()}
+        result: dict[str, Any] = {
+            name: {"samples_s": s, "median_ms": statistics.median(s) * 1000} for name, s in samples.items()
+        }
         result["image_vs_rootfs"] = result["image"]["median_ms"] / result["rootfs"]["median_ms"]
         return result
     finally:

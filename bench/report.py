@@ -89,6 +89,25 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "met": None if helper_rss is None else helper_rss == 0 and dens.get("helper_processes") == 0,
         },
     ]
+    img = start.get("sdimage", {}).get("start", {}).get("median")
+    if img is not None or "sdimage" in start:
+        rows.append(
+            {
+                "target": "start from a stored image no slower than from Rootfs= (within 1.05x: noise)",
+                "measured": _x(ratio(img, sd)) + f" ({_ms(img)} vs {_ms(sd)} ms)",
+                "met": None if img is None or sd is None else img <= 1.05 * sd,
+            }
+        )
+    unpack = results.get("images", {}).get("unpack", {}).get("methods", {})
+    if unpack:
+        speed = unpack.get("sdcontainer", {}).get("speed_vs_tar")
+        rows.append(
+            {
+                "target": "image unpacking at least 0.8x the speed of tar -xzf (same layers, tmpfs)",
+                "measured": "n/a" if speed is None else f"{speed:.2f}x",
+                "met": None if speed is None else speed >= 0.8,
+            }
+        )
     sock = results.get("sockets")
     if sock:
         cold = sock["summary"].get("sdcontainer", {}).get("cold", {}).get("median")
@@ -336,6 +355,11 @@ def render(results: dict[str, Any]) -> str:
         out.extend(scaling_table(results["scaling"]))
     if "sockets" in results:
         out.extend(socket_table(results["sockets"]))
+    if "images" in results:
+        from bench.images import markdown as images_markdown
+
+        out += ["## I. Images: unpacking, and starting from a stored image (bench/images.py)", ""]
+        out += [*images_markdown(results["images"]).splitlines(), ""]
 
     gen = results["generator"]
     out.append("## B. Generator (installed `sdcontainer-generator`, output on tmpfs)")

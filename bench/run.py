@@ -15,6 +15,7 @@ empty), copies a busybox rootfs in, imports the same rootfs as a podman image, a
   F    1/10/50/100 units started by one `systemctl start` (parallel jobs), per kind;
   G    start time and memory as 1..200 units of each kind run at once;
   S    time to first byte of a socket-activated server, cold and warm (bench/sockets.py);
+  I    unpacking a 300 MB multi-layer image: sdcontainer, tar -xzf, umoci (bench/images.py);
   B    the installed generator on 0/1/100/1000 files (hyperfine -N) and the added cost of
        100 files to `systemctl daemon-reload`;
   C    helper memory left per running container (10 sdcontainer units, 10 podman units);
@@ -39,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bench import cases, profile, report, sockets
+from bench import cases, images, profile, report, sockets
 from bench.cases import GEN_OUTPUT, GEN_SOURCES, ROOTFS, VENV_PYTHON
 from tests.rootfs import build_busybox_rootfs
 from tests.testbed import HOST_PYTHON, PROJECT_DIR, Testbed
@@ -139,6 +140,15 @@ def prepare_podman(tb: Testbed, rootfs_tar: Path) -> str | None:
     return None
 
 
+def prepare_image(tb: Testbed, rootfs_tar: Path) -> None:
+    """The busybox tree as an image in the testbed's sdcontainer store (`sdcontainer image
+    import`), so that the Image= case starts from the very same files as the Rootfs= one."""
+    tb.copy_in(rootfs_tar, "/tmp/bench-busybox.tar")
+    r = tb.run(["sdcontainer", "image", "import", "/tmp/bench-busybox.tar", cases.IMAGE], check=False)
+    if r.returncode != 0:
+        log(f"image import failed: {r.stderr.strip()[-300:]}")
+
+
 def prepare_crun(tb: Testbed) -> None:
     """An OCI bundle for `crun run`: crun's own default spec, root = the busybox rootfs."""
     tb.run(["sh", "-c", f"mkdir -p {cases.CRUN_BUNDLE} && cd {cases.CRUN_BUNDLE} && crun spec"], check=False)
@@ -184,6 +194,7 @@ def find_launcher(tb: Testbed, unit: str) -> Launcher:
 def write_units(tb: Testbed, podman_ok: bool) -> Launcher:
     tb.write_file(f"{cases.CONTAINER_DIR}/bench-sd.container", cases.sdcontainer_container())
     tb.write_file(f"{cases.CONTAINER_DIR}/bench-prof.container", cases.sdcontainer_container("profile"))
+    tb.write_file(f"{cases.CONTAINER_DIR}/bench-img.container", cases.image_container())
     tb.daemon_reload()
     launcher = find_launcher(tb, cases.SDCONTAINER.unit)
     tb.add_unit(cases.PLAIN.unit, cases.plain_unit(), reload=False)
@@ -540,12 +551,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--traces", type=int, default=5, help="strace'd starts for the phase breakdown (default 5)")
     ap.add_argument("--parallel-rounds", type=int, default=3, help="rounds of parallel starts per size (default 3)")
     ap.add_argument("--no-podman", action="store_true", help="leave podman out of every phase")
+    ap.add_argument(
+        "--image-runs", type=int, default=3, help="unpack runs per tool of the 300 MB image (phase I; 0: skip it)"
+    )
     ap.add_argument("--quick", action="store_true", help="5 runs, 1 warm-up: a smoke test of the benchmark itself")
     ap.add_argument("--output", type=Path, default=RESULTS, help="directory for latest.md and latest.json")
     ap.add_argument("--readme", action="store_true", help="also put the targets and start tables into README.md")
     args = ap.parse_args(argv)
     if args.quick:
         args.runs, args.warmup, args.reload_runs, args.traces, args.parallel_rounds = 5, 1, 2, 2, 1
+        args.image_runs = min(args.image_runs, 1)
     if os.geteuid() != 0:
         raise SystemExit("bench.run needs root (it boots a systemd testbed in new namespaces)")
     if not shutil.which("hyperfine"):
@@ -567,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
             tb.write_file("/srv/www/index.html", "benchmark\n")
             podman_error = "left out (--no-podman)" if args.no_podman else prepare_podman(tb, tar)
             prepare_crun(tb)
+            prepare_image(tb, tar)
             if podman_error:
                 log(f"podman: {podman_error}")
             launcher = write_units(tb, podman_error is None)
@@ -588,6 +604,13 @@ def main(argv: list[str] | None = None) -> int:
             results["reload"] = phase_reload(tb, args.reload_runs)
             results["profile"] = phase_profile(tb, launcher, args.warmup, max(args.runs, 40), args.traces)
             results["meta"]["launcher"] = {"argv": launcher.argv, "python": launcher.python, "flags": launcher.flags}
+    if args.image_runs:
+        log(f"I: unpacking a 300 MB, 5-layer image: sdcontainer, tar -xzf, umoci; {args.image_runs} runs (on tmpfs)")
+        work = tempfile.mkdtemp(prefix="sdcontainer-bench-unpack-", dir="/dev/shm")
+        try:
+            results["images"] = images.run(args.image_runs, work_dir=work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     markdown = report.render(results)
     results["targets"] = report.targets(results)
     args.output.mkdir(parents=True, exist_ok=True)
