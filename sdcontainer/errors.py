@@ -48,3 +48,11 @@ class SystemdError(SdcontainerError):
     """Talking to the service manager failed."""
 
     exit_status = 5
+
+
+class ExecError(SdcontainerError):
+    """`sdcontainer exec` could not run the command in the container (no such container, it
+    is not running, joining it failed). 125, as docker and podman exec use, so that the
+    command's own statuses stay distinguishable."""
+
+    exit_status = 125

@@ -68,7 +68,7 @@ from sdcontainer.process import (
     resolve_identity,
 )
 from sdcontainer.rootfs import SCRATCH_DIR, TINI, build_root, etc_hosts, etc_resolv_conf, pivot, zone_file
-from sdcontainer.security import capability_mask, own_bounding_set, seccomp_program
+from sdcontainer.security import capability_mask, confine, load_last, own_bounding_set
 from sdcontainer.spec import ContainerSpec
 from sdcontainer.step import Step, launch_error, reason
 
@@ -135,6 +135,15 @@ class Plan:
         self.hosts = etc_hosts(self.hostname, spec.add_hosts)
         self.resolv_conf = etc_resolv_conf(spec)
         self.localtime = zone_file(spec.timezone) if spec.timezone else None
+        # Notify=yes: the manager's socket, bound into the container for its own READY=1
+        self.notify_socket: str | None = None
+        if spec.notify == "yes" and os.environ.get("NOTIFY_SOCKET"):
+            self.notify_socket = os.environ["NOTIFY_SOCKET"]
+            if not self.notify_socket.startswith("/"):
+                raise launch_error(
+                    f"Notify=yes: NOTIFY_SOCKET={self.notify_socket} is not a path; an abstract socket "
+                    "cannot be bind-mounted into the container"
+                )
 
 
 def _listen_fds() -> int:
@@ -177,23 +186,7 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
     ident = resolve_identity(spec.user, spec.group, spec.group_add)
     env = build_environment(plan, ident.home, os.environ)
 
-    seccomp = seccomp_program()
-    with Step("set no_new_privs"):
-        if spec.no_new_privileges:
-            linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
-    with Step("drop capabilities from the bounding set"):
-        linux.drop_bounding_set(plan.caps, plan.last_cap)
-    if not spec.no_new_privileges:
-        with Step("install the seccomp filter"):
-            linux.seccomp_load(seccomp)
-    with Step(f"switch to uid {ident.uid} gid {ident.gid}"):
-        os.setgroups(ident.groups)
-        os.setgid(ident.gid)
-        os.setuid(ident.uid)
-    with Step("set capabilities"):
-        caps = plan.caps if ident.uid == 0 else 0
-        linux.capset(caps, caps, 0)
-        linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
+    seccomp = confine(plan.caps, plan.last_cap, spec.no_new_privileges, ident)
     workdir = spec.working_dir or "/"
     with Step(f"working directory {workdir}"):
         fd = linux.openat2(linux.AT_FDCWD, workdir, os.O_PATH | os.O_DIRECTORY, linux.RESOLVE_NO_MAGICLINKS)
@@ -216,9 +209,7 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     os.umask(0o022)
     _close_fds(3 + plan.listen_fds, sync_fd)
-    if spec.no_new_privileges:
-        with Step("install the seccomp filter"):
-            linux.seccomp_load(seccomp)
+    load_last(seccomp)
     try:
         os.execve(program, plan.command, env)
     except OSError as error:
@@ -351,6 +342,15 @@ def write_state(plan: Plan, pid: int) -> None:
         "labels": dict(item.split("=", 1) for item in spec.labels),
         "annotations": dict(item.split("=", 1) for item in spec.annotations),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),  # UTC; `sdcontainer list` parses it
+        # what `sdcontainer exec` and health checks need to be no more privileged than the init
+        "user": spec.user,
+        "group": spec.group,
+        "group_add": list(spec.group_add),
+        "caps": plan.caps,
+        "no_new_privileges": spec.no_new_privileges,
+        "working_dir": spec.working_dir,
+        "notify": spec.notify,
+        "notify_socket": os.environ.get("NOTIFY_SOCKET"),
     }
     state.write(spec.unit, record)
 
@@ -395,7 +395,8 @@ def start(spec: ContainerSpec) -> int:
     if notifier is not None and pid is not None:
         try:
             write_state(plan, pid)
-            notifier.send(f"MAINPID={pid}\nREADY=1")
+            # Notify=yes: the container says READY=1 itself; Notify=healthy: the health check does
+            notifier.send(f"MAINPID={pid}\nREADY=1" if spec.notify == "no" else f"MAINPID={pid}")
             if not notifier.barrier(5.0):
                 raise TimeoutError(110, "no answer to BARRIER=1 within 5 s")
         except OSError as error:

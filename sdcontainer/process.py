@@ -162,6 +162,10 @@ def build_environment(plan: Plan, home: str, launcher_env: Mapping[str, str]) ->
             env[key] = value
         elif key in launcher_env:
             env[key] = launcher_env[key]
+    if plan.notify_socket:
+        from sdcontainer.rootfs import NOTIFY_SOCKET_INSIDE
+
+        env["NOTIFY_SOCKET"] = NOTIFY_SOCKET_INSIDE
     if plan.listen_fds:
         # The container's init is PID 1 of its namespace (systemd CONTAINER_INTERFACE.md).
         env.update(LISTEN_FDS=str(plan.listen_fds), LISTEN_PID="1")
