@@ -74,6 +74,9 @@ def unit(file: str) -> None:
     ((source, _, known, index),) = _sources_for((file,))
     generated = generate(source, known, index)
     click.echo(generated.text, nl=False)
+    for name, text in generated.others:
+        click.echo(f"# --- {name} ---")
+        click.echo(text, nl=False)
     for link, target in generated.links:
         click.echo(f"# enabled by: {link} -> {target}")
 

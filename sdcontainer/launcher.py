@@ -437,6 +437,8 @@ def _usage() -> str:
     lines = [
         f"usage: {PROG} start [OPTIONS] -- COMMAND [ARG...]",
         f"       {PROG} cleanup --unit UNIT",
+        f"       {PROG} health --unit UNIT [--retries N] [--timeout MS] [--start-period MS]",
+        "                 [--on-failure none|kill|restart|stop] [--notify-healthy] -- CHECK...",
         "",
         "Runs a container as the calling systemd unit's main process; without $NOTIFY_SOCKET it",
         "stays in the foreground and exits with the container's status. Options (one per",
@@ -456,7 +458,11 @@ def run(args: list[str]) -> int:
         return start(spec_from_argv(rest))
     if verb == "cleanup":
         return state.cleanup(rest)
-    raise UsageError(f"unknown command {verb!r}; expected start or cleanup")
+    if verb == "health":
+        from sdcontainer.health import main as health_main
+
+        return health_main(rest)
+    raise UsageError(f"unknown command {verb!r}; expected start, cleanup or health")
 
 
 def exit_status_for(error: BaseException) -> int:
