@@ -222,10 +222,21 @@ def run(container: Container, request: Request, after: object = None) -> int:
 
 
 def _limits(pid: int) -> list[tuple[int, tuple[int, int]]]:
-    """The init's resource limits (the unit's Limit*=), for the command to have the same."""
+    """The init's resource limits (the unit's Limit*=), for the command to have the same.
+    From /proc/PID/limits, whose rows are in RLIMIT_* order (prlimit() on a process of
+    another user is refused even to root here)."""
+    with open(f"/proc/{pid}/limits", encoding="ascii") as f:
+        rows = f.read().splitlines()[1:]
     import resource
 
-    return [(r, resource.prlimit(pid, r)) for r in range(16)]
+    limits = []
+    for which, row in enumerate(rows[:16]):
+        # "Max open files            1024                 524288               files"
+        fields = row[26:].split()[:2]
+        if len(fields) == 2 and all(v == "unlimited" or v.isdigit() for v in fields):
+            soft, hard = (resource.RLIM_INFINITY if v == "unlimited" else int(v) for v in fields)
+            limits.append((which, (soft, hard)))
+    return limits
 
 
 def _fork_entered(
