@@ -327,10 +327,13 @@ class HealthUnits:
 
     def __init__(self, source: Source, spec: ContainerSpec) -> None:
         prefix, at, instance = source.stem.partition("@")
-        self.name = f"{prefix}-health@{instance}" if at else f"{source.stem}-health"
+        name = f"{prefix}-health@{instance}" if at else f"{source.stem}-health"
+        self.file_names = (f"{name}.service", f"{name}.timer")
+        # how the units name each other: a template's instance is the container's, %i
+        reference = f"{prefix}-health@%i" if at else name
         self.container_unit = f"{prefix}@%i.service" if at else source.service
-        self.timer = f"{self.name}.timer"
-        self.service = f"{self.name}.service"
+        self.timer = f"{reference}.timer"
+        self.service = f"{reference}.service"
         self.source = source
         self.spec = spec
         interval = spec.health_interval if spec.health_interval is not None else HEALTH_INTERVAL
@@ -385,9 +388,9 @@ class HealthUnits:
         return "\n".join(out) + "\n"
 
     def files(self) -> list[tuple[str, str]]:
-        files = [(self.service, self._service())]
+        files = [(self.file_names[0], self._service())]
         if self.timer_text is not None:
-            files.append((self.timer, self.timer_text))
+            files.append((self.file_names[1], self.timer_text))
         return files
 
 
