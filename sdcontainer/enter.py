@@ -365,6 +365,7 @@ def _entered(
             resource.setrlimit(which, limit)
         except (OSError, ValueError):
             pass
+    null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
     with Step(f"join the namespaces of {container.name}", ExecError.exit_status):
         try:
             linux.setns(pidfd, NAMESPACES)
@@ -387,7 +388,7 @@ def _entered(
         os.close(report_w)
         if master >= 0:
             os.close(master)
-        _command(container, request, environ, slave, output, sync_w)
+        _command(container, request, environ, slave, output, null, sync_w)
     os.close(sync_w)
     if slave >= 0:
         os.close(slave)
@@ -502,12 +503,12 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _command(
-    container: Container, request: Request, environ: dict[str, str], slave: int, output: int, sync_w: int
+    container: Container, request: Request, environ: dict[str, str], slave: int, output: int, null: int, sync_w: int
 ) -> None:
     """C: from the container's pid namespace to execve. Never returns."""
     status = ExecError.exit_status
     try:
-        _exec(container, request, environ, slave, output, sync_w)
+        _exec(container, request, environ, slave, output, null, sync_w)
         message = "execve returned"
     except SdcontainerError as error:
         status, message = error.exit_status, str(error)
@@ -522,7 +523,7 @@ def _command(
 
 
 def _exec(
-    container: Container, request: Request, environ: dict[str, str], slave: int, output: int, sync_w: int
+    container: Container, request: Request, environ: dict[str, str], slave: int, output: int, null: int, sync_w: int
 ) -> None:
     for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)  # an ignored signal stays ignored across execve
@@ -537,9 +538,7 @@ def _exec(
         os.close(slave)
     else:
         if not request.interactive:
-            null = os.open("/dev/null", os.O_RDONLY)
-            os.dup2(null, 0)
-            os.close(null)
+            os.dup2(null, 0)  # the host's, opened before entering: the container's could be a FIFO
         if output >= 0:
             os.dup2(output, 1)
             os.dup2(output, 2)

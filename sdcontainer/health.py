@@ -126,6 +126,9 @@ def check(options: Options) -> int:
     except OSError:
         notifier = None  # no manager to tell (run by hand): the count still works
 
+    # a failure now would not count: no STATUS=unhealthy for it either
+    uncounted = not health.passed and _in_start_period(options)
+
     def tell_manager(status: int) -> None:
         """In the entered process, in the unit's cgroup: the manager takes it as the unit's."""
         if notifier is None:
@@ -136,7 +139,7 @@ def check(options: Options) -> int:
                 message.append("READY=1")
             if not health.passed or health.failures >= retries:
                 message.append("STATUS=healthy")
-        elif health.failures + 1 == retries:
+        elif health.failures + 1 == retries and not uncounted:
             message.append("STATUS=unhealthy")
         if message:
             try:  # noqa: SIM105 - contextlib is one more import on every check
@@ -156,7 +159,7 @@ def check(options: Options) -> int:
         health.save()
         return 0
     why = _why(status, request)
-    if not health.passed and _in_start_period(options):
+    if uncounted:
         print(f"{PROG}: {options.unit}: check failed in the start period, not counted: {why}", file=sys.stderr)
         return 1
     health.failures += 1

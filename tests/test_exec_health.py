@@ -286,3 +286,21 @@ def test_health_on_failure_kill(bed: Testbed) -> None:
     assert wait_for(lambda: active(bed, "doomed.service") == "failed", timeout=30)
     assert bed.show("doomed.service", "ExecMainStatus") == "9"
     assert wait_for(lambda: active(bed, "doomed-health.timer") == "inactive")
+
+
+def test_failures_in_the_start_period_do_not_count(bed: Testbed) -> None:
+    add_container(
+        bed,
+        "starting",
+        container(
+            "/bin/sleep 1000",
+            "HealthCmd=false\nHealthInterval=1s\nHealthRetries=1\nHealthStartPeriod=1h\nHealthOnFailure=kill\n",
+        ),
+    )
+    bed.start_unit("starting.service")
+    main_pid = bed.show("starting.service", "MainPID")
+    assert wait_for(lambda: bed.journal("starting-health.service").count("not counted") >= 2, timeout=30)
+    assert active(bed, "starting.service") == "active"
+    assert bed.show("starting.service", "MainPID") == main_pid
+    assert bed.show("starting.service", "StatusText") == ""  # nothing counted: no verdict yet
+    bed.systemctl("stop", "starting.service")
