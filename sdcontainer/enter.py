@@ -255,7 +255,7 @@ def _fork_entered(
         import tty
 
         saved = termios.tcgetattr(0)
-        tty.setraw(0)
+        tty.setraw(0, termios.TCSANOW)  # not the default TCSAFLUSH: what was typed ahead stays
     # the entered process's report: its exit status, C's error line or the captured output
     report_r, report_w = os.pipe()
     forwarded = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)

@@ -304,3 +304,48 @@ def test_failures_in_the_start_period_do_not_count(bed: Testbed) -> None:
     assert bed.show("starting.service", "MainPID") == main_pid
     assert bed.show("starting.service", "StatusText") == ""  # nothing counted: no verdict yet
     bed.systemctl("stop", "starting.service")
+
+
+def test_exec_with_a_terminal_relays_both_ways(bed: Testbed, web: str) -> None:
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            bed.command(
+                ["sdcontainer", "exec", "-ti", "web", "/bin/sh", "-c", 'read line; echo "got=$line term=$TERM"; tty; exit 3']
+            ),
+            stdin=slave, stdout=slave, stderr=slave, env=bed.env({"TERM": "xterm"}), close_fds=True,
+        )  # fmt: skip
+        os.close(slave)
+        slave = -1
+        os.write(master, b"typed\n")
+        output = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the other side closed
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert proc.wait(timeout=30) == 3
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    text = output.decode(errors="replace")
+    assert "got=typed term=xterm" in text, text
+    assert "/dev/pts/" in text, text
+
+
+def test_a_template_gets_health_units_per_instance(bed: Testbed) -> None:
+    add_container(bed, "tpl@", container("/bin/sleep 1000", "HealthCmd=true\nHealthInterval=1s\nNetwork=host\n"))
+    bed.start_unit("tpl@one.service")
+    assert active(bed, "tpl-health@one.timer") == "active"
+    assert wait_for(lambda: health_state(bed, "tpl@one.service")[2:3] == ["1"], timeout=30)
+    # exec into a container that shares the host's network namespace works the same
+    assert sdexec(bed, "tpl@one", "hostname").stdout == "tpl-one\n"
+    bed.systemctl("stop", "tpl@one.service")
+    assert active(bed, "tpl-health@one.timer") == "inactive"
