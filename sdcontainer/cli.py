@@ -217,6 +217,8 @@ def run(
         for item in value if key.repeated else (value,):
             argv += [key.option, ("yes" if item else "no") if isinstance(item, bool) else str(item)]
     spec = spec_from_argv([*argv, "--", *command])
+    if spec.notify == "healthy":
+        raise click.UsageError("--notify healthy needs a health check (HealthCmd=), which only a .container file has")
     try:
         if stop_signal:
             spec = replace(spec, stop_signal=parse_signal(stop_signal, ParseContext()))

@@ -349,3 +349,30 @@ def test_a_template_gets_health_units_per_instance(bed: Testbed) -> None:
     assert sdexec(bed, "tpl@one", "hostname").stdout == "tpl-one\n"
     bed.systemctl("stop", "tpl@one.service")
     assert active(bed, "tpl-health@one.timer") == "inactive"
+
+
+def test_exec_joins_the_cgroup_in_unified_mode(unified_testbed: Testbed, wheelhouse: Path, busybox_rootfs: str) -> None:
+    """A pure cgroup v2 host: one hierarchy, one cgroup.procs to join."""
+    bed = unified_testbed
+    if bed.install_seconds is None:
+        bed.install_project()
+    bed.copy_in(busybox_rootfs, ROOTFS)
+    add_container(bed, "uni", container("/bin/sleep 1000", "HealthCmd=true\nHealthInterval=1s\n"))
+    bed.start_unit("uni.service")
+    own = bed.run(["sdcontainer", "exec", "uni", "cat", "/proc/self/cgroup"]).stdout
+    assert own == bed.run(["sdcontainer", "exec", "uni", "cat", "/proc/1/cgroup"]).stdout
+    assert "0::/\n" in own
+    # and seen from the host, in the unit's cgroup of the one hierarchy systemd uses
+    sleeper = bed.popen(["sdcontainer", "exec", "uni", "sleep", "1000"])
+    try:
+        assert wait_for(
+            lambda: [
+                p for p in unit_processes(bed, "uni.service") if bed.read_file(f"/proc/{p}/comm").strip() == "sleep"
+            ]
+        )
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert wait_for(lambda: health_state(bed, "uni.service")[2:3] == ["1"], timeout=30)
+    bed.systemctl("stop", "uni.service")
+    assert active(bed, "uni-health.timer") == "inactive"
