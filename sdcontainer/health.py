@@ -230,11 +230,18 @@ def _act(action: str, unit: str, container: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The script's entry (argv None): exits at once, skipping the interpreter's teardown
+    (~5 ms of every check). Called with argv (tests, the launcher), returns the status."""
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["health"]:
         args = args[1:]
     try:
-        return check(Options(args))
+        status = check(Options(args))
     except SdcontainerError as error:
         print(f"{PROG}: {error}", file=sys.stderr, flush=True)
-        return error.exit_status if isinstance(error, UsageError) else 1
+        status = error.exit_status if isinstance(error, UsageError) else 1
+    if argv is None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
