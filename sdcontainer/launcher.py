@@ -8,7 +8,9 @@ process that unshares the pid namespace, forks the container's PID 1 and exits a
 the container's init is orphaned to the service manager. The init unshares the other
 namespaces, sets up the root file system, resolves the user and the program, drops
 privileges, then reports "set up" on a close-on-exec pipe and waits. The launcher tells
-systemd `MAINPID=<init>` + READY=1, waits for BARRIER=1 to be answered, and lets the init
+systemd `MAINPID=<init>` + READY=1 (only MAINPID with Notify=yes, where the container says
+READY=1 itself through the socket bound into it, and with Notify=healthy, where the first
+passing health check does), waits for BARRIER=1 to be answered, and lets the init
 exec; EOF on the pipe means it did, a line on it means it failed (the launcher prints that
 line to the journal). The container's init is then the unit's main process and systemd's
 own child, which systemd needs to wait for it after SIGTERM and to collect its exit status.

@@ -15,6 +15,8 @@ do not run in sdcontainer containers. x32 syscalls get EPERM. See SECCOMP_* belo
 
 from __future__ import annotations
 
+import os
+
 from sdcontainer import linux
 from sdcontainer.errors import UsageError
 from sdcontainer.step import Step
@@ -143,8 +145,6 @@ def confine(caps: int, last_cap: int, no_new_privileges: bool, ident: Identity) 
         with Step("install the seccomp filter"):
             linux.seccomp_load(seccomp)
     with Step(f"switch to uid {ident.uid} gid {ident.gid}"):
-        import os
-
         os.setgroups(ident.groups)
         os.setgid(ident.gid)
         os.setuid(ident.uid)
