@@ -376,3 +376,11 @@ def test_exec_joins_the_cgroup_in_unified_mode(unified_testbed: Testbed, wheelho
     assert wait_for(lambda: health_state(bed, "uni.service")[2:3] == ["1"], timeout=30)
     bed.systemctl("stop", "uni.service")
     assert active(bed, "uni-health.timer") == "inactive"
+
+
+def test_exec_finds_a_container_by_its_container_name(bed: Testbed) -> None:
+    add_container(bed, "named", container("/bin/sleep 1000", "ContainerName=db1\n"))
+    bed.start_unit("named.service")
+    assert sdexec(bed, "db1", "hostname").stdout == "db1\n"
+    assert sdexec(bed, "named", "hostname").stdout == "db1\n"
+    bed.systemctl("stop", "named.service")
