@@ -224,6 +224,8 @@ def run(
         for item in value if key.repeated else (value,):
             argv += [key.option, ("yes" if item else "no") if isinstance(item, bool) else str(item)]
     spec = spec_from_argv([*argv, "--", *command])
+    if spec.notify == "healthy":
+        raise click.UsageError("--notify healthy needs a health check (HealthCmd=), which only a .container file has")
     try:
         if stop_signal:
             spec = replace(spec, stop_signal=parse_signal(stop_signal, ParseContext()))
@@ -281,10 +283,10 @@ def pull(reference: str, tls_verify: bool | None, retry: int, retry_delay: str |
     registry's manifest is the one stored. Prints the image id.
     """
     from sdcontainer.images import pull as pull_image
-    from sdcontainer.keys import ParseContext, duration_seconds, parse_duration
+    from sdcontainer.keys import ParseContext, duration_seconds, parse_retry_delay
 
     try:
-        delay = duration_seconds(parse_duration(retry_delay, ParseContext())) if retry_delay else None
+        delay = duration_seconds(parse_retry_delay(retry_delay, ParseContext())) if retry_delay else None
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--retry-delay") from None
     record = pull_image(
@@ -404,6 +406,41 @@ def rmi(references: tuple[str, ...]) -> None:
                 store.remove_image(image_id)
                 click.echo(f"deleted {image_id}")
         store.prune(set(in_use), all_unnamed=False)
+
+
+@cli.command(name="exec", context_settings={"allow_interspersed_args": False})
+@click.option("-t", "--tty", is_flag=True, help="Run the command on a pseudo-terminal of the container's own.")
+@click.option("-i", "--interactive", is_flag=True, help="Pass this process's stdin to the command.")
+@click.option("-u", "--user", metavar="USER[:GROUP]", help="Run as this user (default: the container's User=).")
+@click.option("-e", "--env", "env", multiple=True, metavar="KEY[=VALUE]", help="Set (or pass on) a variable.")
+@click.option("-w", "--workdir", metavar="DIR", help="Directory to run in (default: the container's WorkingDir=).")
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True)
+def exec_(
+    name: str, command: tuple[str, ...], tty: bool, interactive: bool, user: str | None, env: tuple[str, ...],
+    workdir: str | None,
+) -> None:  # fmt: skip
+    """Run COMMAND inside the running container NAME (a unit or a ContainerName=).
+
+    The command joins the container's namespaces, root, cgroup and user, and gets no more
+    privileges than the container's own processes (capabilities, no_new_privs, seccomp).
+    Its exit status is exec's; 125 means exec itself failed.
+    """
+    from sdcontainer.enter import Request, find, run
+    from sdcontainer.keys import parse_env_assignment
+
+    for item in env:
+        try:
+            parse_env_assignment(item, None)  # type: ignore[arg-type]  # the context is not used
+        except ValueError as error:
+            raise click.UsageError(f"--env {item!r}: {error}") from None
+    if workdir is not None and not workdir.startswith("/"):
+        raise click.UsageError(f"--workdir {workdir!r} is not an absolute path")
+    request = Request(list(command), user=user, env=env, workdir=workdir, tty=tty, interactive=interactive)
+    status = run(find(name), request)
+    if request.error is not None:
+        click.echo(f"sdcontainer exec: {request.error}", err=True)
+    sys.exit(status)
 
 
 def main() -> None:

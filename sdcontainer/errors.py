@@ -53,3 +53,11 @@ class SystemdError(SdcontainerError):
 class ImageError(LaunchError):
     """An image could not be pulled, imported, unpacked or found (a bad layer, a failed pull,
     a name the store does not hold). A start that needs the image fails with it."""
+
+
+class ExecError(SdcontainerError):
+    """`sdcontainer exec` could not run the command in the container (no such container, it
+    is not running, joining it failed). 125, as docker and podman exec use, so that the
+    command's own statuses stay distinguishable."""
+
+    exit_status = 125

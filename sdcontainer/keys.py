@@ -451,17 +451,10 @@ def parse_count(value: str, ctx: ParseContext) -> int:
     return int(value)
 
 
-_DURATION_UNITS = {"ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000}
-
-
-def parse_duration(value: str, ctx: ParseContext) -> str:
-    """A time span such as 500ms, 10s, 2m or 1h (a plain number is seconds), normalized to
-    milliseconds: 10000ms."""
-    number = value[: len(value) - len(value.lstrip(DIGITS))]
-    unit = value[len(number) :].strip() or "s"
-    if not number or unit not in _DURATION_UNITS or len(number) > 9:
-        raise ValueError(f"{value!r} is not a duration (such as 500ms, 10s, 2m)")
-    return f"{int(number) * _DURATION_UNITS[unit]}ms"
+def parse_retry_delay(value: str, ctx: ParseContext) -> str:
+    """RetryDelay=: a duration as duration_ms() reads it, kept as "<N>ms" so that it reads the
+    same after the trip through the launcher's command line."""
+    return f"{duration_ms(value)}ms"
 
 
 def duration_seconds(value: str) -> float:
@@ -476,6 +469,102 @@ def parse_capability(value: str, ctx: ParseContext) -> str:
     if name != "CAP_ALL" and not (name.startswith("CAP_") and word(name[4:], UPPER + "_", UPPER + "_")):
         raise ValueError(f"{value!r} is not a capability name")
     return name
+
+
+def parse_notify(value: str, ctx: ParseContext) -> str:
+    """Notify=: a boolean (yes: the container sends READY=1 itself), or healthy."""
+    if value.lower() == "healthy":
+        return "healthy"
+    try:
+        return "yes" if parse_boolean(value) else "no"
+    except ValueError:
+        raise ValueError(f"{value!r} is not a boolean or healthy") from None
+
+
+def parse_health_cmd(value: str, ctx: ParseContext) -> tuple[str, ...]:
+    """podman's --health-cmd: a JSON array (["CMD", prog, args...], ["CMD-SHELL", "line"], or
+    the argv itself), or a line for /bin/sh -c; none turns the check off."""
+    if value.lower() == "none":
+        return ()
+    if not value.startswith("["):
+        return ("/bin/sh", "-c", value)
+    import json
+
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"invalid JSON array: {error.msg}") from None
+    if not isinstance(parsed, list) or not parsed or not all(isinstance(w, str) for w in parsed):
+        raise ValueError("the JSON form must be a non-empty array of strings")
+    kind, rest = parsed[0], parsed[1:]
+    if kind == "NONE":
+        return ()
+    if kind == "CMD-SHELL":
+        if not rest:
+            raise ValueError('["CMD-SHELL"] needs a command line after it')
+        return ("/bin/sh", "-c", " ".join(rest))
+    if kind == "CMD":
+        if not rest:
+            raise ValueError('["CMD"] needs a program after it')
+        return tuple(rest)
+    return tuple(parsed)
+
+
+_DURATION_UNITS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+def duration_ms(value: str) -> int:
+    """A Go duration (podman's syntax: 30s, 1m30s, 500ms, 1h) or a number of seconds, in
+    whole milliseconds (rounded up)."""
+    if word(value, DIGITS, DIGITS):
+        return int(value) * 1000
+    total = 0.0
+    rest = value
+    if not rest:
+        raise ValueError("a duration is required")
+    while rest:
+        number = rest[: len(rest) - len(rest.lstrip(DIGITS + "."))]
+        rest = rest[len(number) :]
+        unit = next((u for u in ("ns", "us", "µs", "ms", "s", "m", "h") if rest.startswith(u)), None)
+        whole, dot, fraction = number.partition(".")
+        if unit is None or not (whole or fraction) or not only(whole + fraction, DIGITS) or (dot and not fraction):
+            raise ValueError(f"{value!r} is not a duration (such as 30s, 1m30s or 500ms)")
+        rest = rest[len(unit) :]
+        total += float(number) * _DURATION_UNITS[unit]
+    return -int(-total // 1)
+
+
+def parse_duration(value: str, ctx: ParseContext) -> int:
+    return duration_ms(value)
+
+
+def parse_positive_duration(value: str, ctx: ParseContext) -> int:
+    ms = duration_ms(value)
+    if ms <= 0:
+        raise ValueError(f"{value!r}: must be longer than 0")
+    return ms
+
+
+def parse_health_interval(value: str, ctx: ParseContext) -> int:
+    """A duration, or disable: no timer, the check runs only when its service is started."""
+    if value.lower() == "disable":
+        return 0
+    return parse_positive_duration(value, ctx)
+
+
+def parse_retries(value: str, ctx: ParseContext) -> int:
+    if not word(value, DIGITS, DIGITS) or int(value) < 1:
+        raise ValueError(f"{value!r} is not a number of at least 1")
+    return int(value)
+
+
+HEALTH_ACTIONS = ("none", "kill", "restart", "stop")
+
+
+def parse_health_on_failure(value: str, ctx: ParseContext) -> str:
+    if value not in HEALTH_ACTIONS:
+        raise ValueError(f"{value!r} is not one of {', '.join(HEALTH_ACTIONS)}")
+    return value
 
 
 # --- the table ----------------------------------------------------------------------------
@@ -532,7 +621,7 @@ KEYS: tuple[Key, ...] = (
         "RetryDelay",
         "single",
         "retry_delay",
-        parse_duration,
+        parse_retry_delay,
         option="--retry-delay",
         metavar="DURATION",
         doc="The wait between pull attempts (500ms, 10s, 1m). Default: 2s, doubled after each failure.",
@@ -937,6 +1026,76 @@ KEYS: tuple[Key, ...] = (
         "memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack; -1 "
         "means unlimited.",
     ),
+    Key(
+        "Notify",
+        "single",
+        "notify",
+        parse_notify,
+        option="--notify",
+        metavar="BOOL|healthy",
+        doc="When the service counts as started. *no* (the default): as soon as the command has "
+        "been executed. *yes*: when the container itself sends READY=1 with sd_notify(3); the "
+        "manager's notification socket is bind-mounted at /run/notify/notify.sock and "
+        "NOTIFY_SOCKET points there. *healthy*: after the first passing health check (needs "
+        "*HealthCmd=*).",
+    ),
+    Key(
+        "HealthCmd",
+        "single",
+        "health_cmd",
+        parse_health_cmd,
+        metavar="COMMAND|JSON",
+        doc="A command run inside the running container, as *sdcontainer exec* runs it, to tell "
+        "whether it is healthy (exit status 0). A line is run by /bin/sh -c; a JSON array is "
+        'the argv itself, or ["CMD", ...] (the argv) or ["CMD-SHELL", "line"]. *none* turns the '
+        "check off. See HEALTH CHECKS.",
+    ),
+    Key(
+        "HealthInterval",
+        "single",
+        "health_interval",
+        parse_health_interval,
+        metavar="DURATION|disable",
+        doc="Time from the end of one check to the start of the next, and from the start of the "
+        "container to the first (30s, 1m30s, 500ms; a bare number is seconds). *disable*: no "
+        "timer, the check runs when its service is started by hand. Default: 30s.",
+    ),
+    Key(
+        "HealthRetries",
+        "single",
+        "health_retries",
+        parse_retries,
+        metavar="N",
+        doc="Consecutive failed checks after which the container is unhealthy and "
+        "*HealthOnFailure=* applies. Default: 3.",
+    ),
+    Key(
+        "HealthTimeout",
+        "single",
+        "health_timeout",
+        parse_positive_duration,
+        metavar="DURATION",
+        doc="A check still running after this long is killed and counts as failed. Default: 30s.",
+    ),
+    Key(
+        "HealthStartPeriod",
+        "single",
+        "health_start_period",
+        parse_duration,
+        metavar="DURATION",
+        doc="Failed checks in this time after the container started do not count, until one "
+        "check has passed. Default: 0s.",
+    ),
+    Key(
+        "HealthOnFailure",
+        "single",
+        "health_on_failure",
+        parse_health_on_failure,
+        metavar="ACTION",
+        doc="What happens to an unhealthy container: *none* (the default: it is reported in the "
+        "journal of the check's service), *kill* (SIGKILL to its init: the unit fails, and "
+        "*Restart=* applies), *restart* (systemctl restart) or *stop* (systemctl stop).",
+    ),
 )
 
 KEYS_BY_NAME = {key.name: key for key in KEYS}
@@ -954,20 +1113,14 @@ QUADLET_ONLY_KEYS = frozenset(
         "ExposeHostPort",
         "GIDMap",
         "GlobalArgs",
-        "HealthCmd",
-        "HealthInterval",
         "HealthLogDestination",
         "HealthMaxLogCount",
         "HealthMaxLogSize",
-        "HealthOnFailure",
-        "HealthRetries",
-        "HealthStartPeriod",
         "HealthStartupCmd",
         "HealthStartupInterval",
         "HealthStartupRetries",
         "HealthStartupSuccess",
         "HealthStartupTimeout",
-        "HealthTimeout",
         "HttpProxy",
         "IP",
         "IP6",
@@ -975,7 +1128,6 @@ QUADLET_ONLY_KEYS = frozenset(
         "LogOpt",
         "Mount",
         "NetworkAlias",
-        "Notify",
         "Pod",
         "PodmanArgs",
         "PublishPort",
@@ -1063,6 +1215,7 @@ def spec_from_unit(unit: UnitFile, section: str = "Container") -> ContainerSpec:
     spec = ContainerSpec(**values)
     try:
         validate(spec)
+        validate_unit(spec)
     except SpecError as error:
         # point at the last assignment of the key the check is about, if the file has one
         assignments = grouped.get(error.field or "")
@@ -1110,6 +1263,13 @@ def validate(spec: ContainerSpec) -> None:
         )
     if "." in spec.dns_search and len(spec.dns_search) > 1:
         raise SpecError("DNSSearch=. (no search domains) cannot be combined with domains", "dns_search")
+
+
+def validate_unit(spec: ContainerSpec) -> None:
+    """Checks that only make sense for a .container file: the launcher never sees the health
+    keys (they become the units beside the service)."""
+    if spec.notify == "healthy" and not spec.health_cmd:
+        raise SpecError("Notify=healthy needs a health check: set HealthCmd=", "notify")
 
 
 # --- spec -> [Service] settings -------------------------------------------------------------

@@ -8,7 +8,9 @@ process that unshares the pid namespace, forks the container's PID 1 and exits a
 the container's init is orphaned to the service manager. The init unshares the other
 namespaces, sets up the root file system, resolves the user and the program, drops
 privileges, then reports "set up" on a close-on-exec pipe and waits. The launcher tells
-systemd `MAINPID=<init>` + READY=1, waits for BARRIER=1 to be answered, and lets the init
+systemd `MAINPID=<init>` + READY=1 (only MAINPID with Notify=yes, where the container says
+READY=1 itself through the socket bound into it, and with Notify=healthy, where the first
+passing health check does), waits for BARRIER=1 to be answered, and lets the init
 exec; EOF on the pipe means it did, a line on it means it failed (the launcher prints that
 line to the journal). The container's init is then the unit's main process and systemd's
 own child, which systemd needs to wait for it after SIGTERM and to collect its exit status.
@@ -68,7 +70,7 @@ from sdcontainer.process import (
     resolve_identity,
 )
 from sdcontainer.rootfs import SCRATCH_DIR, TINI, build_root, etc_hosts, etc_resolv_conf, pivot, zone_file
-from sdcontainer.security import capability_mask, own_bounding_set, seccomp_program
+from sdcontainer.security import capability_mask, confine, load_last, own_bounding_set
 from sdcontainer.spec import ContainerSpec
 from sdcontainer.step import Step, launch_error, reason
 
@@ -158,6 +160,15 @@ class Plan:
         self.hosts = etc_hosts(self.hostname, spec.add_hosts)
         self.resolv_conf = etc_resolv_conf(spec)
         self.localtime = zone_file(spec.timezone) if spec.timezone else None
+        # Notify=yes: the manager's socket, bound into the container for its own READY=1
+        self.notify_socket: str | None = None
+        if spec.notify == "yes" and os.environ.get("NOTIFY_SOCKET"):
+            self.notify_socket = os.environ["NOTIFY_SOCKET"]
+            if not self.notify_socket.startswith("/"):
+                raise launch_error(
+                    f"Notify=yes: NOTIFY_SOCKET={self.notify_socket} is not a path; an abstract socket "
+                    "cannot be bind-mounted into the container"
+                )
 
     def _image_defaults(self, config: dict[str, object]) -> tuple[str, ...]:
         """What the image's config says where the unit says nothing: podman's rules (an
@@ -250,23 +261,7 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
     ident = resolve_identity(plan.user, plan.group, spec.group_add)
     env = build_environment(plan, ident.home, os.environ)
 
-    seccomp = seccomp_program()
-    with Step("set no_new_privs"):
-        if spec.no_new_privileges:
-            linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
-    with Step("drop capabilities from the bounding set"):
-        linux.drop_bounding_set(plan.caps, plan.last_cap)
-    if not spec.no_new_privileges:
-        with Step("install the seccomp filter"):
-            linux.seccomp_load(seccomp)
-    with Step(f"switch to uid {ident.uid} gid {ident.gid}"):
-        os.setgroups(ident.groups)
-        os.setgid(ident.gid)
-        os.setuid(ident.uid)
-    with Step("set capabilities"):
-        caps = plan.caps if ident.uid == 0 else 0
-        linux.capset(caps, caps, 0)
-        linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
+    seccomp = confine(plan.caps, plan.last_cap, spec.no_new_privileges, ident)
     workdir = plan.working_dir
     with Step(f"working directory {workdir}"):
         fd = linux.openat2(linux.AT_FDCWD, workdir, os.O_PATH | os.O_DIRECTORY, linux.RESOLVE_NO_MAGICLINKS)
@@ -289,9 +284,7 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     os.umask(0o022)
     _close_fds(3 + plan.listen_fds, sync_fd)
-    if spec.no_new_privileges:
-        with Step("install the seccomp filter"):
-            linux.seccomp_load(seccomp)
+    load_last(seccomp)
     try:
         os.execve(program, plan.command, env)
     except OSError as error:
@@ -426,6 +419,15 @@ def write_state(plan: Plan, pid: int) -> None:
         "labels": dict(item.split("=", 1) for item in spec.labels),
         "annotations": dict(item.split("=", 1) for item in spec.annotations),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),  # UTC; `sdcontainer list` parses it
+        # what `sdcontainer exec` and health checks need to be no more privileged than the init
+        "user": plan.user,  # the image's User= when the file has none
+        "group": plan.group,
+        "group_add": list(spec.group_add),
+        "caps": plan.caps,
+        "no_new_privileges": spec.no_new_privileges,
+        "working_dir": plan.working_dir,
+        "notify": spec.notify,
+        "notify_socket": os.environ.get("NOTIFY_SOCKET"),
     }
     state.write(spec.unit, record)
 
@@ -470,7 +472,8 @@ def start(spec: ContainerSpec) -> int:
     if notifier is not None and pid is not None:
         try:
             write_state(plan, pid)
-            notifier.send(f"MAINPID={pid}\nREADY=1")
+            # Notify=yes: the container says READY=1 itself; Notify=healthy: the health check does
+            notifier.send(f"MAINPID={pid}\nREADY=1" if spec.notify == "no" else f"MAINPID={pid}")
             if not notifier.barrier(5.0):
                 raise TimeoutError(110, "no answer to BARRIER=1 within 5 s")
         except OSError as error:
@@ -512,6 +515,8 @@ def _usage() -> str:
         f"usage: {PROG} start [OPTIONS] -- COMMAND [ARG...]",
         f"       {PROG} cleanup --unit UNIT",
         f"       {PROG} wait-port [ADDRESS:]PORT [--timeout SECONDS] [-- PROGRAM [ARG...]]",
+        f"       {PROG} health --unit UNIT [--retries N] [--timeout MS] [--start-period MS]",
+        "                 [--on-failure none|kill|restart|stop] [--notify-healthy] -- CHECK...",
         "",
         "Runs a container as the calling systemd unit's main process; without $NOTIFY_SOCKET it",
         "stays in the foreground and exits with the container's status. Options (one per",
@@ -535,7 +540,11 @@ def run(args: list[str]) -> int:
         from sdcontainer.sockets import wait_port
 
         return wait_port(rest)
-    raise UsageError(f"unknown command {verb!r}; expected start, cleanup or wait-port")
+    if verb == "health":
+        from sdcontainer.health import main as health_main
+
+        return health_main(rest)
+    raise UsageError(f"unknown command {verb!r}; expected start, cleanup, wait-port or health")
 
 
 def exit_status_for(error: BaseException) -> int:

@@ -238,6 +238,7 @@ SYSCALLS_X86_64 = {
     "fsopen": 430,
     "fsconfig": 431,
     "fsmount": 432,
+    "pidfd_open": 434,
     "clone3": 435,
     "openat2": 437,
     "mount_setattr": 442,
@@ -330,6 +331,22 @@ def _syscall(name: str, *args: object, filename: str | None = None) -> int:
 def unshare(flags: int) -> None:
     if libc.unshare(flags) < 0:
         _raise()
+
+
+libc.setns.argtypes = (c_int, c_int)
+
+
+def setns(fd: int, nstype: int) -> None:
+    """Join the namespaces `nstype` names (CLONE_NEW* flags) of the process `fd` is a pidfd
+    of, all at once, or the one namespace a /proc/PID/ns/* fd is."""
+    if libc.setns(fd, nstype) < 0:
+        _raise()
+
+
+def pidfd_open(pid: int) -> int:
+    """A file descriptor that refers to the process `pid` (close-on-exec); it never refers to
+    another process that later gets the same pid."""
+    return _syscall("pidfd_open", c_int(pid), c_uint(0), filename=f"/proc/{pid}")
 
 
 def mount(

@@ -173,6 +173,10 @@ def build_environment(plan: Plan, home: str, launcher_env: Mapping[str, str]) ->
             env[key] = value
         elif key in launcher_env and not key.startswith(LISTEN_PREFIX):
             env[key] = launcher_env[key]
+    if plan.notify_socket:
+        from sdcontainer.rootfs import NOTIFY_SOCKET_INSIDE
+
+        env["NOTIFY_SOCKET"] = NOTIFY_SOCKET_INSIDE
     if plan.listen_fds:
         # LISTEN_PID names the process meant to take the fds, as it sees its own pid: the
         # command, PID 1 of its namespace (systemd CONTAINER_INTERFACE.md), or with RunInit=yes

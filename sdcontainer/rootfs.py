@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 # in the container's private mount namespace, so the host never sees anything there.
 SCRATCH_DIR = "/run/sdcontainer/scratch"
 TINI = "/usr/bin/tini-static"
+NOTIFY_SOCKET_INSIDE = "/run/notify/notify.sock"  # Notify=yes: where the manager's socket is, as in podman
 
 
 def _fd_path(fd: int) -> str:
@@ -526,6 +527,10 @@ def build_root(plan: Plan) -> str:
         for tmpfs in spec.tmpfs:
             flags, data = tmpfs_flags(tmpfs.options)
             _mount_tmpfs(root_fd, tmpfs.target, flags, data)
+        if plan.notify_socket:
+            with Step(f"bind NOTIFY_SOCKET {plan.notify_socket} on {NOTIFY_SOCKET_INSIDE}"):
+                flags = linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC
+                _bind(plan.notify_socket, root_fd, NOTIFY_SOCKET_INSIDE, "file", flags)
         _write_etc_files(plan, root_fd, scratch)
         if spec.run_init:
             with Step(f"bind {TINI} on /dev/init"):

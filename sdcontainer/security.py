@@ -2,8 +2,8 @@
 keeps, the syscalls its seccomp filter refuses, the kernel paths it can neither see nor write.
 
 Applying them is left to where the order of operations lives: sdcontainer.launcher's
-container_main drops the capabilities and loads the filter, sdcontainer.rootfs masks the
-paths.
+container_main (and sdcontainer.enter, for `sdcontainer exec` and health checks) call
+confine() and then load_last() right before execve, sdcontainer.rootfs masks the paths.
 
 Seccomp: a deny list, not podman's allow list (that one is ~400 names and needs libseccomp
 to compile). A filter for x86_64 only: a syscall from any other audit arch (i386 through
@@ -15,8 +15,15 @@ do not run in sdcontainer containers. x32 syscalls get EPERM. See SECCOMP_* belo
 
 from __future__ import annotations
 
+import os
+
 from sdcontainer import linux
 from sdcontainer.errors import UsageError
+from sdcontainer.step import Step
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from sdcontainer.process import Identity
 
 CAPABILITIES = (
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
@@ -118,3 +125,38 @@ def seccomp_program() -> list[linux.Instruction]:
         ]
     prog.append(linux.bpf_stmt(ret, linux.SECCOMP_RET_ALLOW))
     return prog
+
+
+def confine(caps: int, last_cap: int, no_new_privileges: bool, ident: Identity) -> list[linux.Instruction] | None:
+    """Everything that makes a process of the container no more privileged than the container:
+    no_new_privs, the bounding set, the user and groups, the capabilities (inheritable and
+    ambient empty), the seccomp filter. The container's init and every `sdcontainer exec`
+    process go through this one sequence. Returns the filter still to be loaded with
+    load_last() right before execve (with no_new_privs it restricts only what runs next), or
+    None when it is in already (without no_new_privs the kernel demands CAP_SYS_ADMIN to
+    load it, so it goes in before the capabilities are dropped)."""
+    seccomp = seccomp_program()
+    with Step("set no_new_privs"):
+        if no_new_privileges:
+            linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    with Step("drop capabilities from the bounding set"):
+        linux.drop_bounding_set(caps, last_cap)
+    if not no_new_privileges:
+        with Step("install the seccomp filter"):
+            linux.seccomp_load(seccomp)
+    with Step(f"switch to uid {ident.uid} gid {ident.gid}"):
+        os.setgroups(ident.groups)
+        os.setgid(ident.gid)
+        os.setuid(ident.uid)
+    with Step("set capabilities"):
+        kept = caps if ident.uid == 0 else 0
+        linux.capset(kept, kept, 0)
+        linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
+    return seccomp if no_new_privileges else None
+
+
+def load_last(seccomp: list[linux.Instruction] | None) -> None:
+    """The seccomp filter confine() left for the moment right before execve."""
+    if seccomp is not None:
+        with Step("install the seccomp filter"):
+            linux.seccomp_load(seccomp)

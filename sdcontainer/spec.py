@@ -79,6 +79,13 @@ class ContainerSpec:
     memory: str | None = None  # MemoryMax= of the unit: 512M, infinity
     pids_limit: str | None = None  # TasksMax= of the unit
     ulimits: tuple[str, ...] = ()  # "nofile=1024:2048", "host"
+    notify: str = "no"  # "no": ready once the entrypoint runs; "yes": the container says READY=1; "healthy"
+    health_cmd: tuple[str, ...] | None = None  # argv run in the container; () disables the check
+    health_interval: int | None = None  # milliseconds; 0: no timer
+    health_retries: int | None = None
+    health_timeout: int | None = None  # milliseconds
+    health_start_period: int | None = None  # milliseconds
+    health_on_failure: str | None = None  # none, kill, restart, stop
 
     @property
     def command(self) -> tuple[str, ...]:

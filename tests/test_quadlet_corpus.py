@@ -52,6 +52,9 @@ KNOWN_DIVERGENCES = {
     # only with Image= swapped out: the empty Entrypoint= leaves the image's Cmd, which a
     # Rootfs= does not have
     "entrypoint-empty.container": "no command once Image= is replaced by Rootfs=",
+    # Quadlet passes it on and `podman run` fails at every start ("sdnotify policy healthy
+    # requires a healthcheck"); the generator says so once, naming the line
+    "notify-healthy.container": "Notify=healthy without HealthCmd= is refused",
 }
 
 

@@ -1,0 +1,247 @@
+"""One health check of a running container: what NAME-health.service runs.
+
+    sdcontainer-launcher health --unit UNIT --retries N --timeout MS --start-period MS
+                                --on-failure none|kill|restart|stop [--notify-healthy] -- CMD...
+
+The command runs inside the container through sdcontainer.enter, the code path of
+`sdcontainer exec`, so it is confined exactly as the container's own processes are. The
+consecutive failures are counted in /run/sdcontainer/health/UNIT, for the container's current
+init (a new init starts from zero; the unit's ExecStopPost= removes the file). After N in a
+row, --on-failure applies. Failures within --start-period of the container's start do not
+count until a check has passed.
+
+The manager hears about it too, on its notification socket, from the process that entered
+the container (it is in the unit's cgroup, so NotifyAccess=all lets it speak for the unit):
+STATUS=healthy or STATUS=unhealthy when the state changes, and with --notify-healthy
+(Notify=healthy) READY=1 after the first check that passes.
+
+Exit status: 0 healthy, 1 the check failed (or the container is not running), 2 bad usage.
+This runs every HealthInterval=: it imports only what sdcontainer.enter needs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from sdcontainer import state
+from sdcontainer.errors import SdcontainerError, UsageError
+
+PROG = "sdcontainer-health"
+DEFAULT_NOTIFY_SOCKET = "/run/systemd/notify"
+
+
+class Options:
+    def __init__(self, args: list[str]) -> None:
+        self.unit = ""
+        self.retries = 3
+        self.timeout_ms = 30_000
+        self.start_period_ms = 0
+        self.on_failure = "none"
+        self.notify_healthy = False
+        self.argv: list[str] = []
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg == "--":
+                self.argv = args[i + 1 :]
+                break
+            if arg == "--notify-healthy":
+                self.notify_healthy = True
+                i += 1
+                continue
+            if i + 1 >= len(args):
+                raise UsageError(f"option {arg} needs a value")
+            value = args[i + 1]
+            i += 2
+            if arg == "--unit":
+                self.unit = value
+            elif arg in ("--retries", "--timeout", "--start-period"):
+                if not value.isdigit():
+                    raise UsageError(f"{arg} {value!r} is not a number")
+                number = int(value)
+                if arg == "--retries":
+                    self.retries = max(1, number)
+                elif arg == "--timeout":
+                    self.timeout_ms = number
+                else:
+                    self.start_period_ms = number
+            elif arg == "--on-failure":
+                if value not in ("none", "kill", "restart", "stop"):
+                    raise UsageError(f"--on-failure {value!r}: expected none, kill, restart or stop")
+                self.on_failure = value
+            else:
+                raise UsageError(f"unknown option {arg!r}")
+        if not self.unit:
+            raise UsageError("--unit UNIT is required")
+        if not self.argv:
+            raise UsageError("no check command after --")
+
+
+class Health:
+    """The count kept between checks, for one init: `PID FAILURES PASSED READY`."""
+
+    def __init__(self, unit: str, pid: int) -> None:
+        self.path = f"{state.HEALTH_DIR}/{unit}"
+        self.pid, self.failures, self.passed, self.ready = pid, 0, False, False
+        try:
+            with open(self.path, encoding="ascii") as f:
+                fields = f.read().split()
+        except (FileNotFoundError, UnicodeDecodeError):
+            fields = []
+        if len(fields) == 4 and all(x.isdigit() for x in fields) and int(fields[0]) == pid:
+            self.failures, self.passed, self.ready = int(fields[1]), fields[2] == "1", fields[3] == "1"
+        self.saved = self.line()
+
+    def line(self) -> str:
+        return f"{self.pid} {self.failures} {int(self.passed)} {int(self.ready)}\n"
+
+    def save(self) -> None:
+        if self.line() == self.saved:
+            return
+        os.makedirs(state.HEALTH_DIR, 0o755, exist_ok=True)
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(self.line())
+        os.replace(tmp, self.path)
+
+
+def check(options: Options) -> int:
+    from sdcontainer.enter import Container, Request, run
+
+    record = state.read(options.unit)
+    if record is None:
+        print(f"{PROG}: {options.unit} is not running; nothing to check", file=sys.stderr)
+        return 1
+    container = Container(record)
+    health = Health(options.unit, container.pid)
+    retries = options.retries
+    notifier = None
+    socket_path = record.get("notify_socket") or DEFAULT_NOTIFY_SOCKET
+    try:
+        from sdcontainer.notify import Notifier
+
+        # connected here, on the host: the process that sends is inside the container's mounts
+        notifier = Notifier(str(socket_path))
+    except OSError:
+        notifier = None  # no manager to tell (run by hand): the count still works
+
+    # a failure now would not count: no STATUS=unhealthy for it either
+    uncounted = not health.passed and _in_start_period(options)
+
+    def tell_manager(status: int) -> None:
+        """In the entered process, in the unit's cgroup: the manager takes it as the unit's."""
+        if notifier is None:
+            return
+        message = []
+        if status == 0:
+            if options.notify_healthy and not health.ready:
+                message.append("READY=1")
+            if not health.passed or health.failures >= retries:
+                message.append("STATUS=healthy")
+        elif health.failures + 1 == retries and not uncounted:
+            message.append("STATUS=unhealthy")
+        if message:
+            try:  # noqa: SIM105 - contextlib is one more import on every check
+                notifier.send("\n".join(message))
+                notifier.barrier(5.0)  # stay alive until the manager has read who sent it
+            except OSError:
+                pass
+
+    request = Request(options.argv, timeout=options.timeout_ms / 1000, capture=True)
+    status = run(container, request, after=tell_manager)
+    if notifier is not None:
+        notifier.close()
+    if status == 0:
+        health.failures = 0
+        health.passed = True
+        health.ready = health.ready or options.notify_healthy
+        health.save()
+        return 0
+    why = _why(status, request)
+    if uncounted:
+        print(f"{PROG}: {options.unit}: check failed in the start period, not counted: {why}", file=sys.stderr)
+        return 1
+    health.failures += 1
+    print(f"{PROG}: {options.unit}: check failed ({health.failures} of {retries}): {why}", file=sys.stderr)
+    if health.failures >= retries:
+        print(f"{PROG}: {options.unit} is unhealthy; HealthOnFailure={options.on_failure}", file=sys.stderr)
+        if options.on_failure != "none":
+            _act(options.on_failure, options.unit, container)
+            health.failures = 0
+    health.save()
+    return 1
+
+
+def _why(status: int, request: object) -> str:
+    from sdcontainer.enter import Request
+
+    assert isinstance(request, Request)
+    if request.timed_out:
+        text = "timed out, killed"
+    elif request.error is not None:
+        text = request.error
+    else:
+        text = f"exit status {status}"
+    output = request.output.decode(errors="replace").strip().replace("\n", " | ")
+    if output:
+        text += f"; output: {output[-500:]}"
+    return text
+
+
+def _in_start_period(options: Options) -> bool:
+    if options.start_period_ms <= 0:
+        return False
+    import time
+
+    try:
+        started = os.stat(state.state_path(options.unit)).st_mtime
+    except FileNotFoundError:
+        return True
+    return (time.time() - started) * 1000 < options.start_period_ms
+
+
+def _act(action: str, unit: str, container: object) -> None:
+    from sdcontainer.enter import Container
+
+    assert isinstance(container, Container)
+    if action == "kill":
+        import _signal
+
+        from sdcontainer import linux
+
+        try:
+            fd = linux.pidfd_open(container.pid)
+        except OSError:
+            return  # gone already
+        try:
+            _signal.pidfd_send_signal(fd, _signal.SIGKILL)
+        except OSError as error:
+            print(f"{PROG}: {unit}: SIGKILL to pid {container.pid}: {error.strerror}", file=sys.stderr)
+        finally:
+            os.close(fd)
+        return
+    import subprocess
+
+    # --no-block: this service is not to wait for the container's stop (which ends it too)
+    result = subprocess.run(["systemctl", "--no-block", action, unit], capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"{PROG}: systemctl {action} {unit}: {result.stderr.strip()}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The script's entry (argv None): exits at once, skipping the interpreter's teardown
+    (~5 ms of every check). Called with argv (tests, the launcher), returns the status."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["health"]:
+        args = args[1:]
+    try:
+        status = check(Options(args))
+    except SdcontainerError as error:
+        print(f"{PROG}: {error}", file=sys.stderr, flush=True)
+        status = error.exit_status if isinstance(error, UsageError) else 1
+    if argv is None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
