@@ -211,7 +211,9 @@ def run(
     from sdcontainer.transient import run_transient
     from sdcontainer.transient import unit_name as make_unit_name
 
-    if os.path.isdir(rootfs):
+    # an image reference never starts with / or .: such an argument is a directory, even a
+    # missing one (the launcher then says so), never a name to pull
+    if os.path.isdir(rootfs) or rootfs.startswith(("/", ".")):
         if not command:
             raise click.UsageError("a ROOTFS needs a COMMAND")
         argv = ["--rootfs", os.path.abspath(rootfs)]
