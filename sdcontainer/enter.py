@@ -32,7 +32,15 @@ import select
 
 from sdcontainer import linux, state
 from sdcontainer.errors import ExecError, SdcontainerError
-from sdcontainer.process import DEFAULT_PATH, EXIT_CANNOT_EXEC, EXIT_NOT_FOUND, find_program, resolve_identity
+from sdcontainer.process import (
+    DEFAULT_PATH,
+    EXIT_CANNOT_EXEC,
+    EXIT_NOT_FOUND,
+    exit_status,
+    find_program,
+    read_all,
+    resolve_identity,
+)
 from sdcontainer.security import CAP_NUMBERS, DEFAULT_CAPABILITIES, confine, load_last
 from sdcontainer.step import Step, launch_error, reason
 
@@ -288,7 +296,7 @@ def _fork_entered(
         signal.signal(sig, forward)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, forwarded)
     try:
-        report = _read_all(report_r)
+        report = read_all(report_r)
         _, wait_status = os.waitpid(entered, 0)
     finally:
         os.close(report_r)
@@ -298,7 +306,7 @@ def _fork_entered(
             import termios
 
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
-    status = _exit_code(wait_status)
+    status = exit_status(wait_status)
     for kind, payload in _messages(report):
         if kind == "E":
             request.error = payload.decode(errors="replace")
@@ -326,18 +334,6 @@ def _messages(data: bytes) -> list[tuple[str, bytes]]:
         body, data = data[4 : 4 + size], data[4 + size :]
         result.append((chr(body[0]), body[1:]))
     return result
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _exit_code(wait_status: int) -> int:
-    code = os.waitstatus_to_exitcode(wait_status)
-    return code if code >= 0 else 128 - code
 
 
 def _entered(
@@ -404,7 +400,7 @@ def _entered(
         signal.signal(sig, forward)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends it to C itself
     signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT))
-    error_line = _read_all(sync_r)
+    error_line = read_all(sync_r)
     os.close(sync_r)
     if master >= 0:
         _relay(master, command_fd, request)
@@ -416,7 +412,7 @@ def _entered(
             _send(report_w, b"T")
     _, wait_status = os.waitpid(command, 0)
     os.close(command_fd)
-    status = _exit_code(wait_status)
+    status = exit_status(wait_status)
     if error_line:
         code, _, message = error_line.decode(errors="replace").strip().partition(" ")
         _send(report_w, b"E" + message.encode(errors="replace"))

@@ -65,8 +65,10 @@ from sdcontainer.process import (
     EXIT_CANNOT_EXEC,
     EXIT_NOT_FOUND,
     build_environment,
+    exit_status,
     find_program,
     parse_env_file,
+    read_all,
     resolve_identity,
 )
 from sdcontainer.rootfs import SCRATCH_DIR, TINI, build_root, etc_hosts, etc_resolv_conf, pivot, zone_file
@@ -365,24 +367,12 @@ def _ensure_stdio() -> None:
                 os.set_inheritable(fd, True)
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 4096):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _read_line(fd: int) -> bytes:
     """One line from the child (written with a single write, so atomic), or b"" at EOF."""
     data = b""
     while not data.endswith(b"\n") and (chunk := os.read(fd, 4096)):
         data += chunk
     return data
-
-
-def _exit_code(wait_status: int) -> int:
-    code = os.waitstatus_to_exitcode(wait_status)
-    return code if code >= 0 else 128 - code
 
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
@@ -399,7 +389,7 @@ def _wait_foreground(pid: int) -> int:
         signal.signal(sig, forward)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     _, wait_status = os.waitpid(pid, 0)
-    return _exit_code(wait_status)
+    return exit_status(wait_status)
 
 
 def write_state(plan: Plan, pid: int) -> None:
@@ -463,12 +453,12 @@ def start(spec: ContainerSpec) -> int:
     for fd in (sync_w, pid_w, go_r):
         os.close(fd)
     os.waitpid(middle, 0)
-    reported = _read_all(pid_r)
+    reported = read_all(pid_r)
     os.close(pid_r)
     pid = int(reported) if reported.isdigit() else None
     line = _read_line(sync_r)
     if line != READY_LINE:
-        _fail_start(line + _read_all(sync_r), pid, plan.foreground)
+        _fail_start(line + read_all(sync_r), pid, plan.foreground)
     if notifier is not None and pid is not None:
         try:
             write_state(plan, pid)
@@ -489,7 +479,7 @@ def start(spec: ContainerSpec) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
-    rest = _read_all(sync_r)
+    rest = read_all(sync_r)
     os.close(sync_r)
     if rest:
         _fail_start(rest, pid, plan.foreground)

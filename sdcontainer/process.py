@@ -26,6 +26,20 @@ EXIT_CANNOT_EXEC = 126
 EXIT_NOT_FOUND = 127
 
 
+def exit_status(wait_status: int) -> int:
+    """A wait status as a shell reports it: the exit code, or 128 + the killing signal."""
+    code = os.waitstatus_to_exitcode(wait_status)
+    return code if code >= 0 else 128 - code
+
+
+def read_all(fd: int) -> bytes:
+    """Everything until EOF from a pipe."""
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def parse_env_file(path: str) -> dict[str, str]:
     """KEY=VALUE lines; blank lines and #/; comments skipped; one level of quotes removed."""
     try:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 
 from sdcontainer.errors import ImageError
+from sdcontainer.state import from_json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -51,34 +52,6 @@ def storage_dir() -> str:
         return SYSTEM_STORAGE
     data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(data, "sdcontainer", "storage")
-
-
-# --- JSON without the json module (it imports re and enum: ~7 ms on every start) ------------
-
-
-class _ScanContext:
-    strict = True
-    object_hook = None
-    object_pairs_hook = None
-    parse_float = float
-    parse_int = int
-    parse_constant = None
-    memo: dict[str, str] = {}
-
-
-def loads(text: str) -> Any:
-    """JSON text to Python, with the json module's own C scanner."""
-    from _json import make_scanner
-
-    scan = make_scanner(_ScanContext())  # type: ignore[arg-type]  # any object with these attributes
-    start = len(text) - len(text.lstrip())
-    try:
-        value, end = scan(text, start)
-    except StopIteration:
-        raise ValueError("not JSON") from None
-    if text[end:].strip():
-        raise ValueError("extra data after the JSON value")
-    return value
 
 
 def _read_text(path: str, limit: int = 1 << 20) -> str:
@@ -230,7 +203,7 @@ def load_record(image_id: str, root: str | None = None) -> dict[str, Any]:
     root = root or storage_dir()
     path = f"{root}/images/{image_id}.json"
     try:
-        record = loads(_read_text(path, 16 << 20))
+        record = from_json(_read_text(path, 16 << 20))
     except ValueError as error:
         raise ImageError(f"{path}: the image record is damaged ({error}); remove the image and pull it again") from None
     if not isinstance(record, dict):

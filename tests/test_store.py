@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sdcontainer.store import candidates, loads, parse_reference, quote_name, unquote_name
+from sdcontainer.state import from_json as loads
+from sdcontainer.store import candidates, parse_reference, quote_name, unquote_name
 
 
 @pytest.mark.parametrize(
