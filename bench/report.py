@@ -253,10 +253,11 @@ def scaling_table(sc: dict[str, Any]) -> list[str]:
     out = ["## G. Scaling: start time and memory from 1 to " + str(max(cps)) + " running containers", ""]
     out.append(
         "Per kind, units started one after the other (each `systemctl start` timed) until "
-        f"{max(cps)} run, then one `systemctl stop` of them all; kinds one after the other. Memory at each "
-        "checkpoint: the drop of the machine's MemAvailable since before the first start (everything: kernel "
-        "objects, tmpfs, helpers; other load on the machine shows up too) and the sum of the units' "
-        "MemoryCurrent, per running container."
+        f"{max(cps)} run, then one `systemctl stop` of them all; kinds one after the other. Memory: the "
+        "units' MemoryCurrent (their cgroups: payload, helpers such as conmon, tmpfs pages, kernel memory "
+        "charged to them), per running container; and, for the record, how much the whole machine's "
+        "MemAvailable fell with all of them running (other load on this shared machine moves it by tens "
+        "of MB either way)."
     )
     out.append("")
     first: dict[str, Any] = next(iter(sc["summary"].values()), {})
@@ -267,19 +268,21 @@ def scaling_table(sc: dict[str, Any]) -> list[str]:
         cells = [_ms(s["windows"].get(w, {}).get("median")) for w in windows]
         out.append(f"| {KIND_LABELS.get(kind, kind)} | " + " | ".join(cells) + f" | {_ms(s['stop_all_ms'], 0)} |")
     out.append("")
-    out.append("| kind | " + " | ".join(f"{cp} running: MB each (MemAvailable / MemoryCurrent)" for cp in cps) + " |")
-    out.append("|---|" + "---|" * len(cps))
+    out.append(
+        "| kind | "
+        + " | ".join(f"MB per container, {cp} running" for cp in cps)
+        + f" | MemAvailable drop with {max(cps)} running (whole machine, noisy) |"
+    )
+    out.append("|---|" + "---|" * (len(cps) + 1))
     for kind, s in sc["summary"].items():
         by_n = {m["n"]: m for m in s["memory"]}
         cells = []
         for cp in cps:
             m = by_n.get(cp)
-            cells.append(
-                "n/a"
-                if not m or not m["running"]
-                else f"{m['mem_available_drop_mb'] / m['running']:.2f} / {m['memory_current_mb'] / m['running']:.2f}"
-            )
-        out.append(f"| {KIND_LABELS.get(kind, kind)} | " + " | ".join(cells) + " |")
+            cells.append("n/a" if not m or not m["running"] else f"{m['memory_current_mb'] / m['running']:.2f}")
+        last = by_n.get(max(cps))
+        drop = "n/a" if not last else f"{last['mem_available_drop_mb']:.0f} MB"
+        out.append(f"| {KIND_LABELS.get(kind, kind)} | " + " | ".join(cells) + f" | {drop} |")
     for kind, data in sc["raw"].items():
         if data["failures"]:
             out.append(f"\n- {kind}: {len(data['failures'])} failed starts, first: {data['failures'][0][:300]}")
@@ -521,3 +524,21 @@ def update_readme(text: str, results: dict[str, Any]) -> str:
     if start < 0 or end < start:
         raise ValueError("README.md has no bench results markers")
     return text[:start] + readme_summary(results) + text[end + len(README_END) :]
+
+
+def main() -> None:
+    """`python3 -m bench.report [RESULTS.json]`: render the markdown again from saved results
+    (after a change to this module; nothing is measured)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "results" / "latest.json")
+    results = json.loads(path.read_text())
+    markdown = render(results)
+    path.with_suffix(".md").write_text(markdown)
+    print(markdown, end="")
+
+
+if __name__ == "__main__":
+    main()
