@@ -31,7 +31,7 @@ import os
 import select
 
 from sdcontainer import linux, state
-from sdcontainer.errors import ExecError, SdcontainerError
+from sdcontainer.errors import ExecError, SdcontainerError, UsageError
 from sdcontainer.process import (
     DEFAULT_PATH,
     EXIT_CANNOT_EXEC,
@@ -59,6 +59,7 @@ TIOCSPTLCK = 0x40045431
 TIOCGPTPEER = 0x5441
 PTMX_RDEV = os.makedev(5, 2)
 OUTPUT_LIMIT = 4096  # of a captured command's output, the tail kept
+PROG = "sdcontainer-launcher exec"  # its messages, in the journal of the unit reloaded
 
 
 class Container:
@@ -587,3 +588,30 @@ def _exec(
     except OSError as error:
         status = EXIT_NOT_FOUND if error.errno == 2 else EXIT_CANNOT_EXEC
         raise launch_error(f"exec {program}: {reason(error)}", status) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`sdcontainer-launcher exec --unit UNIT -- CMD...`: a unit's ExecReload= (ReloadCmd=).
+    The command runs as `sdcontainer exec UNIT CMD...` runs it; its stdout and stderr are
+    this process's (the journal) and its exit status is the reload's; 125 when it could not
+    run (the container is not running, joining it failed), 2 for a bad command line."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["exec"]:
+        args = args[1:]
+    try:
+        if len(args) < 4 or args[0] != "--unit" or args[2] != "--":
+            raise UsageError("usage: exec --unit UNIT -- COMMAND [ARG...]")
+        unit = args[1]
+        record = state.read(unit)
+        if record is None:
+            raise ExecError(f"{unit} is not running; nothing to run {args[3]!r} in")
+        request = Request(args[3:])
+        status = run(Container(record), request)
+        if request.error is not None:
+            print(f"{PROG}: {request.error}", file=sys.stderr, flush=True)
+    except SdcontainerError as error:
+        print(f"{PROG}: {error}", file=sys.stderr, flush=True)
+        status = error.exit_status
+    return status
