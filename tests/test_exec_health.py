@@ -384,3 +384,61 @@ def test_exec_finds_a_container_by_its_container_name(bed: Testbed) -> None:
     assert sdexec(bed, "db1", "hostname").stdout == "db1\n"
     assert sdexec(bed, "named", "hostname").stdout == "db1\n"
     bed.systemctl("stop", "named.service")
+
+
+# --- ReloadCmd= ------------------------------------------------------------------------------
+
+LAUNCHER = "/usr/local/lib/sdcontainer/venv/bin/sdcontainer-launcher"
+
+
+def test_reload_cmd_runs_inside_the_container(bed: Testbed) -> None:
+    """`systemctl reload` runs ReloadCmd= in the running container as `sdcontainer exec` runs
+    it: the container's hostname, /tmp, user, cgroup and confinement; `$` reaches the
+    container's shell unexpanded; the output lands in the unit's journal; the init is the
+    same process afterwards. A command that fails fails the reload, not the container."""
+    reload_cmd = (
+        '/bin/sh -c "echo reloaded in $(hostname) as $(id -un) >> /tmp/reloads; '
+        "cat /proc/self/status > /tmp/status; cat /proc/self/cgroup > /tmp/cgroup; "
+        'echo reload output for the journal; test ! -e /tmp/fail"'
+    )
+    add_container(
+        bed,
+        "reloader",
+        container(
+            "/bin/sh -c \"trap 'exit 0' TERM; while :; do sleep 1; done\"",
+            f"HostName=reloady\nUser=app\nTmpfs=/tmp:mode=1777\nReloadCmd={reload_cmd}\n",
+        ),
+    )
+    bed.start_unit("reloader.service")
+    main_pid = bed.show("reloader.service", "MainPID")
+    exec_reload = bed.show("reloader.service", "ExecReload")
+    assert f"path={LAUNCHER} " in exec_reload and " exec --unit reloader.service -- /bin/sh -c " in exec_reload
+
+    bed.systemctl("reload", "reloader.service")
+    assert sdexec(bed, "reloader", "cat", "/tmp/reloads").stdout == "reloaded in reloady as app\n"
+    # the container's own /tmp: neither the testbed's nor the one in the rootfs has the file
+    assert bed.run(["test", "-e", "/tmp/reloads", "-o", "-e", f"{ROOTFS}/tmp/reloads"], check=False).returncode == 1
+    inside = status_fields(sdexec(bed, "reloader", "cat", "/tmp/status").stdout)
+    init = proc_status(bed, main_pid)
+    for field in ("CapBnd", "CapEff", "NoNewPrivs", "Seccomp", "Uid", "Gid"):
+        assert inside[field] == init[field], field
+    assert inside["NoNewPrivs"] == "1" and inside["Seccomp"] == "2" and inside["CapEff"] == "0000000000000000"
+    cgroup = sdexec(bed, "reloader", "cat", "/tmp/cgroup").stdout
+    assert cgroup.strip() and cgroup == sdexec(bed, "reloader", "cat", "/proc/1/cgroup").stdout
+    assert wait_for(lambda: "reload output for the journal" in bed.journal("reloader.service"))
+    assert bed.show("reloader.service", "MainPID") == main_pid
+    assert active(bed, "reloader.service") == "active"
+
+    # a failing command: systemctl reload fails, the container runs on, untouched
+    sdexec(bed, "reloader", "touch", "/tmp/fail")
+    failed = bed.systemctl("reload", "reloader.service", check=False)
+    assert failed.returncode != 0 and "reloader.service" in failed.stderr, failed.stderr
+    assert sdexec(bed, "reloader", "cat", "/tmp/reloads").stdout == "reloaded in reloady as app\n" * 2
+    assert active(bed, "reloader.service") == "active"
+    assert bed.show("reloader.service", "MainPID") == main_pid
+
+    # no running container: the verb says so, with exec's 125
+    bed.systemctl("stop", "reloader.service")
+    gone = bed.run([LAUNCHER, "exec", "--unit", "reloader.service", "--", "/bin/true"], check=False)
+    assert gone.returncode == 125
+    assert gone.stderr == "sdcontainer-launcher exec: reloader.service is not running; nothing to run '/bin/true' in\n"
