@@ -185,6 +185,7 @@ class Request:
         interactive: bool = False,
         timeout: float | None = None,
         capture: bool = False,
+        die_with_caller: bool = False,
     ) -> None:
         if not argv:
             raise ExecError("no command given")
@@ -196,6 +197,9 @@ class Request:
         self.interactive = interactive
         self.timeout = timeout  # seconds; then the command is killed (status 137, timed_out)
         self.capture = capture  # stdout and stderr kept in memory (the tail: self.output)
+        # B and C are SIGKILLed when the caller is: systemd kills only an ExecReload= that
+        # timed out, its control process, which would leave the command running in the container
+        self.die_with_caller = die_with_caller
         self.output = b""
         self.timed_out = False
         self.error: str | None = None  # why it could not run, when C failed before execve
@@ -269,11 +273,16 @@ def _fork_entered(
     report_r, report_w = os.pipe()
     forwarded = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
     signal.pthread_sigmask(signal.SIG_BLOCK, forwarded)
+    caller = os.getpid()
     entered = os.fork()
     if entered == 0:
         os.close(report_r)
         status = ExecError.exit_status
         try:
+            if request.die_with_caller:
+                linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+                if os.getppid() != caller:
+                    raise ExecError("the caller ended before the command could start")
             status = _entered(container, request, pidfd, root_fd, procs, environ, limits, report_w, after)
         except SdcontainerError as error:
             _send(report_w, b"E" + str(error).encode(errors="replace"))
@@ -582,6 +591,12 @@ def _exec(
     os.umask(0o022)
     os.closerange(3, sync_w)
     os.closerange(sync_w + 1, 0x7FFFFFFF)
+    if request.die_with_caller:
+        # only now: changing the uid cleared it. B, outside the pid namespace, is parent 0
+        # here; once it has died the container's init (or a subreaper in it) is the parent.
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != 0:
+            raise ExecError("the process that entered the container ended before the command started")
     load_last(seccomp)
     try:
         os.execve(program, request.argv, env)
@@ -607,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
         record = state.read(unit)
         if record is None:
             raise ExecError(f"{unit} is not running; nothing to run {args[3]!r} in")
-        request = Request(args[3:])
+        request = Request(args[3:], die_with_caller=True)
         status = run(Container(record), request)
         if request.error is not None:
             print(f"{PROG}: {request.error}", file=sys.stderr, flush=True)

@@ -446,3 +446,38 @@ def test_reload_cmd_runs_inside_the_container(bed: Testbed) -> None:
     gone = bed.run([LAUNCHER, "exec", "--unit", "reloader.service", "--", "/bin/true"], check=False)
     assert gone.returncode == 125
     assert gone.stderr == "sdcontainer-launcher exec: reloader.service is not running; nothing to run '/bin/true' in\n"
+
+
+def test_a_killed_reload_leaves_no_command_behind(bed: Testbed) -> None:
+    """systemd SIGKILLs only the control process of a reload that timed out: the launcher's
+    `exec`. What it started in the container (the entered process, the command) dies with it
+    instead of running on. The kill is sent by hand here (what the timeout sends)."""
+    add_container(
+        bed,
+        "hung",
+        container(
+            "/bin/sh -c \"trap 'exit 0' TERM; while :; do sleep 1; done\"",
+            "ReloadCmd=/bin/sleep 1000\n",
+        ),
+    )
+    bed.start_unit("hung.service")
+    main_pid = bed.show("hung.service", "MainPID")
+
+    def commands() -> list[str]:
+        found = []
+        for pid in unit_processes(bed, "hung.service"):
+            cmdline = bed.run(["cat", f"/proc/{pid}/cmdline"], check=False).stdout.replace("\0", " ")
+            if "sleep 1000" in cmdline:
+                found.append(pid)
+        return found
+
+    bed.systemctl("--no-block", "reload", "hung.service")
+    # exec (the control process), the process it forked to enter the container, and sleep
+    assert wait_for(lambda: len(commands()) == 3)
+    control = bed.show("hung.service", "ControlPID")
+    assert control not in ("0", main_pid)
+    bed.systemctl("kill", "--kill-who=control", "--signal=SIGKILL", "hung.service")
+    assert wait_for(lambda: not commands()), commands()
+    assert wait_for(lambda: bed.show("hung.service", "ControlPID") == "0")
+    assert active(bed, "hung.service") == "active" and bed.show("hung.service", "MainPID") == main_pid
+    bed.systemctl("stop", "hung.service")
