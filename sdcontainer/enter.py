@@ -1,8 +1,9 @@
-"""Run a command inside a running container: `sdcontainer exec`, and every health check.
+"""Run a command inside a running container: `sdcontainer exec`, every health check, and
+ReloadCmd= (`sdcontainer-launcher exec`, main() below, a unit's ExecReload=).
 
 Three processes, so that what stays on the host never enters the container:
 
-  caller (P)   the `sdcontainer exec` or health-check process: finds the container, opens a
+  caller (P)   the `sdcontainer exec`, health-check or reload process: finds the container, opens a
                pidfd for its init and an fd for the init's root, reads the init's environment
                and resource limits, then forks B and waits for it (restoring the terminal);
   entered (B)  writes itself into the init's cgroup in every hierarchy (while it still sees
@@ -20,8 +21,9 @@ it, and setns() on a pidfd of a process that has died fails instead of entering 
 reused its pid. C reports a failure before execve as one line on a close-on-exec pipe,
 as the launcher's child does; EOF means the exec happened.
 
-The health check (sdcontainer.health) imports this module on every run: the standard
-library's C modules and ours only.
+The health check (sdcontainer.health) imports this module on every run, and the launcher
+script runs main() for `exec` without its own imports: the standard library's C modules
+and ours only.
 """
 
 from __future__ import annotations
