@@ -1,8 +1,9 @@
-"""Run a command inside a running container: `sdcontainer exec`, and every health check.
+"""Run a command inside a running container: `sdcontainer exec`, every health check, and
+ReloadCmd= (`sdcontainer-launcher exec`, main() below, a unit's ExecReload=).
 
 Three processes, so that what stays on the host never enters the container:
 
-  caller (P)   the `sdcontainer exec` or health-check process: finds the container, opens a
+  caller (P)   the `sdcontainer exec`, health-check or reload process: finds the container, opens a
                pidfd for its init and an fd for the init's root, reads the init's environment
                and resource limits, then forks B and waits for it (restoring the terminal);
   entered (B)  writes itself into the init's cgroup in every hierarchy (while it still sees
@@ -20,8 +21,9 @@ it, and setns() on a pidfd of a process that has died fails instead of entering 
 reused its pid. C reports a failure before execve as one line on a close-on-exec pipe,
 as the launcher's child does; EOF means the exec happened.
 
-The health check (sdcontainer.health) imports this module on every run: the standard
-library's C modules and ours only.
+The health check (sdcontainer.health) imports this module on every run, and the launcher
+script runs main() for `exec` without its own imports: the standard library's C modules
+and ours only.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import os
 import select
 
 from sdcontainer import linux, state
-from sdcontainer.errors import ExecError, SdcontainerError
+from sdcontainer.errors import ExecError, SdcontainerError, UsageError
 from sdcontainer.process import (
     DEFAULT_PATH,
     EXIT_CANNOT_EXEC,
@@ -59,6 +61,7 @@ TIOCSPTLCK = 0x40045431
 TIOCGPTPEER = 0x5441
 PTMX_RDEV = os.makedev(5, 2)
 OUTPUT_LIMIT = 4096  # of a captured command's output, the tail kept
+PROG = "sdcontainer-launcher exec"  # its messages, in the journal of the unit reloaded
 
 
 class Container:
@@ -184,6 +187,7 @@ class Request:
         interactive: bool = False,
         timeout: float | None = None,
         capture: bool = False,
+        die_with_caller: bool = False,
     ) -> None:
         if not argv:
             raise ExecError("no command given")
@@ -195,6 +199,9 @@ class Request:
         self.interactive = interactive
         self.timeout = timeout  # seconds; then the command is killed (status 137, timed_out)
         self.capture = capture  # stdout and stderr kept in memory (the tail: self.output)
+        # B and C are SIGKILLed when the caller is: systemd kills only an ExecReload= that
+        # timed out, its control process, which would leave the command running in the container
+        self.die_with_caller = die_with_caller
         self.output = b""
         self.timed_out = False
         self.error: str | None = None  # why it could not run, when C failed before execve
@@ -268,11 +275,16 @@ def _fork_entered(
     report_r, report_w = os.pipe()
     forwarded = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
     signal.pthread_sigmask(signal.SIG_BLOCK, forwarded)
+    caller = os.getpid()
     entered = os.fork()
     if entered == 0:
         os.close(report_r)
         status = ExecError.exit_status
         try:
+            if request.die_with_caller:
+                linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+                if os.getppid() != caller:
+                    raise ExecError("the caller ended before the command could start")
             status = _entered(container, request, pidfd, root_fd, procs, environ, limits, report_w, after)
         except SdcontainerError as error:
             _send(report_w, b"E" + str(error).encode(errors="replace"))
@@ -581,9 +593,42 @@ def _exec(
     os.umask(0o022)
     os.closerange(3, sync_w)
     os.closerange(sync_w + 1, 0x7FFFFFFF)
+    if request.die_with_caller:
+        # only now: changing the uid cleared it. B, outside the pid namespace, is parent 0
+        # here; once it has died the container's init (or a subreaper in it) is the parent.
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != 0:
+            raise ExecError("the process that entered the container ended before the command started")
     load_last(seccomp)
     try:
         os.execve(program, request.argv, env)
     except OSError as error:
         status = EXIT_NOT_FOUND if error.errno == 2 else EXIT_CANNOT_EXEC
         raise launch_error(f"exec {program}: {reason(error)}", status) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`sdcontainer-launcher exec --unit UNIT -- CMD...`: a unit's ExecReload= (ReloadCmd=).
+    The command runs as `sdcontainer exec UNIT CMD...` runs it; its stdout and stderr are
+    this process's (the journal) and its exit status is the reload's; 125 when it could not
+    run (the container is not running, joining it failed), 2 for a bad command line."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["exec"]:
+        args = args[1:]
+    try:
+        if len(args) < 4 or args[0] != "--unit" or args[2] != "--":
+            raise UsageError("usage: exec --unit UNIT -- COMMAND [ARG...]")
+        unit = args[1]
+        record = state.read(unit)
+        if record is None:
+            raise ExecError(f"{unit} is not running; nothing to run {args[3]!r} in")
+        request = Request(args[3:], die_with_caller=True)
+        status = run(Container(record), request)
+        if request.error is not None:
+            print(f"{PROG}: {request.error}", file=sys.stderr, flush=True)
+    except SdcontainerError as error:
+        print(f"{PROG}: {error}", file=sys.stderr, flush=True)
+        status = error.exit_status
+    return status

@@ -312,6 +312,10 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
     ]
     out.append(f"SuccessExitStatus={stop_exit_status(spec)}")
     out += [f"{name}={value}" for name, value in service_settings(spec) if name != "TimeoutStopSec"]
+    if spec.reload_cmd:
+        # run inside the container as `sdcontainer exec` runs it; its words are quoted as
+        # ExecStart= quotes Exec='s: `$` stays literal (systemd would expand $VAR), `%` is a specifier
+        out.append("ExecReload=" + _exec_line([*launcher, "exec", "--unit", "%n", "--", *spec.reload_cmd]))
     argv_spec = spec
     if sockets is not None:
         out += sockets.service_lines()

@@ -923,6 +923,17 @@ KEYS: tuple[Key, ...] = (
         "has no handler for (with *RunInit=yes*, tini passes it on to the command).",
     ),
     Key(
+        "ReloadCmd",
+        "exec",
+        "reload_cmd",
+        parse_string,
+        metavar="COMMAND",
+        doc="*systemctl reload* runs this command inside the running container, as *sdcontainer "
+        "exec* runs it (same namespaces, cgroup, user and confinement); its output goes to the "
+        "journal and a non-zero exit status fails the reload. Split and unescaped as *Exec=*, "
+        "no shell. Cannot be combined with *ReloadSignal=*.",
+    ),
+    Key(
         "RunInit",
         "single",
         "run_init",
@@ -1131,7 +1142,6 @@ QUADLET_ONLY_KEYS = frozenset(
         "Pod",
         "PodmanArgs",
         "PublishPort",
-        "ReloadCmd",
         "RemapGid",
         "RemapUid",
         "RemapUidSize",
@@ -1270,6 +1280,9 @@ def validate_unit(spec: ContainerSpec) -> None:
     keys (they become the units beside the service)."""
     if spec.notify == "healthy" and not spec.health_cmd:
         raise SpecError("Notify=healthy needs a health check: set HealthCmd=", "notify")
+    if spec.reload_cmd and spec.reload_signal:
+        # Quadlet refuses the pair too: a reload does one thing
+        raise SpecError("ReloadCmd= and ReloadSignal= exclude each other; set one of them", "reload_cmd")
 
 
 # --- spec -> [Service] settings -------------------------------------------------------------

@@ -2,6 +2,7 @@
 
     <python> -I -m sdcontainer.launcher start [OPTIONS] -- CMD...
     <python> -I -m sdcontainer.launcher cleanup --unit UNIT
+    <python> -I -m sdcontainer.launcher exec --unit UNIT -- CMD...   (ReloadCmd=, see sdcontainer.enter)
 
 `start` builds the container and gets out of the way. The launcher forks an intermediate
 process that unshares the pid namespace, forks the container's PID 1 and exits at once, so
@@ -507,6 +508,7 @@ def _usage() -> str:
         f"       {PROG} wait-port [ADDRESS:]PORT [--timeout SECONDS] [-- PROGRAM [ARG...]]",
         f"       {PROG} health --unit UNIT [--retries N] [--timeout MS] [--start-period MS]",
         "                 [--on-failure none|kill|restart|stop] [--notify-healthy] -- CHECK...",
+        f"       {PROG} exec --unit UNIT -- COMMAND [ARG...]",
         "",
         "Runs a container as the calling systemd unit's main process; without $NOTIFY_SOCKET it",
         "stays in the foreground and exits with the container's status. Options (one per",
@@ -534,7 +536,11 @@ def run(args: list[str]) -> int:
         from sdcontainer.health import main as health_main
 
         return health_main(rest)
-    raise UsageError(f"unknown command {verb!r}; expected start, cleanup, wait-port or health")
+    if verb == "exec":  # ExecReload= of ReloadCmd=
+        from sdcontainer.enter import main as exec_main
+
+        return exec_main(rest)
+    raise UsageError(f"unknown command {verb!r}; expected start, cleanup, wait-port, health or exec")
 
 
 def exit_status_for(error: BaseException) -> int:

@@ -67,6 +67,7 @@ class ContainerSpec:
     stop_signal: str | None = None
     stop_timeout: int | None = None
     reload_signal: str | None = None  # ExecReload= sends it to the container's init
+    reload_cmd: tuple[str, ...] | None = None  # ExecReload= runs it in the container, as exec does
     socket_proxy: str | None = None  # "PORT" or "ADDRESS:PORT": systemd-socket-proxyd's target
     socket_proxy_exit_idle_time: str | None = None  # a systemd time span
     run_init: bool = False

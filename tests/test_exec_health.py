@@ -225,7 +225,11 @@ def test_a_failing_health_check_restarts_the_unit(bed: Testbed) -> None:
     assert bed.show("sick.service", "StatusText") == "healthy"
     assert sdexec(bed, "sick", "rm", "/tmp/ok").returncode == 0
     # two failures in a row, then systemctl restart: a new init, healthy again
-    assert wait_for(lambda: bed.show("sick.service", "MainPID") not in (first, "0"), timeout=60)
+    # active again: while it starts, MainPID is the launcher's until it names the new init
+    assert wait_for(
+        lambda: bed.show("sick.service", "MainPID") not in (first, "0") and active(bed, "sick.service") == "active",
+        timeout=60,
+    )
     second = bed.show("sick.service", "MainPID")
     assert wait_for(lambda: health_state(bed, "sick.service")[:3] == [second, "0", "1"], timeout=30)
     journal = bed.journal("sick-health.service")
@@ -384,3 +388,96 @@ def test_exec_finds_a_container_by_its_container_name(bed: Testbed) -> None:
     assert sdexec(bed, "db1", "hostname").stdout == "db1\n"
     assert sdexec(bed, "named", "hostname").stdout == "db1\n"
     bed.systemctl("stop", "named.service")
+
+
+# --- ReloadCmd= ------------------------------------------------------------------------------
+
+LAUNCHER = "/usr/local/lib/sdcontainer/venv/bin/sdcontainer-launcher"
+
+
+def test_reload_cmd_runs_inside_the_container(bed: Testbed) -> None:
+    """`systemctl reload` runs ReloadCmd= in the running container as `sdcontainer exec` runs
+    it: the container's hostname, /tmp, user, cgroup and confinement; `$` reaches the
+    container's shell unexpanded; the output lands in the unit's journal; the init is the
+    same process afterwards. A command that fails fails the reload, not the container."""
+    reload_cmd = (
+        '/bin/sh -c "echo reloaded in $(hostname) as $(id -un) >> /tmp/reloads; '
+        "cat /proc/self/status > /tmp/status; cat /proc/self/cgroup > /tmp/cgroup; "
+        'echo reload output for the journal; test ! -e /tmp/fail"'
+    )
+    add_container(
+        bed,
+        "reloader",
+        container(
+            "/bin/sh -c \"trap 'exit 0' TERM; while :; do sleep 1; done\"",
+            f"HostName=reloady\nUser=app\nTmpfs=/tmp:mode=1777\nReloadCmd={reload_cmd}\n",
+        ),
+    )
+    bed.start_unit("reloader.service")
+    main_pid = bed.show("reloader.service", "MainPID")
+    exec_reload = bed.show("reloader.service", "ExecReload")
+    assert f"path={LAUNCHER} " in exec_reload and " exec --unit reloader.service -- /bin/sh -c " in exec_reload
+
+    bed.systemctl("reload", "reloader.service")
+    assert sdexec(bed, "reloader", "cat", "/tmp/reloads").stdout == "reloaded in reloady as app\n"
+    # the container's own /tmp: neither the testbed's nor the one in the rootfs has the file
+    assert bed.run(["test", "-e", "/tmp/reloads", "-o", "-e", f"{ROOTFS}/tmp/reloads"], check=False).returncode == 1
+    inside = status_fields(sdexec(bed, "reloader", "cat", "/tmp/status").stdout)
+    init = proc_status(bed, main_pid)
+    for field in ("CapBnd", "CapEff", "NoNewPrivs", "Seccomp", "Uid", "Gid"):
+        assert inside[field] == init[field], field
+    assert inside["NoNewPrivs"] == "1" and inside["Seccomp"] == "2" and inside["CapEff"] == "0000000000000000"
+    cgroup = sdexec(bed, "reloader", "cat", "/tmp/cgroup").stdout
+    assert cgroup.strip() and cgroup == sdexec(bed, "reloader", "cat", "/proc/1/cgroup").stdout
+    assert wait_for(lambda: "reload output for the journal" in bed.journal("reloader.service"))
+    assert bed.show("reloader.service", "MainPID") == main_pid
+    assert active(bed, "reloader.service") == "active"
+
+    # a failing command: systemctl reload fails, the container runs on, untouched
+    sdexec(bed, "reloader", "touch", "/tmp/fail")
+    failed = bed.systemctl("reload", "reloader.service", check=False)
+    assert failed.returncode != 0 and "reloader.service" in failed.stderr, failed.stderr
+    assert sdexec(bed, "reloader", "cat", "/tmp/reloads").stdout == "reloaded in reloady as app\n" * 2
+    assert active(bed, "reloader.service") == "active"
+    assert bed.show("reloader.service", "MainPID") == main_pid
+
+    # no running container: the verb says so, with exec's 125
+    bed.systemctl("stop", "reloader.service")
+    gone = bed.run([LAUNCHER, "exec", "--unit", "reloader.service", "--", "/bin/true"], check=False)
+    assert gone.returncode == 125
+    assert gone.stderr == "sdcontainer-launcher exec: reloader.service is not running; nothing to run '/bin/true' in\n"
+
+
+def test_a_killed_reload_leaves_no_command_behind(bed: Testbed) -> None:
+    """systemd SIGKILLs only the control process of a reload that timed out: the launcher's
+    `exec`. What it started in the container (the entered process, the command) dies with it
+    instead of running on. The kill is sent by hand here (what the timeout sends)."""
+    add_container(
+        bed,
+        "hung",
+        container(
+            "/bin/sh -c \"trap 'exit 0' TERM; while :; do sleep 1; done\"",
+            "ReloadCmd=/bin/sleep 1000\n",
+        ),
+    )
+    bed.start_unit("hung.service")
+    main_pid = bed.show("hung.service", "MainPID")
+
+    def commands() -> list[str]:
+        found = []
+        for pid in unit_processes(bed, "hung.service"):
+            cmdline = bed.run(["cat", f"/proc/{pid}/cmdline"], check=False).stdout.replace("\0", " ")
+            if "sleep 1000" in cmdline:
+                found.append(pid)
+        return found
+
+    bed.systemctl("--no-block", "reload", "hung.service")
+    # exec (the control process), the process it forked to enter the container, and sleep
+    assert wait_for(lambda: len(commands()) == 3)
+    control = bed.show("hung.service", "ControlPID")
+    assert control not in ("0", main_pid)
+    bed.systemctl("kill", "--kill-who=control", "--signal=SIGKILL", "hung.service")
+    assert wait_for(lambda: not commands()), commands()
+    assert wait_for(lambda: bed.show("hung.service", "ControlPID") == "0")
+    assert active(bed, "hung.service") == "active" and bed.show("hung.service", "MainPID") == main_pid
+    bed.systemctl("stop", "hung.service")

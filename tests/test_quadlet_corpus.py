@@ -9,6 +9,7 @@ Image= swapped for Rootfs= to see how the rest of each file fares.
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -110,3 +111,38 @@ def test_quadlet_accepted_files_are_accepted_or_refused_as_unsupported(
             counts = Counter(r if not r.startswith("error") else "error" for r in accepted_by_quadlet.values())
             print(f"\nquadlet corpus ({label}): {len(accepted_by_quadlet)} files Quadlet accepts: {dict(counts)}")
         assert bad == {}
+
+
+def test_reload_files_mean_what_they_mean_to_quadlet(tmp_path: Path) -> None:
+    """ReloadCmd=: the words Quadlet hands to `podman exec` are the words our ExecReload= runs
+    in the container; ReloadSignal=: the signal; both together: refused, naming the line."""
+    from sdcontainer.unitfile import split_words
+
+    paths = sorted(CORPUS.glob("reload*.container"))
+    assert {p.name for p in paths} >= {"reloadcmd.container", "reloadsignal.container", "reloadboth.container"}
+    for path in paths:
+        alone = tmp_path / path.stem
+        alone.mkdir()
+        shutil.copy(path, alone)
+        (source,), index = find_sources([str(alone)])
+        text = path.read_text()
+        if quadlet_rejects(path):
+            with pytest.raises(ConfigError) as caught:
+                generate(source, {source.name}, index)
+            assert re.match(
+                rf"{re.escape(source.path)}:\d+: ReloadCmd= and ReloadSignal= exclude each other", str(caught.value)
+            )
+            continue
+        reloads = [
+            line for line in generate(source, {source.name}, index).text.splitlines() if line.startswith("ExecReload=")
+        ]
+        assert len(reloads) == 1, (path.name, reloads)
+        if "ReloadSignal=" in text:
+            assert reloads[0] == "ExecReload=/bin/kill -s SIGHUP $MAINPID"
+            continue
+        words = split_words(reloads[0].partition("=")[2])
+        assert words[words.index("--") - 3 : words.index("--")] == ["exec", "--unit", "%n"]
+        for line in text.splitlines():
+            if line.startswith("## assert-podman-reload-final-args"):
+                expected = shlex.split(line.split(None, 2)[2])
+                assert words[-len(expected) :] == expected, path.name
