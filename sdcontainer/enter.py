@@ -44,7 +44,7 @@ from sdcontainer.process import (
     resolve_identity,
 )
 from sdcontainer.security import CAP_NUMBERS, DEFAULT_CAPABILITIES, confine, load_last
-from sdcontainer.step import Step, launch_error, reason
+from sdcontainer.step import Step, launch_error, outcome_in_child, reason
 
 NAMESPACES = (
     linux.CLONE_NEWNS
@@ -514,16 +514,9 @@ def _command(
     container: Container, request: Request, environ: dict[str, str], slave: int, output: int, null: int, sync_w: int
 ) -> None:
     """C: from the container's pid namespace to execve. Never returns."""
-    status = ExecError.exit_status
-    try:
-        _exec(container, request, environ, slave, output, null, sync_w)
-        message = "execve returned"
-    except SdcontainerError as error:
-        status, message = error.exit_status, str(error)
-    except OSError as error:
-        message = f"{error.filename}: {reason(error)}" if error.filename else reason(error)
-    except BaseException as error:  # noqa: B036 - nothing may escape a forked child
-        message = f"internal error: {type(error).__name__}: {error}"
+    status, message = outcome_in_child(
+        lambda: _exec(container, request, environ, slave, output, null, sync_w), ExecError.exit_status
+    )
     try:
         os.write(sync_w, f"{status} {message}".replace("\n", " ").encode(errors="replace"))
     finally:

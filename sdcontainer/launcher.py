@@ -75,7 +75,7 @@ from sdcontainer.process import (
 from sdcontainer.rootfs import SCRATCH_DIR, TINI, build_root, etc_hosts, etc_resolv_conf, pivot, zone_file
 from sdcontainer.security import capability_mask, confine, load_last, own_bounding_set
 from sdcontainer.spec import ContainerSpec
-from sdcontainer.step import Step, launch_error, reason
+from sdcontainer.step import Step, launch_error, outcome_in_child, reason
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -297,16 +297,7 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
 
 def _child(plan: Plan, sync_fd: int, go_fd: int) -> None:
     """Run container_main; on any failure report one line on the pipe and _exit."""
-    status = LaunchError.exit_status
-    try:
-        container_main(plan, sync_fd, go_fd)
-        message = "execve returned"
-    except SdcontainerError as error:
-        status, message = error.exit_status, str(error)
-    except OSError as error:
-        message = f"{error.filename}: {reason(error)}" if error.filename else reason(error)
-    except BaseException as error:  # noqa: B036 - nothing may escape a forked child
-        message = f"internal error: {type(error).__name__}: {error}"
+    status, message = outcome_in_child(lambda: container_main(plan, sync_fd, go_fd), LaunchError.exit_status)
     if os.environ.get("SDCONTAINER_DEBUG") == "1":
         import traceback
 

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import os
 
-from sdcontainer.errors import LaunchError
+from sdcontainer.errors import LaunchError, SdcontainerError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def reason(error: OSError) -> str:
@@ -42,3 +46,18 @@ def launch_error(message: str, status: int = LaunchError.exit_status) -> LaunchE
     error = LaunchError(message)
     error.exit_status = status
     return error
+
+
+def outcome_in_child(run: Callable[[], object], status: int) -> tuple[int, str]:
+    """In a forked child that should have exec'd: run `run` (it execs, or raises) and say why
+    it did not, as an exit status and one message. Nothing escapes: the caller reports the
+    pair on its pipe and _exits."""
+    try:
+        run()
+        return status, "execve returned"
+    except SdcontainerError as error:
+        return error.exit_status, str(error)
+    except OSError as error:
+        return status, f"{error.filename}: {reason(error)}" if error.filename else reason(error)
+    except BaseException as error:  # noqa: B036 - nothing may escape a forked child
+        return status, f"internal error: {type(error).__name__}: {error}"
