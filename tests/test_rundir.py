@@ -110,6 +110,21 @@ def test_sdcontainer_run_attached_and_detached_leave_nothing(bed: Testbed) -> No
     assert listed(bed) == []
 
 
+def test_unit_names_with_a_colon_or_an_escape(bed: Testbed) -> None:
+    """ ":" separates a symlink in a RuntimeDirectory= line, but systemd splits before it
+    expands %n, and a D-Bus property is a path as it is: both work."""
+    add_container(bed, "co:lon", container("/bin/sleep 1000"))
+    bed.start_unit("co:lon.service")
+    assert record(bed, "co:lon.service")["unit"] == "co:lon.service"
+    bed.systemctl("stop", "co:lon.service")
+    nothing_left(bed, "co:lon.service")
+    result = bed.run(["sdcontainer", "run", "-d", "--unit", "r:un", ROOTFS, "/bin/sleep", "1000"], check=False)
+    assert result.returncode == 0, result.stderr
+    assert record(bed, "r:un.service")["pid"] == int(bed.show("r:un.service", "MainPID"))
+    bed.systemctl("stop", "r:un.service")
+    nothing_left(bed, "r:un.service")
+
+
 def test_a_users_runtime_directory_still_exists(bed: Testbed) -> None:
     add_container(bed, "own", container("/bin/sleep 1000", service="RuntimeDirectory=own-app own-app/sub"))
     bed.start_unit("own.service")
