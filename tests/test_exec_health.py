@@ -225,7 +225,11 @@ def test_a_failing_health_check_restarts_the_unit(bed: Testbed) -> None:
     assert bed.show("sick.service", "StatusText") == "healthy"
     assert sdexec(bed, "sick", "rm", "/tmp/ok").returncode == 0
     # two failures in a row, then systemctl restart: a new init, healthy again
-    assert wait_for(lambda: bed.show("sick.service", "MainPID") not in (first, "0"), timeout=60)
+    # (active, not activating: until the hand-off, MainPID is the new launcher's pid)
+    assert wait_for(
+        lambda: active(bed, "sick.service") == "active" and bed.show("sick.service", "MainPID") not in (first, "0"),
+        timeout=60,
+    )
     second = bed.show("sick.service", "MainPID")
     assert wait_for(lambda: health_state(bed, "sick.service")[:3] == [second, "0", "1"], timeout=30)
     journal = bed.journal("sick-health.service")
