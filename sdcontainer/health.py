@@ -83,7 +83,7 @@ class Health:
     """The count kept between checks, for one init: `PID FAILURES PASSED READY`."""
 
     def __init__(self, unit: str, pid: int) -> None:
-        self.path = state.health_path(unit)
+        self.unit, self.path = unit, state.health_path(unit)
         self.pid, self.failures, self.passed, self.ready = pid, 0, False, False
         try:
             with open(self.path, encoding="ascii") as f:
@@ -100,15 +100,7 @@ class Health:
     def save(self) -> None:
         if self.line() == self.saved:
             return
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        try:
-            # into the container's directory, which systemd removes when it stops: never
-            # created here, or a check that ends after the stop would leave it behind
-            with open(tmp, "w", encoding="ascii") as f:
-                f.write(self.line())
-            os.replace(tmp, self.path)
-        except FileNotFoundError:
-            pass  # the container stopped meanwhile: nothing left to count for
+        state.write_health(self.unit, self.line())
 
 
 def check(options: Options) -> int:
@@ -200,7 +192,7 @@ def _in_start_period(options: Options) -> bool:
     import time
 
     try:
-        started = os.stat(state.state_path(options.unit)).st_mtime
+        started = os.stat(state.record_path(options.unit)).st_mtime
     except FileNotFoundError:
         return True
     return (time.time() - started) * 1000 < options.start_period_ms

@@ -40,8 +40,43 @@ def state_path(unit: str) -> str:
     return f"{container_dir(unit)}/{RECORD}"
 
 
+def _legacy(unit: str) -> tuple[str, str]:
+    """Where a container started by a version before RuntimeDirectory= (still running after an
+    upgrade) keeps its record and health count, until it is restarted."""
+    container_dir(unit)  # the same checks of the name
+    return f"{STATE_DIR}/{unit}.json", f"{RUN_DIR}/health/{unit}"
+
+
+def record_path(unit: str) -> str:
+    """The unit's record as it is now: in its directory, or else where an older version put it."""
+    path = state_path(unit)
+    if not os.path.exists(path):
+        legacy = _legacy(unit)[0]
+        if os.path.exists(legacy):
+            return legacy
+    return path
+
+
 def health_path(unit: str) -> str:
-    return f"{container_dir(unit)}/{HEALTH}"
+    """The health count beside the record (the older layout's place for an older record)."""
+    if record_path(unit) == state_path(unit):
+        return f"{container_dir(unit)}/{HEALTH}"
+    return _legacy(unit)[1]
+
+
+def write_health(unit: str, text: str) -> None:
+    """Atomically. Never creates the container's directory: a check that ends after the stop
+    (systemd removed it) must not leave one behind; then this is a no-op."""
+    path = health_path(unit)
+    if not path.startswith(f"{STATE_DIR}/"):
+        os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except FileNotFoundError:
+        pass  # the container stopped meanwhile: nothing left to count for
 
 
 def to_json(value: object) -> str:
@@ -98,7 +133,7 @@ def from_json(text: str) -> object:
 def read(unit: str) -> dict[str, object] | None:
     """The record of a running (or uncleanly ended) container, None if there is none."""
     try:
-        with open(state_path(unit), encoding="utf-8") as f:
+        with open(record_path(unit), encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
         return None
@@ -115,7 +150,9 @@ def units() -> list[str]:
         names = os.listdir(STATE_DIR)
     except FileNotFoundError:
         return []
-    return sorted(name for name in names if not name.startswith(".") and os.path.exists(f"{STATE_DIR}/{name}/{RECORD}"))
+    found = {name for name in names if not name.startswith(".") and os.path.exists(f"{STATE_DIR}/{name}/{RECORD}")}
+    found |= {name[: -len(".json")] for name in names if name.endswith(".json") and not name.startswith(".")}
+    return sorted(found)
 
 
 def records() -> list[dict[str, object]]:
@@ -138,12 +175,17 @@ def write(unit: str, record: dict[str, object]) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(to_json(record) + "\n")
     os.replace(tmp, path)
+    for path in _legacy(unit):  # what a container stopped under a reloaded unit left there
+        try:  # noqa: SIM105
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def remove(unit: str) -> None:
-    """Forget the container: its record, health count and directory. Idempotent."""
+    """Forget the container: its record, health count and directory (either layout). Idempotent."""
     directory = container_dir(unit)
-    for path in (f"{directory}/{RECORD}", f"{directory}/{HEALTH}"):
+    for path in (f"{directory}/{RECORD}", f"{directory}/{HEALTH}", *_legacy(unit)):
         try:  # noqa: SIM105 - contextlib is one more import
             os.unlink(path)
         except FileNotFoundError:
@@ -166,12 +208,6 @@ def cleanup(args: list[str]) -> int:
     else:
         raise UsageError("usage: cleanup --unit UNIT")
     remove(unit)
-    # the layout before RuntimeDirectory=, of a container started by the older version
-    for path in (f"{STATE_DIR}/{unit}.json", f"{RUN_DIR}/health/{unit}"):
-        try:  # noqa: SIM105
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
     return 0
 
 
