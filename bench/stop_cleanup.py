@@ -67,7 +67,7 @@ def main() -> int:
         left = tb.run(["sh", "-c", "ls -A /run/sdcontainer/containers 2>/dev/null | wc -l"]).stdout.strip()
     finally:
         tb.close()
-    result = {
+    result: dict[str, object] = {
         key: {
             "start": report.summarize(raw["samples"][unit]["start"]),
             "stop": report.summarize(raw["samples"][unit]["stop"]),

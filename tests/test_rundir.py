@@ -20,11 +20,11 @@ def bed(installed_testbed: Testbed, busybox_rootfs: str) -> Testbed:
 
 
 def listed(bed: Testbed) -> list[dict[str, object]]:
-    return json.loads(bed.run(["sdcontainer", "list", "--format", "json"]).stdout)  # type: ignore[no-any-return]
+    return json.loads(bed.run(["sdcontainer", "list", "--format", "json"]).stdout)
 
 
 def record(bed: Testbed, unit: str) -> dict[str, object]:
-    return json.loads(bed.read_file(f"{CONTAINERS}/{unit}/record.json"))  # type: ignore[no-any-return]
+    return json.loads(bed.read_file(f"{CONTAINERS}/{unit}/record.json"))
 
 
 def nothing_left(bed: Testbed, unit: str) -> None:
