@@ -157,7 +157,7 @@ def decomposition(results: dict[str, Any]) -> list[str]:
         ("(for comparison) what `python -I -m sdcontainer.launcher` would add (runpy, site.py)",
          diff(comp, "help_m", "help")),
         ("(for comparison) site.py alone (-I vs -I -S)", diff(comp, "pass_I", "pass_IS")),
-        ("(not on the start path) the ExecStopPost cleanup run, per stop", comp.get("cleanup")),
+        ("(no longer run: RuntimeDirectory=) the cleanup verb of older units' ExecStopPost", comp.get("cleanup")),
     ]  # fmt: skip
     out = ["Where the sdcontainer start goes (differences of the medians above):", ""]
     out += ["| part | ms |", "|---|---|"]
@@ -337,8 +337,9 @@ def render(results: dict[str, Any]) -> str:
     out.append(
         "Stop (D): the plain unit's `sleep` dies of SIGTERM; in both container cases `sleep` is PID 1 of its "
         "pid namespace and ignores SIGTERM, so both use SIGKILL as stop signal (sdcontainer `StopSignal=SIGKILL`, "
-        "podman `--stop-signal=SIGKILL`), else each stop would wait out a timeout. sdcontainer's stop includes its "
-        "`ExecStopPost=` cleanup (a second launcher run); podman's includes `ExecStop=podman rm -f -i` (a real "
+        "podman `--stop-signal=SIGKILL`), else each stop would wait out a timeout. sdcontainer's stop runs no "
+        "process of its own (systemd removes the record with the unit's `RuntimeDirectory=`); "
+        "podman's includes `ExecStop=podman rm -f -i` (a real "
         "Quadlet unit also has `ExecStopPost=podman rm`, which this one leaves out)."
     )
     out.append("")

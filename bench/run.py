@@ -411,7 +411,7 @@ def phase_profile(tb: Testbed, launcher: Launcher, warmup: int, runs: int, trace
         ("help", f"{shown} --help  (interpreter + every import of the start path)", launcher.command("--help")),
         ("help_m", "$PY -I -m sdcontainer.launcher --help  (for comparison: -m and site.py)",
          [py, "-I", "-m", "sdcontainer.launcher", "--help"]),
-        ("cleanup", f"{shown} cleanup --unit x.service  (the ExecStopPost)",
+        ("cleanup", f"{shown} cleanup --unit x.service  (older units' ExecStopPost)",
          launcher.command("cleanup", "--unit", "x.service")),
         ("foreground", f"{shown} start ... -- /bin/true  (foreground: whole container, run to exit)", fg),
         ("unshare", "unshare --pid --fork --mount --net --uts --ipc chroot ROOTFS /bin/true  (C floor)", unshare),

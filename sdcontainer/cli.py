@@ -15,8 +15,6 @@ import click
 from sdcontainer import __version__, state
 from sdcontainer.errors import ConfigError, SdcontainerError
 
-STATE_DIR = Path(state.STATE_DIR)
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sdcontainer")
@@ -95,14 +93,10 @@ def keys() -> None:
 
 def _running() -> list[dict[str, Any]]:
     containers = []
-    for path in sorted(STATE_DIR.glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue  # being replaced or removed right now
+    for record in state.records():
         pid = record.get("pid")
         if not isinstance(pid, int) or not os.path.exists(f"/proc/{pid}"):
-            continue  # stale: the unit died without its ExecStopPost= (it runs at the next start)
+            continue  # stale: stopping right now (systemd removes the unit's directory next)
         containers.append(record)
     return containers
 

@@ -79,20 +79,6 @@ class Container:
         return default if value is None else value
 
 
-def _records() -> list[dict[str, object]]:
-    try:
-        names = os.listdir(state.STATE_DIR)
-    except FileNotFoundError:
-        return []
-    found = []
-    for name in sorted(names):
-        if name.endswith(".json"):
-            record = state.read(name[: -len(".json")])
-            if record is not None:
-                found.append(record)
-    return found
-
-
 def find(name: str) -> Container:
     """The container called `name`: a unit (web, web.service) or a ContainerName=."""
     if not name or "/" in name or name.startswith("."):
@@ -100,7 +86,7 @@ def find(name: str) -> Container:
     unit = name if name.endswith(".service") else f"{name}.service"
     record = state.read(unit) if "%" not in unit else None
     if record is None:
-        matches = [r for r in _records() if r.get("name") == name]
+        matches = [r for r in state.records() if r.get("name") == name]
         if len(matches) > 1:
             units = ", ".join(str(r.get("unit")) for r in matches)
             raise ExecError(f"several containers are called {name!r} ({units}); name the unit")

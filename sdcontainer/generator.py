@@ -14,6 +14,7 @@ import sys
 from sdcontainer.errors import ConfigError, ImageError, UsageError
 from sdcontainer.keys import service_settings, spec_from_unit, spec_to_argv
 from sdcontainer.spec import ContainerSpec
+from sdcontainer.state import runtime_directory
 from sdcontainer.unitfile import Entry, UnitFile, parse_boolean, parse_file, quote_exec_word, split_words
 
 PROGRAM = "sdcontainer-generator"
@@ -53,6 +54,8 @@ ALLOWED_SERVICE_VALUES = {
     "Type": ("notify",),
     "NotifyAccess": ("all",),
     "KillMode": ("mixed", "control-group"),
+    # the container's record lives in its RuntimeDirectory=: kept after a stop, it would be stale
+    "RuntimeDirectoryPreserve": ("no", "restart"),
 }
 DEFAULT_STOP_TIMEOUT = 10
 # The device cgroup allows only the nodes the launcher puts into the container's /dev: even a
@@ -325,8 +328,10 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
 
             argv_spec = replace(spec, network="host")
     out.append("ExecStart=" + _exec_line([*launcher, "start", *spec_to_argv(argv_spec)]))
-    out.append("ExecStopPost=" + _exec_line([*launcher, "cleanup", "--unit", "%n"]))
     out += [f"{e.key}={e.value}" for e in service_entries]
+    # the container's record (sdcontainer.state), removed by systemd at every stop; after the
+    # user's lines, so a user's own RuntimeDirectory= adds to it and an empty one cannot reset it
+    out.append(f"RuntimeDirectory={runtime_directory('%n')}")
 
     for section in unit.sections:
         if (section == "Install" and sockets is None) or section.startswith("X-"):

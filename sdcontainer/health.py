@@ -5,8 +5,9 @@
 
 The command runs inside the container through sdcontainer.enter, the code path of
 `sdcontainer exec`, so it is confined exactly as the container's own processes are. The
-consecutive failures are counted in /run/sdcontainer/health/UNIT, for the container's current
-init (a new init starts from zero; the unit's ExecStopPost= removes the file). After N in a
+consecutive failures are counted in /run/sdcontainer/containers/UNIT/health, for the container's
+current init (a new init starts from zero; systemd removes the unit's RuntimeDirectory= with
+it when the container stops). After N in a
 row, --on-failure applies. Failures within --start-period of the container's start do not
 count until a check has passed.
 
@@ -82,7 +83,7 @@ class Health:
     """The count kept between checks, for one init: `PID FAILURES PASSED READY`."""
 
     def __init__(self, unit: str, pid: int) -> None:
-        self.path = f"{state.HEALTH_DIR}/{unit}"
+        self.unit, self.path = unit, state.health_path(unit)
         self.pid, self.failures, self.passed, self.ready = pid, 0, False, False
         try:
             with open(self.path, encoding="ascii") as f:
@@ -99,11 +100,7 @@ class Health:
     def save(self) -> None:
         if self.line() == self.saved:
             return
-        os.makedirs(state.HEALTH_DIR, 0o755, exist_ok=True)
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="ascii") as f:
-            f.write(self.line())
-        os.replace(tmp, self.path)
+        state.write_health(self.unit, self.line())
 
 
 def check(options: Options) -> int:
@@ -195,7 +192,7 @@ def _in_start_period(options: Options) -> bool:
     import time
 
     try:
-        started = os.stat(state.state_path(options.unit)).st_mtime
+        started = os.stat(state.record_path(options.unit)).st_mtime
     except FileNotFoundError:
         return True
     return (time.time() - started) * 1000 < options.start_period_ms

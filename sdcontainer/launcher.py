@@ -1,7 +1,7 @@
-"""The program systemd runs as a container unit's ExecStart (and ExecStopPost).
+"""The program systemd runs as a container unit's ExecStart.
 
     <python> -I -m sdcontainer.launcher start [OPTIONS] -- CMD...
-    <python> -I -m sdcontainer.launcher cleanup --unit UNIT
+    <python> -I -m sdcontainer.launcher cleanup --unit UNIT   (older units' ExecStopPost=)
     <python> -I -m sdcontainer.launcher exec --unit UNIT -- CMD...   (ReloadCmd=, see sdcontainer.enter)
 
 `start` builds the container and gets out of the way. The launcher forks an intermediate
@@ -460,7 +460,7 @@ def start(spec: ContainerSpec) -> int:
                 raise TimeoutError(110, "no answer to BARRIER=1 within 5 s")
         except OSError as error:
             os.kill(pid, signal.SIGKILL)
-            state.cleanup(["--unit", spec.unit])
+            state.remove(spec.unit)
             raise SystemdError(f"telling systemd the container's pid: {reason(error)}") from None
     os.close(go_w)
     if not plan.foreground:

@@ -1,8 +1,12 @@
-"""The record a running container leaves in /run/sdcontainer/containers.
+"""The record a running container leaves in /run/sdcontainer/containers/UNIT/.
 
-The launcher writes it once systemd knows the container's pid, `sdcontainer list` reads it,
-and the unit's ExecStopPost= removes it. That cleanup runs at every stop, so this module
-imports nothing beyond `os` and the error classes (the launcher's own imports cost ~8 ms).
+That directory is the unit's RuntimeDirectory= (the generated unit and `sdcontainer run`
+ask for it): systemd creates it before the launcher runs and removes it, with everything in
+it, whenever the unit stops, also after a crash, a SIGKILL or a failed start, so no process
+runs at stop to clean up. In it: `record.json`, written by the launcher once systemd knows
+the container's pid (read by `sdcontainer list`, `exec`, health checks, `rmi`), and `health`,
+the health check's failure count. This module is THE layout: every reader goes through it.
+It imports nothing beyond `os` and the error classes (it is on the launcher's start path).
 """
 
 from __future__ import annotations
@@ -14,14 +18,65 @@ from sdcontainer.errors import SdcontainerError, UsageError
 
 RUN_DIR = "/run/sdcontainer"
 STATE_DIR = f"{RUN_DIR}/containers"
-HEALTH_DIR = f"{RUN_DIR}/health"  # consecutive failures of each unit's health check
+RECORD = "record.json"
+HEALTH = "health"  # consecutive failures of the unit's health check
 PROG = "sdcontainer-launcher"
 
 
-def state_path(unit: str) -> str:
+def runtime_directory(unit: str) -> str:
+    """The unit's RuntimeDirectory=, relative to /run as systemd wants it: for a unit file
+    `%n` (the generator writes that, so a template's instances get one each), for a
+    transient unit its name (D-Bus properties are not expanded)."""
+    return f"{STATE_DIR[len('/run/') :]}/{unit}"
+
+
+def container_dir(unit: str) -> str:
     if not unit or "/" in unit or unit.startswith(".") or "%" in unit:
         raise UsageError(f"invalid unit name {unit!r}")
-    return f"{STATE_DIR}/{unit}.json"
+    return f"{STATE_DIR}/{unit}"
+
+
+def state_path(unit: str) -> str:
+    return f"{container_dir(unit)}/{RECORD}"
+
+
+def _legacy(unit: str) -> tuple[str, str]:
+    """Where a container started by a version before RuntimeDirectory= (still running after an
+    upgrade) keeps its record and health count, until it is restarted."""
+    container_dir(unit)  # the same checks of the name
+    return f"{STATE_DIR}/{unit}.json", f"{RUN_DIR}/health/{unit}"
+
+
+def record_path(unit: str) -> str:
+    """The unit's record as it is now: in its directory, or else where an older version put it."""
+    path = state_path(unit)
+    if not os.path.exists(path):
+        legacy = _legacy(unit)[0]
+        if os.path.exists(legacy):
+            return legacy
+    return path
+
+
+def health_path(unit: str) -> str:
+    """The health count beside the record (the older layout's place for an older record)."""
+    if record_path(unit) == state_path(unit):
+        return f"{container_dir(unit)}/{HEALTH}"
+    return _legacy(unit)[1]
+
+
+def write_health(unit: str, text: str) -> None:
+    """Atomically. Never creates the container's directory: a check that ends after the stop
+    (systemd removed it) must not leave one behind; then this is a no-op."""
+    path = health_path(unit)
+    if not path.startswith(f"{STATE_DIR}/"):
+        os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except FileNotFoundError:
+        pass  # the container stopped meanwhile: nothing left to count for
 
 
 def to_json(value: object) -> str:
@@ -78,7 +133,7 @@ def from_json(text: str) -> object:
 def read(unit: str) -> dict[str, object] | None:
     """The record of a running (or uncleanly ended) container, None if there is none."""
     try:
-        with open(state_path(unit), encoding="utf-8") as f:
+        with open(record_path(unit), encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
         return None
@@ -89,30 +144,70 @@ def read(unit: str) -> dict[str, object] | None:
     return record if isinstance(record, dict) else None
 
 
+def units() -> list[str]:
+    """The units that have a record, sorted."""
+    try:
+        names = os.listdir(STATE_DIR)
+    except FileNotFoundError:
+        return []
+    found = {name for name in names if not name.startswith(".") and os.path.exists(f"{STATE_DIR}/{name}/{RECORD}")}
+    found |= {name[: -len(".json")] for name in names if name.endswith(".json") and not name.startswith(".")}
+    return sorted(found)
+
+
+def records() -> list[dict[str, object]]:
+    """Every readable record, by unit name (stale ones too: the caller checks the pid)."""
+    found = []
+    for unit in units():
+        record = read(unit)
+        if record is not None:
+            found.append(record)
+    return found
+
+
 def write(unit: str, record: dict[str, object]) -> None:
-    """Atomically: a reader sees the old record, the new one, or none."""
+    """Atomically: a reader sees the old record, the new one, or none. Under a unit made by
+    this version the directory exists already (RuntimeDirectory=); one generated by an older
+    version (until daemon-reload) has none, and its ExecStopPost= cleanup removes it."""
     path = state_path(unit)
-    os.makedirs(STATE_DIR, 0o755, exist_ok=True)
+    os.makedirs(container_dir(unit), 0o755, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(to_json(record) + "\n")
     os.replace(tmp, path)
+    for path in _legacy(unit):  # what a container stopped under a reloaded unit left there
+        try:  # noqa: SIM105
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def remove(unit: str) -> None:
+    """Forget the container: its record, health count and directory (either layout). Idempotent."""
+    directory = container_dir(unit)
+    for path in (f"{directory}/{RECORD}", f"{directory}/{HEALTH}", *_legacy(unit)):
+        try:  # noqa: SIM105 - contextlib is one more import
+            os.unlink(path)
+        except FileNotFoundError:
+            pass  # already clean: a second stop, or a start that never got that far
+    try:  # noqa: SIM105
+        os.rmdir(directory)
+    except OSError:
+        pass  # gone, or holds something else (a RuntimeDirectory= systemd removes anyway)
 
 
 def cleanup(args: list[str]) -> int:
-    """ExecStopPost: forget the container. Idempotent; what died with the namespaces (mounts,
-    the overlay's upper layer, loopback) needs nothing."""
+    """`sdcontainer-launcher cleanup --unit UNIT`: the ExecStopPost= of units generated by
+    versions before RuntimeDirectory= (they keep running it until daemon-reload); also a
+    manual way to forget a record. What died with the namespaces (mounts, the overlay's
+    upper layer, loopback) needs nothing."""
     if len(args) == 2 and args[0] == "--unit":
         unit = args[1]
     elif len(args) == 1 and args[0].startswith("--unit="):
         unit = args[0].partition("=")[2]
     else:
         raise UsageError("usage: cleanup --unit UNIT")
-    for path in (state_path(unit), f"{HEALTH_DIR}/{unit}"):
-        try:  # noqa: SIM105 - contextlib is one more import on the stop path
-            os.unlink(path)
-        except FileNotFoundError:
-            pass  # already clean: a second stop, or a start that never got that far
+    remove(unit)
     return 0
 
 

@@ -18,6 +18,7 @@ from sdcontainer.generator import DEFAULT_STOP_TIMEOUT, DEVICE_ALLOW, SLICE, lau
 from sdcontainer.keys import service_settings, size_in_bytes, spec_to_argv
 from sdcontainer.record import replace
 from sdcontainer.spec import ContainerSpec
+from sdcontainer.state import runtime_directory
 
 
 def unit_name(requested: str | None) -> str:
@@ -99,12 +100,11 @@ def transient_properties(
     timeout = spec.stop_timeout if spec.stop_timeout is not None else DEFAULT_STOP_TIMEOUT
     # systemd expands $VAR in ExecStart= arguments at exec time, also for transient units
     argv = [word.replace("$", "$$") for word in [*launcher, "start", *spec_to_argv(spec)]]
-    stop_post = [*launcher, "cleanup", "--unit", unit]
     properties: dict[bytes, Any] = {
         b"Description": (description or f"sdcontainer run {' '.join(spec.command)}").encode(),
         b"Type": b"notify",
         b"ExecStart": [(argv[0].encode(), [a.encode() for a in argv], False)],
-        b"ExecStopPost": [(stop_post[0].encode(), [a.encode() for a in stop_post], False)],
+        b"RuntimeDirectory": [runtime_directory(unit).encode()],  # the record; systemd removes it
         b"NotifyAccess": b"all",
         b"KillMode": b"mixed",
         b"Delegate": True,

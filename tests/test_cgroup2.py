@@ -122,7 +122,7 @@ def test_container_is_the_main_process_in_the_units_v2_cgroup(bed: Testbed) -> N
     assert bed.show("u2-sleeper.service", "ActiveState") == "inactive"
     assert bed.show("u2-sleeper.service", "Result") == "success"
     assert bed.run(["test", "-e", "/sys/fs/cgroup/sdcontainer.slice/u2-sleeper.service"], check=False).returncode != 0
-    assert not bed.exists("/run/sdcontainer/containers/u2-sleeper.service.json")
+    assert not bed.exists("/run/sdcontainer/containers/u2-sleeper.service")
 
 
 def test_container_has_a_cgroup_namespace_rooted_at_its_unit(bed: Testbed) -> None:
@@ -177,7 +177,7 @@ def test_kill_9_of_the_container_leaves_nothing_and_it_starts_again(bed: Testbed
     pid = bed.show("u2-victim.service", "MainPID")
     bed.run(["kill", "-9", pid])
     assert wait_for(lambda: bed.show("u2-victim.service", "ActiveState") == "failed")
-    assert not bed.exists("/run/sdcontainer/containers/u2-victim.service.json")  # ExecStopPost= ran
+    assert not bed.exists("/run/sdcontainer/containers/u2-victim.service")  # systemd removed its RuntimeDirectory=
     assert unit_processes(bed, "u2-victim.service") == []
     bed.start_unit("u2-victim.service")
     assert bed.show("u2-victim.service", "ActiveState") == "active"

@@ -204,7 +204,7 @@ def test_notify_yes_waits_for_the_containers_own_ready(bed: Testbed) -> None:
 
 
 def health_state(bed: Testbed, unit: str) -> list[str]:
-    path = f"/run/sdcontainer/health/{unit}"
+    path = f"/run/sdcontainer/containers/{unit}/health"
     return bed.read_file(path).split() if bed.exists(path) else []
 
 
@@ -255,7 +255,7 @@ def test_no_health_timer_is_left_after_stop_or_death(bed: Testbed) -> None:
     assert active(bed, "checked-health.timer") == "active"
     bed.systemctl("stop", "checked.service")
     assert active(bed, "checked-health.timer") == "inactive"
-    assert not bed.exists("/run/sdcontainer/health/checked.service")
+    assert not bed.exists("/run/sdcontainer/containers/checked.service")
 
 
 def test_notify_healthy_is_ready_after_the_first_passing_check(bed: Testbed) -> None:
@@ -353,6 +353,7 @@ def test_a_template_gets_health_units_per_instance(bed: Testbed) -> None:
     assert sdexec(bed, "tpl@one", "hostname").stdout == "tpl-one\n"
     bed.systemctl("stop", "tpl@one.service")
     assert active(bed, "tpl-health@one.timer") == "inactive"
+    assert not bed.exists("/run/sdcontainer/containers/tpl@one.service")  # the instance's own directory
 
 
 def test_exec_joins_the_cgroup_in_unified_mode(unified_testbed: Testbed, wheelhouse: Path, busybox_rootfs: str) -> None:

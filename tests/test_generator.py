@@ -205,6 +205,7 @@ def test_dependency_on_a_missing_container_fails(tmp_path: Path) -> None:
         ("User=nobody", "User= in [Service] is not allowed"),
         ("Type=simple", "Type=simple in [Service] is not supported"),
         ("KillMode=process", "KillMode=process in [Service] is not supported"),
+        ("RuntimeDirectoryPreserve=yes", "RuntimeDirectoryPreserve=yes in [Service] is not supported"),
     ],
 )
 def test_service_settings_that_would_break_the_container(tmp_path: Path, service: str, fragment: str) -> None:
@@ -213,6 +214,20 @@ def test_service_settings_that_would_break_the_container(tmp_path: Path, service
     result = run_generator([units], "--dry-run")
     assert result.returncode == 1
     assert fragment in result.stderr
+
+
+def test_the_records_runtime_directory_comes_after_the_users(tmp_path: Path) -> None:
+    """So a user's RuntimeDirectory= adds to it and an empty one cannot reset it."""
+    units = tmp_path / "units"
+    write(
+        units / "a.container",
+        GOOD + "[Service]\nRuntimeDirectory=app\nRuntimeDirectory=\nRuntimeDirectoryPreserve=restart\n",
+    )
+    result = run_generator([units], "--dry-run")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines.index("RuntimeDirectory=") < lines.index("RuntimeDirectory=sdcontainer/containers/%n")
+    assert not [line for line in lines if line.startswith("ExecStopPost=")]
 
 
 def test_unknown_section_is_an_error(tmp_path: Path) -> None:

@@ -331,20 +331,18 @@ def test_rmi_refuses_an_image_a_running_container_uses(
     real-systemd test starts one); here a record of this very process stands in."""
     from click.testing import CliRunner
 
-    from sdcontainer import cli
+    from sdcontainer import cli, state
 
     image_id = sdc(store, "image", "import", str(web_layout(tmp_path / "oci", base_layer)), "web:1").stdout.strip()
     records = tmp_path / "containers"
-    records.mkdir()
-    (records / "web.service.json").write_text(
-        json.dumps({"unit": "web.service", "pid": os.getpid(), "image_id": image_id})
-    )
-    monkeypatch.setattr(cli, "STATE_DIR", records)
+    monkeypatch.setattr(state, "STATE_DIR", str(records))
+    state.write("web.service", {"unit": "web.service", "pid": os.getpid(), "image_id": image_id})
     result = CliRunner().invoke(cli.cli, ["rmi", "web:1"], standalone_mode=False)
     assert "is used by the running container web.service" in str(result.exception)
     result = CliRunner().invoke(cli.cli, ["image", "prune"])
     assert result.exit_code == 0 and (store / "images" / f"{image_id}.json").exists()
-    (records / "web.service.json").unlink()
+    state.remove("web.service")
+    assert not records.exists() or not list(records.iterdir())
     result = CliRunner().invoke(cli.cli, ["rmi", image_id[:12]])
     assert result.exit_code == 0, result.output
     assert not list((store / "layers").iterdir())

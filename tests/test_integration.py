@@ -57,7 +57,7 @@ def test_the_issue_example_runs_as_a_service(bed: Testbed) -> None:
     bed.systemctl("stop", "hello.service")
     assert bed.show("hello.service", "ActiveState") == "inactive"
     assert bed.show("hello.service", "Result") == "success"
-    assert not bed.exists("/run/sdcontainer/containers/hello.service.json")
+    assert not bed.exists("/run/sdcontainer/containers/hello.service")
     listed = json.loads(bed.run(["sdcontainer", "list", "--format", "json"]).stdout)
     assert "hello.service" not in [record["unit"] for record in listed]
 
@@ -239,10 +239,10 @@ def test_kill_9_of_the_container_leaves_nothing_and_it_starts_again(bed: Testbed
     add_container(bed, "victim", container("/bin/sleep 1000", "RunInit=yes\n"))
     bed.start_unit("victim.service")
     pid = bed.show("victim.service", "MainPID")
-    assert bed.exists("/run/sdcontainer/containers/victim.service.json")
+    assert bed.exists("/run/sdcontainer/containers/victim.service/record.json")
     bed.run(["kill", "-9", pid])
     wait_for(lambda: bed.show("victim.service", "ActiveState") == "failed")
-    assert not bed.exists("/run/sdcontainer/containers/victim.service.json")  # ExecStopPost= ran
+    assert not bed.exists("/run/sdcontainer/containers/victim.service")  # systemd removed its RuntimeDirectory=
     assert unit_processes(bed, "victim.service") == []
     bed.start_unit("victim.service")
     assert bed.show("victim.service", "ActiveState") == "active"
@@ -266,7 +266,7 @@ def test_kill_9_of_the_launcher_during_start_leaves_nothing(bed: Testbed) -> Non
     bed.run(["kill", "-9", launcher])
     assert wait_for(lambda: bed.show("stuck.service", "ActiveState") == "failed")
     assert unit_processes(bed, "stuck.service") == []
-    assert not bed.exists("/run/sdcontainer/containers/stuck.service.json")
+    assert not bed.exists("/run/sdcontainer/containers/stuck.service")
     assert bed.run(["cat", "/proc/self/mountinfo"]).stdout.count("\n") == mounts_before
     bed.run(["rm", "/srv/stuck.env"])
     bed.write_file("/srv/stuck.env", "A=1\n")

@@ -31,6 +31,7 @@ import pytest
 from sdcontainer import launcher, linux, security
 from sdcontainer.keys import spec_from_argv, spec_to_argv
 from sdcontainer.spec import BindMount, ContainerSpec, TmpfsMount
+from sdcontainer.state import state_path
 from tests.helpers import CHECKOUT
 
 LAUNCHER = [sys.executable, "-E", "-s", "-m", "sdcontainer.launcher"]
@@ -1170,7 +1171,7 @@ def test_systemd_mode_hands_over_and_exits(busybox_rootfs: str, tmp_path: Path) 
     try:
         result, output = start_in_systemd_mode(spec, str(tmp_path / "notify"), {"INVOCATION_ID": "x"})
         assert result.returncode == 0, result.stderr
-        with open(f"{launcher.STATE_DIR}/{unit}.json") as f:
+        with open(state_path(unit)) as f:
             state = json.load(f)
     finally:
         manager.close()
@@ -1185,7 +1186,8 @@ def test_systemd_mode_hands_over_and_exits(busybox_rootfs: str, tmp_path: Path) 
     assert "NOTIFY_SOCKET" not in output and "INVOCATION_ID" not in output
     cleanup = [*LAUNCHER, "cleanup", "--unit", unit]
     assert subprocess.run(cleanup, cwd=CHECKOUT).returncode == 0
-    assert not os.path.exists(f"{launcher.STATE_DIR}/{unit}.json")
+    assert not os.path.exists(state_path(unit))
+    assert not os.path.exists(os.path.dirname(state_path(unit)))  # the directory too
     assert subprocess.run(cleanup, cwd=CHECKOUT).returncode == 0  # idempotent
 
 

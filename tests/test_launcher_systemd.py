@@ -32,7 +32,7 @@ NotifyAccess=all
 KillMode=mixed
 TimeoutStopSec=20
 ExecStart={LAUNCHER} start --unit {name}.service --name {name} --rootfs {rootfs} -- /bin/sh -c "{script}"
-ExecStopPost={LAUNCHER} cleanup --unit {name}.service
+RuntimeDirectory=sdcontainer/containers/%n
 """
 
 
@@ -61,7 +61,7 @@ def test_container_init_is_the_main_process_and_systemds_child(systemd: Testbed)
         assert fields["NSpid"].split()[-1] == "1"  # PID 1 of its own namespace
         assert fields["PPid"].strip() == "1"  # the manager's own child, not an orphan elsewhere
         assert systemd.show("web.service", "ActiveState") == "active"
-        state = systemd.read_file("/run/sdcontainer/containers/web.service.json")
+        state = systemd.read_file("/run/sdcontainer/containers/web.service/record.json")
         assert f'"pid": {pid},' in state
     finally:
         systemd.systemctl("stop", "web.service")
@@ -70,8 +70,8 @@ def test_container_init_is_the_main_process_and_systemds_child(systemd: Testbed)
     assert "got TERM" in journal  # SIGTERM reached it and systemd waited for it to exit
     assert systemd.show("web.service", "Result") == "success"
     assert (
-        systemd.run(["test", "-e", "/run/sdcontainer/containers/web.service.json"], check=False).returncode == 1
-    )  # ExecStopPost cleaned up
+        systemd.run(["test", "-e", "/run/sdcontainer/containers/web.service"], check=False).returncode == 1
+    )  # systemd removed the RuntimeDirectory=
 
 
 def test_fast_exit_status_reaches_the_unit(systemd: Testbed) -> None:

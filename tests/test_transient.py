@@ -4,12 +4,14 @@ tests; this checks the translation, key by key, without a systemd.)"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from sdcontainer.generator import Source, generate
 from sdcontainer.keys import spec_from_unit
+from sdcontainer.state import state_path
 from sdcontainer.transient import INFINITY, transient_properties
 from sdcontainer.unitfile import parse_file, parse_text, split_words
 
@@ -41,7 +43,7 @@ PROPERTY_OF = {
     "TasksMax": "TasksMax",
     "LimitNOFILE": "LimitNOFILE",
     "ExecStart": "ExecStart",
-    "ExecStopPost": "ExecStopPost",
+    "RuntimeDirectory": "RuntimeDirectory",
 }
 
 
@@ -86,8 +88,15 @@ def test_exec_lines_agree(generated: tuple[dict[str, list[str]], dict[bytes, obj
     words = [w.encode() for w in split_words(service["ExecStart"][-1])]
     assert argv[argv.index(b"start") :] == words[words.index(b"start") :]
     assert b"echo $$HOME" in argv and path == argv[0] and ignore_failure is False
-    [(_, stop_argv, _)] = p[b"ExecStopPost"]  # type: ignore[misc]
-    assert stop_argv[-3:] == [b"cleanup", b"--unit", b"web.service"]
+    assert b"ExecStopPost" not in p and "ExecStopPost" not in service  # systemd removes the record
+
+
+def test_runtime_directory_agrees(generated: tuple[dict[str, list[str]], dict[bytes, object]]) -> None:
+    """The record's directory: `%n` in the file, the name itself over D-Bus (not expanded)."""
+    service, p = generated
+    assert service["RuntimeDirectory"] == ["sdcontainer/containers/%n"]
+    assert p[b"RuntimeDirectory"] == [b"sdcontainer/containers/web.service"]
+    assert "/run/" + p[b"RuntimeDirectory"][0].decode() == os.path.dirname(state_path("web.service"))  # type: ignore[index]
 
 
 def test_attached_and_detached() -> None:
