@@ -36,15 +36,14 @@ from sdcontainer import linux, state
 from sdcontainer.errors import ExecError, SdcontainerError, UsageError
 from sdcontainer.process import (
     DEFAULT_PATH,
-    EXIT_CANNOT_EXEC,
-    EXIT_NOT_FOUND,
+    execve,
     exit_status,
     find_program,
     read_all,
     resolve_identity,
 )
 from sdcontainer.security import CAP_NUMBERS, DEFAULT_CAPABILITIES, confine, load_last
-from sdcontainer.step import Step, launch_error, outcome_in_child, reason
+from sdcontainer.step import Step, outcome_in_child
 
 NAMESPACES = (
     linux.CLONE_NEWNS
@@ -265,21 +264,19 @@ def _fork_entered(
     entered = os.fork()
     if entered == 0:
         os.close(report_r)
-        status = ExecError.exit_status
-        try:
+
+        def enter() -> int:
             if request.die_with_caller:
                 linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
                 if os.getppid() != caller:
                     raise ExecError("the caller ended before the command could start")
-            status = _entered(container, request, pidfd, root_fd, procs, environ, limits, report_w, after)
-        except SdcontainerError as error:
-            _send(report_w, b"E" + str(error).encode(errors="replace"))
-            status = error.exit_status
-        except OSError as error:
-            message = f"{error.filename}: {reason(error)}" if error.filename else reason(error)
-            _send(report_w, b"E" + message.encode(errors="replace"))
-        except BaseException as error:  # noqa: B036 - nothing may escape a forked child
-            _send(report_w, f"Einternal error: {type(error).__name__}: {error}".encode(errors="replace"))
+            return _entered(container, request, pidfd, root_fd, procs, environ, limits, report_w, after)
+
+        status, message = ExecError.exit_status, None
+        try:
+            status, message = outcome_in_child(enter, ExecError.exit_status)
+            if message is not None:
+                _send(report_w, b"E" + message.encode(errors="replace"))
         finally:
             os._exit(status)
     os.close(report_w)
@@ -579,11 +576,7 @@ def _exec(
         if os.getppid() != 0:
             raise ExecError("the process that entered the container ended before the command started")
     load_last(seccomp)
-    try:
-        os.execve(program, request.argv, env)
-    except OSError as error:
-        status = EXIT_NOT_FOUND if error.errno == 2 else EXIT_CANNOT_EXEC
-        raise launch_error(f"exec {program}: {reason(error)}", status) from None
+    execve(program, request.argv, env)
 
 
 def main(argv: list[str] | None = None) -> int:

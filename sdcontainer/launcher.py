@@ -63,9 +63,8 @@ from sdcontainer.errors import LaunchError, SdcontainerError, SystemdError, Usag
 from sdcontainer.keys import spec_from_argv
 from sdcontainer.process import (
     DEFAULT_PATH,
-    EXIT_CANNOT_EXEC,
-    EXIT_NOT_FOUND,
     build_environment,
+    execve,
     exit_status,
     find_program,
     parse_env_file,
@@ -288,11 +287,7 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
     os.umask(0o022)
     _close_fds(3 + plan.listen_fds, sync_fd)
     load_last(seccomp)
-    try:
-        os.execve(program, plan.command, env)
-    except OSError as error:
-        status = EXIT_NOT_FOUND if error.errno == 2 else EXIT_CANNOT_EXEC
-        raise launch_error(f"exec {program}: {reason(error)}", status) from None
+    execve(program, plan.command, env)
 
 
 def _child(plan: Plan, sync_fd: int, go_fd: int) -> None:

@@ -26,6 +26,15 @@ EXIT_CANNOT_EXEC = 126
 EXIT_NOT_FOUND = 127
 
 
+def execve(program: str, argv: list[str], env: dict[str, str]) -> None:
+    """execve, or a LaunchError with a shell's status: 127 not found, 126 cannot execute."""
+    try:
+        os.execve(program, argv, env)
+    except OSError as error:
+        status = EXIT_NOT_FOUND if error.errno == 2 else EXIT_CANNOT_EXEC
+        raise launch_error(f"exec {program}: {reason(error)}", status) from None
+
+
 def exit_status(wait_status: int) -> int:
     """A wait status as a shell reports it: the exit code, or 128 + the killing signal."""
     code = os.waitstatus_to_exitcode(wait_status)

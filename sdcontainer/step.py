@@ -48,16 +48,17 @@ def launch_error(message: str, status: int = LaunchError.exit_status) -> LaunchE
     return error
 
 
-def outcome_in_child(run: Callable[[], object], status: int) -> tuple[int, str]:
-    """In a forked child that should have exec'd: run `run` (it execs, or raises) and say why
-    it did not, as an exit status and one message. Nothing escapes: the caller reports the
+def outcome_in_child(run: Callable[[], int | None], status: int) -> tuple[int, str | None]:
+    """In a forked child: run `run` and turn how it ended into an exit status and a message
+    for the parent. `run` execs (never returns), returns a status of its own (then no
+    message), or raises (then the message says why). Nothing escapes: the caller reports the
     pair on its pipe and _exits."""
     try:
-        run()
-        return status, "execve returned"
+        result = run()
     except SdcontainerError as error:
         return error.exit_status, str(error)
     except OSError as error:
         return status, f"{error.filename}: {reason(error)}" if error.filename else reason(error)
     except BaseException as error:  # noqa: B036 - nothing may escape a forked child
         return status, f"internal error: {type(error).__name__}: {error}"
+    return (status, "execve returned") if result is None else (result, None)

@@ -325,14 +325,9 @@ class Store:
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
         if digest is not None and actual != digest:
             raise ImageError(f"blob {digest}: the content has digest {actual}; refused")
-        path = f"{self.root}/blobs/sha256/{_hex(actual)}"
-        if not os.path.exists(path):
-            tmp = f"{self.root}/tmp/blob-{_hex(actual)}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+        relative = f"blobs/sha256/{_hex(actual)}"
+        if not os.path.exists(f"{self.root}/{relative}"):
+            self._write(relative, data)
         return actual
 
     def add_layer(
