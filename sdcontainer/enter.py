@@ -173,6 +173,7 @@ class Request:
         timeout: float | None = None,
         capture: bool = False,
         die_with_caller: bool = False,
+        prog: str = "sdcontainer exec",
     ) -> None:
         if not argv:
             raise ExecError("no command given")
@@ -187,6 +188,7 @@ class Request:
         # B and C are SIGKILLed when the caller is: systemd kills only an ExecReload= that
         # timed out, its control process, which would leave the command running in the container
         self.die_with_caller = die_with_caller
+        self.prog = prog  # the caller's name, in front of the message of an execve that failed
         self.output = b""
         self.timed_out = False
         self.error: str | None = None  # why it could not run, when C failed before execve
@@ -576,7 +578,7 @@ def _exec(
         if os.getppid() != 0:
             raise ExecError("the process that entered the container ended before the command started")
     load_last(seccomp)
-    execve(program, request.argv, env)
+    execve(program, request.argv, env, request.prog)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -596,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
         record = state.read(unit)
         if record is None:
             raise ExecError(f"{unit} is not running; nothing to run {args[3]!r} in")
-        request = Request(args[3:], die_with_caller=True)
+        request = Request(args[3:], die_with_caller=True, prog=PROG)
         status = run(Container(record), request)
         if request.error is not None:
             print(f"{PROG}: {request.error}", file=sys.stderr, flush=True)

@@ -145,7 +145,7 @@ def check(options: Options) -> int:
             except OSError:
                 pass
 
-    request = Request(options.argv, timeout=options.timeout_ms / 1000, capture=True)
+    request = Request(options.argv, timeout=options.timeout_ms / 1000, capture=True, prog=PROG)
     status = run(container, request, after=tell_manager)
     if notifier is not None:
         notifier.close()

@@ -287,7 +287,7 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
     os.umask(0o022)
     _close_fds(3 + plan.listen_fds, sync_fd)
     load_last(seccomp)
-    execve(program, plan.command, env)
+    execve(program, plan.command, env, PROG)
 
 
 def _child(plan: Plan, sync_fd: int, go_fd: int) -> None:

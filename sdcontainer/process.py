@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 
-from sdcontainer import linux
+from sdcontainer import linux, trampoline
 from sdcontainer.step import launch_error, reason
 
 TYPE_CHECKING = False
@@ -26,13 +26,19 @@ EXIT_CANNOT_EXEC = 126
 EXIT_NOT_FOUND = 127
 
 
-def execve(program: str, argv: list[str], env: dict[str, str]) -> None:
-    """execve, or a LaunchError with a shell's status: 127 not found, 126 cannot execute."""
+def execve(program: str, argv: list[str], env: dict[str, str], prog: str) -> None:
+    """Run `program` through the sealed exec trampoline (sdcontainer.trampoline: never
+    straight from this process, the host's python); a LaunchError (126) if that cannot
+    start. If the program's own execve fails, the trampoline says why on stderr, as
+    "PROG: exec PROGRAM: REASON", and exits with a shell's status: 127 not found, 126
+    cannot execute."""
     try:
-        os.execve(program, argv, env)
+        fd = trampoline.sealed()
+        os.execve(fd, trampoline.argv(program, argv, prog), env)
     except OSError as error:
-        status = EXIT_NOT_FOUND if error.errno == 2 else EXIT_CANNOT_EXEC
-        raise launch_error(f"exec {program}: {reason(error)}", status) from None
+        raise launch_error(
+            f"exec {program}: cannot start the exec trampoline: {reason(error)}", EXIT_CANNOT_EXEC
+        ) from None
 
 
 def exit_status(wait_status: int) -> int:
