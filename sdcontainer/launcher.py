@@ -253,6 +253,8 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
     flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
     if spec.network == "none":
         flags |= linux.CLONE_NEWNET
+    # nothing in the container may open this process's /proc/PID/exe (the host's python)
+    linux.prctl(linux.PR_SET_DUMPABLE, 0)
     with Step("unshare namespaces"):
         linux.unshare(flags)
     os.umask(0)
