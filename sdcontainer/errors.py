@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sdcontainer.text import shown
+
 
 class SdcontainerError(Exception):
     """Base class. The message is one line meant for a human; no traceback is shown."""
@@ -19,7 +21,8 @@ class ConfigError(SdcontainerError):
     """A `.container` file (or drop-in) is malformed or uses a key we do not support.
 
     Carries the file and line so the message reads `path:line: message`, the form editors
-    and admins know from compilers.
+    and admins know from compilers. A path that is not printable (a newline, a byte that is
+    not UTF-8 in a name) is shown quoted and escaped: the message stays one line.
     """
 
     exit_status = 3
@@ -32,9 +35,9 @@ class ConfigError(SdcontainerError):
 
     def __str__(self) -> str:
         if self.path and self.line:
-            return f"{self.path}:{self.line}: {self.message}"
+            return f"{shown(self.path)}:{self.line}: {self.message}"
         if self.path:
-            return f"{self.path}: {self.message}"
+            return f"{shown(self.path)}: {self.message}"
         return self.message
 
 

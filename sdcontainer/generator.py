@@ -9,17 +9,34 @@ and key, goes to stderr and the journal, and the exit status says something fail
 from __future__ import annotations
 
 import os
+import stat
 import sys
 
 from sdcontainer.errors import ConfigError, ImageError, UsageError
 from sdcontainer.keys import service_settings, spec_from_unit, spec_to_argv
 from sdcontainer.spec import ContainerSpec
 from sdcontainer.state import runtime_directory
-from sdcontainer.unitfile import Entry, UnitFile, parse_boolean, parse_file, quote_exec_word, split_words
+from sdcontainer.text import printable, shown
+from sdcontainer.unitfile import (
+    Entry,
+    UnitFile,
+    escape_specifiers,
+    parse_boolean,
+    parse_file,
+    quote_exec_word,
+    quote_list_word,
+    split_words,
+    unit_name_problem,
+    unit_path_problem,
+)
 
 PROGRAM = "sdcontainer-generator"
 SUFFIX = ".container"
 SYSTEM_UNIT_PATH = ("/etc/sdcontainer", "/run/sdcontainer/units", "/usr/lib/sdcontainer/units")
+# How many levels of subdirectories below a search directory are searched. People sort
+# files into a level or two (Quadlet's users/UID/); the bound keeps a runaway tree (thousands
+# of nested directories, a path past PATH_MAX) from costing more than a few hundred entries.
+MAX_DEPTH = 16
 
 PASS_THROUGH_SECTIONS = ("Unit", "Service", "Install")
 DEPENDENCY_KEYS = frozenset(
@@ -78,7 +95,7 @@ SLICE = "sdcontainer.slice"
 def unit_search_path() -> list[str]:
     override = os.environ.get("SDCONTAINER_UNIT_PATH")
     if override is not None:
-        return [p for p in override.split(":") if p]
+        return [os.path.abspath(p) for p in override.split(":") if p]
     return list(SYSTEM_UNIT_PATH)
 
 
@@ -88,7 +105,8 @@ _launcher_cache: list[list[str]] = []
 def _launcher() -> list[str]:
     """launcher_command(), looked up once per run (it checks the file system)."""
     if not _launcher_cache:
-        _launcher_cache.append(launcher_command())
+        # literal paths on Exec*= lines, where systemd would expand a % in them
+        _launcher_cache.append([escape_specifiers(word) for word in launcher_command()])
     return _launcher_cache[0]
 
 
@@ -126,28 +144,94 @@ class Source:
     def service(self) -> str:
         return self.stem + ".service"
 
+    @property
+    def source_path(self) -> str:
+        """The path as SourcePath= takes it: systemd expands specifiers there."""
+        return escape_specifiers(self.path)
 
-def find_sources(search_path: list[str]) -> tuple[list[Source], dict[str, list[str]]]:
-    """Every `.container` file, subdirectories walked, the first file of a name winning;
-    and every drop-in directory (`*.d`) by name, in search-path order."""
+    def check_names(self) -> None:
+        """Refuse a file whose path or name cannot be written into a unit as it is."""
+        problem = unit_path_problem(self.path)
+        if problem:
+            raise ConfigError(problem, self.path)
+        problem = unit_name_problem(self.service)
+        if problem is None and self.stem.startswith("."):
+            problem = 'it starts with "." (a hidden file)'
+        if problem:
+            raise ConfigError(f"{shown(self.service)} is not a valid unit name: {problem}", self.path)
+
+
+def find_sources(
+    search_path: list[str], problems: list[str] | None = None
+) -> tuple[list[Source], dict[str, list[str]]]:
+    """Every `.container` file, subdirectories walked (depth first, a directory's own files
+    before its subdirectories', names sorted), the first file of a name winning; and every
+    drop-in directory (`*.d`) by name, in search-path order.
+
+    The walk is a loop over a stack, not a recursion, and goes at most MAX_DEPTH levels
+    below a search directory. A symlink to a directory is followed only if it leads to a
+    directory inside the search path; each directory is visited once (by device and inode),
+    so a symlink loop ends. A directory not searched for either reason, or not readable, is
+    added to `problems` as a message naming it. Symlinks to files are followed wherever they
+    point, as are drop-in directories, which are only listed."""
     seen: dict[str, Source] = {}
     dropin_index: dict[str, list[str]] = {}
-    visited: set[str] = set()
+    visited: set[tuple[int, int]] = set()
+    roots = [os.path.realpath(top) for top in search_path]
+    note = problems.append if problems is not None else (lambda message: None)
     for top in search_path:
-        for directory, dirnames, filenames in os.walk(top, followlinks=True):
-            real = os.path.realpath(directory)
-            if real in visited:
-                dirnames[:] = []
+        try:
+            info = os.stat(top)
+        except OSError:
+            continue  # not there: nothing to find
+        if not stat.S_ISDIR(info.st_mode):
+            continue
+        stack = [(top, 0, (info.st_dev, info.st_ino))]
+        while stack:
+            directory, depth, inode = stack.pop()
+            if inode in visited:
                 continue
-            visited.add(real)
-            for d in sorted(dirnames):
-                if d.endswith(".d"):
-                    dropin_index.setdefault(d, []).append(os.path.join(directory, d))
-            dirnames[:] = sorted(d for d in dirnames if not d.endswith(".d"))
-            for filename in sorted(filenames):
-                if filename.endswith(SUFFIX) and len(filename) > len(SUFFIX) and filename not in seen:
-                    seen[filename] = Source(filename, os.path.join(directory, filename))
+            visited.add(inode)
+            try:
+                with os.scandir(directory) as listing:
+                    entries = sorted(listing, key=_entry_name)
+            except OSError as error:
+                note(f"{shown(directory)}: cannot read the directory: {error.strerror}")
+                continue
+            subdirectories = []
+            for entry in entries:
+                name = entry.name
+                try:
+                    is_dir = entry.is_dir()  # d_type; a stat() for symlinks only
+                except OSError:
+                    is_dir = False
+                if not is_dir:
+                    if name.endswith(SUFFIX) and len(name) > len(SUFFIX) and name not in seen:
+                        seen[name] = Source(name, entry.path)
+                elif name.endswith(".d"):
+                    dropin_index.setdefault(name, []).append(entry.path)
+                elif depth >= MAX_DEPTH:
+                    where = f"more than {MAX_DEPTH} levels of directories below {shown(top)}"
+                    note(f"{shown(entry.path)}: {where}; not searched")
+                elif entry.is_symlink() and not _inside(real := os.path.realpath(entry.path), roots):
+                    where = f"a symbolic link to a directory outside the search path ({shown(real)})"
+                    note(f"{shown(entry.path)}: {where}; not followed")
+                else:
+                    try:
+                        found = entry.stat()
+                    except OSError:
+                        continue  # gone since it was listed
+                    subdirectories.append((entry.path, depth + 1, (found.st_dev, found.st_ino)))
+            stack.extend(reversed(subdirectories))  # the first in name order is walked next
     return sorted(seen.values(), key=lambda s: s.name), dropin_index
+
+
+def _entry_name(entry: os.DirEntry[str]) -> str:
+    return entry.name
+
+
+def _inside(path: str, roots: list[str]) -> bool:
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
 def dropin_dirs(source: Source) -> list[str]:
@@ -254,7 +338,7 @@ def _requires_mounts_for(spec: ContainerSpec) -> list[str]:
     from sdcontainer.store import SYSTEM_STORAGE
 
     paths = [spec.rootfs or (SYSTEM_STORAGE if spec.image else "")] + [v.source for v in spec.volumes]
-    return [p for p in paths if p.startswith("/")]
+    return [quote_list_word(p) for p in paths if p.startswith("/")]
 
 
 def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str]) -> Generated:
@@ -282,7 +366,7 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
     for entry in unit.section("Unit"):
         value = _translate_dependency(entry, known) if entry.key in DEPENDENCY_KEYS else entry.value
         out.append(f"{entry.key}={value}")
-    out.append(f"SourcePath={source.path}")
+    out.append(f"SourcePath={source.source_path}")
     mounts = _requires_mounts_for(spec)
     if mounts:
         out.append("RequiresMountsFor=" + " ".join(mounts))
@@ -398,7 +482,7 @@ class HealthUnits:
             "",
             "[Unit]",
             f"Description={what} of {self.container_unit}",
-            f"SourcePath={self.source.path}",
+            f"SourcePath={self.source.source_path}",
         ]
 
     def _timer(self, interval: int) -> str:
@@ -465,29 +549,50 @@ def install_links(service: str, unit: UnitFile) -> list[tuple[str, str]]:
         if default_instance is None or not default_instance.value:
             return []  # a template without DefaultInstance= is not enabled by itself
         name = service.replace("@" + suffix_of_unit, f"@{default_instance.value}{suffix_of_unit}")
+        problem = _link_name_problem(name)
+        if problem:
+            raise default_instance.error(f"DefaultInstance= makes {shown(name)}, not a valid unit name: {problem}")
     links = []
     for key, suffix in (("WantedBy", ".wants"), ("RequiredBy", ".requires"), ("UpheldBy", ".upholds")):
         for entry in unit.lookup_all("Install", key):
             for target in split_words(entry.value, entry):
                 if "/" in target:
                     raise entry.error(f"{key}={target}: a unit name cannot contain '/'")
+                problem = _link_name_problem(target)
+                if problem:
+                    raise entry.error(f"{key}={shown(target)}: not a valid unit name: {problem}")
                 links.append((f"{target}{suffix}/{name}", f"../{service}"))
     for entry in unit.lookup_all("Install", "Alias"):
         for alias in split_words(entry.value, entry):
             parts = alias.split("/")
             if alias.startswith("/") or ".." in parts or not alias.endswith(suffix_of_unit):
-                raise entry.error(f"Alias={alias}: must be a relative name ending in {suffix_of_unit}")
+                raise entry.error(f"Alias={shown(alias)}: must be a relative name ending in {suffix_of_unit}")
+            problem = unit_path_problem(alias) or _link_name_problem(parts[-1])
+            if problem:
+                raise entry.error(f"Alias={shown(alias)}: not a valid unit name: {problem}")
             links.append((alias, "../" * (len(parts) - 1) + service))
     return links
 
 
+def _link_name_problem(name: str) -> str | None:
+    """A unit name of [Install] (a link's name in the output directory). Specifiers are
+    not expanded there; a % is let through as it always was."""
+    return unit_name_problem(name.replace("%", "_"))
+
+
 def generate(source: Source, known: set[str], dropin_index: dict[str, list[str]]) -> Generated:
+    source.check_names()
     unit = load(source, dropin_index)
     _check_sections(unit)
     spec = spec_from_unit(unit)
     if spec.image and spec.stop_signal is None:
         spec = _image_stop_signal(spec)
-    return render(source, unit, spec, known)
+    generated = render(source, unit, spec, known)
+    for name, _ in generated.others:  # the service's own name is checked: the file's
+        problem = unit_name_problem(name)
+        if problem:  # NAME-health.service, NAME-proxy.service: longer than the file's own
+            raise ConfigError(f"would write {shown(name)}, not a valid unit name: {problem}", source.path)
+    return generated
 
 
 def _image_stop_signal(spec: ContainerSpec) -> ContainerSpec:
@@ -530,7 +635,10 @@ def write(output_dir: str, generated: Generated) -> None:
 
 def report(message: str) -> None:
     """stderr, and the journal (at daemon-reload) or the kernel log (at boot, before
-    journald runs; journald picks it up from there): systemd keeps no generator output."""
+    journald runs; journald picks it up from there): systemd keeps no generator output.
+    Non-printable characters are escaped: a newline would end a journal field and start
+    another (PRIORITY=, SYSLOG_IDENTIFIER=), or forge a line of the log."""
+    message = printable(message)
     print(f"{PROGRAM}: {message}", file=sys.stderr, flush=True)
     if not _send_to_journal(message):
         _send_to_kmsg(message)
@@ -596,7 +704,10 @@ def main(argv: list[str] | None = None) -> int:
 
     _made_dirs.clear()
     _launcher_cache.clear()
-    sources, dropin_index = find_sources(unit_search_path())
+    problems: list[str] = []
+    sources, dropin_index = find_sources(unit_search_path(), problems)
+    for problem in problems:
+        report(problem)
     known = {s.name for s in sources}
     failed = 0
     for source in sources:
@@ -618,11 +729,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             write(dirs[0], generated)
         except OSError as error:
-            report(f"{source.path}: cannot write {generated.service}: {error.strerror}")
+            report(f"{shown(source.path)}: cannot write {generated.service}: {error.strerror}")
+            failed += 1
+        except UnicodeError:  # a launcher path that is not UTF-8 (the file's names are checked)
+            report(f"{shown(source.path)}: cannot write {generated.service}: a name in it is not UTF-8")
             failed += 1
     if failed:
         report(f"{failed} of {len(sources)} .container files failed; the others were generated")
-    return 1 if failed else 0
+    return 1 if failed or problems else 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from sdcontainer.errors import ConfigError, UsageError
 from sdcontainer.record import record
 from sdcontainer.spec import BindMount, ContainerSpec, TmpfsMount
 from sdcontainer.text import ALNUM, DIGITS, LOWER, SIGNAL_NAMES, SIGNALS, UPPER, check_glob, ip_address, only, word
-from sdcontainer.unitfile import Entry, UnitFile, parse_boolean, split_words, unquote
+from sdcontainer.unitfile import Entry, UnitFile, escape_specifiers, parse_boolean, split_words, unquote
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import; the generator and launcher skip it
@@ -125,7 +125,10 @@ def parse_volume(value: str, ctx: ParseContext) -> BindMount:
             options.append(opt)
         else:
             raise ValueError(f"unknown volume option {opt!r} (known: ro, rw, {', '.join(sorted(_MOUNT_FLAGS))})")
-    return BindMount(parse_host_path(source, ctx), parse_abs_path(target, ctx), readonly, tuple(options))
+    source = parse_host_path(source, ctx)
+    if ":" in source:  # only through the file's directory: a colon in the value splits it
+        raise ValueError(f"the source {source!r} has a ':' in it (the launcher's --volume is SOURCE:TARGET[:OPTIONS])")
+    return BindMount(source, parse_abs_path(target, ctx), readonly, tuple(options))
 
 
 def parse_tmpfs(value: str, ctx: ParseContext) -> TmpfsMount:
@@ -1213,7 +1216,9 @@ def _values_for(key: Key, entries: list[Entry], ctx: ParseContext) -> Any:
 
 def spec_from_unit(unit: UnitFile, section: str = "Container") -> ContainerSpec:
     """Validate the [Container] section of a parsed unit file into a spec."""
-    ctx = ParseContext(unit_dir=os.path.dirname(os.path.abspath(unit.path)))
+    # the file's directory is a literal part of the paths resolved against it, which reach
+    # systemd (ExecStart=, RequiresMountsFor=) where a % in it would be a specifier
+    ctx = ParseContext(unit_dir=escape_specifiers(os.path.dirname(os.path.abspath(unit.path))))
     grouped: dict[str, list[Entry]] = {}
     for entry in unit.section(section):
         grouped.setdefault(_check_key(entry).field, []).append(entry)

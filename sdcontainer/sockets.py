@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import os
 
+from sdcontainer.unitfile import escape_specifiers
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from sdcontainer.spec import ContainerSpec
@@ -183,7 +185,7 @@ class SocketPlan:
             "",
             "[Unit]",
             f"Description={description or self.name} (socket)",
-            f"SourcePath={path}",
+            f"SourcePath={escape_specifiers(path)}",
             "",
             "[Socket]",
         ]
@@ -211,7 +213,7 @@ class SocketPlan:
             "",
             "[Unit]",
             f"Description={description or self.name} (socket proxy)",
-            f"SourcePath={path}",
+            f"SourcePath={escape_specifiers(path)}",
             f"BindsTo={service}",
             f"After={service}",
             f"Requires={self._own(self.socket)}",

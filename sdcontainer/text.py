@@ -29,6 +29,40 @@ def word(value: str, first: str, rest: str, max_length: int | None = None) -> bo
     return max_length is None or len(value) <= max_length
 
 
+_SHOWN_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _shown_char(c: str) -> str:
+    if c in _SHOWN_ESCAPES:
+        return _SHOWN_ESCAPES[c]
+    if c.isprintable():
+        return c
+    code = ord(c)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, as os.fsdecode keeps it
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def shown(text: str) -> str:
+    """`text` (a file name, a value) as a message or a comment may show it: unchanged when
+    every character is printable, else in double quotes with C escapes (\\n, \\t, \\xff for
+    a byte that is not UTF-8), so that no name can end a line, a journal field or a unit
+    file's comment, nor hide what it is on a terminal."""
+    if text.isprintable():
+        return text
+    return '"' + "".join(_shown_char(c) for c in text) + '"'
+
+
+def printable(message: str) -> str:
+    """A message with its non-printable characters escaped (backslashes left alone): one
+    line, whatever went into it."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else _shown_char(c) for c in message)
+
+
 # signal numbers by name, from the C module; aliases give way to the usual names
 _ALIASES = {"SIGIOT", "SIGCLD", "SIGPOLL"}
 SIGNALS = {

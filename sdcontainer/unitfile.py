@@ -84,6 +84,27 @@ class UnitFile:
         return found
 
 
+# str.splitlines() ends lines at these as well; systemd (read_line()) ends them at \\n, \\r
+# and \\r\\n only, and keeps these inside the value
+_OTHER_LINE_BREAKS = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def _lines(text: str) -> list[str]:
+    """The lines of a unit file where systemd sees them."""
+    if any(c in text for c in _OTHER_LINE_BREAKS):
+        return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return text.splitlines()  # the common case, in C
+
+
+def _line_of(text: str, index: int) -> int:
+    return len(_lines(text[:index] + "."))
+
+
+# what systemd strips around lines, keys and values (WHITESPACE); str.strip() would also
+# take a form feed or a \x1c, which systemd keeps
+_BLANK = " \t\n\r"
+
+
 def parse_text(text: str, path: str) -> UnitFile:
     unit = UnitFile(path)
     section: str | None = None
@@ -92,7 +113,7 @@ def parse_text(text: str, path: str) -> UnitFile:
 
     def finish(logical: str, lineno: int) -> None:
         nonlocal section
-        stripped = logical.strip()
+        stripped = logical.strip(_BLANK)
         if not stripped:
             return
         if stripped.startswith("["):
@@ -104,7 +125,7 @@ def parse_text(text: str, path: str) -> UnitFile:
                 unit.sections.append(section)
             return
         key, sep, value = stripped.partition("=")
-        key = key.strip()
+        key = key.strip(_BLANK)
         if not sep:
             raise ConfigError(
                 f"line is not a [Section] header, a Key=Value assignment or a comment: {stripped!r}",
@@ -115,13 +136,18 @@ def parse_text(text: str, path: str) -> UnitFile:
             raise ConfigError(f"invalid key name {key!r}", path, lineno)
         if section is None:
             raise ConfigError(f"assignment {key}= outside of any [Section]", path, lineno)
-        unit.entries.append(Entry(section, key, value.strip(), path, lineno))
+        unit.entries.append(Entry(section, key, value.strip(_BLANK), path, lineno))
 
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
+    nul = text.find("\0")
+    if nul >= 0:  # systemd ends the line there: the rest would be a line of its own
+        raise ConfigError("a NUL character in the line; systemd would end the line there", path, _line_of(text, nul))
+    for lineno, raw in enumerate(_lines(text), start=1):
+        line = raw.strip(_BLANK)
         if line.startswith(("#", ";")):
             continue  # a comment, also in the middle of a continuation (as systemd does)
-        continued = line.endswith("\\") and not line.endswith("\\\\")
+        # an odd number of trailing backslashes continues the line, as in systemd: the last
+        # one escapes the end of the line, the others each other (\\ ends it)
+        continued = line.endswith("\\") and (len(line) - len(line.rstrip("\\"))) % 2 == 1
         if not pending and not continued:
             finish(line, lineno)  # the common case: one physical line
             continue
@@ -289,3 +315,61 @@ def quote_exec_word(word: str) -> str:
     if word and only(word, _PLAIN_WORD):
         return word
     return '"' + word.translate(_EXEC_ESCAPES) + '"'
+
+
+_LIST_ESCAPES = {ord('"'): '\\"', ord("\\"): "\\\\"}
+
+
+def quote_list_word(word: str) -> str:
+    """Quote one word of a list setting that systemd splits into words and unquotes but does
+    not C-unescape (RequiresMountsFor=): inside double quotes, a backslash takes the next
+    character as it is. `%` is left for systemd to expand, as in Exec*= lines."""
+    if word and only(word, _PLAIN_WORD):
+        return word
+    return '"' + word.translate(_LIST_ESCAPES) + '"'
+
+
+def escape_specifiers(text: str) -> str:
+    """`text` with every % doubled, for a literal part of a value that systemd expands
+    specifiers in (a path taken from a file or directory name)."""
+    return text.replace("%", "%%")
+
+
+# --- names and paths written into units -------------------------------------------------------
+
+UNIT_NAME_MAX = 255  # systemd's UNIT_NAME_MAX is 256, with the terminating NUL
+UNIT_TYPES = ("service", "socket", "target", "device", "mount", "automount", "swap", "timer", "path", "slice", "scope")
+_UNIT_NAME_CHARS = ALNUM + ":-_.\\@"
+
+
+def unit_name_problem(name: str) -> str | None:
+    """Why systemd would not take `name` as a unit name (its unit_name_is_valid(): ASCII
+    letters, digits and :-_.\\ before the type suffix, an @ for templates and instances,
+    at most 255 characters), or None if it would."""
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or not stem or suffix not in UNIT_TYPES:
+        return "it does not end in a unit type (.service, .socket, ...)"
+    if not only(stem, _UNIT_NAME_CHARS):
+        return 'it may contain only ASCII letters, digits and ":-_.\\@"'
+    if stem.startswith("@"):
+        return 'it has nothing before the "@"'
+    if len(name) > UNIT_NAME_MAX:
+        return f"it is longer than {UNIT_NAME_MAX} characters"
+    return None
+
+
+def unit_path_problem(path: str) -> str | None:
+    """Why `path` cannot be written into a unit file as it is (SourcePath=, a comment), or
+    None. A newline would end the line and let the rest of the name become settings; other
+    control characters are refused with it. A name that is not UTF-8 (os.fsdecode keeps its
+    bytes as surrogates) makes systemd ignore the line ("not UTF-8 clean") and cannot be
+    written into a UTF-8 file at all."""
+    if path.isprintable():
+        return None  # the common case, in C
+    for c in path:
+        code = ord(c)
+        if 0xDC80 <= code <= 0xDCFF:
+            return "the path is not valid UTF-8; it cannot be written into a unit"
+        if code < 0x20 or 0x7F <= code <= 0x9F:
+            return "a newline or other control character in the path cannot be written into a unit"
+    return None  # printable enough: a no-break space, a format character
