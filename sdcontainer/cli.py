@@ -166,7 +166,7 @@ def _container_options(command: Any) -> Any:
 @click.option("--stop-signal", metavar="SIGNAL", help="Signal that stops the container (StopSignal=).")
 @click.option("--stop-timeout", type=int, metavar="SECONDS", help="Seconds before SIGKILL on stop (StopTimeout=).")
 @click.option("--memory", metavar="SIZE", help="Memory limit of the service: 512m, 1g (Memory=, MemoryMax=).")
-@click.option("--pids-limit", metavar="N", help="Most processes of the service; -1: none (PidsLimit=, TasksMax=).")
+@click.option("--pids-limit", metavar="N", help="Most processes (default 2048; -1: none) (PidsLimit=, TasksMax=).")
 @click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]", help="A resource limit (Ulimit=).")
 @_container_options
 @click.argument("rootfs", metavar="ROOTFS|IMAGE")

@@ -1,0 +1,97 @@
+"""Defaults at least as strict as podman's, against a real systemd: the pids limit, the
+seccomp filter seen from inside a container (its init and an `sdcontainer exec` command),
+the modes of what the launcher leaves under /run, `sdcontainer exec` by a user who is not
+root.
+
+The probe is tests/sysprobe.c, built static on the host and copied into the testbed's copy
+of the busybox root file system: busybox cannot make raw syscalls.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.containers import ROOTFS, add_container, container, wait_for
+from tests.helpers import CHECKOUT
+from tests.testbed import Testbed
+
+SYSPROBE = "/bin/sysprobe"
+
+
+def build_sysprobe(out: Path) -> Path:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is needed to build tests/sysprobe.c (tools/setup installs it)")
+    binary = out / "sysprobe"
+    source = CHECKOUT / "tests" / "sysprobe.c"
+    subprocess.run([gcc, "-static", "-O2", "-Wall", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+@pytest.fixture(scope="module")
+def bed(installed_testbed: Testbed, busybox_rootfs: str, tmp_path_factory: pytest.TempPathFactory) -> Testbed:
+    installed_testbed.copy_in(busybox_rootfs, ROOTFS)
+    # the testbed's own copy of the tree: adding a file to it changes nothing on the host
+    installed_testbed.copy_in(build_sysprobe(tmp_path_factory.mktemp("sysprobe")), ROOTFS + SYSPROBE)
+    return installed_testbed
+
+
+def cgroup_file(bed: Testbed, unit: str, name: str) -> str:
+    """A file of the unit's pids cgroup: the v1 controller of a hybrid testbed, or cgroup2."""
+    cgroup = bed.show(unit, "ControlGroup")
+    script = f"d=/sys/fs/cgroup/pids; [ -d $d ] || d=/sys/fs/cgroup; cat $d{cgroup}/{name}"
+    return bed.run(["sh", "-c", script]).stdout.strip()
+
+
+# --- the pids limit --------------------------------------------------------------------------
+
+
+def test_a_fork_bomb_is_stopped_at_2048_tasks_by_default(bed: Testbed) -> None:
+    """No PidsLimit= and no TasksMax=: podman's 2048, not systemd's DefaultTasksMax=. The
+    probe (the container's init) forks until fork fails; the unit's cgroup refused it."""
+    add_container(bed, "forker", container(f"{SYSPROBE} forks 2100"))
+    bed.start_unit("forker.service")
+    line = wait_for(lambda: [x for x in bed.journal("forker.service").splitlines() if x.startswith("forked=")])
+    try:
+        forked, _, errno = line[0].partition(" of 2100 errno=")
+        assert errno == "EAGAIN", line
+        assert bed.show("forker.service", "TasksMax") == "2048"
+        # the init and its children, less what else shared the cgroup while it forked (the
+        # launcher may still have been exiting): never more than the limit
+        assert 2040 <= int(forked.removeprefix("forked=")) <= 2047, line
+        assert cgroup_file(bed, "forker.service", "pids.max") == "2048"
+        assert int(cgroup_file(bed, "forker.service", "pids.current")) <= 2048
+        # the refusal was the cgroup's (not RLIMIT_NPROC, which fails with EAGAIN too)
+        assert int(cgroup_file(bed, "forker.service", "pids.events").split()[1]) > 0
+    finally:
+        bed.systemctl("stop", "forker.service")
+
+
+def test_pids_limit_key_and_the_units_own_tasks_max(bed: Testbed) -> None:
+    add_container(bed, "hundred", container(f"{SYSPROBE} forks 150", "PidsLimit=100\n"), reload=False)
+    # a [Service] TasksMax= of the file's own wins over the default; PidsLimit=-1: no limit
+    add_container(bed, "own", container("/bin/sleep 1000", service="TasksMax=300"), reload=False)
+    add_container(bed, "unlimited", container("/bin/sleep 1000", "PidsLimit=-1\n"))
+    bed.start_unit("hundred.service")
+    try:
+        assert bed.show("hundred.service", "TasksMax") == "100"
+        line = wait_for(lambda: [x for x in bed.journal("hundred.service").splitlines() if x.startswith("forked=")])
+        assert line[0].endswith(" of 150 errno=EAGAIN"), line
+        assert cgroup_file(bed, "hundred.service", "pids.max") == "100"
+    finally:
+        bed.systemctl("stop", "hundred.service")
+    assert bed.show("own.service", "TasksMax") == "300"
+    assert bed.show("unlimited.service", "TasksMax") == "infinity"
+
+
+def test_sdcontainer_run_has_the_same_default(bed: Testbed) -> None:
+    result = bed.run(["sdcontainer", "run", "-d", "--unit", "run-default", ROOTFS, "/bin/sleep", "1000"], check=False)
+    assert result.returncode == 0, result.stderr
+    try:
+        assert bed.show("run-default.service", "TasksMax") == "2048"
+    finally:
+        bed.systemctl("stop", "run-default.service")
