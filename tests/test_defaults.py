@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.containers import ROOTFS, add_container, container, wait_for
+from tests.containers import ROOTFS, add_container, container, run_to_end, wait_for
 from tests.helpers import CHECKOUT
 from tests.testbed import Testbed
 
@@ -95,3 +95,60 @@ def test_sdcontainer_run_has_the_same_default(bed: Testbed) -> None:
         assert bed.show("run-default.service", "TasksMax") == "2048"
     finally:
         bed.systemctl("stop", "run-default.service")
+
+
+# --- seccomp -------------------------------------------------------------------------------
+
+# What the probe gets with the default capabilities: podman's answers (personality only
+# with its five harmless values, EPERM for its refused calls, ENOSYS for calls newer than
+# its profile, EINVAL for an audit socket without CAP_AUDIT_WRITE), and modify_ldt refused
+# where podman allows it (sdcontainer runs no 32-bit code; see security.py).
+EXPECTED = {
+    "personality_query": "ok",
+    "personality_linux": "ok",
+    "personality_linux32": "ok",
+    "personality_read_implies_exec": "EPERM",
+    "personality_addr_no_randomize": "EPERM",
+    "personality_high_bits": "ok",
+    "modify_ldt": "EPERM",
+    "move_pages": "EPERM",
+    "migrate_pages": "EPERM",
+    "vmsplice": "EPERM",
+    "io_pgetevents": "EPERM",
+    "kcmp": "EPERM",
+    "quotactl": "EPERM",
+    "statmount": "ENOSYS",
+    "socket_netlink_audit": "EINVAL",
+    "socket_netlink_route": "ok",
+    "getpid": "ok",
+}
+
+
+def probe_lines(text: str) -> dict[str, str]:
+    lines = text.splitlines()
+    assert "done" in lines, text
+    return dict(line.split() for line in lines if line.count(" ") == 1 and line.split()[0] in EXPECTED)
+
+
+def test_seccomp_refuses_what_podman_refuses(bed: Testbed) -> None:
+    add_container(bed, "sysprobe", container(f"{SYSPROBE} seccomp"))
+    run_to_end(bed, "sysprobe.service")
+    journal = bed.journal("sysprobe.service")
+    assert bed.show("sysprobe.service", "Result") == "success", journal
+    assert probe_lines(journal) == EXPECTED
+
+
+def test_seccomp_is_the_same_for_exec_and_follows_the_capabilities(bed: Testbed) -> None:
+    """`sdcontainer exec` goes through the same confinement; a call podman allows only with
+    a capability is allowed once the container has that capability."""
+    add_container(bed, "box", container("/bin/sleep 1000"), reload=False)
+    add_container(bed, "capable", container("/bin/sleep 1000", "AddCapability=CAP_SYS_PTRACE CAP_AUDIT_WRITE\n"))
+    bed.start_unit("box.service")
+    bed.start_unit("capable.service")
+    try:
+        result = bed.run(["sdcontainer", "exec", "box", SYSPROBE, "seccomp"], check=False)
+        assert probe_lines(result.stdout) == EXPECTED, result.stderr
+        result = bed.run(["sdcontainer", "exec", "capable", SYSPROBE, "seccomp"], check=False)
+        assert probe_lines(result.stdout) == {**EXPECTED, "kcmp": "ok", "socket_netlink_audit": "ok"}, result.stderr
+    finally:
+        bed.systemctl("stop", "box.service", "capable.service")
