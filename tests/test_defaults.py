@@ -152,3 +152,31 @@ def test_seccomp_is_the_same_for_exec_and_follows_the_capabilities(bed: Testbed)
         assert probe_lines(result.stdout) == {**EXPECTED, "kcmp": "ok", "socket_netlink_audit": "ok"}, result.stderr
     finally:
         bed.systemctl("stop", "box.service", "capable.service")
+
+
+# --- what the launcher leaves under /run -------------------------------------------------
+
+
+def mode(bed: Testbed, path: str) -> str:
+    return bed.run(["stat", "-c", "%a %U", path]).stdout.strip()
+
+
+def test_the_record_and_health_count_are_root_only(bed: Testbed) -> None:
+    add_container(bed, "private", container("/bin/sleep 1000", "HealthCmd=/bin/true\nHealthInterval=disable\n"))
+    bed.start_unit("private.service")
+    try:
+        directory = "/run/sdcontainer/containers/private.service"
+        # a check, run by hand (no timer), passed: its count is written beside the record
+        bed.systemctl("start", "private-health.service")
+        assert bed.exists(f"{directory}/health"), bed.journal("private-health.service")
+        modes = [mode(bed, path) for path in (directory, f"{directory}/record.json", f"{directory}/health")]
+        assert modes == ["700 root", "600 root", "600 root"]
+    finally:
+        bed.systemctl("stop", "private.service")
+    result = bed.run(["sdcontainer", "run", "-d", "--unit", "private-run", ROOTFS, "/bin/sleep", "1000"], check=False)
+    assert result.returncode == 0, result.stderr
+    try:
+        directory = "/run/sdcontainer/containers/private-run.service"
+        assert [mode(bed, directory), mode(bed, f"{directory}/record.json")] == ["700 root", "600 root"]
+    finally:
+        bed.systemctl("stop", "private-run.service")
