@@ -180,3 +180,29 @@ def test_the_record_and_health_count_are_root_only(bed: Testbed) -> None:
         assert [mode(bed, directory), mode(bed, f"{directory}/record.json")] == ["700 root", "600 root"]
     finally:
         bed.systemctl("stop", "private-run.service")
+
+
+# --- a user who is not root -------------------------------------------------------------------
+
+
+AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+
+
+def test_exec_and_list_as_a_user_say_root_is_needed(bed: Testbed) -> None:
+    add_container(bed, "guarded", container("/bin/sleep 1000"))
+    bed.start_unit("guarded.service")
+    try:
+        result = bed.run([*AS_NOBODY, "sdcontainer", "exec", "guarded", "/bin/true"], check=False)
+        assert result.returncode == 125, result.stderr
+        assert result.stderr == (
+            "sdcontainer: exec needs root: containers run as root, and rootless mode does not exist yet\n"
+        )
+        # the records are root's: an empty list would say that nothing runs
+        result = bed.run([*AS_NOBODY, "sdcontainer", "list"], check=False)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr == (
+            "sdcontainer: list needs root: containers run as root, and rootless mode does not exist yet\n"
+        )
+        assert result.stdout == ""
+    finally:
+        bed.systemctl("stop", "guarded.service")
