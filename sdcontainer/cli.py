@@ -91,6 +91,15 @@ def keys() -> None:
         click.echo(f"{key.name + '=':<{width}} {key.metavar:<28} {kind}")
 
 
+NOT_ROOT = "containers run as root, and rootless mode does not exist yet"
+
+
+def _need_root(command: str, error: type[SdcontainerError] = SdcontainerError) -> None:
+    """The records, the containers' /proc entries and the store are root's alone."""
+    if os.geteuid() != 0:
+        raise error(f"{command} needs root: {NOT_ROOT}")
+
+
 def _running() -> list[dict[str, Any]]:
     containers = []
     for record in state.records():
@@ -120,6 +129,7 @@ def _uptime(started: object, now: float) -> str:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def list_(fmt: str) -> None:
     """List running containers (from the launcher's records in /run/sdcontainer)."""
+    _need_root("list")  # an empty list would say that nothing runs
     containers = _running()
     if fmt == "json":
         click.echo(json.dumps(containers, indent=2))
@@ -166,7 +176,7 @@ def _container_options(command: Any) -> Any:
 @click.option("--stop-signal", metavar="SIGNAL", help="Signal that stops the container (StopSignal=).")
 @click.option("--stop-timeout", type=int, metavar="SECONDS", help="Seconds before SIGKILL on stop (StopTimeout=).")
 @click.option("--memory", metavar="SIZE", help="Memory limit of the service: 512m, 1g (Memory=, MemoryMax=).")
-@click.option("--pids-limit", metavar="N", help="Most processes of the service; -1: none (PidsLimit=, TasksMax=).")
+@click.option("--pids-limit", metavar="N", help="Most processes (default 2048; -1: none) (PidsLimit=, TasksMax=).")
 @click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]", help="A resource limit (Ulimit=).")
 @_container_options
 @click.argument("rootfs", metavar="ROOTFS|IMAGE")
@@ -423,8 +433,10 @@ def exec_(
     Its exit status is exec's; 125 means exec itself failed.
     """
     from sdcontainer.enter import Request, find, run
+    from sdcontainer.errors import ExecError
     from sdcontainer.keys import parse_env_assignment
 
+    _need_root("exec", ExecError)
     for item in env:
         try:
             parse_env_assignment(item, None)  # type: ignore[arg-type]  # the context is not used
@@ -452,6 +464,12 @@ def main() -> None:
         if os.environ.get("SDCONTAINER_DEBUG"):
             raise
         sys.exit(error.exit_status)
+    except PermissionError as error:
+        if os.geteuid() == 0 or os.environ.get("SDCONTAINER_DEBUG"):
+            raise
+        # a command without a check of its own (images, rmi, pull: the store is root's)
+        click.echo(f"sdcontainer: {error.strerror}: {error.filename}; {NOT_ROOT}", err=True)
+        sys.exit(SdcontainerError.exit_status)
 
 
 if __name__ == "__main__":

@@ -282,6 +282,11 @@ def parse_memory(value: str, ctx: ParseContext) -> str:
     return format_size(size) if size else "infinity"
 
 
+# podman's default pids limit (containers.conf pids_limit), in place of systemd's
+# DefaultTasksMax= (15% of the kernel's pid maximum: 28910 on a small machine)
+DEFAULT_PIDS_LIMIT = "2048"
+
+
 def parse_pids_limit(value: str, ctx: ParseContext) -> str:
     """PidsLimit=: systemd's TasksMax=; -1 and 0 mean no limit, as in podman."""
     if value in ("-1", "0"):
@@ -1026,7 +1031,8 @@ KEYS: tuple[Key, ...] = (
         parse_pids_limit,
         metavar="N",
         service_setting="TasksMax",
-        doc="The most processes and threads the service may have (systemd's *TasksMax=*); -1 or 0 means no limit.",
+        doc="The most processes and threads the service may have (systemd's *TasksMax=*); -1 or 0 means no "
+        "limit. Default: 2048, as in podman.",
     ),
     Key(
         "Ulimit",
@@ -1294,14 +1300,20 @@ def validate_unit(spec: ContainerSpec) -> None:
 
 
 _SERVICE_KEYS = [(key.service_setting, key.field) for key in KEYS if key.service_setting]
+# Settings written even when the file does not set the key: sdcontainer's default differs
+# from systemd's.
+_SERVICE_DEFAULTS = {"pids_limit": DEFAULT_PIDS_LIMIT}
 
 
 def service_settings(spec: ContainerSpec) -> list[tuple[str, str]]:
     """The [Service] settings the [Container] keys become, in table order. The generator
-    writes them before the file's own [Service] lines, which therefore win."""
+    writes them before the file's own [Service] lines, which therefore win (a TasksMax= there
+    over PidsLimit= and its default alike); `sdcontainer run` has no such lines."""
     settings = []
     for setting, field in _SERVICE_KEYS:
         value = getattr(spec, field)
+        if value is None:
+            value = _SERVICE_DEFAULTS.get(field)
         if value is not None:
             settings.append((setting, str(value)))
     if spec.ulimits and "host" not in spec.ulimits:  # podman: host drops every --ulimit, the host's limits apply

@@ -196,6 +196,7 @@ BPF_K = 0x00
 SECCOMP_DATA_NR = 0
 SECCOMP_DATA_ARCH = 4
 SECCOMP_DATA_ARG0_LO = 16  # little-endian: the low 32 bits of args[0]
+SECCOMP_DATA_ARG2_LO = 32  # the low 32 bits of args[2]
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -203,33 +204,63 @@ IFF_UP = 0x1
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 
-# x86_64 syscall numbers for calls glibc 2.36 has no wrapper for, and for the seccomp filter.
+# x86_64 syscall numbers for calls glibc 2.36 has no wrapper for, and for the seccomp filter
+# (arch/x86/entry/syscalls/syscall_64.tbl; tests/test_linux_abi.py checks them against the
+# kernel headers).
 SYSCALLS_X86_64 = {
+    "socket": 41,
     "clone": 56,
     "syslog": 103,
     "uselib": 134,
+    "personality": 135,
     "ustat": 136,
     "sysfs": 139,
+    "vhangup": 153,
+    "modify_ldt": 154,
     "pivot_root": 155,
+    "_sysctl": 156,
+    "chroot": 161,
     "acct": 163,
+    "settimeofday": 164,
     "swapon": 167,
     "swapoff": 168,
     "reboot": 169,
+    "sethostname": 170,
+    "setdomainname": 171,
+    "iopl": 172,
+    "ioperm": 173,
+    "create_module": 174,
     "init_module": 175,
     "delete_module": 176,
+    "get_kernel_syms": 177,
+    "query_module": 178,
+    "quotactl": 179,
     "nfsservctl": 180,
+    "getpmsg": 181,
+    "putpmsg": 182,
+    "afs_syscall": 183,
+    "tuxcall": 184,
+    "security": 185,
     "lookup_dcookie": 212,
+    "clock_settime": 227,
+    "vserver": 236,
     "kexec_load": 246,
     "add_key": 248,
     "request_key": 249,
     "keyctl": 250,
+    "migrate_pages": 256,
     "unshare": 272,
+    "vmsplice": 278,
+    "move_pages": 279,
     "perf_event_open": 298,
     "open_by_handle_at": 304,
+    "setns": 308,
+    "kcmp": 312,
     "finit_module": 313,
     "kexec_file_load": 320,
     "bpf": 321,
     "userfaultfd": 323,
+    "io_pgetevents": 333,
     "io_uring_setup": 425,
     "io_uring_enter": 426,
     "io_uring_register": 427,
@@ -241,7 +272,17 @@ SYSCALLS_X86_64 = {
     "pidfd_open": 434,
     "clone3": 435,
     "openat2": 437,
+    "process_madvise": 440,
     "mount_setattr": 442,
+    "quotactl_fd": 443,
+    "futex_waitv": 449,
+    "set_mempolicy_home_node": 450,
+    "cachestat": 451,
+    "map_shadow_stack": 453,
+    "futex_wake": 454,
+    "futex_wait": 455,
+    "futex_requeue": 456,
+    "statmount": 457,
 }
 _NR = SYSCALLS_X86_64
 

@@ -197,7 +197,10 @@ def test_unit_level_keys_become_service_settings() -> None:
     assert spec("Rootfs=/r\nExec=x\nPidsLimit=-1\n").pids_limit == "infinity"
     assert spec("Rootfs=/r\nExec=x\nMemory=\nUlimit=nofile=1\nUlimit=\n").memory is None
     # host: the service's own limits, as podman's --ulimit host gives the host's
-    assert service_settings(spec("Rootfs=/r\nExec=x\nUlimit=nofile=10\nUlimit=host\n")) == []
+    assert service_settings(spec("Rootfs=/r\nExec=x\nUlimit=nofile=10\nUlimit=host\n")) == [("TasksMax", "2048")]
+    # without PidsLimit=: podman's 2048, not systemd's DefaultTasksMax=
+    assert spec("Rootfs=/r\nExec=x\n").pids_limit is None
+    assert service_settings(spec("Rootfs=/r\nExec=x\n")) == [("TasksMax", "2048")]
 
 
 def test_comma_separated_values_are_items_of_their_own() -> None:

@@ -1262,7 +1262,7 @@ def test_sanitize_hostname() -> None:
 
 
 def test_seccomp_program_shape() -> None:
-    prog = security.seccomp_program()
+    prog = security.seccomp_program(PODMAN_CAPS)
     assert prog[0] == (linux.BPF_LD | linux.BPF_W | linux.BPF_ABS, 0, 0, linux.SECCOMP_DATA_ARCH)
     assert prog[-1] == (linux.BPF_RET, 0, 0, linux.SECCOMP_RET_ALLOW)
     assert len(prog) < 256  # jump offsets are 8 bits

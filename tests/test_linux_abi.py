@@ -4,6 +4,8 @@ check that they are the same shapes as ctypes' own and as the kernel's structure
 from __future__ import annotations
 
 import ctypes
+import re
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +53,18 @@ def test_libc_calls_report_errno() -> None:
 def test_string_buffer_keeps_nul_bytes() -> None:
     buffer = linux.create_string_buffer(b"a\0b", 4)
     assert bytes(buffer) == b"a\0b\0"
+
+
+def test_syscall_numbers_are_the_kernels() -> None:
+    """The seccomp filter refuses calls by number: a wrong one would refuse some other call
+    and let the intended one through. Checked against the kernel headers for the calls they
+    know (linux-libc-dev of Debian 12 ends at 450; newer numbers are from syscall_64.tbl)."""
+    header = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
+    if not header.exists():
+        pytest.skip("no kernel headers (linux-libc-dev)")
+    known = {m[1]: int(m[2]) for m in re.finditer(r"^#define __NR_(\w+) (\d+)$", header.read_text(), re.M)}
+    ours = {name: nr for name, nr in linux.SYSCALLS_X86_64.items() if name in known}
+    assert ours == {name: known[name] for name in ours}
+    newer = {name: nr for name, nr in linux.SYSCALLS_X86_64.items() if name not in known}
+    assert all(nr > max(known.values()) for nr in newer.values()), newer
+    assert len(set(linux.SYSCALLS_X86_64.values())) == len(linux.SYSCALLS_X86_64)

@@ -31,6 +31,19 @@ def test_record_and_health_live_in_the_units_directory(run: Path) -> None:
     assert not (run / "containers" / "web.service").exists() and state.records() == []
 
 
+def test_record_and_health_are_root_only_whatever_the_umask(run: Path) -> None:
+    (run / "containers" / "web.service").mkdir(mode=0o755, parents=True)  # as systemd makes it
+    old = os.umask(0)
+    try:
+        state.write("web.service", {"unit": "web.service", "pid": 7})
+        state.write_health("web.service", "7 1 0 0\n")
+    finally:
+        os.umask(old)
+    directory = run / "containers" / "web.service"
+    modes = [oct(p.stat().st_mode & 0o7777) for p in (directory, directory / "record.json", directory / "health")]
+    assert modes == ["0o700", "0o600", "0o600"]
+
+
 def test_a_health_check_after_the_stop_leaves_nothing(run: Path) -> None:
     state.write("web.service", {"unit": "web.service", "pid": 7})
     os.unlink(run / "containers" / "web.service" / "record.json")
