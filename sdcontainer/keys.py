@@ -1054,10 +1054,11 @@ KEYS: tuple[Key, ...] = (
         option="--notify",
         metavar="BOOL|healthy",
         doc="When the service counts as started. *no* (the default): as soon as the command has "
-        "been executed. *yes*: when the container itself sends READY=1 with sd_notify(3); the "
-        "manager's notification socket is bind-mounted at /run/notify/notify.sock and "
-        "NOTIFY_SOCKET points there. *healthy*: after the first passing health check (needs "
-        "*HealthCmd=*).",
+        "been executed. *yes*: when the container itself sends READY=1 with sd_notify(3) to "
+        "/run/notify/notify.sock (NOTIFY_SOCKET), a socket of the launcher's, which passes READY=1, "
+        "STATUS= and the watchdog's lines on to systemd, never MAINPID= or fds, until READY=1 "
+        "(with WatchdogSec=, while the container runs). *healthy*: after the first passing "
+        "health check (needs *HealthCmd=*).",
     ),
     Key(
         "HealthCmd",

@@ -10,11 +10,15 @@ the container's init is orphaned to the service manager. The init unshares the o
 namespaces, sets up the root file system, resolves the user and the program, drops
 privileges, then reports "set up" on a close-on-exec pipe and waits. The launcher tells
 systemd `MAINPID=<init>` + READY=1 (only MAINPID with Notify=yes, where the container says
-READY=1 itself through the socket bound into it, and with Notify=healthy, where the first
-passing health check does), waits for BARRIER=1 to be answered, and lets the init
+READY=1 itself through the socket bound into it and relayed by the launcher, and with
+Notify=healthy, where the first passing health check does), waits for BARRIER=1 to be answered, and lets the init
 exec; EOF on the pipe means it did, a line on it means it failed (the launcher prints that
 line to the journal). The container's init is then the unit's main process and systemd's
 own child, which systemd needs to wait for it after SIGTERM and to collect its exit status.
+With Notify=yes the launcher does not exit yet: the container's socket is one of its own
+(sdcontainer.notify.Relay, never the manager's, which would take MAINPID= from the container),
+and it passes the container's messages on, filtered, until READY=1 (with WatchdogSec=, for
+the container's whole life), or until the init exits.
 Without $NOTIFY_SOCKET (by hand, or tests) the launcher is a subreaper instead, takes the
 init back, stays in the foreground, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT and exits with
 the container's status.
@@ -78,7 +82,7 @@ from sdcontainer.step import Step, launch_error, outcome_in_child, reason
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from sdcontainer.notify import Notifier
+    from sdcontainer.notify import Notifier, Relay
 
 PROG = state.PROG
 STATE_DIR = state.STATE_DIR
@@ -162,15 +166,10 @@ class Plan:
         self.hosts = etc_hosts(self.hostname, spec.add_hosts)
         self.resolv_conf = etc_resolv_conf(spec)
         self.localtime = zone_file(spec.timezone) if spec.timezone else None
-        # Notify=yes: the manager's socket, bound into the container for its own READY=1
+        # Notify=yes under systemd: the launcher's relay socket (never the manager's own), bound
+        # into the container for its READY=1; WATCHDOG_USEC= with WatchdogSec=. Set by start().
         self.notify_socket: str | None = None
-        if spec.notify == "yes" and os.environ.get("NOTIFY_SOCKET"):
-            self.notify_socket = os.environ["NOTIFY_SOCKET"]
-            if not self.notify_socket.startswith("/"):
-                raise launch_error(
-                    f"Notify=yes: NOTIFY_SOCKET={self.notify_socket} is not a path; an abstract socket "
-                    "cannot be bind-mounted into the container"
-                )
+        self.watchdog_usec: str | None = None
 
     def _image_defaults(self, config: dict[str, object]) -> tuple[str, ...]:
         """What the image's config says where the unit says nothing: podman's rules (an
@@ -421,6 +420,14 @@ def start(spec: ContainerSpec) -> int:
         with Step(f"connect to NOTIFY_SOCKET={notify_socket}", SystemdError.exit_status):
             notifier = Notifier(notify_socket)
     plan = Plan(spec, foreground=not notify_socket, notifier=notifier)
+    relay = None
+    if notifier is not None and spec.notify == "yes":
+        from sdcontainer.notify import Relay
+
+        with Step("create the container's notification socket"):
+            relay = Relay(state.notify_dir(spec.unit))
+        plan.notify_socket = relay.path
+        plan.watchdog_usec = _watchdog_usec()
     os.makedirs(SCRATCH_DIR, 0o700, exist_ok=True)
     # sync: child -> launcher, READY_LINE or one error line; EOF when it exec'd (cloexec).
     # pid: the intermediate reports the container's pid. go: the launcher closes its end
@@ -448,8 +455,11 @@ def start(spec: ContainerSpec) -> int:
     line = _read_line(sync_r)
     if line != READY_LINE:
         _fail_start(line + read_all(sync_r), pid, plan.foreground)
+    pidfd = -1
     if notifier is not None and pid is not None:
         try:
+            if relay is not None:
+                pidfd = linux.pidfd_open(pid)  # the relay ends with the container's init
             write_state(plan, pid)
             # Notify=yes: the container says READY=1 itself; Notify=healthy: the health check does
             notifier.send(f"MAINPID={pid}\nREADY=1" if spec.notify == "no" else f"MAINPID={pid}")
@@ -467,6 +477,11 @@ def start(spec: ContainerSpec) -> int:
         # os._exit: the interpreter's teardown would keep us around for a few more ms.
         sys.stdout.flush()
         sys.stderr.flush()
+        if relay is not None and notifier is not None:
+            # open here, the read end would swallow the line of an execve that fails from
+            # now on, which the container writes to the journal when nobody reads it
+            os.close(sync_r)
+            _relay(relay, notifier, pidfd, plan)
         os._exit(0)
     rest = read_all(sync_r)
     os.close(sync_r)
@@ -475,6 +490,35 @@ def start(spec: ContainerSpec) -> int:
     if pid is not None:
         return _wait_foreground(pid)
     return 0
+
+
+def _watchdog_usec() -> str | None:
+    """WatchdogSec= of the unit, as systemd told this process (WATCHDOG_USEC, for WATCHDOG_PID
+    if it names one): the container gets it, and the relay stays to pass its pings on."""
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    owner = os.environ.get("WATCHDOG_PID")
+    if not (usec.isascii() and usec.isdigit()) or int(usec) == 0:
+        return None
+    return usec if owner is None or owner == str(os.getpid()) else None
+
+
+def _relay(relay: Relay, notifier: Notifier, pidfd: int, plan: Plan) -> None:
+    """Notify=yes: what this process does once the container runs. It stays in the unit's
+    cgroup (not its main process, which the container's init is now) and passes the
+    container's messages on through the relay until READY=1, or with a watchdog for the
+    container's whole life. Nothing of the container's may stay open here: the sockets of
+    socket activation (an Accept=yes connection would never see EOF) are closed."""
+    for fd in range(3, 3 + plan.listen_fds):
+        try:  # noqa: SIM105
+            os.close(fd)
+        except OSError:
+            pass
+    # a stop with KillMode=control-group sends SIGTERM here too: die of it, as by default
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    try:
+        relay.serve(notifier, pidfd, watchdog=plan.watchdog_usec is not None)
+    except Exception as error:  # noqa: BLE001 - the container runs on; say why its messages stop
+        print(f"{PROG}: relaying the container's notifications: {error}", file=sys.stderr, flush=True)
 
 
 def _fail_start(report: bytes, pid: int | None, foreground: bool) -> None:

@@ -4,6 +4,16 @@ The launcher tells systemd which process is the service (MAINPID=) and then exit
 barrier makes sure systemd has read that message before the launcher's exit is noticed,
 otherwise systemd could see its main process vanish and fail the unit.
 
+With Notify=yes the container speaks sd_notify too, but never to the manager directly: the
+manager believes a root sender in the unit's cgroup, and systemd 252 takes MAINPID= from one
+even for a process outside the unit, which a later `systemctl stop` would signal. So the
+container gets a socket of the launcher's (Relay), bound into it, and the launcher passes on
+only what a container may say (container_message): READY=1, STATUS=, RELOADING=1,
+STOPPING=1, WATCHDOG=1, WATCHDOG=trigger, EXTEND_TIMEOUT_USEC=, ERRNO= (and WATCHDOG_USEC=
+when the unit has a watchdog), as the launcher's own message, without the fds that came
+with it. It does so until READY=1, or for the container's whole life when WatchdogSec= wants
+pings; then the socket is closed and later messages are refused (ECONNREFUSED).
+
 Built on `_socket`, the C module behind `socket`: `socket.py` builds its enums and imports
 selectors at import time, about 2.5 ms on every container start for nothing used here.
 """
@@ -91,3 +101,110 @@ def barrier(timeout: float = 5.0, socket_path: str | None = None) -> bool:
         return notifier.barrier(timeout)
     finally:
         notifier.close()
+
+
+# --- the container's socket (Notify=yes) ---------------------------------------------------
+
+# systemd 252 reads at most this much of a datagram (NOTIFY_BUFFER_MAX, PIPE_BUF) and drops
+# longer ones; so does the relay
+MESSAGE_MAX = 4096
+SCM_MAX_FD = 253  # the most fds one datagram can carry
+SOCKET_NAME = "notify.sock"
+_FLAGS = frozenset(("READY=1", "RELOADING=1", "STOPPING=1", "WATCHDOG=1", "WATCHDOG=trigger"))
+_NUMBERS = ("EXTEND_TIMEOUT_USEC=", "ERRNO=")
+
+
+def _number(value: str) -> bool:
+    return value.isascii() and value.isdigit()
+
+
+def container_message(data: bytes, watchdog: bool = False) -> str:
+    """The lines of a container's datagram that may reach the manager, in their order; "" if
+    none. Everything else is dropped: MAINPID= (a process of the container's choosing, maybe
+    outside it, would become the unit's main process), FDSTORE=, FDNAME=, FDSTOREREMOVE=,
+    BARRIER=1, NOTIFYACCESS=, MONOTONIC_USEC=, BUSERROR=, unknown keys, malformed values.
+    WATCHDOG_USEC= only with a watchdog the relay stays for (`watchdog`): without one, a
+    container that turned it on could not ping once the relay is gone."""
+    if b"\0" in data:
+        return ""  # systemd ignores such a datagram whole
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return ""  # systemd ignores a message that is not UTF-8
+    numbers = (*_NUMBERS, "WATCHDOG_USEC=") if watchdog else _NUMBERS
+    kept = []
+    for line in text.split("\n"):
+        key, eq, value = line.partition("=")
+        if line in _FLAGS or (key == "STATUS" and eq) or (eq and key + eq in numbers and _number(value)):
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def _close_passed_fds(ancillary: list[tuple[int, int, bytes]]) -> None:
+    for level, kind, data in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            for i in range(0, len(data) - len(data) % 4, 4):
+                try:  # noqa: SIM105 - contextlib is one more import on every start
+                    os.close(int.from_bytes(data[i : i + 4], "little"))
+                except OSError:
+                    pass
+
+
+class Relay:
+    """The socket bound into a Notify=yes container at /run/notify/notify.sock, created by the
+    launcher in `directory` (root's only: no other user of the host may speak for the
+    container; the socket itself is open to every user of the container, as systemd's is)."""
+
+    def __init__(self, directory: str) -> None:
+        os.makedirs(directory, 0o700, exist_ok=True)
+        dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            try:  # noqa: SIM105
+                os.unlink(SOCKET_NAME, dir_fd=dir_fd)  # a container before a restart left it
+            except FileNotFoundError:
+                pass
+            self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC, 0)
+            try:
+                # by the directory's fd: a unit name may be longer than a socket address can be
+                self.sock.bind(f"/proc/self/fd/{dir_fd}/{SOCKET_NAME}")
+                os.chmod(SOCKET_NAME, 0o666, dir_fd=dir_fd)
+            except BaseException:
+                self.sock.close()
+                raise
+        finally:
+            os.close(dir_fd)
+        self.path = f"{directory}/{SOCKET_NAME}"
+
+    def serve(self, manager: Notifier, pidfd: int, watchdog: bool) -> None:
+        """Pass the container's messages on (container_message) until one says READY=1, or,
+        with a watchdog, until the container's init (`pidfd`) exits; also when it exits
+        before READY=1. READY=1 goes with a barrier: the manager must have read it before
+        this process is gone, or it could no longer tell whose it was."""
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN)
+        poller.register(pidfd, select.POLLIN)
+        space = _socket.CMSG_SPACE(4 * SCM_MAX_FD)
+        flags = _socket.MSG_DONTWAIT | _socket.MSG_CMSG_CLOEXEC
+        while True:
+            if any(fd == pidfd for fd, _ in poller.poll()):
+                return  # the container's init has exited: nothing left to speak for
+            try:
+                data, ancillary, got, _ = self.sock.recvmsg(MESSAGE_MAX + 1, space, flags)
+            except (BlockingIOError, InterruptedError):
+                continue
+            _close_passed_fds(ancillary)
+            if got & _socket.MSG_TRUNC or len(data) > MESSAGE_MAX:
+                continue
+            message = container_message(data, watchdog)
+            if not message:
+                continue
+            try:
+                manager.send(message)
+                if not watchdog and "READY=1" in message.split("\n"):
+                    manager.barrier(5.0)
+                    return
+            except OSError:
+                continue  # the manager refused this one (its queue is full...): the next may pass
+
+    def close(self) -> None:
+        self.sock.close()

@@ -206,6 +206,9 @@ def build_environment(plan: Plan, home: str, launcher_env: Mapping[str, str]) ->
         from sdcontainer.rootfs import NOTIFY_SOCKET_INSIDE
 
         env["NOTIFY_SOCKET"] = NOTIFY_SOCKET_INSIDE
+    if plan.watchdog_usec is not None:
+        # WatchdogSec=: for sd_watchdog_enabled(3), the same process LISTEN_PID names
+        env.update(WATCHDOG_USEC=plan.watchdog_usec, WATCHDOG_PID="2" if plan.spec.run_init else "1")
     if plan.listen_fds:
         # LISTEN_PID names the process meant to take the fds, as it sees its own pid: the
         # command, PID 1 of its namespace (systemd CONTAINER_INTERFACE.md), or with RunInit=yes

@@ -4,10 +4,12 @@ That directory is the unit's RuntimeDirectory= (the generated unit and `sdcontai
 ask for it): systemd creates it before the launcher runs and removes it, with everything in
 it, whenever the unit stops, also after a crash, a SIGKILL or a failed start, so no process
 runs at stop to clean up. In it: `record.json`, written by the launcher once systemd knows
-the container's pid (read by `sdcontainer list`, `exec`, health checks, `rmi`), and `health`,
-the health check's failure count. Both are root's alone (0600, in a 0700 directory): the
-record tells the container's user, capabilities and command to no one else. This module is
-THE layout: every reader goes through it. It imports nothing beyond `os` and the error
+the container's pid (read by `sdcontainer list`, `exec`, health checks, `rmi`), `health`,
+the health check's failure count, and with Notify=yes `notify/notify.sock`, the socket the
+launcher relays the container's notifications from (sdcontainer.notify.Relay). The record
+and the count are root's alone (0600, in a 0700 directory): the record tells the
+container's user, capabilities and command to no one else. This module is THE layout:
+every reader goes through it. It imports nothing beyond `os` and the error
 classes (it is on the launcher's start path).
 """
 
@@ -22,6 +24,7 @@ RUN_DIR = "/run/sdcontainer"
 STATE_DIR = f"{RUN_DIR}/containers"
 RECORD = "record.json"
 HEALTH = "health"  # consecutive failures of the unit's health check
+NOTIFY = "notify"  # Notify=yes: a directory (root's only) with the relay's socket, notify.sock
 PROG = "sdcontainer-launcher"
 DIR_MODE = 0o700  # of the container's directory (systemd makes a RuntimeDirectory= 0755)
 FILE_MODE = 0o600  # of the record and the health count
@@ -59,6 +62,10 @@ def record_path(unit: str) -> str:
         if os.path.exists(legacy):
             return legacy
     return path
+
+
+def notify_dir(unit: str) -> str:
+    return f"{container_dir(unit)}/{NOTIFY}"
 
 
 def health_path(unit: str) -> str:
@@ -198,15 +205,16 @@ def write(unit: str, record: dict[str, object]) -> None:
 def remove(unit: str) -> None:
     """Forget the container: its record, health count and directory (either layout). Idempotent."""
     directory = container_dir(unit)
-    for path in (f"{directory}/{RECORD}", f"{directory}/{HEALTH}", *_legacy(unit)):
+    for path in (f"{directory}/{RECORD}", f"{directory}/{HEALTH}", f"{directory}/{NOTIFY}/notify.sock", *_legacy(unit)):
         try:  # noqa: SIM105 - contextlib is one more import
             os.unlink(path)
         except FileNotFoundError:
             pass  # already clean: a second stop, or a start that never got that far
-    try:  # noqa: SIM105
-        os.rmdir(directory)
-    except OSError:
-        pass  # gone, or holds something else (a RuntimeDirectory= systemd removes anyway)
+    for path in (f"{directory}/{NOTIFY}", directory):
+        try:  # noqa: SIM105
+            os.rmdir(path)
+        except OSError:
+            pass  # gone, or holds something else (a RuntimeDirectory= systemd removes anyway)
 
 
 def cleanup(args: list[str]) -> int:
