@@ -5,16 +5,26 @@ Three processes, so that what stays on the host never enters the container:
 
   caller (P)   the `sdcontainer exec`, health-check or reload process: finds the container, opens a
                pidfd for its init and an fd for the init's root, reads the init's environment
-               and resource limits, then forks B and waits for it (restoring the terminal);
-  entered (B)  writes itself into the init's cgroup in every hierarchy (while it still sees
-               the host's cgroup tree), joins the init's namespaces with one setns() on the
-               pidfd (mount, uts, ipc, net, pid, cgroup), takes the init's root, allocates
-               a pseudo-terminal from the container's own /dev/pts if asked, and forks C;
-               then relays the terminal, or waits, and exits with C's status;
-  command (C)  is in the container's pid namespace (a child forked after setns), resolves
-               the user in the container's /etc/passwd, goes through the same confinement as
-               the container's init (sdcontainer.security.confine: no_new_privs, bounding set,
-               uid/gid, capabilities, seccomp), closes every other fd and execs.
+               and resource limits, makes the command's stdin, stdout and stderr (below), then
+               forks B, relays them and waits for it (restoring the terminal);
+  entered (B)  leaves the caller's session, puts /dev/null on its own 0, 1 and 2, writes itself
+               into the init's cgroup in every hierarchy (while it still sees the host's cgroup
+               tree), joins the init's namespaces with one setns() on the pidfd (mount, uts,
+               ipc, net, pid, cgroup), takes the init's root and forks C; then waits, and
+               exits with C's status;
+  command (C)  is in the container's pid namespace (a child forked after setns), leads a
+               session of its own, resolves the user in the container's /etc/passwd, goes
+               through the same confinement as the container's init
+               (sdcontainer.security.confine: no_new_privs, bounding set, uid/gid,
+               capabilities, seccomp), closes every other fd and execs.
+
+The command never gets the caller's own fds 0, 1 and 2, whatever they are: given the caller's
+terminal it could push keystrokes into the caller's shell (TIOCSTI) or change the terminal;
+given a file, reopen it through /proc/self/fd for reading and writing; given a pipe, read
+what others write to it. So its stdout and stderr are pipes that P copies to the caller's
+fds 1 and 2, its stdin /dev/null or, with -i, a pipe P feeds from fd 0 (_relay); with -t
+all three are a pty of the container's own devpts instance, opened by P through the init's
+root, whose master stays in P. A health check's stdout and stderr are a memfd B reads.
 
 The pidfd makes the container's identity race-free: the cgroup check is made after opening
 it, and setns() on a pidfd of a process that has died fails instead of entering whatever
@@ -59,6 +69,8 @@ TIOCSWINSZ = 0x5414
 TIOCSPTLCK = 0x40045431
 TIOCGPTPEER = 0x5441
 PTMX_RDEV = os.makedev(5, 2)
+FIONREAD = 0x541B
+PTY_BACKLOG = 1 << 20  # more than a pty holds: 4 KiB in its line discipline, 640 KiB of buffers
 OUTPUT_LIMIT = 4096  # of a captured command's output, the tail kept
 PROG = "sdcontainer-launcher exec"  # its messages, in the journal of the unit reloaded
 
@@ -198,6 +210,7 @@ def run(container: Container, request: Request, after: object = None) -> int:
     """Run the request in the container; its exit status (128+N if killed by signal N).
     `after(status)`, if given, runs in B (inside the container's cgroup) once C has ended."""
     pid = container.pid
+    _stdio_open()
     try:
         pidfd = linux.pidfd_open(pid)
     except OSError:
@@ -251,6 +264,32 @@ def _fork_entered(
     limits: list[tuple[int, tuple[int, int]]],
     after: object,
 ) -> int:
+    # The command's stdin, stdout and stderr (never the caller's own, see _relay): `theirs`
+    # go through B to C as its 0, 1 and 2 (-1: B's /dev/null), `ours` stay here and are relayed.
+    master = -1
+    stdin_to = -1
+    sources: dict[int, int] = {}  # what to copy from (ours) -> where to (the caller's 1 or 2)
+    stdio = (-1, -1, -1)
+    if request.capture:
+        pass  # B gives the command /dev/null and a memfd
+    elif request.tty:
+        master, slave = _open_pty(root_fd)
+        stdio = (slave, slave, slave)
+        sources[master] = 1
+        stdin_to = master if request.interactive else -1
+    else:
+        in_r = -1  # B's /dev/null, without -i
+        if request.interactive:
+            in_r, stdin_to = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        sources = {out_r: 1, err_r: 2}
+        stdio = (in_r, out_w, err_w)
+        for fd in (*sources, stdin_to):
+            if fd >= 0:
+                os.set_blocking(fd, False)
+    ours = [*sources, *([stdin_to] if stdin_to >= 0 and stdin_to not in sources else [])]
+    theirs = sorted({fd for fd in stdio if fd >= 0})
     saved = None
     if request.tty and request.interactive and os.isatty(0):
         import termios
@@ -263,16 +302,26 @@ def _fork_entered(
     forwarded = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
     signal.pthread_sigmask(signal.SIG_BLOCK, forwarded)
     caller = os.getpid()
-    entered = os.fork()
+    try:
+        entered = os.fork()
+    except BaseException:
+        for fd in (*ours, *theirs, report_r, report_w):
+            os.close(fd)
+        raise
     if entered == 0:
         os.close(report_r)
 
         def enter() -> int:
+            for fd in ours:
+                os.close(fd)
+            # out of the caller's session: only the caller gets its terminal's signals (and
+            # passes each on once); B never reads or writes that terminal
+            os.setsid()
             if request.die_with_caller:
                 linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
                 if os.getppid() != caller:
                     raise ExecError("the caller ended before the command could start")
-            return _entered(container, request, pidfd, root_fd, procs, environ, limits, report_w, after)
+            return _entered(container, request, pidfd, root_fd, procs, environ, limits, stdio, report_w, after)
 
         status, message = ExecError.exit_status, None
         try:
@@ -282,6 +331,8 @@ def _fork_entered(
         finally:
             os._exit(status)
     os.close(report_w)
+    for fd in theirs:
+        os.close(fd)
 
     def forward(signum: int, frame: object) -> None:
         try:  # noqa: SIM105 - contextlib is one more import on every health check
@@ -293,7 +344,7 @@ def _fork_entered(
         signal.signal(sig, forward)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, forwarded)
     try:
-        report = read_all(report_r)
+        report = _relay(report_r, sources, stdin_to, master) if sources else read_all(report_r)
         _, wait_status = os.waitpid(entered, 0)
     finally:
         os.close(report_r)
@@ -314,6 +365,19 @@ def _fork_entered(
     if request.error is not None and wait_status != 0 and status in (0, ExecError.exit_status):
         status = ExecError.exit_status
     return status
+
+
+def _stdio_open() -> None:
+    """The caller's 0, 1 and 2 open (on /dev/null if they were closed), so that no pipe of
+    ours can take their numbers and be mistaken for them."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open("/dev/null", os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
 
 
 def _send(fd: int, message: bytes) -> None:
@@ -341,15 +405,21 @@ def _entered(
     procs: list[str],
     environ: dict[str, str],
     limits: list[tuple[int, tuple[int, int]]],
+    stdio: tuple[int, int, int],
     report_w: int,
     after: object,
 ) -> int:
-    """B: into the container's cgroup, namespaces and root; fork C; relay or wait."""
+    """B: into the container's cgroup, namespaces and root; fork C; wait for it."""
     import resource
 
     # No /proc/self/exe of the host's python for anything in the container to open, and no
     # ptrace by the container's root while this process still holds every capability.
     linux.prctl(linux.PR_SET_DUMPABLE, 0)
+    # the host's /dev/null, opened before entering: the container's could be a FIFO. It
+    # replaces the caller's 0, 1 and 2 here: nothing of the caller's enters the container.
+    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
     for path in procs:
         with Step(f"join the container's cgroup {path}", ExecError.exit_status), open(path, "w") as f:
             f.write(str(os.getpid()))
@@ -358,7 +428,6 @@ def _entered(
             resource.setrlimit(which, limit)
         except (OSError, ValueError):
             pass
-    null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
     with Step(f"join the namespaces of {container.name}", ExecError.exit_status):
         try:
             linux.setns(pidfd, NAMESPACES)
@@ -370,45 +439,49 @@ def _entered(
         os.chdir("/")
     os.close(root_fd)
     os.close(pidfd)
-    master = slave = -1
-    if request.tty:
-        master, slave = _open_pty()
-    output = os.memfd_create("sdcontainer-exec-output", 0) if request.capture else -1
+    output = -1
+    if request.capture:  # the health check's: stdout and stderr kept, in memory
+        output = os.memfd_create("sdcontainer-exec-output", 0)
+        stdio = (null, output, output)
+    elif stdio[0] < 0:  # without -i
+        stdio = (null, stdio[1], stdio[2])
     sync_r, sync_w = os.pipe()  # C -> B: one error line, or EOF at execve (close-on-exec)
     command = os.fork()  # in the container's pid namespace: setns(CLONE_NEWPID) is for children
     if command == 0:
         os.close(sync_r)
         os.close(report_w)
-        if master >= 0:
-            os.close(master)
-        _command(container, request, environ, slave, output, null, sync_w)
+        _command(container, request, environ, stdio, sync_w)
     os.close(sync_w)
-    if slave >= 0:
-        os.close(slave)
-    command_fd = linux.pidfd_open(command)
+    for fd in {*stdio} - {null, output}:
+        os.close(fd)  # only the command (and what it starts) holds them: their EOF is its end
 
     def forward(signum: int, frame: object) -> None:
-        try:  # noqa: SIM105
-            os.kill(command, signum)
-        except ProcessLookupError:
-            pass
+        # C leads a session of its own, away from the caller's terminal: the keyboard's
+        # SIGINT and SIGQUIT go to its process group, as a terminal sends them
+        target = -command if signum in (signal.SIGINT, signal.SIGQUIT) else command
+        try:
+            os.kill(target, signum)
+        except ProcessLookupError:  # not its own group yet (C has not reached setsid)
+            try:  # noqa: SIM105
+                os.kill(command, signum)
+            except ProcessLookupError:
+                pass
 
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+    forwarded = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
+    for sig in forwarded:
         signal.signal(sig, forward)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends it to C itself
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, forwarded)
     error_line = read_all(sync_r)
     os.close(sync_r)
-    if master >= 0:
-        _relay(master, command_fd, request)
     if request.timeout is not None:
+        command_fd = linux.pidfd_open(command)
         poller = select.poll()
         poller.register(command_fd, select.POLLIN)
         if not poller.poll(max(0, int(request.timeout * 1000))):
             os.kill(command, signal.SIGKILL)
             _send(report_w, b"T")
+        os.close(command_fd)
     _, wait_status = os.waitpid(command, 0)
-    os.close(command_fd)
     status = exit_status(wait_status)
     if error_line:
         code, _, message = error_line.decode(errors="replace").strip().partition(" ")
@@ -423,85 +496,188 @@ def _entered(
     return status
 
 
-def _open_pty() -> tuple[int, int]:
-    """A pseudo-terminal of the container's own devpts instance: its /dev/ptmx, checked to be
-    the ptmx device (the container could have put anything there), and the peer opened through
-    the master (no path lookup in /dev/pts)."""
+def _open_pty(root_fd: int) -> tuple[int, int]:
+    """In the caller, before forking: a pseudo-terminal of the container's own devpts
+    instance, from its /dev/ptmx looked up inside its root (symlinks resolved there, no magic
+    links), checked to be the ptmx device (the container could have put anything there); the
+    peer opened through the master (no path lookup in /dev/pts). The master never leaves
+    the caller; the peer goes to the command."""
     import fcntl
 
     with Step("open the container's /dev/ptmx", ExecError.exit_status):
         master = linux.openat2(
-            linux.AT_FDCWD, "/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK, linux.RESOLVE_NO_MAGICLINKS
+            root_fd,
+            "dev/ptmx",
+            os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC,
+            linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS,
         )
-        st = os.fstat(master)
-        if not (st.st_mode & 0o170000 == 0o020000 and st.st_rdev == PTMX_RDEV):
+        try:
+            st = os.fstat(master)
+            if not (st.st_mode & 0o170000 == 0o020000 and st.st_rdev == PTMX_RDEV):
+                raise ExecError("the container's /dev/ptmx is not the pseudo-terminal multiplexer")
+            fcntl.ioctl(master, TIOCSPTLCK, b"\0\0\0\0")
+            slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            if os.isatty(0):
+                fcntl.ioctl(master, TIOCSWINSZ, fcntl.ioctl(0, TIOCGWINSZ, b"\0" * 8))
+        except BaseException:
             os.close(master)
-            raise ExecError("the container's /dev/ptmx is not the pseudo-terminal multiplexer")
-        os.set_blocking(master, True)
-        fcntl.ioctl(master, TIOCSPTLCK, b"\0\0\0\0")
-        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-        if os.isatty(0):
-            fcntl.ioctl(master, TIOCSWINSZ, fcntl.ioctl(0, TIOCGWINSZ, b"\0" * 8))
+            raise
     return master, slave
 
 
-def _relay(master: int, command_fd: int, request: Request) -> None:
-    """Copy the terminal both ways until the command has ended and its output is drained."""
+def _relay(report_r: int, sources: dict[int, int], stdin_to: int, master: int) -> bytes:
+    """In the caller: copy the command's output (`sources`: our ends of its stdout and stderr
+    pipes, or the pty's master, each to the caller's fd 1 or 2) and, with -i, the caller's
+    stdin to `stdin_to` (the command's stdin pipe, or the master) until B has ended (EOF on its
+    report pipe: the command has ended too). Then pass on what the command and its children
+    wrote until then, and stop: a process it left running gets EPIPE (SIGPIPE) if it writes.
+
+    Our ends are non-blocking, and the caller's stdin is read only once what was read before
+    has been written, so neither side can fill a pipe while the other waits on it. The
+    caller's fds keep their flags (shared with whoever else holds them): a write there may
+    block, at the pace of their reader. If their reader has gone (EPIPE), the pipe that fed
+    it is closed, so the command gets SIGPIPE as it would have writing there itself. Our ends
+    are closed on return; the result is B's report."""
     import fcntl
 
-    def resize(signum: int, frame: object) -> None:
-        try:  # noqa: SIM105
-            fcntl.ioctl(master, TIOCSWINSZ, fcntl.ioctl(0, TIOCGWINSZ, b"\0" * 8))
-        except OSError:
-            pass
+    if master >= 0 and os.isatty(0):
 
-    if os.isatty(0):
+        def resize(signum: int, frame: object) -> None:
+            try:  # noqa: SIM105
+                fcntl.ioctl(master, TIOCSWINSZ, fcntl.ioctl(0, TIOCGWINSZ, b"\0" * 8))
+            except OSError:
+                pass
+
         signal.signal(signal.SIGWINCH, resize)
     poller = select.poll()
-    poller.register(master, select.POLLIN)
-    poller.register(command_fd, select.POLLIN)
-    reading_stdin = request.interactive
-    if reading_stdin:
-        poller.register(0, select.POLLIN)
-    ended = False
-    while True:
-        events = poller.poll(0 if ended else -1)
-        if not events:
-            return  # ended, and nothing left to read
-        for fd, event in events:
-            if fd == command_fd:
-                ended = True
-                poller.unregister(command_fd)
-            elif fd == master:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:  # EIO: every holder of the terminal has closed it
-                    data = b""
-                if not data:
-                    return
-                _write_all(1, data)
-            elif fd == 0:
-                data = os.read(0, 65536) if event & (select.POLLIN | select.POLLHUP) else b""
-                if not data:
-                    poller.unregister(0)
-                    if not os.isatty(0):
-                        _write_all(master, b"\x04")  # end of input, as a terminal says it
+    masks: dict[int, int] = {}
+    report: list[bytes] = []
+    pending = b""  # read from the caller's stdin, not yet written to stdin_to
+    at_eof = False  # the caller's stdin has ended: pending is the last of it
+
+    def watch(fd: int, mask: int) -> None:
+        if mask:
+            poller.register(fd, mask)  # registers or modifies
+            masks[fd] = mask
+        elif masks.pop(fd, 0):
+            poller.unregister(fd)
+
+    def stop_input() -> None:
+        """Nothing more for the command's stdin: its pipe is closed (EOF); a master stays."""
+        nonlocal stdin_to, pending
+        watch(0, 0)
+        pending = b""
+        if stdin_to in sources:
+            watch(stdin_to, masks[stdin_to] & ~select.POLLOUT)
+        elif stdin_to >= 0:
+            watch(stdin_to, 0)
+            os.close(stdin_to)
+        stdin_to = -1
+
+    def close_source(fd: int) -> None:
+        if fd == stdin_to:
+            stop_input()
+        watch(fd, 0)
+        del sources[fd]
+        os.close(fd)
+
+    watch(report_r, select.POLLIN)
+    for fd in sources:
+        watch(fd, select.POLLIN)
+    if stdin_to >= 0:
+        watch(0, select.POLLIN)
+    try:
+        while report_r in masks:
+            for fd, event in poller.poll():
+                if fd == report_r:
+                    chunk = os.read(report_r, 65536)
+                    report.append(chunk)
+                    if not chunk:
+                        watch(report_r, 0)  # B has ended
+                        break
+                elif fd == 0 and 0 in masks:
+                    data = os.read(0, 65536) if event & (select.POLLIN | select.POLLHUP) else b""
+                    if not data:
+                        at_eof = True
+                        if stdin_to != master or os.isatty(0):
+                            stop_input()
+                            continue
+                        data = b"\x04"  # end of input, as a terminal says it
+                    pending = data
+                    watch(0, 0)
+                    watch(stdin_to, masks.get(stdin_to, 0) | select.POLLOUT)
                     continue
-                _write_all(master, data)
+                if fd in sources and event & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    try:
+                        data = os.read(fd, 65536)
+                    except BlockingIOError:  # nothing after all (poll says so again if need be)
+                        continue
+                    except OSError:  # EIO: every holder of the terminal has closed it
+                        data = b""
+                    if not (data and _write_out(sources[fd], data)):
+                        close_source(fd)  # EOF, or no one reads the caller's end any more
+                        continue
+                if fd == stdin_to and pending and event & (select.POLLOUT | select.POLLERR):
+                    try:
+                        pending = pending[os.write(stdin_to, pending) :]
+                    except BlockingIOError:
+                        continue
+                    except OSError:  # EPIPE: the command has closed its stdin; the rest is dropped
+                        stop_input()
+                        continue
+                    if not pending:
+                        if at_eof:
+                            stop_input()
+                        else:
+                            watch(stdin_to, masks[stdin_to] & ~select.POLLOUT)
+                            watch(0, select.POLLIN)
+        # What the command (and its children) wrote before it ended, and no more (a process
+        # left behind could write forever): what a pipe holds now; a pty's line discipline and
+        # buffers, read until EAGAIN, at most PTY_BACKLOG (more than they can hold).
+        for fd, dest in sources.items():
+            left = PTY_BACKLOG if fd == master else _unread(fd)
+            while left > 0:
+                try:
+                    data = os.read(fd, min(left, 65536))
+                except OSError:  # EAGAIN: drained; EIO: closed
+                    break
+                if not data or not _write_out(dest, data):
+                    break
+                left -= len(data)
+    finally:
+        for fd in {*sources, stdin_to} - {-1}:
+            os.close(fd)
+        if master >= 0 and os.isatty(0):
+            signal.signal(signal.SIGWINCH, signal.SIG_DFL)
+    return b"".join(report)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _unread(fd: int) -> int:
+    """How many bytes a pipe holds."""
+    import fcntl
+
+    return int.from_bytes(fcntl.ioctl(fd, FIONREAD, b"\0\0\0\0"), "little")
+
+
+def _write_out(fd: int, data: bytes) -> bool:
+    """All of `data` to the caller's fd; False if it cannot take it (EPIPE: its reader is gone)."""
     while data:
-        data = data[os.write(fd, data) :]
+        try:
+            data = data[os.write(fd, data) :]
+        except BlockingIOError:  # the caller's fd is non-blocking: wait as a blocking one would
+            waiter = select.poll()
+            waiter.register(fd, select.POLLOUT)
+            waiter.poll()
+        except OSError:
+            return False
+    return True
 
 
 def _command(
-    container: Container, request: Request, environ: dict[str, str], slave: int, output: int, null: int, sync_w: int
+    container: Container, request: Request, environ: dict[str, str], stdio: tuple[int, int, int], sync_w: int
 ) -> None:
     """C: from the container's pid namespace to execve. Never returns."""
-    status, message = outcome_in_child(
-        lambda: _exec(container, request, environ, slave, output, null, sync_w), ExecError.exit_status
-    )
+    status, message = outcome_in_child(lambda: _exec(container, request, environ, stdio, sync_w), ExecError.exit_status)
     try:
         os.write(sync_w, f"{status} {message}".replace("\n", " ").encode(errors="replace"))
     finally:
@@ -509,26 +685,19 @@ def _command(
 
 
 def _exec(
-    container: Container, request: Request, environ: dict[str, str], slave: int, output: int, null: int, sync_w: int
+    container: Container, request: Request, environ: dict[str, str], stdio: tuple[int, int, int], sync_w: int
 ) -> None:
     for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)  # an ignored signal stays ignored across execve
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
-    if slave >= 0:
+    # a session of its own: no controlling terminal but the pty of -t, none of the caller's
+    os.setsid()
+    if request.tty:
         import fcntl
 
-        os.setsid()
-        fcntl.ioctl(slave, TIOCSCTTY, 0)
-        for fd in (0, 1, 2):
-            os.dup2(slave, fd)
-        os.close(slave)
-    else:
-        if not request.interactive:
-            os.dup2(null, 0)  # the host's, opened before entering: the container's could be a FIFO
-        if output >= 0:
-            os.dup2(output, 1)
-            os.dup2(output, 2)
-            os.close(output)
+        fcntl.ioctl(stdio[0], TIOCSCTTY, 0)
+    for target, fd in enumerate(stdio):
+        os.dup2(fd, target)  # every fd here is above 2 (B's own 0, 1, 2 are /dev/null)
     if request.user is not None:
         user, _, group = request.user.partition(":")
         ident = resolve_identity(user, group or None)
@@ -584,7 +753,7 @@ def _exec(
 def main(argv: list[str] | None = None) -> int:
     """`sdcontainer-launcher exec --unit UNIT -- CMD...`: a unit's ExecReload= (ReloadCmd=).
     The command runs as `sdcontainer exec UNIT CMD...` runs it; its stdout and stderr are
-    this process's (the journal) and its exit status is the reload's; 125 when it could not
+    copied to this process's (the journal) and its exit status is the reload's; 125 when it could not
     run (the container is not running, joining it failed), 2 for a bad command line."""
     import sys
 
