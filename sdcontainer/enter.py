@@ -41,6 +41,7 @@ from __future__ import annotations
 import _signal as signal
 import os
 import select
+import stat
 
 from sdcontainer import linux, state
 from sdcontainer.errors import ExecError, SdcontainerError, UsageError
@@ -710,6 +711,13 @@ def _exec(
             str(group_value) if group_value is not None else None,
             tuple(str(g) for g in group_add) if isinstance(group_add, list) else (),
         )
+    if not request.capture:
+        # the command's pipes (or pty) are its user's, as a login's terminal is: a program
+        # that reopens /dev/stderr (`echo >/dev/stderr`, a log file linked there) can. Only
+        # those: B's /dev/null (stdin without -i) is the host's.
+        for fd in range(3):
+            if request.tty or stat.S_ISFIFO(os.fstat(fd).st_mode):
+                os.fchown(fd, ident.uid, ident.gid)
     env = dict(environ)
     if request.user is not None:
         env["HOME"] = ident.home

@@ -175,6 +175,14 @@ def test_exec_relays_stdout_stderr_apart_and_the_exit_status(bed: Testbed, web: 
     assert piped.stdout == "hi\n"
 
 
+def test_the_commands_user_can_reopen_its_own_stdout_and_stderr(bed: Testbed, web: str) -> None:
+    # as a program run as User=app does with `echo >/dev/stderr` or a log file linked there
+    for options in ([], ["-i"]):
+        result = exec_bytes(bed, *options, web, "/bin/sh", "-c", "id -un; echo out >/dev/stdout; echo err >/dev/stderr")
+        assert (result.returncode, result.stdout, result.stderr) == (0, b"app\nout\n", b"err\n"), options
+    assert bed.run(["stat", "-c", "%u:%g", "/dev/null"]).stdout == "0:0\n"  # only the pipes were handed over
+
+
 def test_exec_relays_megabytes_both_ways_at_once(bed: Testbed, web: str) -> None:
     """8 MB in while 8 MB come out (a relay that writes all input before reading output
     deadlocks on the pipes' 64 KiB), every byte value, and stdin's EOF ends cat."""
