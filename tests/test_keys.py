@@ -9,13 +9,13 @@ from sdcontainer.keys import (
     KEYS,
     QUADLET_ONLY_KEYS,
     service_settings,
-    size_in_bytes,
     spec_from_argv,
     spec_from_unit,
     spec_to_argv,
 )
 from sdcontainer.spec import BindMount, ContainerSpec, TmpfsMount
 from sdcontainer.unitfile import parse_text
+from sdcontainer.values import size_in_bytes
 
 
 def spec(body: str, path: str = "/etc/sdcontainer/t.container") -> ContainerSpec:
