@@ -153,7 +153,8 @@ def _plain(doc: str) -> str:
 
 def _container_options(command: Any) -> Any:
     """One option per launcher option in the key table, so `run` takes what a file can say."""
-    from sdcontainer.keys import KEYS, parse_bool
+    from sdcontainer.keys import KEYS
+    from sdcontainer.values import parse_bool
 
     for key in reversed(KEYS):
         if key.option is None or key.field in ("rootfs", "image"):
@@ -201,19 +202,18 @@ def run(
     stderr and the exit status is the container's. An argument that is a directory is a
     ROOTFS, anything else an IMAGE reference; without COMMAND an image's own runs.
     """
-    from sdcontainer.keys import (
-        KEYS,
+    from sdcontainer.keys import KEYS, spec_from_argv
+    from sdcontainer.record import replace
+    from sdcontainer.transient import run_transient
+    from sdcontainer.transient import unit_name as make_unit_name
+    from sdcontainer.values import (
         ParseContext,
         parse_memory,
         parse_pids_limit,
         parse_seconds,
         parse_signal,
         parse_ulimit,
-        spec_from_argv,
     )
-    from sdcontainer.record import replace
-    from sdcontainer.transient import run_transient
-    from sdcontainer.transient import unit_name as make_unit_name
 
     # an image reference never starts with / or .: such an argument is a directory, even a
     # missing one (the launcher then says so), never a name to pull
@@ -289,7 +289,7 @@ def pull(reference: str, tls_verify: bool | None, retry: int, retry_delay: str |
     registry's manifest is the one stored. Prints the image id.
     """
     from sdcontainer.images import pull as pull_image
-    from sdcontainer.keys import ParseContext, duration_seconds, parse_retry_delay
+    from sdcontainer.values import ParseContext, duration_seconds, parse_retry_delay
 
     try:
         delay = duration_seconds(parse_retry_delay(retry_delay, ParseContext())) if retry_delay else None
@@ -434,7 +434,7 @@ def exec_(
     """
     from sdcontainer.enter import Request, find, run
     from sdcontainer.errors import ExecError
-    from sdcontainer.keys import parse_env_assignment
+    from sdcontainer.values import parse_env_assignment
 
     _need_root("exec", ExecError)
     for item in env:

@@ -599,9 +599,9 @@ def _image_stop_signal(spec: ContainerSpec) -> ContainerSpec:
     """The StopSignal of the image's config, if the image is in the store already (and
     named by a full reference: no registries.conf is read here); the unit's KillSignal= and
     SuccessExitStatus= are written now, before any start could pull it."""
-    from sdcontainer.keys import ParseContext, parse_signal
     from sdcontainer.record import replace
     from sdcontainer.store import image_stop_signal
+    from sdcontainer.values import ParseContext, parse_signal
 
     try:
         signal = image_stop_signal(spec.image or "")

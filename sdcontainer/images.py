@@ -35,6 +35,7 @@ from sdcontainer.store import (
     pull_lock,
     storage_dir,
 )
+from sdcontainer.values import PULL_POLICIES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,7 +49,6 @@ MEDIA_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 INDEX_TYPES = (MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST)
 SMALL_BLOB = 4 << 20  # manifests and configs larger than this are refused
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
-PULL_POLICIES = ("never", "missing", "always", "newer")
 SKOPEO_HINT = "install skopeo (apt install skopeo)"
 
 Tick = "Callable[[], None] | None"

@@ -2,8 +2,9 @@
 
 Each `Key` says how a value is read from a `.container` file, where it lands in the
 `ContainerSpec`, which launcher/CLI option carries it, and what the man page says about it.
-The parser, the generated unit, the launcher's command line and the man-page cross-check
-all read this table; a key is declared here and nowhere else.
+The parser, the generated unit, the launcher's command line, `sdcontainer run`'s options and
+the man-page cross-check all read this table; a key is declared here and nowhere else. The
+grammars of the values (one parser per grammar) are in `sdcontainer.values`.
 """
 
 from __future__ import annotations
@@ -12,29 +13,92 @@ import os
 
 from sdcontainer.errors import ConfigError, UsageError
 from sdcontainer.record import record
-from sdcontainer.spec import BindMount, ContainerSpec, TmpfsMount
-from sdcontainer.text import ALNUM, DIGITS, LOWER, SIGNAL_NAMES, SIGNALS, UPPER, check_glob, ip_address, only, word
-from sdcontainer.unitfile import Entry, UnitFile, escape_specifiers, parse_boolean, split_words, unquote
+from sdcontainer.spec import ContainerSpec
+from sdcontainer.unitfile import Entry, UnitFile, escape_specifiers, split_words, unquote
+from sdcontainer.values import (
+    ULIMIT_SETTINGS,
+    ParseContext,
+    is_service_unit_name,
+    parse_abs_path,
+    parse_add_host,
+    parse_bool,
+    parse_capability,
+    parse_count,
+    parse_dns_option,
+    parse_dns_search,
+    parse_dns_server,
+    parse_duration,
+    parse_entrypoint,
+    parse_env_assignment,
+    parse_group_add,
+    parse_health_cmd,
+    parse_health_interval,
+    parse_health_on_failure,
+    parse_host_path,
+    parse_hostname,
+    parse_label,
+    parse_memory,
+    parse_name,
+    parse_network,
+    parse_notify,
+    parse_pids_limit,
+    parse_positive_duration,
+    parse_proxy_target,
+    parse_pull,
+    parse_retries,
+    parse_retry_delay,
+    parse_seconds,
+    parse_shm_size,
+    parse_signal,
+    parse_string,
+    parse_sysctl,
+    parse_timespan,
+    parse_timezone,
+    parse_tmpfs,
+    parse_ulimit,
+    parse_unmask,
+    parse_volume,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import; the generator and launcher skip it
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, ClassVar
 
 
-@record
-class ParseContext:
-    """`unit_dir` resolves relative paths in a file; `expanded` is true in the launcher,
-    after systemd has expanded specifiers, where paths must be absolute for real."""
+class Kind:
+    """How the assignments of a key make its value: one of the four members below, each
+    compared by identity (`key.kind is Kind.LIST`).
 
-    unit_dir: str = "/"
-    expanded: bool = False
+    An enumeration without `enum.Enum`: `import enum` (with the functools and collections
+    it pulls in) costs about 4 ms here, as much as everything else the generator imports,
+    and the generator imports this table at every boot and daemon-reload."""
+
+    SINGLE: ClassVar[Kind]  # one value; the last assignment wins
+    LIST: ClassVar[Kind]  # one item per assignment; an empty assignment resets the list
+    WORDS: ClassVar[Kind]  # like LIST, with several items per line, split the systemd way
+    EXEC: ClassVar[Kind]  # a command line, split as ExecStart= is; the last assignment wins
+
+    __slots__ = ("name", "repeated")
+
+    def __init__(self, name: str, repeated: bool) -> None:
+        self.name = name
+        self.repeated = repeated  # a tuple of items, one launcher option per item
+
+    def __repr__(self) -> str:
+        return f"Kind.{self.name}"
+
+
+Kind.SINGLE = Kind("SINGLE", repeated=False)
+Kind.LIST = Kind("LIST", repeated=True)
+Kind.WORDS = Kind("WORDS", repeated=True)
+Kind.EXEC = Kind("EXEC", repeated=False)
 
 
 @record
 class Key:
     name: str
-    kind: str  # "single" (last wins), "list" (one item per line), "words" (split), "exec"
+    kind: Kind
     field: str
     parse: Callable[[str, ParseContext], Any]
     doc: str
@@ -47,239 +111,7 @@ class Key:
 
     @property
     def repeated(self) -> bool:
-        return self.kind in ("list", "words")
-
-
-# --- value parsers ------------------------------------------------------------------------
-
-
-def _path(value: str, ctx: ParseContext, *, relative_ok: bool = False) -> str:
-    if not value:
-        raise ValueError("a path is required")
-    if value.startswith("%") and not ctx.expanded:
-        return value  # a specifier such as %h or %S; systemd makes it absolute
-    if not value.startswith("/"):
-        if relative_ok and not ctx.expanded:
-            return os.path.normpath(os.path.join(ctx.unit_dir, value))
-        raise ValueError(f"{value!r} is not an absolute path")
-    return os.path.normpath(value) if value != "/" else value
-
-
-def parse_abs_path(value: str, ctx: ParseContext) -> str:
-    return _path(value, ctx)
-
-
-def parse_host_path(value: str, ctx: ParseContext) -> str:
-    """A path on the host: relative paths are taken from the unit file's directory."""
-    return _path(value, ctx, relative_ok=True)
-
-
-def parse_string(value: str, ctx: ParseContext) -> str:
-    if not value:
-        raise ValueError("a value is required")
-    return value
-
-
-def parse_bool(value: str, ctx: ParseContext) -> bool:
-    return parse_boolean(value)
-
-
-def parse_env_assignment(value: str, ctx: ParseContext) -> str:
-    name = value.partition("=")[0]
-    if not word(name, UPPER + LOWER + "_", ALNUM + "_"):
-        raise ValueError(f"{name!r} is not a valid environment variable name")
-    return value
-
-
-def parse_label(value: str, ctx: ParseContext) -> str:
-    if "=" not in value or value.startswith("="):
-        raise ValueError(f"{value!r} is not KEY=VALUE")
-    return value
-
-
-_MOUNT_FLAGS = {"nosuid", "nodev", "noexec", "suid", "dev", "exec", "rbind", "bind"}
-
-
-def parse_volume(value: str, ctx: ParseContext) -> BindMount:
-    parts = value.split(":")
-    if len(parts) == 1:
-        raise ValueError(
-            f"{value!r} has no source; anonymous and named volumes are not supported yet, "
-            "use HOST-PATH:CONTAINER-PATH[:OPTIONS] or Tmpfs="
-        )
-    if len(parts) > 3:
-        raise ValueError(f"{value!r} is not SOURCE:TARGET[:OPTIONS]")
-    source, target = parts[0], parts[1]
-    if not (source.startswith(("/", "./", "../", "%")) or source in (".", "..")):
-        raise ValueError(f"named volume {source!r} is not supported yet; give a host path")
-    readonly = False
-    options: list[str] = []
-    for opt in parts[2].split(",") if len(parts) == 3 and parts[2] else []:
-        if opt == "ro":
-            readonly = True
-        elif opt == "rw":
-            readonly = False
-        elif opt in ("z", "Z"):
-            continue  # SELinux relabelling: no SELinux policy is applied by sdcontainer
-        elif opt in _MOUNT_FLAGS:
-            options.append(opt)
-        else:
-            raise ValueError(f"unknown volume option {opt!r} (known: ro, rw, {', '.join(sorted(_MOUNT_FLAGS))})")
-    source = parse_host_path(source, ctx)
-    if ":" in source:  # only through the file's directory: a colon in the value splits it
-        raise ValueError(f"the source {source!r} has a ':' in it (the launcher's --volume is SOURCE:TARGET[:OPTIONS])")
-    return BindMount(source, parse_abs_path(target, ctx), readonly, tuple(options))
-
-
-def parse_tmpfs(value: str, ctx: ParseContext) -> TmpfsMount:
-    target, _, opts = value.partition(":")
-    options = tuple(o for o in opts.split(",") if o)
-    for opt in options:
-        name, eq, setting = opt.partition("=")
-        if not word(name, LOWER + "_", LOWER + "_") or (eq and not word(setting, ALNUM + "%._-", ALNUM + "%._-")):
-            raise ValueError(f"invalid tmpfs option {opt!r}")
-    return TmpfsMount(parse_abs_path(target, ctx), options)
-
-
-def parse_network(value: str, ctx: ParseContext) -> str:
-    if value in ("none", "host"):
-        return value
-    raise ValueError(
-        f"Network={value} is not supported yet; this version supports Network=none "
-        "(the default: a private network namespace with only loopback) and Network=host"
-    )
-
-
-_HOST_NAME = ALNUM + "-._"
-
-
-def parse_add_host(value: str, ctx: ParseContext) -> str:
-    """podman's --add-host: NAME[;NAME...]:IP, an extra line in /etc/hosts. The first ':'
-    ends the names, so an IPv6 address needs no brackets."""
-    names, colon, address = value.partition(":")
-    if not colon or not names:
-        raise ValueError(f"{value!r} is not NAME:IP")
-    for name in names.split(";"):
-        if not name:
-            raise ValueError(f"{value!r} has an empty host name")
-        if not word(name, _HOST_NAME, _HOST_NAME) and not ("%" in name and not ctx.expanded):
-            raise ValueError(f"{name!r} is not a host name (letters, digits, '-', '.' and '_')")
-    if address == "host-gateway":
-        raise ValueError("host-gateway is not supported yet: there is no network to reach the host by")
-    if not ip_address(address):
-        raise ValueError(f"{address!r} is not an IPv4 or IPv6 address")
-    return value
-
-
-def parse_dns_server(value: str, ctx: ParseContext) -> str:
-    if value == "none" or ip_address(value):
-        return value
-    raise ValueError(f"{value!r} is not an IP address (or none)")
-
-
-def parse_dns_search(value: str, ctx: ParseContext) -> str:
-    """A search domain, or '.' for none at all."""
-    labels = value[:-1].split(".") if value.endswith(".") and value != "." else value.split(".")
-    if value != "." and (
-        len(value) > 253 or not all(word(label, ALNUM, ALNUM + "-", 63) and label[-1] != "-" for label in labels)
-    ):
-        raise ValueError(f"{value!r} is not a domain name (or . for no search domains)")
-    return value
-
-
-def parse_dns_option(value: str, ctx: ParseContext) -> str:
-    """A resolv.conf option, such as ndots:2, edns0 or timeout:1 (resolv.conf(5))."""
-    if not word(value, ALNUM, ALNUM + ":._-"):
-        raise ValueError(f"{value!r} is not a resolver option (such as ndots:2 or edns0)")
-    return value
-
-
-def parse_signal(value: str, ctx: ParseContext) -> str:
-    name = value.upper()
-    if word(name, DIGITS, DIGITS):
-        if int(name) not in SIGNAL_NAMES:
-            raise ValueError(f"{value!r} is not a signal number")
-        return SIGNAL_NAMES[int(name)]
-    if not name.startswith("SIG"):
-        name = "SIG" + name
-    if name not in SIGNALS:
-        raise ValueError(f"{value!r} is not a signal name")
-    return name
-
-
-def parse_proxy_target(value: str, ctx: ParseContext) -> str:
-    """SocketProxy=: a TCP port, or ADDRESS:PORT, the container listens on."""
-    address, colon, port = value.rpartition(":")
-    if not word(port, DIGITS, DIGITS, 5) or not 0 < int(port) < 65536:
-        raise ValueError(f"{value!r} is not a TCP port (1-65535) or ADDRESS:PORT")
-    if colon and not ip_address(address.strip("[]")):
-        raise ValueError(f"{address!r} is not an IP address")
-    return value
-
-
-_TIMESPAN_UNITS = frozenset([
-    "us", "usec", "ms", "msec", "s", "sec", "second", "seconds", "m", "min", "minute", "minutes", "h", "hr",
-    "hour", "hours", "d", "day", "days", "w", "week", "weeks"
-])  # fmt: skip
-
-
-def parse_timespan(value: str, ctx: ParseContext) -> str:
-    """A systemd time span (systemd.time(7)): 30s, 5min, 1h 30min, a bare number of seconds,
-    or infinity."""
-    if value == "infinity":
-        return value
-    rest = value.replace(" ", "")
-    if not rest:
-        raise ValueError("a time span is required")
-    while rest:
-        number = rest[: len(rest) - len(rest.lstrip(DIGITS + "."))]
-        rest = rest[len(number) :]
-        unit = rest[: len(rest) - len(rest.lstrip(LOWER))]
-        rest = rest[len(unit) :]
-        if not number or number.count(".") > 1 or (unit and unit not in _TIMESPAN_UNITS):
-            raise ValueError(f"{value!r} is not a time span (such as 30s, 5min, 1h 30min or infinity)")
-    return value
-
-
-def parse_seconds(value: str, ctx: ParseContext) -> int:
-    if not word(value, DIGITS, DIGITS):
-        raise ValueError(f"{value!r} is not a whole number of seconds")
-    return int(value)
-
-
-_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-
-
-def size_in_bytes(value: str) -> int:
-    """podman's size syntax (go-units RAMInBytes): a number, perhaps with a fraction, then
-    perhaps a space, one of k m g t p (powers of 1024, any case), i, and b: 512m, 1.5g, 64MiB,
-    4096."""
-    number = value[: len(value) - len(value.lstrip(DIGITS + "."))]
-    suffix = value[len(number) :].lower()
-    suffix = suffix[1:] if suffix.startswith(" ") else suffix
-    unit = suffix[:1] if suffix[:1] in "kmgtp" else ""
-    rest = suffix[len(unit) :]
-    rest = rest[1:] if rest.startswith("i") else rest
-    whole, dot, fraction = number.partition(".")
-    if not word(whole, DIGITS, DIGITS) or not only(fraction, DIGITS) or (dot and not fraction) or rest not in ("", "b"):
-        raise ValueError(f"{value!r} is not a size (a number of bytes, or with k, m, g, t or p: 512m, 1.5g)")
-    scale = _SIZE_UNITS[unit]
-    return int(whole) * scale + (int(fraction) * scale // 10 ** len(fraction) if fraction else 0)
-
-
-def format_size(size: int) -> str:
-    """Bytes with the largest binary suffix that divides them, as systemd and tmpfs read
-    sizes: 512M, 5G, 1536K, 1000."""
-    for suffix, scale in (("P", 1 << 50), ("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if size >= scale and size % scale == 0:
-            return f"{size // scale}{suffix}"
-    return str(size)
-
-
-def parse_memory(value: str, ctx: ParseContext) -> str:
-    """Memory=: systemd's MemoryMax=; 0 means no limit, as in podman."""
-    size = size_in_bytes(value)
-    return format_size(size) if size else "infinity"
+        return self.kind.repeated
 
 
 # podman's default pids limit (containers.conf pids_limit), in place of systemd's
@@ -287,155 +119,11 @@ def parse_memory(value: str, ctx: ParseContext) -> str:
 DEFAULT_PIDS_LIMIT = "2048"
 
 
-def parse_pids_limit(value: str, ctx: ParseContext) -> str:
-    """PidsLimit=: systemd's TasksMax=; -1 and 0 mean no limit, as in podman."""
-    if value in ("-1", "0"):
-        return "infinity"
-    if not word(value, DIGITS, DIGITS):
-        raise ValueError(f"{value!r} is not a number of processes (or -1 for no limit)")
-    return str(int(value))
-
-
-# podman's --ulimit names (go-units) and the systemd settings that set the same rlimits
-ULIMIT_SETTINGS = {
-    "core": "LimitCORE", "cpu": "LimitCPU", "data": "LimitDATA", "fsize": "LimitFSIZE",
-    "locks": "LimitLOCKS", "memlock": "LimitMEMLOCK", "msgqueue": "LimitMSGQUEUE",
-    "nice": "LimitNICE", "nofile": "LimitNOFILE", "nproc": "LimitNPROC", "rss": "LimitRSS",
-    "rtprio": "LimitRTPRIO", "rttime": "LimitRTTIME", "sigpending": "LimitSIGPENDING",
-    "stack": "LimitSTACK",
-}  # fmt: skip
-
-
-def _rlimit(text: str, name: str) -> int | None:
-    """One limit as a number, None for unlimited (-1)."""
-    if text == "-1":
-        return None
-    if not word(text, DIGITS, DIGITS):
-        raise ValueError(f"{name} limit {text!r} is not a number (or -1 for unlimited)")
-    number = int(text)
-    if name == "nice" and number > 40:
-        raise ValueError(f"nice limit {number} is out of range (0 to 40: 20 minus the lowest nice value)")
-    return number
-
-
-def parse_ulimit(value: str, ctx: ParseContext) -> str:
-    """podman's NAME=SOFT[:HARD] (-1: unlimited; a single number sets both), or host;
-    normalized for systemd's Limit*=: nofile=1024:infinity."""
-    if value == "host":
-        return value
-    name, eq, limits = value.partition("=")
-    name = name.lower()
-    name = name[len("rlimit_") :] if name.startswith("rlimit_") else name
-    if not eq:
-        raise ValueError(f"{value!r} is not NAME=SOFT[:HARD]")
-    if name not in ULIMIT_SETTINGS:
-        raise ValueError(f"unknown limit {name!r} (known: {', '.join(ULIMIT_SETTINGS)})")
-    soft_text, colon, hard_text = limits.partition(":")
-    soft = _rlimit(soft_text, name)
-    hard = _rlimit(hard_text, name) if colon else soft
-    if hard is not None and (soft is None or soft > hard):
-        raise ValueError(f"{name}: the soft limit {soft_text} is above the hard limit {hard_text}")
-
-    def show(limit: int | None) -> str:
-        return "infinity" if limit is None else str(limit)
-
-    return f"{name}={show(soft)}" + (f":{show(hard)}" if colon else "")
-
-
-def parse_shm_size(value: str, ctx: ParseContext) -> str:
-    """ShmSize=: the size= of the /dev/shm tmpfs (0: no limit, as tmpfs reads it)."""
-    return format_size(size_in_bytes(value))
-
-
-def parse_unmask(value: str, ctx: ParseContext) -> str:
-    """An absolute path or glob pattern (Go's filepath.Match), or ALL."""
-    if value.lower() == "all":
-        return "ALL"
-    if not value.startswith("/"):
-        raise ValueError(f"{value!r} is not an absolute path, a pattern such as /proc/* or ALL")
-    try:
-        check_glob(value)
-    except ValueError as error:
-        raise ValueError(f"{value!r}: {error}") from None
-    return value
-
-
-# podman's namespaced sysctls (pkg/util ValidateSysctls): the IPC namespace's, and net.*
-SYSCTL_NAMES = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
-                "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")  # fmt: skip
-SYSCTL_PREFIXES = ("fs.mqueue.", "net.")
-
-
-def parse_sysctl(value: str, ctx: ParseContext) -> str:
-    name, eq, setting = value.partition("=")
-    if not eq or not name or not setting:
-        raise ValueError(f"{value!r} is not NAME=VALUE")
-    if name.strip() != name or setting.strip() != setting or "\n" in setting:
-        raise ValueError(f"{value!r} has spaces around the name or the value")
-    if not word(name, LOWER, ALNUM + "._-"):
-        raise ValueError(f"{name!r} is not a sysctl name (such as net.ipv4.ip_forward)")
-    if name not in SYSCTL_NAMES and not name.startswith(SYSCTL_PREFIXES):
-        raise ValueError(
-            f"sysctl {name} is not allowed: only the container's own namespaces may be tuned "
-            f"({', '.join(SYSCTL_NAMES)}, fs.mqueue.* and net.*)"
-        )
-    return value
-
-
-def parse_group_add(value: str, ctx: ParseContext) -> str:
-    """A supplementary group: a name from the container's /etc/group, or a number."""
-    if value == "keep-groups":
-        raise ValueError(
-            "keep-groups is not supported yet (it keeps rootless podman's own groups); "
-            "name the groups, or give their numbers"
-        )
-    if not value or any(c in value for c in ": \t\n"):
-        raise ValueError(f"{value!r} is not a group name or number")
-    return value
-
-
-def parse_timezone(value: str, ctx: ParseContext) -> str:
-    """local, or a zone name such as Europe/Berlin or Etc/GMT+5 (a path below
-    /usr/share/zoneinfo, which cannot leave it)."""
-    if value == "local":
-        return value
-    parts = value.split("/")
-    if not word(value, ALNUM, ALNUM + "/_+-.") or any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"{value!r} is not a time zone name (such as Europe/Berlin, UTC or local)")
-    return value
-
-
-def parse_entrypoint(value: str, ctx: ParseContext) -> tuple[str, ...]:
-    """Like podman's --entrypoint: a JSON array, or one program path; empty clears it."""
-    if value.startswith("["):
-        import json
-
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"invalid JSON array: {error.msg}") from None
-        if not isinstance(parsed, list) or not all(isinstance(w, str) for w in parsed):
-            raise ValueError("the JSON form must be an array of strings")
-        return tuple(parsed)
-    return (value,) if value else ()
-
-
-def parse_hostname(value: str, ctx: ParseContext) -> str:
-    if not ctx.expanded and "%" in value:
-        return value
-    if not word(value, ALNUM, ALNUM + ".-", 63):
-        raise ValueError(f"{value!r} is not a valid host name (letters, digits, '-' and '.', at most 63)")
-    return value
-
-
-def parse_name(value: str, ctx: ParseContext) -> str:
-    if not word(value, ALNUM + "%", ALNUM + "%@_.:-"):
-        raise ValueError(f"{value!r} is not a valid container name (letters, digits and @_.:-)")
-    return value
-
-
 def parse_image(value: str, ctx: ParseContext) -> str:
-    """An image reference: [REGISTRY/]NAME[:TAG][@sha256:DIGEST] (sdcontainer.store)."""
+    """An image reference: [REGISTRY/]NAME[:TAG][@sha256:DIGEST]. The grammar is the store's
+    (sdcontainer.store.parse_reference, beside the code that resolves references); this
+    parser stays here so that sdcontainer.values imports nothing of the store, which
+    imports it."""
     if value.endswith((".image", ".build")):
         raise ValueError(f"{value}: .image and .build units are not supported yet; name the image itself")
     from sdcontainer.store import parse_reference
@@ -444,143 +132,12 @@ def parse_image(value: str, ctx: ParseContext) -> str:
     return value
 
 
-PULL_POLICIES = ("never", "missing", "always", "newer")
-
-
-def parse_pull(value: str, ctx: ParseContext) -> str:
-    if value not in PULL_POLICIES:
-        raise ValueError(f"{value!r} is not one of {', '.join(PULL_POLICIES)}")
-    return value
-
-
-def parse_count(value: str, ctx: ParseContext) -> int:
-    if not word(value, DIGITS, DIGITS, 6):
-        raise ValueError(f"{value!r} is not a whole number")
-    return int(value)
-
-
-def parse_retry_delay(value: str, ctx: ParseContext) -> str:
-    """RetryDelay=: a duration as duration_ms() reads it, kept as "<N>ms" so that it reads the
-    same after the trip through the launcher's command line."""
-    return f"{duration_ms(value)}ms"
-
-
-def duration_seconds(value: str) -> float:
-    """A value parse_duration made, in seconds."""
-    return int(value.removesuffix("ms")) / 1000
-
-
-def parse_capability(value: str, ctx: ParseContext) -> str:
-    name = value.upper()
-    if not name.startswith("CAP_"):
-        name = "CAP_" + name
-    if name != "CAP_ALL" and not (name.startswith("CAP_") and word(name[4:], UPPER + "_", UPPER + "_")):
-        raise ValueError(f"{value!r} is not a capability name")
-    return name
-
-
-def parse_notify(value: str, ctx: ParseContext) -> str:
-    """Notify=: a boolean (yes: the container sends READY=1 itself), or healthy."""
-    if value.lower() == "healthy":
-        return "healthy"
-    try:
-        return "yes" if parse_boolean(value) else "no"
-    except ValueError:
-        raise ValueError(f"{value!r} is not a boolean or healthy") from None
-
-
-def parse_health_cmd(value: str, ctx: ParseContext) -> tuple[str, ...]:
-    """podman's --health-cmd: a JSON array (["CMD", prog, args...], ["CMD-SHELL", "line"], or
-    the argv itself), or a line for /bin/sh -c; none turns the check off."""
-    if value.lower() == "none":
-        return ()
-    if not value.startswith("["):
-        return ("/bin/sh", "-c", value)
-    import json
-
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"invalid JSON array: {error.msg}") from None
-    if not isinstance(parsed, list) or not parsed or not all(isinstance(w, str) for w in parsed):
-        raise ValueError("the JSON form must be a non-empty array of strings")
-    kind, rest = parsed[0], parsed[1:]
-    if kind == "NONE":
-        return ()
-    if kind == "CMD-SHELL":
-        if not rest:
-            raise ValueError('["CMD-SHELL"] needs a command line after it')
-        return ("/bin/sh", "-c", " ".join(rest))
-    if kind == "CMD":
-        if not rest:
-            raise ValueError('["CMD"] needs a program after it')
-        return tuple(rest)
-    return tuple(parsed)
-
-
-_DURATION_UNITS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
-
-
-def duration_ms(value: str) -> int:
-    """A Go duration (podman's syntax: 30s, 1m30s, 500ms, 1h) or a number of seconds, in
-    whole milliseconds (rounded up)."""
-    if word(value, DIGITS, DIGITS):
-        return int(value) * 1000
-    total = 0.0
-    rest = value
-    if not rest:
-        raise ValueError("a duration is required")
-    while rest:
-        number = rest[: len(rest) - len(rest.lstrip(DIGITS + "."))]
-        rest = rest[len(number) :]
-        unit = next((u for u in ("ns", "us", "µs", "ms", "s", "m", "h") if rest.startswith(u)), None)
-        whole, dot, fraction = number.partition(".")
-        if unit is None or not (whole or fraction) or not only(whole + fraction, DIGITS) or (dot and not fraction):
-            raise ValueError(f"{value!r} is not a duration (such as 30s, 1m30s or 500ms)")
-        rest = rest[len(unit) :]
-        total += float(number) * _DURATION_UNITS[unit]
-    return -int(-total // 1)
-
-
-def parse_duration(value: str, ctx: ParseContext) -> int:
-    return duration_ms(value)
-
-
-def parse_positive_duration(value: str, ctx: ParseContext) -> int:
-    ms = duration_ms(value)
-    if ms <= 0:
-        raise ValueError(f"{value!r}: must be longer than 0")
-    return ms
-
-
-def parse_health_interval(value: str, ctx: ParseContext) -> int:
-    """A duration, or disable: no timer, the check runs only when its service is started."""
-    if value.lower() == "disable":
-        return 0
-    return parse_positive_duration(value, ctx)
-
-
-def parse_retries(value: str, ctx: ParseContext) -> int:
-    if not word(value, DIGITS, DIGITS) or int(value) < 1:
-        raise ValueError(f"{value!r} is not a number of at least 1")
-    return int(value)
-
-
-HEALTH_ACTIONS = ("none", "kill", "restart", "stop")
-
-
-def parse_health_on_failure(value: str, ctx: ParseContext) -> str:
-    if value not in HEALTH_ACTIONS:
-        raise ValueError(f"{value!r} is not one of {', '.join(HEALTH_ACTIONS)}")
-    return value
-
-
 # --- the table ----------------------------------------------------------------------------
 
 KEYS: tuple[Key, ...] = (
     Key(
         "Rootfs",
-        "single",
+        Kind.SINGLE,
         "rootfs",
         parse_host_path,
         option="--rootfs",
@@ -591,7 +148,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "Image",
-        "single",
+        Kind.SINGLE,
         "image",
         parse_image,
         option="--image",
@@ -605,7 +162,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "Pull",
-        "single",
+        Kind.SINGLE,
         "pull",
         parse_pull,
         option="--pull",
@@ -617,7 +174,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "Retry",
-        "single",
+        Kind.SINGLE,
         "retry",
         parse_count,
         option="--retry",
@@ -627,7 +184,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "RetryDelay",
-        "single",
+        Kind.SINGLE,
         "retry_delay",
         parse_retry_delay,
         option="--retry-delay",
@@ -636,7 +193,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "Exec",
-        "exec",
+        Kind.EXEC,
         "exec",
         parse_string,
         metavar="COMMAND",
@@ -645,7 +202,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "Entrypoint",
-        "single",
+        Kind.SINGLE,
         "entrypoint",
         parse_entrypoint,
         option="--entrypoint",
@@ -654,7 +211,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "Environment",
-        "words",
+        Kind.WORDS,
         "environment",
         parse_env_assignment,
         option="--env",
@@ -666,7 +223,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "EnvironmentFile",
-        "list",
+        Kind.LIST,
         "environment_files",
         parse_host_path,
         option="--env-file",
@@ -677,7 +234,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "EnvironmentHost",
-        "single",
+        Kind.SINGLE,
         "env_host",
         parse_bool,
         option="--env-host",
@@ -687,7 +244,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "WorkingDir",
-        "single",
+        Kind.SINGLE,
         "working_dir",
         parse_abs_path,
         option="--workdir",
@@ -696,7 +253,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "User",
-        "single",
+        Kind.SINGLE,
         "user",
         parse_string,
         option="--user",
@@ -706,7 +263,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "Group",
-        "single",
+        Kind.SINGLE,
         "group",
         parse_string,
         option="--group",
@@ -716,7 +273,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "GroupAdd",
-        "list",
+        Kind.LIST,
         "group_add",
         parse_group_add,
         option="--group-add",
@@ -727,7 +284,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "Timezone",
-        "single",
+        Kind.SINGLE,
         "timezone",
         parse_timezone,
         option="--tz",
@@ -737,7 +294,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "HostName",
-        "single",
+        Kind.SINGLE,
         "hostname",
         parse_hostname,
         option="--hostname",
@@ -747,7 +304,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "ContainerName",
-        "single",
+        Kind.SINGLE,
         "name",
         parse_name,
         option="--name",
@@ -756,7 +313,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "Volume",
-        "list",
+        Kind.LIST,
         "volumes",
         parse_volume,
         option="--volume",
@@ -768,7 +325,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "Tmpfs",
-        "list",
+        Kind.LIST,
         "tmpfs",
         parse_tmpfs,
         option="--tmpfs",
@@ -778,7 +335,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "ShmSize",
-        "single",
+        Kind.SINGLE,
         "shm_size",
         parse_shm_size,
         option="--shm-size",
@@ -788,7 +345,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "ReadOnly",
-        "single",
+        Kind.SINGLE,
         "read_only",
         parse_bool,
         option="--read-only",
@@ -797,7 +354,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "ReadOnlyTmpfs",
-        "single",
+        Kind.SINGLE,
         "read_only_tmpfs",
         parse_bool,
         option="--read-only-tmpfs",
@@ -807,7 +364,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "Network",
-        "single",
+        Kind.SINGLE,
         "network",
         parse_network,
         option="--network",
@@ -817,7 +374,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "SocketProxy",
-        "single",
+        Kind.SINGLE,
         "socket_proxy",
         parse_proxy_target,
         metavar="[ADDRESS:]PORT",
@@ -831,7 +388,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "SocketProxyExitIdleTime",
-        "single",
+        Kind.SINGLE,
         "socket_proxy_exit_idle_time",
         parse_timespan,
         metavar="TIMESPAN",
@@ -841,7 +398,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "AddHost",
-        "list",
+        Kind.LIST,
         "add_hosts",
         parse_add_host,
         option="--add-host",
@@ -851,7 +408,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "DNS",
-        "list",
+        Kind.LIST,
         "dns_servers",
         parse_dns_server,
         option="--dns",
@@ -862,7 +419,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "DNSSearch",
-        "list",
+        Kind.LIST,
         "dns_search",
         parse_dns_search,
         option="--dns-search",
@@ -872,7 +429,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "DNSOption",
-        "list",
+        Kind.LIST,
         "dns_options",
         parse_dns_option,
         option="--dns-option",
@@ -882,7 +439,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "Label",
-        "words",
+        Kind.WORDS,
         "labels",
         parse_label,
         option="--label",
@@ -891,7 +448,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "Annotation",
-        "words",
+        Kind.WORDS,
         "annotations",
         parse_label,
         option="--annotation",
@@ -900,7 +457,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "StopSignal",
-        "single",
+        Kind.SINGLE,
         "stop_signal",
         parse_signal,
         metavar="SIGNAL",
@@ -911,7 +468,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "StopTimeout",
-        "single",
+        Kind.SINGLE,
         "stop_timeout",
         parse_seconds,
         metavar="SECONDS",
@@ -921,7 +478,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "ReloadSignal",
-        "single",
+        Kind.SINGLE,
         "reload_signal",
         parse_signal,
         metavar="SIGNAL",
@@ -932,7 +489,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "ReloadCmd",
-        "exec",
+        Kind.EXEC,
         "reload_cmd",
         parse_string,
         metavar="COMMAND",
@@ -943,7 +500,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "RunInit",
-        "single",
+        Kind.SINGLE,
         "run_init",
         parse_bool,
         option="--init",
@@ -953,7 +510,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "NoNewPrivileges",
-        "single",
+        Kind.SINGLE,
         "no_new_privileges",
         parse_bool,
         option="--no-new-privileges",
@@ -963,7 +520,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "AddCapability",
-        "words",
+        Kind.WORDS,
         "add_capabilities",
         parse_capability,
         option="--cap-add",
@@ -972,7 +529,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "DropCapability",
-        "words",
+        Kind.WORDS,
         "drop_capabilities",
         parse_capability,
         option="--cap-drop",
@@ -981,7 +538,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "Mask",
-        "words",
+        Kind.WORDS,
         "masks",
         parse_abs_path,
         option="--mask",
@@ -992,7 +549,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "Unmask",
-        "words",
+        Kind.WORDS,
         "unmasks",
         parse_unmask,
         option="--unmask",
@@ -1003,7 +560,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "Sysctl",
-        "words",
+        Kind.WORDS,
         "sysctls",
         parse_sysctl,
         option="--sysctl",
@@ -1015,7 +572,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "Memory",
-        "single",
+        Kind.SINGLE,
         "memory",
         parse_memory,
         metavar="SIZE",
@@ -1026,7 +583,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "PidsLimit",
-        "single",
+        Kind.SINGLE,
         "pids_limit",
         parse_pids_limit,
         metavar="N",
@@ -1036,7 +593,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "Ulimit",
-        "list",
+        Kind.LIST,
         "ulimits",
         parse_ulimit,
         metavar="NAME=SOFT[:HARD]",
@@ -1048,7 +605,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "Notify",
-        "single",
+        Kind.SINGLE,
         "notify",
         parse_notify,
         option="--notify",
@@ -1062,7 +619,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "HealthCmd",
-        "single",
+        Kind.SINGLE,
         "health_cmd",
         parse_health_cmd,
         metavar="COMMAND|JSON",
@@ -1073,7 +630,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "HealthInterval",
-        "single",
+        Kind.SINGLE,
         "health_interval",
         parse_health_interval,
         metavar="DURATION|disable",
@@ -1083,7 +640,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "HealthRetries",
-        "single",
+        Kind.SINGLE,
         "health_retries",
         parse_retries,
         metavar="N",
@@ -1092,7 +649,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "HealthTimeout",
-        "single",
+        Kind.SINGLE,
         "health_timeout",
         parse_positive_duration,
         metavar="DURATION",
@@ -1100,7 +657,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "HealthStartPeriod",
-        "single",
+        Kind.SINGLE,
         "health_start_period",
         parse_duration,
         metavar="DURATION",
@@ -1109,7 +666,7 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "HealthOnFailure",
-        "single",
+        Kind.SINGLE,
         "health_on_failure",
         parse_health_on_failure,
         metavar="ACTION",
@@ -1200,9 +757,9 @@ def _parse_one(key: Key, entry: Entry, value: str, ctx: ParseContext) -> Any:
 
 def _values_for(key: Key, entries: list[Entry], ctx: ParseContext) -> Any:
     """Fold the assignments of one key into its spec value, following its kind."""
-    if key.kind in ("single", "exec"):
+    if key.kind is Kind.SINGLE or key.kind is Kind.EXEC:
         entry = entries[-1]
-        if key.kind == "exec":
+        if key.kind is Kind.EXEC:
             words = split_words(entry.value, entry)
             return tuple(words) if words else None
         value = unquote(entry.value)
@@ -1214,7 +771,7 @@ def _values_for(key: Key, entries: list[Entry], ctx: ParseContext) -> Any:
         if entry.value == "":
             items = []  # Key= resets the list, as in systemd
             continue
-        values = split_words(entry.value, entry) if key.kind == "words" else [unquote(entry.value)]
+        values = split_words(entry.value, entry) if key.kind is Kind.WORDS else [unquote(entry.value)]
         for value in values:
             for item in value.split(key.separator) if key.separator else (value,):
                 items.append(_parse_one(key, entry, item, ctx))
@@ -1369,12 +926,6 @@ def spec_to_argv(spec: ContainerSpec) -> list[str]:
     return argv
 
 
-def _valid_unit_name(name: str) -> bool:
-    """A service name as systemd spells them (it also names the launcher's state record)."""
-    stem = name[: -len(".service")] if name.endswith(".service") else ""
-    return word(stem, ALNUM + ":_\\-@", ALNUM + ":_.\\-@", 247)
-
-
 def spec_from_argv(argv: list[str]) -> ContainerSpec:
     """The inverse of spec_to_argv, run in the launcher after systemd expanded specifiers."""
     ctx = ParseContext(expanded=True)
@@ -1403,7 +954,7 @@ def spec_from_argv(argv: list[str]) -> ContainerSpec:
             i += 2
         if key is None:
             # "%n" unexpanded: run by hand, outside systemd, where no record is written
-            if value != "%n" and not _valid_unit_name(value):
+            if value != "%n" and not is_service_unit_name(value):
                 raise UsageError(f"--unit {value!r} is not a service unit name")
             values["unit"] = value
             continue

@@ -572,7 +572,7 @@ def image_for_start(spec: Any, notifier: Any = None) -> dict[str, Any]:
         import sys
 
         print(f"sdcontainer-launcher: pulling image {name} (Pull={spec.pull})", file=sys.stderr, flush=True)
-    from sdcontainer.keys import duration_seconds
+    from sdcontainer.values import duration_seconds
 
     record = pull(
         name,

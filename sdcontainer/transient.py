@@ -15,10 +15,11 @@ from typing import Any
 
 from sdcontainer.errors import SystemdError
 from sdcontainer.generator import DEFAULT_STOP_TIMEOUT, DEVICE_ALLOW, SLICE, launcher_command, stop_exit_status
-from sdcontainer.keys import service_settings, size_in_bytes, spec_to_argv
+from sdcontainer.keys import service_settings, spec_to_argv
 from sdcontainer.record import replace
 from sdcontainer.spec import ContainerSpec
 from sdcontainer.state import runtime_directory
+from sdcontainer.values import size_in_bytes
 
 
 def unit_name(requested: str | None) -> str:

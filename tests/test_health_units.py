@@ -9,7 +9,8 @@ import pytest
 
 from sdcontainer.errors import ConfigError, UsageError
 from sdcontainer.health import Options
-from sdcontainer.keys import duration_ms, spec_from_argv, spec_to_argv
+from sdcontainer.keys import spec_from_argv, spec_to_argv
+from sdcontainer.values import duration_ms
 from tests.test_generator import generate_into, write
 from tests.test_keys import spec
 

@@ -8,8 +8,8 @@ from sdcontainer.errors import ConfigError, UsageError
 from sdcontainer.keys import (
     KEYS,
     QUADLET_ONLY_KEYS,
+    Kind,
     service_settings,
-    size_in_bytes,
     spec_from_argv,
     spec_from_unit,
     spec_to_argv,
@@ -166,22 +166,6 @@ def test_errors_without_a_line(body: str, fragment: str) -> None:
         spec(body)
 
 
-@pytest.mark.parametrize(
-    ("value", "size"),
-    [("0", 0), ("4096", 4096), ("512b", 512), ("64k", 64 << 10), ("512m", 512 << 20), ("512M", 512 << 20),
-     ("1g", 1 << 30), ("1.5g", 3 << 29), ("64MiB", 64 << 20), ("2 GB", 2 << 30), ("1t", 1 << 40),
-     ("0.5k", 512)],
-)  # fmt: skip
-def test_sizes_are_read_as_podman_reads_them(value: str, size: int) -> None:
-    assert size_in_bytes(value) == size
-
-
-@pytest.mark.parametrize("value", ["", "m", "1x", "-1", "1..5g", "1.g", ".5g", "5 gg", "5gbb", "5  g"])
-def test_sizes_podman_refuses_are_refused(value: str) -> None:
-    with pytest.raises(ValueError, match="is not a size"):
-        size_in_bytes(value)
-
-
 def test_unit_level_keys_become_service_settings() -> None:
     s = spec(
         "Rootfs=/r\nExec=x\nMemory=1.5g\nPidsLimit=0\nUlimit=nofile=1024:2048\n"
@@ -245,6 +229,12 @@ def test_group_add_timezone_and_environment_host() -> None:
     assert s.timezone == "Etc/GMT+5" and s.env_host
     assert spec("Rootfs=/r\nExec=x\nTimezone=local\n").timezone == "local"
     assert spec("Rootfs=/r\nExec=x\nTimezone=\n").timezone is None  # as in the corpus: the default
+
+
+def test_every_key_has_one_of_the_four_kinds() -> None:
+    members = {Kind.SINGLE, Kind.LIST, Kind.WORDS, Kind.EXEC}
+    assert {key.kind for key in KEYS} == members  # each is used, and nothing else is a kind
+    assert {kind for kind in members if kind.repeated} == {Kind.LIST, Kind.WORDS}
 
 
 def test_quadlet_only_keys_do_not_overlap_the_table() -> None:

@@ -1,0 +1,571 @@
+"""The value grammars of `.container` keys: one small parser per grammar.
+
+Each `parse_X(value, ctx)` reads one value (a line, a word, or one item of a comma- or
+colon-separated list) and returns what goes into the `ContainerSpec`, or raises ValueError
+with a message naming the problem; the key table (`sdcontainer.keys`) says which key uses
+which parser and adds the key's name and the file's line to the message. The few helpers
+without a context (`size_in_bytes`, `duration_ms`, ...) are the same grammars for callers
+outside the table.
+
+Pure functions over strings, for the generator at every boot and the launcher at every
+start: the standard library's `os.path` and `json` (only for a JSON value), and the
+package's records, string checks and unit-file booleans, nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sdcontainer.record import record
+from sdcontainer.spec import BindMount, TmpfsMount
+from sdcontainer.text import ALNUM, DIGITS, LOWER, SIGNAL_NAMES, SIGNALS, UPPER, check_glob, ip_address, only, word
+from sdcontainer.unitfile import parse_boolean
+
+
+@record
+class ParseContext:
+    """`unit_dir` resolves relative paths in a file; `expanded` is true in the launcher,
+    after systemd has expanded specifiers, where paths must be absolute for real."""
+
+    unit_dir: str = "/"
+    expanded: bool = False
+
+
+# --- paths, strings, booleans ------------------------------------------------------------
+
+
+def _path(value: str, ctx: ParseContext, *, relative_ok: bool = False) -> str:
+    if not value:
+        raise ValueError("a path is required")
+    if value.startswith("%") and not ctx.expanded:
+        return value  # a specifier such as %h or %S; systemd makes it absolute
+    if not value.startswith("/"):
+        if relative_ok and not ctx.expanded:
+            return os.path.normpath(os.path.join(ctx.unit_dir, value))
+        raise ValueError(f"{value!r} is not an absolute path")
+    return os.path.normpath(value) if value != "/" else value
+
+
+def parse_abs_path(value: str, ctx: ParseContext) -> str:
+    return _path(value, ctx)
+
+
+def parse_host_path(value: str, ctx: ParseContext) -> str:
+    """A path on the host: relative paths are taken from the unit file's directory."""
+    return _path(value, ctx, relative_ok=True)
+
+
+def parse_string(value: str, ctx: ParseContext) -> str:
+    if not value:
+        raise ValueError("a value is required")
+    return value
+
+
+def parse_bool(value: str, ctx: ParseContext) -> bool:
+    return parse_boolean(value)
+
+
+def parse_env_assignment(value: str, ctx: ParseContext) -> str:
+    name = value.partition("=")[0]
+    if not word(name, UPPER + LOWER + "_", ALNUM + "_"):
+        raise ValueError(f"{name!r} is not a valid environment variable name")
+    return value
+
+
+def parse_label(value: str, ctx: ParseContext) -> str:
+    if "=" not in value or value.startswith("="):
+        raise ValueError(f"{value!r} is not KEY=VALUE")
+    return value
+
+
+# --- names -------------------------------------------------------------------------------
+
+
+def parse_hostname(value: str, ctx: ParseContext) -> str:
+    if not ctx.expanded and "%" in value:
+        return value
+    if not word(value, ALNUM, ALNUM + ".-", 63):
+        raise ValueError(f"{value!r} is not a valid host name (letters, digits, '-' and '.', at most 63)")
+    return value
+
+
+def parse_name(value: str, ctx: ParseContext) -> str:
+    if not word(value, ALNUM + "%", ALNUM + "%@_.:-"):
+        raise ValueError(f"{value!r} is not a valid container name (letters, digits and @_.:-)")
+    return value
+
+
+def is_service_unit_name(name: str) -> bool:
+    """A service name as systemd spells them (it also names the launcher's state record)."""
+    stem = name[: -len(".service")] if name.endswith(".service") else ""
+    return word(stem, ALNUM + ":_\\-@", ALNUM + ":_.\\-@", 247)
+
+
+def parse_group_add(value: str, ctx: ParseContext) -> str:
+    """A supplementary group: a name from the container's /etc/group, or a number."""
+    if value == "keep-groups":
+        raise ValueError(
+            "keep-groups is not supported yet (it keeps rootless podman's own groups); "
+            "name the groups, or give their numbers"
+        )
+    if not value or any(c in value for c in ": \t\n"):
+        raise ValueError(f"{value!r} is not a group name or number")
+    return value
+
+
+def parse_timezone(value: str, ctx: ParseContext) -> str:
+    """local, or a zone name such as Europe/Berlin or Etc/GMT+5 (a path below
+    /usr/share/zoneinfo, which cannot leave it)."""
+    if value == "local":
+        return value
+    parts = value.split("/")
+    if not word(value, ALNUM, ALNUM + "/_+-.") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"{value!r} is not a time zone name (such as Europe/Berlin, UTC or local)")
+    return value
+
+
+def parse_capability(value: str, ctx: ParseContext) -> str:
+    name = value.upper()
+    if not name.startswith("CAP_"):
+        name = "CAP_" + name
+    if name != "CAP_ALL" and not (name.startswith("CAP_") and word(name[4:], UPPER + "_", UPPER + "_")):
+        raise ValueError(f"{value!r} is not a capability name")
+    return name
+
+
+# --- mounts and masks --------------------------------------------------------------------
+
+
+_MOUNT_FLAGS = {"nosuid", "nodev", "noexec", "suid", "dev", "exec", "rbind", "bind"}
+
+
+def parse_volume(value: str, ctx: ParseContext) -> BindMount:
+    parts = value.split(":")
+    if len(parts) == 1:
+        raise ValueError(
+            f"{value!r} has no source; anonymous and named volumes are not supported yet, "
+            "use HOST-PATH:CONTAINER-PATH[:OPTIONS] or Tmpfs="
+        )
+    if len(parts) > 3:
+        raise ValueError(f"{value!r} is not SOURCE:TARGET[:OPTIONS]")
+    source, target = parts[0], parts[1]
+    if not (source.startswith(("/", "./", "../", "%")) or source in (".", "..")):
+        raise ValueError(f"named volume {source!r} is not supported yet; give a host path")
+    readonly = False
+    options: list[str] = []
+    for opt in parts[2].split(",") if len(parts) == 3 and parts[2] else []:
+        if opt == "ro":
+            readonly = True
+        elif opt == "rw":
+            readonly = False
+        elif opt in ("z", "Z"):
+            continue  # SELinux relabelling: no SELinux policy is applied by sdcontainer
+        elif opt in _MOUNT_FLAGS:
+            options.append(opt)
+        else:
+            raise ValueError(f"unknown volume option {opt!r} (known: ro, rw, {', '.join(sorted(_MOUNT_FLAGS))})")
+    source = parse_host_path(source, ctx)
+    if ":" in source:  # only through the file's directory: a colon in the value splits it
+        raise ValueError(f"the source {source!r} has a ':' in it (the launcher's --volume is SOURCE:TARGET[:OPTIONS])")
+    return BindMount(source, parse_abs_path(target, ctx), readonly, tuple(options))
+
+
+def parse_tmpfs(value: str, ctx: ParseContext) -> TmpfsMount:
+    target, _, opts = value.partition(":")
+    options = tuple(o for o in opts.split(",") if o)
+    for opt in options:
+        name, eq, setting = opt.partition("=")
+        if not word(name, LOWER + "_", LOWER + "_") or (eq and not word(setting, ALNUM + "%._-", ALNUM + "%._-")):
+            raise ValueError(f"invalid tmpfs option {opt!r}")
+    return TmpfsMount(parse_abs_path(target, ctx), options)
+
+
+def parse_unmask(value: str, ctx: ParseContext) -> str:
+    """An absolute path or glob pattern (Go's filepath.Match), or ALL."""
+    if value.lower() == "all":
+        return "ALL"
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} is not an absolute path, a pattern such as /proc/* or ALL")
+    try:
+        check_glob(value)
+    except ValueError as error:
+        raise ValueError(f"{value!r}: {error}") from None
+    return value
+
+
+# --- network -----------------------------------------------------------------------------
+
+
+def parse_network(value: str, ctx: ParseContext) -> str:
+    if value in ("none", "host"):
+        return value
+    raise ValueError(
+        f"Network={value} is not supported yet; this version supports Network=none "
+        "(the default: a private network namespace with only loopback) and Network=host"
+    )
+
+
+_HOST_NAME = ALNUM + "-._"
+
+
+def parse_add_host(value: str, ctx: ParseContext) -> str:
+    """podman's --add-host: NAME[;NAME...]:IP, an extra line in /etc/hosts. The first ':'
+    ends the names, so an IPv6 address needs no brackets."""
+    names, colon, address = value.partition(":")
+    if not colon or not names:
+        raise ValueError(f"{value!r} is not NAME:IP")
+    for name in names.split(";"):
+        if not name:
+            raise ValueError(f"{value!r} has an empty host name")
+        if not word(name, _HOST_NAME, _HOST_NAME) and not ("%" in name and not ctx.expanded):
+            raise ValueError(f"{name!r} is not a host name (letters, digits, '-', '.' and '_')")
+    if address == "host-gateway":
+        raise ValueError("host-gateway is not supported yet: there is no network to reach the host by")
+    if not ip_address(address):
+        raise ValueError(f"{address!r} is not an IPv4 or IPv6 address")
+    return value
+
+
+def parse_dns_server(value: str, ctx: ParseContext) -> str:
+    if value == "none" or ip_address(value):
+        return value
+    raise ValueError(f"{value!r} is not an IP address (or none)")
+
+
+def parse_dns_search(value: str, ctx: ParseContext) -> str:
+    """A search domain, or '.' for none at all."""
+    labels = value[:-1].split(".") if value.endswith(".") and value != "." else value.split(".")
+    if value != "." and (
+        len(value) > 253 or not all(word(label, ALNUM, ALNUM + "-", 63) and label[-1] != "-" for label in labels)
+    ):
+        raise ValueError(f"{value!r} is not a domain name (or . for no search domains)")
+    return value
+
+
+def parse_dns_option(value: str, ctx: ParseContext) -> str:
+    """A resolv.conf option, such as ndots:2, edns0 or timeout:1 (resolv.conf(5))."""
+    if not word(value, ALNUM, ALNUM + ":._-"):
+        raise ValueError(f"{value!r} is not a resolver option (such as ndots:2 or edns0)")
+    return value
+
+
+def parse_proxy_target(value: str, ctx: ParseContext) -> str:
+    """SocketProxy=: a TCP port, or ADDRESS:PORT, the container listens on."""
+    address, colon, port = value.rpartition(":")
+    if not word(port, DIGITS, DIGITS, 5) or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not a TCP port (1-65535) or ADDRESS:PORT")
+    if colon and not ip_address(address.strip("[]")):
+        raise ValueError(f"{address!r} is not an IP address")
+    return value
+
+
+# --- signals -----------------------------------------------------------------------------
+
+
+def parse_signal(value: str, ctx: ParseContext) -> str:
+    name = value.upper()
+    if word(name, DIGITS, DIGITS):
+        if int(name) not in SIGNAL_NAMES:
+            raise ValueError(f"{value!r} is not a signal number")
+        return SIGNAL_NAMES[int(name)]
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    if name not in SIGNALS:
+        raise ValueError(f"{value!r} is not a signal name")
+    return name
+
+
+# --- time --------------------------------------------------------------------------------
+
+
+_TIMESPAN_UNITS = frozenset([
+    "us", "usec", "ms", "msec", "s", "sec", "second", "seconds", "m", "min", "minute", "minutes", "h", "hr",
+    "hour", "hours", "d", "day", "days", "w", "week", "weeks"
+])  # fmt: skip
+
+
+def parse_timespan(value: str, ctx: ParseContext) -> str:
+    """A systemd time span (systemd.time(7)): 30s, 5min, 1h 30min, a bare number of seconds,
+    or infinity."""
+    if value == "infinity":
+        return value
+    rest = value.replace(" ", "")
+    if not rest:
+        raise ValueError("a time span is required")
+    while rest:
+        number = rest[: len(rest) - len(rest.lstrip(DIGITS + "."))]
+        rest = rest[len(number) :]
+        unit = rest[: len(rest) - len(rest.lstrip(LOWER))]
+        rest = rest[len(unit) :]
+        if not number or number.count(".") > 1 or (unit and unit not in _TIMESPAN_UNITS):
+            raise ValueError(f"{value!r} is not a time span (such as 30s, 5min, 1h 30min or infinity)")
+    return value
+
+
+def parse_seconds(value: str, ctx: ParseContext) -> int:
+    if not word(value, DIGITS, DIGITS):
+        raise ValueError(f"{value!r} is not a whole number of seconds")
+    return int(value)
+
+
+_DURATION_UNITS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+def duration_ms(value: str) -> int:
+    """A Go duration (podman's syntax: 30s, 1m30s, 500ms, 1h) or a number of seconds, in
+    whole milliseconds (rounded up)."""
+    if word(value, DIGITS, DIGITS):
+        return int(value) * 1000
+    total = 0.0
+    rest = value
+    if not rest:
+        raise ValueError("a duration is required")
+    while rest:
+        number = rest[: len(rest) - len(rest.lstrip(DIGITS + "."))]
+        rest = rest[len(number) :]
+        unit = next((u for u in ("ns", "us", "µs", "ms", "s", "m", "h") if rest.startswith(u)), None)
+        whole, dot, fraction = number.partition(".")
+        if unit is None or not (whole or fraction) or not only(whole + fraction, DIGITS) or (dot and not fraction):
+            raise ValueError(f"{value!r} is not a duration (such as 30s, 1m30s or 500ms)")
+        rest = rest[len(unit) :]
+        total += float(number) * _DURATION_UNITS[unit]
+    return -int(-total // 1)
+
+
+def duration_seconds(value: str) -> float:
+    """A value parse_retry_delay made ("<N>ms"), in seconds."""
+    return int(value.removesuffix("ms")) / 1000
+
+
+def parse_duration(value: str, ctx: ParseContext) -> int:
+    return duration_ms(value)
+
+
+def parse_positive_duration(value: str, ctx: ParseContext) -> int:
+    ms = duration_ms(value)
+    if ms <= 0:
+        raise ValueError(f"{value!r}: must be longer than 0")
+    return ms
+
+
+def parse_health_interval(value: str, ctx: ParseContext) -> int:
+    """A duration, or disable: no timer, the check runs only when its service is started."""
+    if value.lower() == "disable":
+        return 0
+    return parse_positive_duration(value, ctx)
+
+
+def parse_retry_delay(value: str, ctx: ParseContext) -> str:
+    """RetryDelay=: a duration as duration_ms() reads it, kept as "<N>ms" so that it reads the
+    same after the trip through the launcher's command line."""
+    return f"{duration_ms(value)}ms"
+
+
+# --- sizes and limits --------------------------------------------------------------------
+
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def size_in_bytes(value: str) -> int:
+    """podman's size syntax (go-units RAMInBytes): a number, perhaps with a fraction, then
+    perhaps a space, one of k m g t p (powers of 1024, any case), i, and b: 512m, 1.5g, 64MiB,
+    4096."""
+    number = value[: len(value) - len(value.lstrip(DIGITS + "."))]
+    suffix = value[len(number) :].lower()
+    suffix = suffix[1:] if suffix.startswith(" ") else suffix
+    unit = suffix[:1] if suffix[:1] in "kmgtp" else ""
+    rest = suffix[len(unit) :]
+    rest = rest[1:] if rest.startswith("i") else rest
+    whole, dot, fraction = number.partition(".")
+    if not word(whole, DIGITS, DIGITS) or not only(fraction, DIGITS) or (dot and not fraction) or rest not in ("", "b"):
+        raise ValueError(f"{value!r} is not a size (a number of bytes, or with k, m, g, t or p: 512m, 1.5g)")
+    scale = _SIZE_UNITS[unit]
+    return int(whole) * scale + (int(fraction) * scale // 10 ** len(fraction) if fraction else 0)
+
+
+def format_size(size: int) -> str:
+    """Bytes with the largest binary suffix that divides them, as systemd and tmpfs read
+    sizes: 512M, 5G, 1536K, 1000."""
+    for suffix, scale in (("P", 1 << 50), ("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale}{suffix}"
+    return str(size)
+
+
+def parse_memory(value: str, ctx: ParseContext) -> str:
+    """Memory=: systemd's MemoryMax=; 0 means no limit, as in podman."""
+    size = size_in_bytes(value)
+    return format_size(size) if size else "infinity"
+
+
+def parse_shm_size(value: str, ctx: ParseContext) -> str:
+    """ShmSize=: the size= of the /dev/shm tmpfs (0: no limit, as tmpfs reads it)."""
+    return format_size(size_in_bytes(value))
+
+
+def parse_pids_limit(value: str, ctx: ParseContext) -> str:
+    """PidsLimit=: systemd's TasksMax=; -1 and 0 mean no limit, as in podman."""
+    if value in ("-1", "0"):
+        return "infinity"
+    if not word(value, DIGITS, DIGITS):
+        raise ValueError(f"{value!r} is not a number of processes (or -1 for no limit)")
+    return str(int(value))
+
+
+# podman's --ulimit names (go-units) and the systemd settings that set the same rlimits
+ULIMIT_SETTINGS = {
+    "core": "LimitCORE", "cpu": "LimitCPU", "data": "LimitDATA", "fsize": "LimitFSIZE",
+    "locks": "LimitLOCKS", "memlock": "LimitMEMLOCK", "msgqueue": "LimitMSGQUEUE",
+    "nice": "LimitNICE", "nofile": "LimitNOFILE", "nproc": "LimitNPROC", "rss": "LimitRSS",
+    "rtprio": "LimitRTPRIO", "rttime": "LimitRTTIME", "sigpending": "LimitSIGPENDING",
+    "stack": "LimitSTACK",
+}  # fmt: skip
+
+
+def _rlimit(text: str, name: str) -> int | None:
+    """One limit as a number, None for unlimited (-1)."""
+    if text == "-1":
+        return None
+    if not word(text, DIGITS, DIGITS):
+        raise ValueError(f"{name} limit {text!r} is not a number (or -1 for unlimited)")
+    number = int(text)
+    if name == "nice" and number > 40:
+        raise ValueError(f"nice limit {number} is out of range (0 to 40: 20 minus the lowest nice value)")
+    return number
+
+
+def parse_ulimit(value: str, ctx: ParseContext) -> str:
+    """podman's NAME=SOFT[:HARD] (-1: unlimited; a single number sets both), or host;
+    normalized for systemd's Limit*=: nofile=1024:infinity."""
+    if value == "host":
+        return value
+    name, eq, limits = value.partition("=")
+    name = name.lower()
+    name = name[len("rlimit_") :] if name.startswith("rlimit_") else name
+    if not eq:
+        raise ValueError(f"{value!r} is not NAME=SOFT[:HARD]")
+    if name not in ULIMIT_SETTINGS:
+        raise ValueError(f"unknown limit {name!r} (known: {', '.join(ULIMIT_SETTINGS)})")
+    soft_text, colon, hard_text = limits.partition(":")
+    soft = _rlimit(soft_text, name)
+    hard = _rlimit(hard_text, name) if colon else soft
+    if hard is not None and (soft is None or soft > hard):
+        raise ValueError(f"{name}: the soft limit {soft_text} is above the hard limit {hard_text}")
+
+    def show(limit: int | None) -> str:
+        return "infinity" if limit is None else str(limit)
+
+    return f"{name}={show(soft)}" + (f":{show(hard)}" if colon else "")
+
+
+# podman's namespaced sysctls (pkg/util ValidateSysctls): the IPC namespace's, and net.*
+SYSCTL_NAMES = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+                "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")  # fmt: skip
+
+
+SYSCTL_PREFIXES = ("fs.mqueue.", "net.")
+
+
+def parse_sysctl(value: str, ctx: ParseContext) -> str:
+    name, eq, setting = value.partition("=")
+    if not eq or not name or not setting:
+        raise ValueError(f"{value!r} is not NAME=VALUE")
+    if name.strip() != name or setting.strip() != setting or "\n" in setting:
+        raise ValueError(f"{value!r} has spaces around the name or the value")
+    if not word(name, LOWER, ALNUM + "._-"):
+        raise ValueError(f"{name!r} is not a sysctl name (such as net.ipv4.ip_forward)")
+    if name not in SYSCTL_NAMES and not name.startswith(SYSCTL_PREFIXES):
+        raise ValueError(
+            f"sysctl {name} is not allowed: only the container's own namespaces may be tuned "
+            f"({', '.join(SYSCTL_NAMES)}, fs.mqueue.* and net.*)"
+        )
+    return value
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def _json_words(value: str, *, non_empty: bool = False) -> tuple[str, ...]:
+    """A JSON array of strings, as podman takes an argv in one value."""
+    import json
+
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"invalid JSON array: {error.msg}") from None
+    if not isinstance(parsed, list) or (non_empty and not parsed) or not all(isinstance(w, str) for w in parsed):
+        raise ValueError(f"the JSON form must be {'a non-empty' if non_empty else 'an'} array of strings")
+    return tuple(parsed)
+
+
+def parse_entrypoint(value: str, ctx: ParseContext) -> tuple[str, ...]:
+    """Like podman's --entrypoint: a JSON array, or one program path; empty clears it."""
+    if value.startswith("["):
+        return _json_words(value)
+    return (value,) if value else ()
+
+
+def parse_health_cmd(value: str, ctx: ParseContext) -> tuple[str, ...]:
+    """podman's --health-cmd: a JSON array (["CMD", prog, args...], ["CMD-SHELL", "line"], or
+    the argv itself), or a line for /bin/sh -c; none turns the check off."""
+    if value.lower() == "none":
+        return ()
+    if not value.startswith("["):
+        return ("/bin/sh", "-c", value)
+    parsed = _json_words(value, non_empty=True)
+    kind, rest = parsed[0], parsed[1:]
+    if kind == "NONE":
+        return ()
+    if kind == "CMD-SHELL":
+        if not rest:
+            raise ValueError('["CMD-SHELL"] needs a command line after it')
+        return ("/bin/sh", "-c", " ".join(rest))
+    if kind == "CMD":
+        if not rest:
+            raise ValueError('["CMD"] needs a program after it')
+        return tuple(rest)
+    return tuple(parsed)
+
+
+# --- choices and counts ------------------------------------------------------------------
+
+
+PULL_POLICIES = ("never", "missing", "always", "newer")
+
+
+def parse_pull(value: str, ctx: ParseContext) -> str:
+    if value not in PULL_POLICIES:
+        raise ValueError(f"{value!r} is not one of {', '.join(PULL_POLICIES)}")
+    return value
+
+
+def parse_count(value: str, ctx: ParseContext) -> int:
+    if not word(value, DIGITS, DIGITS, 6):
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(value)
+
+
+def parse_retries(value: str, ctx: ParseContext) -> int:
+    if not word(value, DIGITS, DIGITS) or int(value) < 1:
+        raise ValueError(f"{value!r} is not a number of at least 1")
+    return int(value)
+
+
+def parse_notify(value: str, ctx: ParseContext) -> str:
+    """Notify=: a boolean (yes: the container sends READY=1 itself), or healthy."""
+    if value.lower() == "healthy":
+        return "healthy"
+    try:
+        return "yes" if parse_boolean(value) else "no"
+    except ValueError:
+        raise ValueError(f"{value!r} is not a boolean or healthy") from None
+
+
+HEALTH_ACTIONS = ("none", "kill", "restart", "stop")
+
+
+def parse_health_on_failure(value: str, ctx: ParseContext) -> str:
+    if value not in HEALTH_ACTIONS:
+        raise ValueError(f"{value!r} is not one of {', '.join(HEALTH_ACTIONS)}")
+    return value
