@@ -12,22 +12,40 @@ a name whose manifest has not changed in the registry is not copied at all.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import time
 from typing import IO, Any
 
-from sdcontainer.errors import ImageError
+from sdcontainer.archive import Archive, normalize
+from sdcontainer.documents import (
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    MEDIA_OCI_CONFIG,
+    MEDIA_OCI_LAYER,
+    MEDIA_OCI_MANIFEST,
+    REF_ANNOTATION,
+    Descriptor,
+    Node,
+    parse,
+    parse_config,
+    parse_docker_manifest,
+    parse_index,
+    parse_manifest,
+)
+from sdcontainer.errors import ImageError, UsageError
 from sdcontainer.store import (
     LOCAL_DOMAIN,
     Store,
     candidates,
-    check_digest,
     find_image,
     image_id_for,
     load_record,
@@ -35,20 +53,15 @@ from sdcontainer.store import (
     pull_lock,
     storage_dir,
 )
+from sdcontainer.unpack import GZIP_MAGIC
 from sdcontainer.values import PULL_POLICIES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MEDIA_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-MEDIA_OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-INDEX_TYPES = (MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST)
-SMALL_BLOB = 4 << 20  # manifests and configs larger than this are refused
-REF_ANNOTATION = "org.opencontainers.image.ref.name"
+SMALL_BLOB = 4 << 20  # manifests and configs larger than this are refused (as containers/image)
+DOCKER_MANIFEST_LIMIT = 1 << 20  # a docker save manifest.json (containers/image: 1 MiB)
 SKOPEO_HINT = "install skopeo (apt install skopeo)"
 
 Tick = "Callable[[], None] | None"
@@ -63,113 +76,182 @@ def host_platform() -> tuple[str, str]:
 
 
 class Source:
-    """An OCI image layout: index.json and blobs/sha256/<hex>."""
+    """An OCI image layout: index.json and blobs/sha256/<hex>. `label` starts every error
+    about it (the directory, the archive, or the name being pulled)."""
 
     label = "image"
 
-    def open_file(self, name: str) -> IO[bytes]:
+    def open_file(self, name: str, what: str = "") -> IO[bytes]:
         raise NotImplementedError
 
-    def read_file(self, name: str, limit: int = SMALL_BLOB) -> bytes:
-        with self.open_file(name) as f:
+    def file_size(self, name: str, what: str = "") -> int:
+        raise NotImplementedError
+
+    def read_file(self, name: str, limit: int = SMALL_BLOB, what: str = "") -> bytes:
+        with self.open_file(name, what) as f:
             data = f.read(limit + 1)
         if len(data) > limit:
-            raise ImageError(f"{self.label}: {name} is larger than {limit} bytes")
+            raise ImageError(f"{self.label}: {what or name}: larger than {limit} bytes; refused")
         return data
 
-    def blob_path(self, digest: str) -> str:
-        _check_digests(self.label, [digest])
-        return "blobs/sha256/" + digest.removeprefix("sha256:")
+    @staticmethod
+    def blob_path(descriptor: Descriptor) -> str:
+        return "blobs/sha256/" + descriptor.digest.removeprefix("sha256:")
 
-    def read_blob(self, digest: str) -> bytes:
-        data = self.read_file(self.blob_path(digest))
+    def check_blob(self, descriptor: Descriptor) -> None:
+        """The blob is there, with the size its descriptor says."""
+        actual = self.file_size(self.blob_path(descriptor), descriptor.where)
+        if actual != descriptor.size:
+            raise descriptor.field("size").error(f"{descriptor.size}, but the blob has {actual} bytes; refused")
+
+    def read_blob(self, descriptor: Descriptor) -> bytes:
+        """A small blob (manifest, config): its size and digest checked."""
+        if descriptor.size > SMALL_BLOB:
+            raise descriptor.field("size").error(f"{descriptor.size} bytes: larger than {SMALL_BLOB}; refused")
+        data = self.read_file(self.blob_path(descriptor), SMALL_BLOB, descriptor.where)
+        if len(data) != descriptor.size:
+            raise descriptor.field("size").error(f"{descriptor.size}, but the blob has {len(data)} bytes; refused")
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
-        if actual != digest:
-            raise ImageError(f"{self.label}: blob {digest} has digest {actual}; refused")
+        if actual != descriptor.digest:
+            raise descriptor.field("digest").error(f"the blob has digest {actual}; refused")
         return data
 
-    def open_blob(self, digest: str) -> IO[bytes]:
-        return self.open_file(self.blob_path(digest))
+    def open_blob(self, descriptor: Descriptor) -> IO[bytes]:
+        """A layer blob, read no further than one byte past its descriptor's size."""
+        self.check_blob(descriptor)
+        f = self.open_file(self.blob_path(descriptor), descriptor.where)
+        return io.BufferedReader(_Bounded(f, descriptor.size + 1), 1 << 16)
 
     def close(self) -> None:
         pass
 
 
-class DirSource(Source):
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.label = path
+class _Bounded(io.RawIOBase):
+    def __init__(self, f: IO[bytes], limit: int) -> None:
+        super().__init__()
+        self.f, self.left = f, limit
 
-    def open_file(self, name: str) -> IO[bytes]:
-        try:
-            return open(os.path.join(self.path, name), "rb")
-        except FileNotFoundError:
-            raise ImageError(f"{self.path}: {name} is missing (not an OCI image layout?)") from None
+    def readable(self) -> bool:
+        return True
 
-
-class TarSource(Source):
-    """An archive (uncompressed tar) read in place: members are opened, never extracted."""
-
-    def __init__(self, path: str) -> None:
-        import tarfile
-
-        self.path = self.label = path
-        self.tar = tarfile.open(path, "r:")  # noqa: SIM115 - closed by close()
-        self.members = {m.name.removeprefix("./"): m for m in self.tar.getmembers() if m.isfile()}
-
-    def open_file(self, name: str) -> IO[bytes]:
-        member = self.members.get(name)
-        if member is None:
-            raise ImageError(f"{self.path}: {name} is missing from the archive")
-        f = self.tar.extractfile(member)
-        assert f is not None
-        return f
+    def readinto(self, buffer: Any) -> int:
+        if self.left <= 0:
+            return 0
+        data = self.f.read(min(len(buffer), self.left))
+        buffer[: len(data)] = data
+        self.left -= len(data)
+        return len(data)
 
     def close(self) -> None:
-        self.tar.close()
+        self.f.close()
+        super().close()
+
+
+class DirSource(Source):
+    """A layout directory. Its files are opened below it with no symlink followed, and must
+    be regular files (not a FIFO to block on, nor a device to read forever)."""
+
+    def __init__(self, path: str, label: str | None = None) -> None:
+        self.path = path
+        self.label = label or path
+        try:
+            self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as error:
+            raise ImageError(f"{self.label}: {os.strerror(error.errno or 0)}") from None
+
+    def _open(self, name: str, what: str) -> int:
+        from sdcontainer import linux
+
+        where = f"{self.label}: {what}: " if what else f"{self.label}: "
+        resolve = linux.RESOLVE_BENEATH | linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS
+        try:
+            fd = linux.openat2(self.fd, name, os.O_RDONLY | os.O_NONBLOCK, resolve)
+        except FileNotFoundError:
+            raise ImageError(f"{where}{name} is missing (not an OCI image layout?)") from None
+        except OSError as error:
+            why = "a symlink; refused" if error.errno == errno.ELOOP else os.strerror(error.errno or 0)
+            raise ImageError(f"{where}{name}: {why}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ImageError(f"{where}{name} is not a regular file; refused")
+        return fd
+
+    def open_file(self, name: str, what: str = "") -> IO[bytes]:
+        return os.fdopen(self._open(name, what), "rb")
+
+    def file_size(self, name: str, what: str = "") -> int:
+        fd = self._open(name, what)
+        try:
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class ArchiveSource(Source):
+    """An image archive (uncompressed tar), read in place (sdcontainer.archive)."""
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+        self.path = self.label = archive.path
+
+    def open_file(self, name: str, what: str = "") -> IO[bytes]:
+        return self.archive.open(name, what)
+
+    def file_size(self, name: str, what: str = "") -> int:
+        return self.archive.member(name, what).size
+
+    def close(self) -> None:
+        self.archive.close()
 
 
 # --- importing -----------------------------------------------------------------------------
 
 
-def _json(data: bytes, what: str) -> Any:
-    try:
-        return json.loads(data)
-    except ValueError as error:
-        raise ImageError(f"{what}: not JSON ({error})") from None
-
-
-def _choose_platform(index: dict[str, Any], what: str) -> dict[str, Any]:
+def _choose_platform(descriptors: list[Descriptor], label: str) -> Descriptor:
     want_os, want_arch = host_platform()
-    manifests = [m for m in index.get("manifests") or [] if isinstance(m, dict)]
-    for descriptor in manifests:
-        plat = descriptor.get("platform") or {}
-        if plat.get("os") == want_os and plat.get("architecture") == want_arch:
+    images = [d for d in descriptors if d.media_type in MANIFEST_TYPES + INDEX_TYPES]
+    if len(images) == 1 and images[0].platform is None:
+        return images[0]
+    for descriptor in images:
+        plat = descriptor.platform
+        if plat is not None and plat.os == want_os and plat.architecture == want_arch:
             return descriptor
-    found = ", ".join(
-        f"{(m.get('platform') or {}).get('os', '?')}/{(m.get('platform') or {}).get('architecture', '?')}"
-        for m in manifests
-    )
-    raise ImageError(f"{what}: no image for {want_os}/{want_arch} (it has: {found or 'nothing'})")
+    found = ", ".join(str(d.platform or "?/?") for d in images)
+    raise ImageError(f"{label}: no image for {want_os}/{want_arch} (it has: {found or 'nothing'})")
 
 
-def _manifest_descriptor(source: Source, ref_name: str | None) -> dict[str, Any]:
-    index = _json(source.read_file("index.json"), f"{source.label}: index.json")
-    manifests = [m for m in index.get("manifests") or [] if isinstance(m, dict)]
+def _manifest_descriptor(source: Source, ref_name: str | None) -> Descriptor:
+    descriptors = parse_index(source.read_file("index.json"), source.label, "index.json")
     if ref_name is not None:
-        named = [m for m in manifests if (m.get("annotations") or {}).get(REF_ANNOTATION) == ref_name]
-        if not named:
+        descriptors = [d for d in descriptors if d.annotations.get(REF_ANNOTATION) == ref_name]
+        if not descriptors:
             raise ImageError(f"{source.label}: no image named {ref_name!r} in index.json")
-        manifests = named
-    if not manifests:
+    if not descriptors:
         raise ImageError(f"{source.label}: index.json lists no image")
-    descriptor = _choose_platform({"manifests": manifests}, source.label) if len(manifests) > 1 else manifests[0]
+    descriptor = descriptors[0] if len(descriptors) == 1 else _choose_platform(descriptors, source.label)
     for _ in range(4):  # an index may point at an index (a manifest list)
-        if descriptor.get("mediaType") not in INDEX_TYPES:
+        if descriptor.media_type in MANIFEST_TYPES:
             return descriptor
-        nested = _json(source.read_blob(descriptor["digest"]), f"{source.label}: {descriptor['digest']}")
+        if descriptor.media_type not in INDEX_TYPES:
+            raise descriptor.field("mediaType").error(
+                f"{descriptor.media_type[:100]!r} is not an image manifest or index ({', '.join(MANIFEST_TYPES)})"
+            )
+        nested = parse_index(source.read_blob(descriptor), source.label, f"index {descriptor.digest}")
         descriptor = _choose_platform(nested, source.label)
     raise ImageError(f"{source.label}: image indexes nested too deep")
+
+
+def _check_layout_file(source: Source) -> None:
+    """The oci-layout file: {"imageLayoutVersion": "1.x"}."""
+    root = parse(source.read_file("oci-layout", 1 << 16), source.label, "oci-layout")
+    version = root.get("imageLayoutVersion")
+    if not version.text().startswith("1."):
+        raise version.error(f"version {version.value[:40]!r} is not supported (1.x)")
 
 
 def import_layout(
@@ -181,46 +263,39 @@ def import_layout(
     progress: Callable[[int], None] | None = None,
     root: str | None = None,
 ) -> dict[str, Any]:
-    """Import one image of an OCI layout; returns its record."""
+    """Import one image of an OCI layout; returns its record. Everything is checked before
+    the store is touched but the layers' content, which is checked as it is unpacked; a
+    refusal at any point leaves the store as it was."""
+    label = source.label
     descriptor = _manifest_descriptor(source, ref_name)
-    manifest_digest = descriptor.get("digest", "")
-    try:
-        check_digest(manifest_digest)
-    except ValueError as error:
-        raise ImageError(f"{source.label}: {error}") from None
-    manifest_bytes = source.read_blob(manifest_digest)
-    manifest = _json(manifest_bytes, f"{source.label}: manifest {manifest_digest}")
-    if manifest.get("mediaType") in INDEX_TYPES or "manifests" in manifest:
-        raise ImageError(f"{source.label}: {manifest_digest} is an index, not an image manifest")
-    config_digest = (manifest.get("config") or {}).get("digest", "")
-    _check_digests(source.label, [config_digest])
-    config_bytes = source.read_blob(config_digest)
-    config = _json(config_bytes, f"{source.label}: config {config_digest}")
-    layers = manifest.get("layers") or []
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
-    if len(layers) != len(diff_ids):
-        raise ImageError(
-            f"{source.label}: the manifest lists {len(layers)} layers but the config {len(diff_ids)} diff_ids"
-        )
-    _check_digests(source.label, [(layer or {}).get("digest") for layer in layers] + list(diff_ids))
+    manifest_bytes = source.read_blob(descriptor)
+    manifest = parse_manifest(manifest_bytes, label, f"manifest {descriptor.digest}", descriptor.media_type)
+    config_bytes = source.read_blob(manifest.config)
+    config = parse_config(config_bytes, label, f"config {manifest.config.digest}")
+    layers = manifest.layers
+    if len(layers) != len(config.diff_ids):
+        raise config.diff_ids_node.error(f"{len(config.diff_ids)} diffIDs, but the manifest lists {len(layers)} layers")
     with Store(root) as store:
-        sizes = []
-        for layer, diff_id in zip(layers, diff_ids, strict=True):
-            sizes.append(int(layer.get("size") or 0))
+        missing = [not store.has_layer(diff_id) for diff_id in config.diff_ids]
+        for layer, needed in zip(layers, missing, strict=True):
+            if needed:
+                source.check_blob(layer)  # there, and of its size: before any layer is unpacked
+        for i, (layer, diff_id) in enumerate(zip(layers, config.diff_ids, strict=True)):
             if store.has_layer(diff_id):
                 continue
-            with source.open_blob(layer["digest"]) as blob:
-                store.add_layer(blob, layer["digest"], diff_id, progress)
-        return store.commit_image(manifest_bytes, manifest_digest, config_bytes, config_digest, sizes, names, sources)
-
-
-def _check_digests(label: str, digests: list[Any]) -> None:
-    """Digests from a manifest or config name files: each must be sha256:<64 hex>."""
-    for value in digests:
-        try:
-            check_digest(value if isinstance(value, str) else repr(value))
-        except ValueError as error:
-            raise ImageError(f"{label}: {error}; refused") from None
+            with source.open_blob(layer) as blob:
+                what = f"{label}: manifest {descriptor.digest}: layers[{i}]"
+                store.add_layer(blob, layer.digest, diff_id, progress, what=what, size=layer.size)
+        return store.commit_image(
+            manifest_bytes,
+            descriptor.digest,
+            config_bytes,
+            manifest.config.digest,
+            [layer.size for layer in layers],
+            names,
+            sources,
+            config,
+        )
 
 
 def _oci_manifest(config_bytes: bytes, layers: list[tuple[str, int]]) -> bytes:
@@ -237,37 +312,50 @@ def _oci_manifest(config_bytes: bytes, layers: list[tuple[str, int]]) -> bytes:
     return json.dumps(manifest, separators=(",", ":")).encode()
 
 
+def _archive_path(node: Node) -> str:
+    """A path named by manifest.json: inside the archive, or refused (no `..` at all)."""
+    text = node.text()
+    normal = normalize(text) if ".." not in text.split("/") else None
+    if not normal:
+        raise node.error(f"{text[:200]!r} is not a path inside the archive; refused")
+    return normal
+
+
 def import_docker_archive(
-    source: TarSource, names: list[str], progress: Callable[[int], None] | None = None, root: str | None = None
+    source: ArchiveSource, names: list[str], progress: Callable[[int], None] | None = None, root: str | None = None
 ) -> dict[str, Any]:
     """A `docker save` archive: manifest.json names the config and the layer tars."""
-    entries = _json(source.read_file("manifest.json"), f"{source.path}: manifest.json")
-    if not isinstance(entries, list) or not entries:
-        raise ImageError(f"{source.path}: manifest.json lists no image")
-    if len(entries) > 1 and not names:
-        raise ImageError(f"{source.path}: the archive holds {len(entries)} images; import them one by one")
-    entry = entries[0]
-    config_bytes = source.read_file(entry["Config"])
-    config = _json(config_bytes, f"{source.path}: {entry['Config']}")
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
-    layer_files = entry.get("Layers") or []
-    if len(diff_ids) != len(layer_files):
-        raise ImageError(f"{source.path}: {len(layer_files)} layers but {len(diff_ids)} diff_ids in the config")
-    _check_digests(source.path, list(diff_ids))
-    tags = [qualify_docker_tag(t) for t in entry.get("RepoTags") or []]
+    label = source.label
+    entry = parse_docker_manifest(source.read_file("manifest.json", DOCKER_MANIFEST_LIMIT), label)
+    if entry.count > 1 and not names:
+        raise ImageError(f"{label}: the archive holds {entry.count} images; import them one by one")
+    config_path = _archive_path(entry.config_node)
+    config_bytes = source.read_file(config_path, SMALL_BLOB, f"manifest.json: {entry.config_node.path}")
+    config = parse_config(config_bytes, label, config_path)
+    paths = [_archive_path(node) for node in entry.layer_nodes]
+    if len(config.diff_ids) != len(paths):
+        layers_node = entry.layer_nodes[0] if entry.layer_nodes else entry.config_node
+        raise ImageError(
+            f"{label}: manifest.json: {layers_node.path.rpartition('.')[0]}.Layers: {len(paths)} layers, but "
+            f"{len(config.diff_ids)} diffIDs in {config_path}"
+        )
+    sizes = [source.file_size(p, f"manifest.json: {n.path}") for p, n in zip(paths, entry.layer_nodes, strict=True)]
+    tags = []
+    for node in entry.tag_nodes:
+        try:
+            tags.append(qualify_docker_tag(node.text()))
+        except ValueError as error:
+            raise node.error(str(error)) from None
     with Store(root) as store:
         layers = []
-        for name, diff_id in zip(layer_files, diff_ids, strict=True):
-            size = source.members[name].size if name in source.members else 0
-            with source.open_file(name) as blob:
-                if store.has_layer(diff_id):
-                    digest = diff_id  # an uncompressed layer's blob digest is its diffID
-                else:
-                    checked, _ = store.add_layer(blob, None, diff_id, progress)
-                    digest = checked
-            layers.append((digest, size))
+        for i, (path, diff_id, size) in enumerate(zip(paths, config.diff_ids, sizes, strict=True)):
+            if not store.has_layer(diff_id):
+                with source.open_file(path) as blob:
+                    what = f"{label}: manifest.json: {entry.layer_nodes[i].path} ({path})"
+                    store.add_layer(blob, None, diff_id, progress, what=what, size=size)
+            layers.append((diff_id, size))  # the blob digest of an uncompressed layer is its diffID
         manifest = _oci_manifest(config_bytes, layers)
-        return store.commit_image(manifest, None, config_bytes, None, [s for _, s in layers], names or tags)
+        return store.commit_image(manifest, None, config_bytes, None, sizes, names or tags, None, config)
 
 
 def qualify_docker_tag(tag: str) -> str:
@@ -281,7 +369,7 @@ def import_rootfs_tar(
     """A root file system as a (gzip) tar: one layer, a config with no command."""
     os_name, arch = host_platform()
     with Store(root) as store, open(path, "rb") as blob:
-        diff_id, _ = store.add_layer(blob, None, None, progress)
+        diff_id, _ = store.add_layer(blob, None, None, progress, what=path)
         config = {
             "architecture": arch,
             "os": os_name,
@@ -292,7 +380,8 @@ def import_rootfs_tar(
         config_bytes = json.dumps(config, separators=(",", ":")).encode()
         size = os.path.getsize(path)
         manifest = _oci_manifest(config_bytes, [(_file_digest(path), size)])
-        return store.commit_image(manifest, None, config_bytes, None, [size], names)
+        parsed = parse_config(config_bytes, path, "config")
+        return store.commit_image(manifest, None, config_bytes, None, [size], names, None, parsed)
 
 
 def _file_digest(path: str) -> str:
@@ -306,13 +395,12 @@ def _file_digest(path: str) -> str:
 def _layout_names(source: Source) -> list[str]:
     """The name an OCI layout gives its only image (org.opencontainers.image.ref.name), if
     that is a tag or a full reference."""
-    index = _json(source.read_file("index.json"), f"{source.label}: index.json")
-    manifests = index.get("manifests") or []
-    if len(manifests) != 1:
+    descriptors = parse_index(source.read_file("index.json"), source.label, "index.json")
+    if len(descriptors) != 1:
         return []
-    ref = ((manifests[0] or {}).get("annotations") or {}).get(REF_ANNOTATION)
+    ref = descriptors[0].annotations.get(REF_ANNOTATION)
     try:
-        return [local_name(ref)] if isinstance(ref, str) and ref else []
+        return [local_name(ref)] if ref else []
     except ValueError:
         return []
 
@@ -323,33 +411,47 @@ def local_name(text: str) -> str:
     return ref.qualified(ref.domain or LOCAL_DOMAIN)
 
 
+# compressions an archive may come in that are not supported (gzip is)
+_OTHER_COMPRESSIONS = ((b"\x28\xb5\x2f\xfd", "zstd"), (b"\xfd7zXZ\x00", "xz"), (b"BZh", "bzip2"))
+
+
 def import_path(path: str, name: str | None, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """`sdcontainer image import PATH [NAME]`: whatever PATH is."""
-    names = [local_name(name)] if name else []
+    try:
+        names = [local_name(name)] if name else []
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, "oci-layout")):
             raise ImageError(f"{path}: a directory but not an OCI image layout (no oci-layout file)")
         layout = DirSource(path)
-        return import_layout(layout, names or _layout_names(layout), progress=progress)
+        try:
+            _check_layout_file(layout)
+            return import_layout(layout, names or _layout_names(layout), progress=progress)
+        finally:
+            layout.close()
     try:
         with open(path, "rb") as f:
-            magic = f.read(4)
+            magic = f.read(6)
     except OSError as error:
         raise ImageError(f"{path}: {os.strerror(error.errno or 0)}") from None
-    if magic.startswith(b"\x1f\x8b"):
+    if magic.startswith(GZIP_MAGIC):
         if not names:
             raise ImageError(f"{path}: a root file system archive needs a NAME for the image")
         return import_rootfs_tar(path, names, progress)
-    import tarfile
-
+    for prefix, compression in _OTHER_COMPRESSIONS:
+        if magic.startswith(prefix):
+            raise ImageError(f"{path}: compressed with {compression}: not supported (gzip and plain tar are)")
     try:
-        source = TarSource(path)
-    except tarfile.TarError as error:
-        raise ImageError(f"{path}: not a tar archive or OCI layout ({error})") from None
+        archive = Archive(path)
+    except OSError as error:
+        raise ImageError(f"{path}: {os.strerror(error.errno or 0)}") from None
+    source = ArchiveSource(archive)
     try:
-        if "oci-layout" in source.members and "index.json" in source.members:
+        if archive.image_like and "oci-layout" in archive and "index.json" in archive:
+            _check_layout_file(source)
             return import_layout(source, names or _layout_names(source), progress=progress)
-        if "manifest.json" in source.members:
+        if archive.image_like and "manifest.json" in archive:
             return import_docker_archive(source, names, progress)
     finally:
         source.close()
@@ -603,9 +705,13 @@ def _pull_name(
                 watch=staging,
             )
             progress = _progress_every(tick) if tick is not None else None
-            return import_layout(
-                DirSource(staging), [name], ref_name="image", sources={name: digest}, progress=progress, root=root
-            )
+            layout = DirSource(staging, label=name)
+            try:
+                return import_layout(
+                    layout, [name], ref_name="image", sources={name: digest}, progress=progress, root=root
+                )
+            finally:
+                layout.close()
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -617,39 +723,38 @@ def _reuse_stored_layers(
     staging layout beforehand as empty sparse files of the right size, which skopeo takes
     for blobs it has (it never reads them), and the import skips those layers (it knows
     them by diffID). Needs the platform's manifest and config first: two small requests,
-    made only when the store has layers at all; any trouble and the copy is a plain one."""
+    made only when the store has layers at all; any trouble and the copy is a plain one.
+    The registry's documents are checked as an import checks them."""
     try:
         if not os.listdir(f"{root}/layers"):
             return
-        manifest = json.loads(raw)
         ref = parse_reference(name)
         repo = f"{ref.domain}/{ref.path}"
-        if manifest.get("mediaType") in INDEX_TYPES or "manifests" in manifest:
-            descriptor = _choose_platform(manifest, name)
-            check_digest(descriptor["digest"])
-            pinned = f"docker://{repo}@{descriptor['digest']}"
-            manifest = json.loads(skopeo(["inspect", "--raw", *tls, pinned], f"pulling {name}", retry=0, tick=tick))
+        top = parse(raw, name, "manifest")
+        if top.has("manifests"):
+            descriptor = _choose_platform(parse_index(raw, name, "manifest list"), name)
+            pinned = f"docker://{repo}@{descriptor.digest}"
+            raw = skopeo(["inspect", "--raw", *tls, pinned], f"pulling {name}", retry=0, tick=tick)
+            media_type = descriptor.media_type
         else:
             pinned = f"docker://{repo}@sha256:{hashlib.sha256(raw).hexdigest()}"
-        layers = manifest.get("layers") or []
-        if not layers:
+            own = top.get("mediaType").string(optional=True)
+            media_type = own if own in MANIFEST_TYPES else MEDIA_OCI_MANIFEST
+        manifest = parse_manifest(raw, name, "manifest", media_type)
+        if not manifest.layers:
             return
-        config = json.loads(
-            skopeo(["inspect", "--config", "--raw", *tls, pinned], f"pulling {name}", retry=0, tick=tick)
-        )
-        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
-        if len(diff_ids) != len(layers):
+        config_raw = skopeo(["inspect", "--config", "--raw", *tls, pinned], f"pulling {name}", retry=0, tick=tick)
+        config = parse_config(config_raw, name, "config")
+        if len(config.diff_ids) != len(manifest.layers):
             return
         store = Store(root)
         blobs = f"{staging}/blobs/sha256"
-        for layer, diff_id in zip(layers, diff_ids, strict=True):
-            check_digest(layer["digest"])
-            check_digest(diff_id)
+        for layer, diff_id in zip(manifest.layers, config.diff_ids, strict=True):
             if store.has_layer(diff_id):
                 os.makedirs(blobs, 0o700, exist_ok=True)
-                with open(f"{blobs}/{layer['digest'][7:]}", "wb") as f:
-                    f.truncate(int(layer["size"]))
-    except (ImageError, ValueError, KeyError, TypeError, AttributeError, OSError):
+                with open(f"{blobs}/{layer.digest[7:]}", "wb") as f:
+                    f.truncate(layer.size)
+    except (ImageError, OSError):
         shutil.rmtree(f"{staging}/blobs", ignore_errors=True)  # a plain copy then
 
 

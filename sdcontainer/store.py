@@ -15,10 +15,12 @@
 Consistency: a blob is written to tmp/, its digest checked, then renamed into place; a
 layer is unpacked into tmp/<random>/, both of its digests checked (the blob's, against the
 manifest, and the tar's, against the config's diff_ids), then renamed to layers/<diffid>;
-the image record is written after all of its layers exist, and a name after its record. A
-crash anywhere leaves at worst an orphan in tmp/ (removed by the next writer, who holds the
-lock, so nobody else can be using it) or a layer no image names yet (kept for the next pull
-or removed by `image prune`). Readers take no lock: what they can see is complete.
+the image record is written after all of its layers exist, and a name after its record. An
+import that fails (a bad layer, a bad document, ^C) removes what it added before the lock
+is released: the layers it unpacked, the blobs and the record it wrote, so the store is as
+it was. A crash anywhere leaves at worst an orphan in tmp/ (removed by the next writer, who
+holds the lock, so nobody else can be using it) or a layer no image names yet (kept for the
+next pull or removed by `image prune`). Readers take no lock: what they can see is complete.
 
 Starting a container from a stored image reads two small files (the name and the record)
 and nothing else: layers are trusted once they are in layers/ (the store is root's only).
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from contextlib import AbstractContextManager
     from typing import IO, Any
+
+    from sdcontainer.documents import ImageConfig
 
 SYSTEM_STORAGE = "/var/lib/sdcontainer/storage"
 DEFAULT_REGISTRY = "docker.io"
@@ -277,6 +281,7 @@ class Store:
     def __init__(self, root: str | None = None) -> None:
         self.root = root or storage_dir()
         self.lock_fd = -1
+        self.added: list[str] = []  # what this writer added (relative paths): undone if it fails
 
     def ensure(self) -> None:
         os.makedirs(self.root, 0o700, exist_ok=True)
@@ -293,9 +298,33 @@ class Store:
         self._clean_tmp()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.lock_fd)  # releases the lock
-        self.lock_fd = -1
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        try:
+            if exc_type is not None:
+                self._undo()
+        finally:
+            os.close(self.lock_fd)  # releases the lock
+            self.lock_fd = -1
+            self.added = []
+
+    def _undo(self) -> None:
+        """Remove what this writer added, newest first: no image names any of it (the
+        record is among what is removed), and the lock keeps everyone else out. Best
+        effort: what cannot be removed is an orphan for `image prune`, and the error that
+        made the writer fail is the one reported."""
+        import shutil
+
+        for relative in reversed(self.added):
+            path = f"{self.root}/{relative}"
+            try:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    doomed = f"{self.root}/tmp/undo-{os.path.basename(relative)}"
+                    os.rename(path, doomed)  # out of layers/ at once, as prune does
+                    shutil.rmtree(doomed, ignore_errors=True)
+                else:
+                    os.unlink(path)
+            except OSError:
+                continue
 
     def _clean_tmp(self) -> None:
         """Leftovers of a writer that died: nobody else can be writing, we hold the lock."""
@@ -328,6 +357,7 @@ class Store:
         relative = f"blobs/sha256/{_hex(actual)}"
         if not os.path.exists(f"{self.root}/{relative}"):
             self._write(relative, data)
+            self.added.append(relative)
         return actual
 
     def add_layer(
@@ -336,31 +366,43 @@ class Store:
         digest: str | None,
         diff_id: str | None,
         progress: Callable[[int], None] | None = None,
+        what: str | None = None,
+        size: int | None = None,
     ) -> tuple[str, int]:
         """Unpack a layer blob unless the store has it; checks the blob against `digest`
-        and the tar against `diff_id` (each when given). Returns (diff_id, tar size)."""
+        and `size` and the tar against `diff_id` (each when given). Errors start with
+        `what` (by default, the layer's digest). Returns (diff_id, tar size)."""
         import shutil
 
         from sdcontainer.unpack import unpack
 
+        what = what or f"layer {digest or diff_id or ''}".rstrip()
         tmp = self._tmpdir()
         try:
-            result = unpack(blob, tmp, progress)
+            try:
+                result = unpack(blob, tmp, progress)
+            except ImageError as error:
+                raise ImageError(f"{what}: {str(error).removeprefix('layer: ')}") from None
+            if size is not None and result.blob_size != size:
+                actual = f"more than {size}" if result.blob_size > size else str(result.blob_size)
+                raise ImageError(f"{what}: the blob has {actual} bytes, not {size}; refused")
             if digest is not None and result.digest != digest:
-                raise ImageError(f"layer {digest}: the blob read has digest {result.digest}; refused")
+                raise ImageError(f"{what}: the blob read has digest {result.digest}, not {digest}; refused")
             if diff_id is not None and result.diff_id != diff_id:
-                raise ImageError(f"layer {digest or '?'}: its tar has digest {result.diff_id}, not {diff_id}; refused")
-            target = f"{self.root}/layers/{_hex(result.diff_id)}"
+                raise ImageError(f"{what}: its tar has digest {result.diff_id}, not {diff_id}; refused")
+            relative = f"layers/{_hex(result.diff_id)}"
+            target = f"{self.root}/{relative}"
             if os.path.isdir(target):
                 shutil.rmtree(tmp)
             else:
                 _sync_tree_marker(tmp)
                 os.rename(tmp, target)
+                self.added.append(relative)
         except BaseException as error:
             shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(error, OSError):
-                what = f" {error.filename}" if error.filename else ""
-                raise ImageError(f"layer {digest or diff_id or ''}:{what} {os.strerror(error.errno or 0)}") from None
+                name = f" {error.filename}" if error.filename else ""
+                raise ImageError(f"{what}:{name} {os.strerror(error.errno or 0)}") from None
             raise
         return result.diff_id, result.size
 
@@ -372,41 +414,39 @@ class Store:
         config_digest: str | None,
         layer_sizes: list[int],
         names: list[str],
-        sources: dict[str, str] | None = None,
+        sources: dict[str, str] | None,
+        parsed: ImageConfig,
     ) -> dict[str, Any]:
-        """Write the image record, then point `names` at it (all layers must be in)."""
-        import json
+        """Write the image record, then point `names` at it (all layers must be in).
+        `parsed` is `config`, checked (sdcontainer.documents.parse_config)."""
         import time
 
         manifest_digest = self.add_blob(manifest, manifest_digest)
         config_digest = self.add_blob(config, config_digest)
         image_id = _hex(config_digest)
-        try:
-            parsed = json.loads(config)
-        except ValueError as error:
-            raise ImageError(f"image config {config_digest}: not JSON ({error})") from None
-        diff_ids = parsed.get("rootfs", {}).get("diff_ids") or []
-        for diff_id in diff_ids:
+        for diff_id in parsed.diff_ids:
             if not self.has_layer(diff_id):
                 raise ImageError(f"image {image_id[:12]}: layer {diff_id} is missing from the store")
-        settings = parsed.get("config") or {}
-        keep = ("Entrypoint", "Cmd", "Env", "WorkingDir", "User", "StopSignal", "ExposedPorts", "Labels", "Volumes")
         old = self.record(image_id)
         record: dict[str, Any] = {
             "id": image_id,
             "digest": manifest_digest,
             "names": sorted(set(old.get("names", []) if old else []) | set(names)),
             "sources": {**(old.get("sources", {}) if old else {}), **(sources or {})},
-            "layers": [_hex(d) for d in diff_ids],
-            "layer_sizes": layer_sizes if len(layer_sizes) == len(diff_ids) else (old or {}).get("layer_sizes", []),
+            "layers": [_hex(d) for d in parsed.diff_ids],
+            "layer_sizes": layer_sizes
+            if len(layer_sizes) == len(parsed.diff_ids)
+            else (old or {}).get("layer_sizes", []),
             "size": sum(layer_sizes),
-            "config": {k: settings[k] for k in keep if settings.get(k) is not None},
-            "architecture": parsed.get("architecture", ""),
-            "os": parsed.get("os", ""),
-            "created": parsed.get("created", ""),
+            "config": dict(parsed.settings),
+            "architecture": parsed.architecture,
+            "os": parsed.os,
+            "created": parsed.created,
             "stored": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         self._write(f"images/{image_id}.json", _json_dump(record))
+        if old is None:
+            self.added.append(f"images/{image_id}.json")
         for name in names:
             self.tag(name, image_id)
         return record
@@ -420,11 +460,18 @@ class Store:
     def _write(self, relative: str, data: bytes) -> None:
         path = f"{self.root}/{relative}"
         tmp = f"{self.root}/tmp/write-{os.getpid()}-{os.path.basename(relative)}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:  # noqa: SIM105 - the launcher's modules avoid contextlib
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
 
     def tag(self, name: str, image_id: str) -> None:
         """Point `name` at the image, taking it from any image it named before."""

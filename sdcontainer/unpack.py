@@ -5,7 +5,20 @@ The layer is read once, streamed: a thread reads the blob, hashes it (the layer'
 decompresses it with zlib (in bounded pieces, so a gzip bomb never sits in memory) and
 hashes the tar (the diffID); the caller's thread parses the tar headers itself (ustar,
 pax and GNU long names; sparse files are refused) and writes the files. Memory stays
-bounded: a few MiB of chunks in flight and one header at a time.
+bounded whatever the layer holds: a few MiB of chunks in flight, one header at a time (its
+extended headers at most 1 MiB), and the directories' mtimes, set last, kept in a
+temporary file beside the layer rather than in memory.
+
+Limits (Limits, from the environment): a layer with more entries, more uncompressed bytes
+or a longer name or link target than allowed is refused, with the variable to change in
+the error. The defaults are far above any real image (podman and containers/storage have
+no such limits at all: there, inodes and disk run out first):
+
+    SDCONTAINER_LAYER_MAX_ENTRIES   4000000 entries
+    SDCONTAINER_LAYER_MAX_SIZE      256G of uncompressed tar (k, m, g, t suffixes)
+    SDCONTAINER_LAYER_MAX_PATH      4096 bytes (PATH_MAX: the kernel takes no longer path)
+
+Each takes a positive number or "infinity".
 
 Every file is created relative to directory file descriptors, never through a path string
 the layer controls:
@@ -40,6 +53,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import struct
 import threading
 import zlib
 from queue import Queue
@@ -49,7 +63,7 @@ from sdcontainer.errors import ImageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from typing import IO
 
 CHUNK = 1 << 20  # read and decompress in pieces of this size
@@ -63,16 +77,67 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_SKIPPED_SHOWN = 100  # names of skipped device nodes kept for the caller (the count is exact)
+_NS_RANGE = 1 << 63  # mtimes in nanoseconds must fit a signed 64-bit number
+
+MAX_ENTRIES_VARIABLE = "SDCONTAINER_LAYER_MAX_ENTRIES"
+MAX_SIZE_VARIABLE = "SDCONTAINER_LAYER_MAX_SIZE"
+MAX_PATH_VARIABLE = "SDCONTAINER_LAYER_MAX_PATH"
+
+
+class Limits:
+    """What one layer may hold: entries, uncompressed bytes, bytes in a name or link target."""
+
+    __slots__ = ("entries", "size", "path")
+
+    def __init__(self, entries: int = 4_000_000, size: int = 256 << 30, path: int = 4096) -> None:
+        self.entries, self.size, self.path = entries, size, path
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str] | None = None) -> Limits:
+        env = os.environ if environ is None else environ
+        limits = cls()
+        for variable, attribute, sized in (
+            (MAX_ENTRIES_VARIABLE, "entries", False),
+            (MAX_SIZE_VARIABLE, "size", True),
+            (MAX_PATH_VARIABLE, "path", False),
+        ):
+            text = env.get(variable, "").strip()
+            if text:
+                setattr(limits, attribute, _limit(variable, text, sized))
+        return limits
+
+
+def _limit(variable: str, text: str, sized: bool) -> int:
+    if text == "infinity":
+        return 1 << 62
+    try:
+        if sized:
+            from sdcontainer.keys import size_in_bytes
+
+            value = size_in_bytes(text)
+        else:
+            value = int(text) if text.isdigit() else -1
+    except ValueError:
+        value = -1
+    if value <= 0:
+        what = "a size (bytes, or with k, m, g, t)" if sized else "a positive number"
+        raise ImageError(f"{variable}={text!r} is not {what} or 'infinity'")
+    return value
 
 
 class LayerDigests:
-    """What was read: the blob's digest (as stored, compressed or not), the tar's (the
-    diffID), the tar's size, and the entries skipped on purpose (device nodes)."""
+    """What was read: the blob's digest (as stored, compressed or not) and size, the tar's
+    digest (the diffID) and size, and the entries skipped on purpose (device nodes: the
+    first _SKIPPED_SHOWN names, and how many)."""
 
-    __slots__ = ("digest", "diff_id", "size", "skipped")
+    __slots__ = ("digest", "diff_id", "size", "skipped", "blob_size", "skipped_count")
 
-    def __init__(self, digest: str, diff_id: str, size: int, skipped: list[str]) -> None:
+    def __init__(
+        self, digest: str, diff_id: str, size: int, skipped: list[str], blob_size: int = 0, skipped_count: int = 0
+    ) -> None:
         self.digest, self.diff_id, self.size, self.skipped = digest, diff_id, size, skipped
+        self.blob_size, self.skipped_count = blob_size, skipped_count
 
 
 # --- the stream: read, hash, decompress, hash, in a thread of its own -------------------------
@@ -82,10 +147,12 @@ class _Pipeline:
     """The uncompressed tar as chunks, produced by a thread; `take(n)` hands out up to n
     bytes of the current chunk without copying."""
 
-    def __init__(self, blob: IO[bytes], progress: Callable[[int], None] | None = None) -> None:
+    def __init__(self, blob: IO[bytes], progress: Callable[[int], None] | None = None, max_size: int = 1 << 62) -> None:
         self.blob = blob
         self.progress = progress
+        self.max_size = max_size
         self.blob_hash = hashlib.sha256()
+        self.blob_size = 0
         self.tar_hash = hashlib.sha256()
         self.tar_size = 0
         self.queue: Queue[bytes | BaseException | None] = Queue(_QUEUE_DEPTH)
@@ -103,8 +170,9 @@ class _Pipeline:
         try:
             data = self.blob.read(CHUNK)
             self.blob_hash.update(data)
+            self.blob_size += len(data)
             if data.startswith(ZSTD_MAGIC):
-                raise ImageError("zstd-compressed layers are not supported yet (gzip and plain tar are)")
+                raise ImageError("layer: compressed with zstd: not supported yet (gzip and plain tar are)")
             gzipped = data.startswith(GZIP_MAGIC)
             inflater = zlib.decompressobj(31)
             fed = False  # the current gzip member has had input
@@ -125,6 +193,7 @@ class _Pipeline:
                         data = inflater.unconsumed_tail
                 data = self.blob.read(CHUNK)
                 self.blob_hash.update(data)
+                self.blob_size += len(data)
                 if self.progress is not None:
                     self.progress(len(data))
             if gzipped and fed and not inflater.eof and not self.stop:
@@ -138,6 +207,13 @@ class _Pipeline:
     def _emit(self, data: bytes) -> None:
         self.tar_hash.update(data)
         self.tar_size += len(data)
+        if self.tar_size > self.max_size:
+            from sdcontainer.keys import format_size
+
+            raise ImageError(
+                f"layer: more than {format_size(self.max_size)} of uncompressed data; refused "
+                f"(the limit is {MAX_SIZE_VARIABLE})"
+            )
         self._put(data)
 
     def _next(self) -> bool:
@@ -284,10 +360,12 @@ def _pad(size: int) -> int:
 def read_entries(stream: _Pipeline) -> Callable[[], Entry | None]:
     """A function returning the next entry (its data is next in the stream), or None."""
     global_pax: dict[bytes, bytes] = {}
+    global_size = [0]
 
     def next_entry() -> Entry | None:
         pax: dict[bytes, bytes] = {}
         long_name = long_link = None
+        extended = 0  # bytes of extended headers before this entry: bounded, as each one is
         while True:
             first = stream.take(512)
             if not first:
@@ -302,8 +380,11 @@ def read_entries(stream: _Pipeline) -> Callable[[], Entry | None]:
             if size < 0:
                 raise ImageError("layer: a tar header has a negative size")
             if kind in (b"x", b"g", b"L", b"K"):
-                if size > _MAX_HEADER_DATA:
-                    raise ImageError(f"layer: a tar extended header of {size} bytes is too large")
+                extended += size
+                if kind == b"g":
+                    global_size[0] += size
+                if size > _MAX_HEADER_DATA or extended > _MAX_HEADER_DATA or global_size[0] > _MAX_HEADER_DATA:
+                    raise ImageError(f"layer: tar extended headers of more than {_MAX_HEADER_DATA} bytes; refused")
                 data = stream.read_exact(size)
                 stream.skip(_pad(size))
                 if kind == b"x":
@@ -338,6 +419,8 @@ def read_entries(stream: _Pipeline) -> Callable[[], Entry | None]:
             entry.mtime_ns = _pax_time(fields[b"mtime"])
         else:
             entry.mtime_ns = _number(header[136:148], "mtime") * 1_000_000_000
+        if not -_NS_RANGE <= entry.mtime_ns < _NS_RANGE:
+            raise ImageError(f"layer: entry {_show(entry.name)!r} has an invalid mtime")
         for key, value in fields.items():
             if key.startswith(b"SCHILY.xattr."):
                 entry.xattrs.append((key[len(b"SCHILY.xattr.") :], value))
@@ -368,17 +451,68 @@ def split_name(name: bytes) -> list[bytes]:
 # --- writing -------------------------------------------------------------------------------
 
 
+class _DirTimes:
+    """The directories' mtimes, to set after everything else (creating entries changes
+    them). A layer may hold millions of directories with names of up to 4 KiB: past a
+    MiB, the records go to an unnamed temporary file next to the layer, so memory stays
+    flat. Read back in the layer's order, so a later entry for a directory wins."""
+
+    _RECORD = struct.Struct("<qI")  # mtime in ns, length of the path that follows
+
+    def __init__(self, near: str) -> None:
+        self.near = near
+        self.buffer = bytearray()
+        self.file: IO[bytes] | None = None
+
+    def add(self, path: bytes, mtime_ns: int) -> None:
+        self.buffer += self._RECORD.pack(mtime_ns, len(path))
+        self.buffer += path
+        if len(self.buffer) >= CHUNK:
+            if self.file is None:
+                import tempfile
+
+                self.file = tempfile.TemporaryFile(dir=self.near)  # noqa: SIM115 - closed by close()
+            self.file.write(self.buffer)
+            self.buffer.clear()
+
+    def __iter__(self) -> Iterator[tuple[bytes, int]]:
+        if self.file is not None:
+            self.file.flush()
+            self.file.seek(0)
+            while True:
+                head = self.file.read(self._RECORD.size)
+                if not head:
+                    break
+                mtime, length = self._RECORD.unpack(head)
+                yield self.file.read(length), mtime
+        view = memoryview(self.buffer)
+        pos = 0
+        while pos < len(view):
+            mtime, length = self._RECORD.unpack_from(view, pos)
+            pos += self._RECORD.size
+            yield bytes(view[pos : pos + length]), mtime
+            pos += length
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        self.buffer = bytearray()
+
+
 class _Writer:
     def __init__(self, root: str) -> None:
         self.root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         self.cache_path: bytes | None = None
         self.cache_fd = -1
-        self.dir_times: list[tuple[bytes, int]] = []
+        self.dir_times = _DirTimes(os.path.dirname(os.path.abspath(root)))
         self.owner = os.geteuid() == 0
         self.skipped: list[str] = []
+        self.skipped_count = 0
 
     def close(self) -> None:
         self._drop_cache()
+        self.dir_times.close()
         os.close(self.root_fd)
 
     def _drop_cache(self) -> None:
@@ -463,7 +597,7 @@ class _Writer:
             if kind != b"5":
                 raise ImageError(f"layer: entry {_show(entry.name)!r} names the layer's root but is not a directory")
             self._metadata(self.root_fd, entry)
-            self.dir_times.append((b"", entry.mtime_ns))
+            self.dir_times.add(b"", entry.mtime_ns)
             return
         last = parts[-1]
         if last.startswith(WHITEOUT_PREFIX):
@@ -473,7 +607,9 @@ class _Writer:
                 raise self._refuse(entry.name, error) from None
             return
         if kind in (b"3", b"4"):
-            self.skipped.append(_show(entry.name))
+            self.skipped_count += 1
+            if len(self.skipped) < _SKIPPED_SHOWN:
+                self.skipped.append(_show(entry.name))
             return
         if kind not in (b"0", b"7", b"1", b"2", b"5", b"6"):
             raise ImageError(f"layer: entry {_show(entry.name)!r} has an unsupported tar type {kind!r}")
@@ -512,7 +648,7 @@ class _Writer:
                     self._metadata(fd, entry)
                 finally:
                     os.close(fd)
-                self.dir_times.append((b"/".join(parts), entry.mtime_ns))
+                self.dir_times.add(b"/".join(parts), entry.mtime_ns)
             elif kind == b"2":
                 self._clear(parent, last)
                 os.symlink(entry.linkname, last, dir_fd=parent)
@@ -577,9 +713,10 @@ class _Writer:
         os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent)
 
     def finish(self) -> None:
-        """Directory mtimes last (creating their entries changed them), deepest first."""
+        """Directory mtimes last (creating their entries changed them; setting a
+        directory's own times changes nothing in its parent, so any order does)."""
         self._drop_cache()
-        for path, mtime in reversed(self.dir_times):
+        for path, mtime in self.dir_times:
             try:
                 fd = linux.openat2(self.root_fd, os.fsdecode(path) or ".", os.O_RDONLY | os.O_DIRECTORY, _RESOLVE)
             except OSError:
@@ -594,18 +731,34 @@ def unpack(
     blob: IO[bytes],
     dest: str,
     progress: Callable[[int], None] | None = None,
+    limits: Limits | None = None,
 ) -> LayerDigests:
     """Unpack the layer read from `blob` into the empty directory `dest`; returns the
     digests read. The caller checks them against what the manifest and config promise
-    and throws `dest` away on any error (ImageError or OSError)."""
-    stream = _Pipeline(blob, progress)
+    and throws `dest` away on any error (ImageError or OSError). `limits` default to
+    the environment's (Limits.from_environment)."""
+    if limits is None:
+        limits = Limits.from_environment()
+    stream = _Pipeline(blob, progress, limits.size)
     writer = _Writer(dest)
+    count = 0
     try:
         next_entry = read_entries(stream)
         while True:
             entry = next_entry()
             if entry is None:
                 break
+            count += 1
+            if count > limits.entries:
+                raise ImageError(
+                    f"layer: more than {limits.entries} entries; refused (the limit is {MAX_ENTRIES_VARIABLE})"
+                )
+            if len(entry.name) > limits.path or len(entry.linkname) > limits.path:
+                longer = entry.name if len(entry.name) > limits.path else entry.linkname
+                raise ImageError(
+                    f"layer: entry {_show(entry.name)!r}: a name or link target longer than {limits.path} bytes "
+                    f"({len(longer)}); refused (the limit is {MAX_PATH_VARIABLE})"
+                )
             writer.write(stream, entry)
         writer.finish()
         stream.drain()
@@ -617,4 +770,6 @@ def unpack(
         "sha256:" + stream.tar_hash.hexdigest(),
         stream.tar_size,
         writer.skipped,
+        stream.blob_size,
+        writer.skipped_count,
     )

@@ -218,7 +218,7 @@ def test_a_layout_naming_files_by_bad_digests_is_refused(where: str, store: Path
         manifest["config"]["digest"], manifest["config"]["size"] = digest(data), len(data)
     data = json.dumps(manifest).encode()
     (blobs / digest(data)[7:]).write_bytes(data)
-    index["manifests"][0]["digest"] = digest(data)
+    index["manifests"][0]["digest"], index["manifests"][0]["size"] = digest(data), len(data)
     (layout.path / "index.json").write_text(json.dumps(index))
     result = sdc(store, "image", "import", str(layout.path), "bad:1", check=False)
     assert result.returncode == 4 and "is not a sha256:<64 hex digits> digest; refused" in result.stderr, result.stderr

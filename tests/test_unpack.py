@@ -352,6 +352,37 @@ def test_digests_are_checked_before_a_layer_is_committed(tmp_path: Path) -> None
     assert (store_root / "layers" / diff_id[7:] / "f").read_bytes() == b"content"
 
 
+def _piled_pax_headers() -> bytes:
+    """Two pax headers of 600 KB before one entry: each within the bound, together not (a
+    parser that merged them without a bound would grow with the number of headers)."""
+    piled = b"".join(
+        tarfile.TarInfo._create_pax_generic_header({key: "y" * 600_000}, tarfile.XHDTYPE, "utf-8")  # type: ignore[attr-defined]
+        for key in ("a", "b")
+    )
+    return piled + tar_bytes([member("f", data=b"x")], fmt=tarfile.USTAR_FORMAT)
+
+
+def test_directory_mtimes_spilled_to_a_file_are_all_set(tmp_path: Path) -> None:
+    """More than a MiB of directory records (800 directories with 1.5 KiB names) go to a
+    temporary file, not memory: every directory still gets its mtime, the later entry of a
+    directory listed twice wins, and the temporary file is gone."""
+    parent = "/".join(["p" * 250] * 6)
+    members = [member("/".join(["p" * 250] * (i + 1)) + "/", tarfile.DIRTYPE, mode=0o755) for i in range(6)]
+    members += [member(f"{parent}/d{i:04d}/", tarfile.DIRTYPE, mode=0o755, mtime=1_000_000 + i) for i in range(800)]
+    members += [member(f"{parent}/d0000/f", data=b"x"), member(f"{parent}/d0001/", tarfile.DIRTYPE, mtime=42)]
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    unpack(io.BytesIO(tar_bytes(members)), str(layer))
+    fd = os.open(layer, os.O_RDONLY)
+    try:
+        for i in range(800):
+            st = os.stat(f"{parent}/d{i:04d}", dir_fd=fd)
+            assert st.st_mtime == (42 if i == 1 else 1_000_000 + i), i
+    finally:
+        os.close(fd)
+    assert os.listdir(tmp_path) == ["layer"]
+
+
 @pytest.mark.parametrize(
     ("blob", "message"),
     [
@@ -360,8 +391,10 @@ def test_digests_are_checked_before_a_layer_is_committed(tmp_path: Path) -> None
         (b"\x28\xb5\x2f\xfd" + b"\0" * 100, "zstd"),
         (b"not a tar at all, " * 40, "checksum"),
         (tar_bytes([member("f", data=b"x" * 5000)])[:2048], "ends"),
+        (tar_bytes([member("f", data=b"x", pax={"mtime": "1" + "0" * 30})]), "invalid mtime"),
+        (_piled_pax_headers(), "extended headers of more than"),
     ],
-    ids=["truncated-gzip", "bad-gzip", "zstd", "not-tar", "truncated-tar"],
+    ids=["truncated-gzip", "bad-gzip", "zstd", "not-tar", "truncated-tar", "huge-mtime", "pax-headers-pile-up"],
 )
 def test_broken_streams_are_errors(blob: bytes, message: str, tmp_path: Path) -> None:
     with pytest.raises(ImageError, match=message):
