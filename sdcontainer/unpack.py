@@ -113,7 +113,7 @@ def _limit(variable: str, text: str, sized: bool) -> int:
         return 1 << 62
     try:
         if sized:
-            from sdcontainer.keys import size_in_bytes
+            from sdcontainer.values import size_in_bytes
 
             value = size_in_bytes(text)
         else:
@@ -208,7 +208,7 @@ class _Pipeline:
         self.tar_hash.update(data)
         self.tar_size += len(data)
         if self.tar_size > self.max_size:
-            from sdcontainer.keys import format_size
+            from sdcontainer.values import format_size
 
             raise ImageError(
                 f"layer: more than {format_size(self.max_size)} of uncompressed data; refused "
