@@ -13,9 +13,9 @@ import stat
 import sys
 
 from sdcontainer.errors import ConfigError, ImageError, UsageError
-from sdcontainer.keys import service_settings, spec_from_unit, spec_to_argv
+from sdcontainer.keys import spec_from_unit
+from sdcontainer.service import ServicePolicy, exec_line, launcher_command, service_policy
 from sdcontainer.spec import ContainerSpec
-from sdcontainer.state import runtime_directory
 from sdcontainer.text import printable, shown
 from sdcontainer.unitfile import (
     Entry,
@@ -23,12 +23,14 @@ from sdcontainer.unitfile import (
     escape_specifiers,
     parse_boolean,
     parse_file,
-    quote_exec_word,
-    quote_list_word,
     split_words,
     unit_name_problem,
     unit_path_problem,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from sdcontainer.sockets import SocketPlan
 
 PROGRAM = "sdcontainer-generator"
 SUFFIX = ".container"
@@ -74,22 +76,6 @@ ALLOWED_SERVICE_VALUES = {
     # the container's record lives in its RuntimeDirectory=: kept after a stop, it would be stale
     "RuntimeDirectoryPreserve": ("no", "restart"),
 }
-DEFAULT_STOP_TIMEOUT = 10
-# The device cgroup allows only the nodes the launcher puts into the container's /dev: even a
-# container given CAP_MKNOD cannot open a node for a host disk or /dev/mem.
-DEVICE_ALLOW = (
-    ("/dev/null", "rwm"),
-    ("/dev/zero", "rwm"),
-    ("/dev/full", "rwm"),
-    ("/dev/random", "rwm"),
-    ("/dev/urandom", "rwm"),
-    ("/dev/tty", "rwm"),
-    ("/dev/console", "rw"),
-    ("/dev/ptmx", "rw"),
-    ("char-pts", "rw"),
-)
-# units/sdcontainer.slice: one place to limit all containers together
-SLICE = "sdcontainer.slice"
 
 
 def unit_search_path() -> list[str]:
@@ -108,19 +94,6 @@ def _launcher() -> list[str]:
         # literal paths on Exec*= lines, where systemd would expand a % in them
         _launcher_cache.append([escape_specifiers(word) for word in launcher_command()])
     return _launcher_cache[0]
-
-
-def launcher_command() -> list[str]:
-    """How units run the launcher: the installed script beside the generator's own
-    interpreter (the venv's python, never a version-manager shim), else that interpreter
-    with -m. -I: nothing from the environment (PYTHON*, user site) reaches it."""
-    override = os.environ.get("SDCONTAINER_LAUNCHER")
-    if override:
-        return override.split()
-    script = os.path.join(os.path.dirname(sys.executable), "sdcontainer-launcher")
-    if os.access(script, os.X_OK):
-        return [script]
-    return [sys.executable, "-I", "-m", "sdcontainer.launcher"]
 
 
 class Source:
@@ -273,12 +246,18 @@ def load(source: Source, dropin_index: dict[str, list[str]]) -> UnitFile:
 
 class Generated:
     def __init__(
-        self, service: str, text: str, links: list[tuple[str, str]], others: list[tuple[str, str]] | None = None
+        self,
+        service: str,
+        text: str,
+        links: list[tuple[str, str]],
+        others: list[tuple[str, str]] | None = None,
+        policy: ServicePolicy | None = None,
     ) -> None:
         self.service = service
         self.text = text
         self.links = links  # (link path, target), relative to the output directory
         self.others = others or []  # (file name, text) of the units written beside the service
+        self.policy = policy  # what the service's [Unit] and [Service] got from sdcontainer.service
 
 
 def _check_sections(unit: UnitFile) -> None:
@@ -330,30 +309,19 @@ def _check_service_entry(entry: Entry) -> None:
         raise entry.error(f"{entry.key}={entry.value} in [Service] is not supported; allowed: {', '.join(allowed)}")
 
 
-def _exec_line(argv: list[str]) -> str:
-    return " ".join(quote_exec_word(w) for w in argv)
-
-
-def _requires_mounts_for(spec: ContainerSpec) -> list[str]:
-    from sdcontainer.store import SYSTEM_STORAGE
-
-    paths = [spec.rootfs or (SYSTEM_STORAGE if spec.image else "")] + [v.source for v in spec.volumes]
-    return [quote_list_word(p) for p in paths if p.startswith("/")]
-
-
 def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str]) -> Generated:
     """The `.service` text: user's [Unit], ours, user's [Service] after ours (so a user's
-    scalar such as TimeoutStopSec= wins), [Install] and X- sections as written."""
+    scalar such as TimeoutStopSec= wins), [Install] and X- sections as written; and the
+    units beside it (socket, proxy, health check)."""
     default_dependencies = _quadlet_default_dependencies(unit)
-    sockets = None
-    if unit.has_section("Socket"):
-        from sdcontainer.sockets import SocketPlan  # only files with sockets pay for it
-
-        sockets = SocketPlan(source.stem, source.path, unit, spec)
-    elif spec.socket_proxy:
-        entry = unit.lookup_last("Container", "SocketProxy")
-        message = "SocketProxy= needs a [Socket] section: the socket the proxy serves"
-        raise entry.error(message) if entry else ConfigError(message, source.path)
+    sockets = _socket_plan(source, unit, spec)
+    health = HealthUnits(source, spec) if spec.health_cmd else None
+    policy = service_policy(
+        spec,
+        _launcher(),
+        private_network=sockets is not None and sockets.private_network,
+        default_dependencies=default_dependencies,
+    )
     out = [
         f"# Automatically generated by {PROGRAM} from {source.path}",
         "# Edit the .container file (or add a drop-in) and run systemctl daemon-reload.",
@@ -361,88 +329,84 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
         "[X-Container]",
     ]
     out += [f"{e.key}={e.value}" for e in unit.section("Container")]
+    out += _unit_section(source, unit, known, policy, sockets, health)
+    out += _service_section(unit, policy)
+    for section in unit.sections:
+        if (section == "Install" and sockets is None) or section.startswith("X-"):
+            out += ["", f"[{section}]"] + [f"{e.key}={e.value}" for e in unit.section(section)]
+    text = "\n".join(out) + "\n"
+    others = health.files() if health is not None else []
+    if sockets is None:
+        return Generated(source.service, text, install_links(source.service, unit), others, policy)
+    others += _socket_units(source, unit, sockets)
+    # [Install] belongs to the socket: enabling a socket-activated container means listening
+    return Generated(source.service, text, install_links(sockets.socket, unit), others, policy)
 
-    out += ["", "[Unit]"]
+
+def _socket_plan(source: Source, unit: UnitFile, spec: ContainerSpec) -> SocketPlan | None:
+    if unit.has_section("Socket"):
+        from sdcontainer.sockets import SocketPlan  # only files with sockets pay for it
+
+        return SocketPlan(source.stem, source.path, unit, spec)
+    if spec.socket_proxy:
+        entry = unit.lookup_last("Container", "SocketProxy")
+        message = "SocketProxy= needs a [Socket] section: the socket the proxy serves"
+        raise entry.error(message) if entry else ConfigError(message, source.path)
+    return None
+
+
+def _unit_section(
+    source: Source,
+    unit: UnitFile,
+    known: set[str],
+    policy: ServicePolicy,
+    sockets: SocketPlan | None,
+    health: HealthUnits | None,
+) -> list[str]:
+    """[Unit]: the file's own lines (a dependency on a .container file made one on its
+    service), then ours."""
+    out = ["", "[Unit]"]
     for entry in unit.section("Unit"):
         value = _translate_dependency(entry, known) if entry.key in DEPENDENCY_KEYS else entry.value
         out.append(f"{entry.key}={value}")
     out.append(f"SourcePath={source.source_path}")
-    mounts = _requires_mounts_for(spec)
-    if mounts:
-        out.append("RequiresMountsFor=" + " ".join(mounts))
-    # a pull at start needs the network (the container's own network mode does not matter)
-    if default_dependencies and (spec.network == "host" or (spec.image and spec.pull != "never")):
-        out += ["Wants=network-online.target", "After=network-online.target"]
+    out += [f"{name}={value}" for name, value in (*policy.unit_file_only, *policy.unit)]
     if sockets is not None:
         out += sockets.service_unit_lines()
-    health = HealthUnits(source, spec) if spec.health_cmd else None
     if health is not None and health.timer_text is not None:
         # started with the service, and started again should it stop while the service runs
         out += [f"Wants={health.timer}", f"Upholds={health.timer}"]
+    return out
 
-    launcher = _launcher()
+
+def _service_section(unit: UnitFile, policy: ServicePolicy) -> list[str]:
+    """[Service]: the policy, with the file's own lines (checked) between its two parts: after
+    its scalars, which they override, and before its RuntimeDirectory=, which a file's own
+    line adds to and an empty one cannot reset."""
     service_entries = unit.section("Service")
     for entry in service_entries:
         _check_service_entry(entry)
-    out += [
-        "",
-        "[Service]",
-        "Type=notify",
-        "NotifyAccess=all",
-        "KillMode=mixed",
-        "Delegate=yes",
-        "DevicePolicy=closed",
-        *(f"DeviceAllow={device} {access}" for device, access in DEVICE_ALLOW),
-        "SyslogIdentifier=%N",
-        f"Slice={SLICE}",
-        f"TimeoutStopSec={spec.stop_timeout if spec.stop_timeout is not None else DEFAULT_STOP_TIMEOUT}",
-    ]
-    out.append(f"SuccessExitStatus={stop_exit_status(spec)}")
-    out += [f"{name}={value}" for name, value in service_settings(spec) if name != "TimeoutStopSec"]
-    if spec.reload_cmd:
-        # run inside the container as `sdcontainer exec` runs it; its words are quoted as
-        # ExecStart= quotes Exec='s: `$` stays literal (systemd would expand $VAR), `%` is a specifier
-        out.append("ExecReload=" + _exec_line([*launcher, "exec", "--unit", "%n", "--", *spec.reload_cmd]))
-    argv_spec = spec
-    if sockets is not None:
-        out += sockets.service_lines()
-        if sockets.proxy and spec.network == "none":
-            # the unit's PrivateNetwork= namespace, shared with the proxy, is the container's
-            from sdcontainer.record import replace
-
-            argv_spec = replace(spec, network="host")
-    out.append("ExecStart=" + _exec_line([*launcher, "start", *spec_to_argv(argv_spec)]))
+    out = ["", "[Service]"]
+    out += [f"{name}={value}" for name, value in policy.service]
     out += [f"{e.key}={e.value}" for e in service_entries]
-    # the container's record (sdcontainer.state), removed by systemd at every stop; after the
-    # user's lines, so a user's own RuntimeDirectory= adds to it and an empty one cannot reset it
-    out.append(f"RuntimeDirectory={runtime_directory('%n')}")
+    out += [f"{name}={value}" for name, value in policy.service_last]
+    return out
 
-    for section in unit.sections:
-        if (section == "Install" and sockets is None) or section.startswith("X-"):
-            out += ["", f"[{section}]"] + [f"{e.key}={e.value}" for e in unit.section(section)]
-    others = health.files() if health is not None else []
-    if sockets is None:
-        return Generated(source.service, "\n".join(out) + "\n", install_links(source.service, unit), others)
-    # [Install] belongs to the socket: enabling a socket-activated container means listening
+
+def _socket_units(source: Source, unit: UnitFile, sockets: SocketPlan) -> list[tuple[str, str]]:
+    """NAME.socket, with the file's [Install], and NAME-proxy.service for SocketProxy=."""
     description = unit.lookup_last("Unit", "Description")
     text = sockets.socket_text(PROGRAM, source.path, description.value if description else None)
     if unit.has_section("Install"):
         text += "\n[Install]\n" + "".join(f"{e.key}={e.value}\n" for e in unit.section("Install"))
-    others.append((sockets.socket, text))
+    files = [(sockets.socket, text)]
     if sockets.proxy:
-        others.append(
-            (
-                sockets.proxy,
-                sockets.proxy_text(
-                    PROGRAM,
-                    source.path,
-                    launcher,
-                    description.value if description else None,
-                    [f"{e.key}={e.value}" for e in unit.section("Unit") if e.key.startswith("StartLimit")],
-                ),
-            )
+        start_limits = [f"{e.key}={e.value}" for e in unit.section("Unit") if e.key.startswith("StartLimit")]
+        proxy = sockets.proxy_text(
+            PROGRAM, source.path, _launcher(), description.value if description else None, start_limits
         )
-    return Generated(source.service, "\n".join(out) + "\n", install_links(sockets.socket, unit), others)
+        files.append((sockets.proxy, proxy))
+    return files
 
 
 # podman's defaults: 30s between checks, unhealthy after 3 failures, a check may take 30s
@@ -516,7 +480,7 @@ class HealthUnits:
             "",
             "[Service]",
             "Type=oneshot",
-            "ExecStart=" + _exec_line(argv),
+            "ExecStart=" + exec_line(argv),
             f"TimeoutStartSec={_ms(timeout + 30_000)}",
             "LogLevelMax=notice",
             "SyslogLevel=warning",
@@ -528,15 +492,6 @@ class HealthUnits:
         if self.timer_text is not None:
             files.append((self.file_names[1], self.timer_text))
         return files
-
-
-def stop_exit_status(spec: ContainerSpec) -> int:
-    """An init such as tini, or a shell, reports death by a signal as exit status 128+N.
-    systemd counts a main process killed by its stop signal as a clean stop; the same stop
-    seen through such an init must count too."""
-    from sdcontainer.text import SIGNALS
-
-    return 128 + SIGNALS[spec.stop_signal or "SIGTERM"]
 
 
 def install_links(service: str, unit: UnitFile) -> list[tuple[str, str]]:

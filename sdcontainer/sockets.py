@@ -165,11 +165,11 @@ class SocketPlan:
         # started by hand, it still gets its sockets
         return [f"Requires={socket}", f"After={socket}"]
 
-    def service_lines(self) -> list[str]:
-        """[Service] lines of the container's service."""
-        if self.proxy and self.network == "none":
-            return ["PrivateNetwork=yes"]
-        return []
+    @property
+    def private_network(self) -> bool:
+        """The container's service gets a network namespace of its own (PrivateNetwork=), which
+        the proxy joins (JoinsNamespaceOf=) and the container takes as its host's."""
+        return bool(self.proxy) and self.network == "none"
 
     def _own(self, name: str) -> str:
         """A unit name of ours as the service refers to it: in a template, for its instance."""

@@ -10,16 +10,16 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sdcontainer.errors import SystemdError
-from sdcontainer.generator import DEFAULT_STOP_TIMEOUT, DEVICE_ALLOW, SLICE, launcher_command, stop_exit_status
-from sdcontainer.keys import service_settings, spec_to_argv
 from sdcontainer.record import replace
+from sdcontainer.service import Setting, launcher_command, service_policy
 from sdcontainer.spec import ContainerSpec
-from sdcontainer.state import runtime_directory
-from sdcontainer.values import size_in_bytes
+from sdcontainer.text import SIGNALS
+from sdcontainer.unitfile import parse_boolean, split_words
+from sdcontainer.values import ULIMIT_SETTINGS, size_in_bytes
 
 
 def unit_name(requested: str | None) -> str:
@@ -27,25 +27,111 @@ def unit_name(requested: str | None) -> str:
     return name if name.endswith(".service") else name + ".service"
 
 
+# --- the service policy as D-Bus properties ---------------------------------------------------
+
 INFINITY = 2**64 - 1  # what D-Bus carries for "infinity" in these properties
+
+
+def _string(value: str) -> bytes:
+    return value.encode()
+
+
+def _words(value: str) -> list[bytes]:
+    return [word.encode() for word in split_words(value)]
+
+
+def _command(value: str) -> list[tuple[bytes, list[bytes], bool]]:
+    """An Exec*= line: (path, argv, ignore failure). Its `$$` stay doubled: systemd expands
+    $VAR in the arguments at exec time, for a transient unit as for a unit file."""
+    argv = _words(value)
+    return [(argv[0], argv, False)]
+
+
+def _device(value: str) -> list[tuple[bytes, bytes]]:
+    device, _, access = value.partition(" ")
+    return [(device.encode(), access.encode())]
+
+
+def _seconds(value: str) -> int:
+    return int(value) * 1_000_000  # the policy writes whole seconds
+
+
+def _exit_statuses(value: str) -> tuple[list[int], list[int]]:
+    return [int(status) for status in value.split()], []  # (exit statuses, signals)
 
 
 def _number(value: str) -> int:
     return INFINITY if value == "infinity" else size_in_bytes(value)
 
 
-def resource_properties(spec: ContainerSpec) -> dict[bytes, int]:
-    """Memory=, PidsLimit= and Ulimit= as the D-Bus properties of a transient unit: what the
-    generator writes as MemoryMax=, TasksMax= and Limit*=, with a Limit's soft value in
-    Limit*Soft."""
-    properties: dict[bytes, int] = {}
-    for name, value in service_settings(spec):
-        if name.startswith("Limit"):
-            soft, _, hard = value.partition(":")
-            properties[name.encode()] = _number(hard or soft)
-            properties[f"{name}Soft".encode()] = _number(soft)
-        elif name in ("MemoryMax", "TasksMax"):
-            properties[name.encode()] = _number(value)
+def _hard_limit(value: str) -> int:
+    soft, _, hard = value.partition(":")
+    return _number(hard or soft)
+
+
+def _soft_limit(value: str) -> int:
+    return _number(value.partition(":")[0])
+
+
+Conversion = tuple[bytes, bytes, Callable[[str], Any]]  # D-Bus property, signature, converter
+
+#: Each setting of the service policy (sdcontainer.service), as the D-Bus properties it
+#: becomes (org.freedesktop.systemd1(5)). A property whose signature is an array collects
+#: the values of every line of its setting (DeviceAllow=).
+PROPERTIES: dict[str, tuple[Conversion, ...]] = {
+    "Type": ((b"Type", b"s", _string),),
+    "NotifyAccess": ((b"NotifyAccess", b"s", _string),),
+    "KillMode": ((b"KillMode", b"s", _string),),
+    "Delegate": ((b"Delegate", b"b", parse_boolean),),
+    "DevicePolicy": ((b"DevicePolicy", b"s", _string),),
+    "DeviceAllow": ((b"DeviceAllow", b"a(ss)", _device),),
+    "SyslogIdentifier": ((b"SyslogIdentifier", b"s", _string),),
+    "Slice": ((b"Slice", b"s", _string),),
+    "TimeoutStopSec": ((b"TimeoutStopUSec", b"t", _seconds),),
+    "SuccessExitStatus": ((b"SuccessExitStatus", b"(aiai)", _exit_statuses),),
+    "KillSignal": ((b"KillSignal", b"i", SIGNALS.__getitem__),),
+    "MemoryMax": ((b"MemoryMax", b"t", _number),),
+    "TasksMax": ((b"TasksMax", b"t", _number),),
+    # LimitNOFILE=SOFT:HARD: the hard limit in LimitNOFILE, the soft one in LimitNOFILESoft
+    **{
+        limit: ((limit.encode(), b"t", _hard_limit), (f"{limit}Soft".encode(), b"t", _soft_limit))
+        for limit in ULIMIT_SETTINGS.values()
+    },
+    "ExecReload": ((b"ExecReload", b"a(sasb)", _command),),
+    "PrivateNetwork": ((b"PrivateNetwork", b"b", parse_boolean),),
+    "ExecStart": ((b"ExecStart", b"a(sasb)", _command),),
+    "RuntimeDirectory": ((b"RuntimeDirectory", b"as", _words),),
+}
+
+#: The properties only a transient unit has, and their signatures.
+TRANSIENT_ONLY = {
+    b"Description": b"s",  # a unit file's comes from the file's own [Unit]
+    # attached (`sdcontainer run` without -d): the caller's stdin, stdout and stderr, and a
+    # reference that keeps the unit loaded until its exit status has been read
+    b"AddRef": b"b",
+    b"CollectMode": b"s",
+    b"StandardInputFileDescriptor": b"h",
+    b"StandardOutputFileDescriptor": b"h",
+    b"StandardErrorFileDescriptor": b"h",
+}
+
+SIGNATURES = {name: signature for conversions in PROPERTIES.values() for name, signature, _ in conversions}
+SIGNATURES.update(TRANSIENT_ONLY)
+
+
+def dbus_properties(settings: Iterable[Setting]) -> dict[bytes, Any]:
+    """Unit-file settings as D-Bus properties; a setting PROPERTIES does not know is an
+    error here, so the two renderings cannot drift apart unnoticed."""
+    properties: dict[bytes, Any] = {}
+    for name, value in settings:
+        conversions = PROPERTIES.get(name)
+        if conversions is None:
+            raise LookupError(f"{name}= has no D-Bus property: add it to transient.PROPERTIES")
+        for prop, signature, convert in conversions:
+            if signature.startswith(b"a"):
+                properties.setdefault(prop, []).extend(convert(value))
+            else:
+                properties[prop] = convert(value)
     return properties
 
 
@@ -73,49 +159,42 @@ def _namespace_package(name: str) -> None:
 
 
 def _dbuslib() -> Any:
-    """pystemd's sd-bus binding and its table of unit property signatures, without running
-    the __init__.py of pystemd and pystemd.systemd1: those import every high-level wrapper
-    and lxml (20-50 ms here), none of which this talk with systemd needs."""
+    """pystemd's sd-bus binding, without running the __init__.py of pystemd: it imports
+    every high-level wrapper and lxml (20-50 ms here), none of which this talk with systemd
+    needs."""
     _namespace_package("pystemd")
-    _namespace_package("pystemd.systemd1")
     try:
         import pystemd.dbuslib as dbuslib
-        from pystemd.systemd1 import unit_signatures
     except ImportError as error:  # pragma: no cover - pystemd is a dependency
         raise SystemdError(f"pystemd is not available: {error}") from None
-    # pystemd's table of D-Bus property signatures lacks these two (see org.freedesktop.systemd1(5))
-    unit_signatures.KNOWN_UNIT_SIGNATURES.setdefault(b"DeviceAllow", b"a(ss)")
-    unit_signatures.KNOWN_UNIT_SIGNATURES.setdefault(b"AddRef", b"b")
-    dbuslib.signature_array = unit_signatures.signature_array
     return dbuslib
+
+
+def property_args(apply_signature: Callable[[bytes, list[Any]], list[Any]], properties: dict[bytes, Any]) -> list[Any]:
+    """The a(sv) argument of StartTransientUnit, each value marshalled by its signature in
+    SIGNATURES (pystemd's dbuslib.apply_signature does the marshalling)."""
+    args: list[Any] = [(ord("a"), b"(sv)")]
+    for name, value in properties.items():
+        signature = SIGNATURES[name]
+        args += [(ord("r"), b"sv"), (ord("s"), name), (ord("v"), signature)]
+        args += apply_signature(signature, [value])
+        args += [(-1, None), (-1, None)]
+    args.append((-1, None))
+    return args
 
 
 def transient_properties(
     spec: ContainerSpec, unit: str, *, stdio: tuple[int, int, int] | None, description: str | None
 ) -> dict[bytes, Any]:
-    """The unit's D-Bus properties: what the generator writes for a .container file, and,
-    with `stdio` (attached), the caller's stdin/stdout/stderr and a reference that keeps the
-    unit loaded until its exit status has been read."""
-    stem = unit[: -len(".service")]
-    launcher = launcher_command()
-    timeout = spec.stop_timeout if spec.stop_timeout is not None else DEFAULT_STOP_TIMEOUT
-    # systemd expands $VAR in ExecStart= arguments at exec time, also for transient units
-    argv = [word.replace("$", "$$") for word in [*launcher, "start", *spec_to_argv(spec)]]
+    """The unit's D-Bus properties: the service policy a generated unit has (but for its
+    `unit_file_only` settings), and, with `stdio` (attached), the caller's
+    stdin/stdout/stderr and a reference that keeps the unit loaded until its exit status
+    has been read."""
+    policy = service_policy(spec, launcher_command(), unit=unit)
     properties: dict[bytes, Any] = {
         b"Description": (description or f"sdcontainer run {' '.join(spec.command)}").encode(),
-        b"Type": b"notify",
-        b"ExecStart": [(argv[0].encode(), [a.encode() for a in argv], False)],
-        b"RuntimeDirectory": [runtime_directory(unit).encode()],  # the record; systemd removes it
-        b"NotifyAccess": b"all",
-        b"KillMode": b"mixed",
-        b"Delegate": True,
-        b"DevicePolicy": b"closed",
-        b"DeviceAllow": [(device.encode(), access.encode()) for device, access in DEVICE_ALLOW],
-        b"Slice": SLICE.encode(),
-        b"SyslogIdentifier": stem.encode(),
-        b"TimeoutStopUSec": timeout * 1_000_000,
-        b"SuccessExitStatus": ([stop_exit_status(spec)], []),
     }
+    properties.update(dbus_properties(policy.both()))
     if stdio is not None:
         # Attached, like `systemd-run --wait`: the unit stays loaded while we hold a reference,
         # so its exit status can be read after it is gone, and is collected even if it failed.
@@ -123,11 +202,6 @@ def transient_properties(
         properties[b"CollectMode"] = b"inactive-or-failed"
         for name, fd in zip(("Input", "Output", "Error"), stdio, strict=True):
             properties[f"Standard{name}FileDescriptor".encode()] = fd
-    properties.update(resource_properties(spec))
-    if spec.stop_signal:
-        import signal
-
-        properties[b"KillSignal"] = int(signal.Signals[spec.stop_signal])
     return properties
 
 
@@ -156,7 +230,7 @@ class _Unit:
 
     def start(self, properties: dict[bytes, Any]) -> None:
         args = self.dbuslib.apply_signature(b"ss", [self.name, b"fail"])
-        args += self.dbuslib.signature_array(properties)
+        args += property_args(self.dbuslib.apply_signature, properties)
         args += [(ord("a"), b"(sa(sv))"), (-1, None)]  # no auxiliary units
         self.call(MANAGER_PATH, MANAGER, b"StartTransientUnit", args)
 
