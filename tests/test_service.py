@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 
 from sdcontainer.generator import Generated, find_sources, generate, load
-from sdcontainer.keys import format_size, spec_from_argv
+from sdcontainer.keys import spec_from_argv
 from sdcontainer.record import replace
 from sdcontainer.service import ServicePolicy, Setting, exec_line, launcher_command, service_policy
 from sdcontainer.transient import INFINITY, SIGNATURES, TRANSIENT_ONLY, dbus_properties, transient_properties
 from sdcontainer.unitfile import parse_text, split_words
+from sdcontainer.values import format_size
 
 GOLDEN = Path(__file__).parent / "golden"
 NAMES = sorted(p.name for p in GOLDEN.glob("*.container"))
