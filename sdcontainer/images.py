@@ -23,18 +23,8 @@ import time
 from typing import IO, Any
 
 from sdcontainer.errors import ImageError
-from sdcontainer.store import (
-    LOCAL_DOMAIN,
-    Store,
-    candidates,
-    check_digest,
-    find_image,
-    image_id_for,
-    load_record,
-    parse_reference,
-    pull_lock,
-    storage_dir,
-)
+from sdcontainer.reference import LOCAL_DOMAIN, candidates, check_digest, parse_reference
+from sdcontainer.store import Store, find_image, image_id_for, load_record, pull_lock, storage_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -435,10 +435,10 @@ def parse_name(value: str, ctx: ParseContext) -> str:
 
 
 def parse_image(value: str, ctx: ParseContext) -> str:
-    """An image reference: [REGISTRY/]NAME[:TAG][@sha256:DIGEST] (sdcontainer.store)."""
+    """An image reference: [REGISTRY/]NAME[:TAG][@sha256:DIGEST] (sdcontainer.reference)."""
     if value.endswith((".image", ".build")):
         raise ValueError(f"{value}: .image and .build units are not supported yet; name the image itself")
-    from sdcontainer.store import parse_reference
+    from sdcontainer.reference import parse_reference
 
     parse_reference(value)
     return value
