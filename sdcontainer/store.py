@@ -23,7 +23,8 @@ or removed by `image prune`). Readers take no lock: what they can see is complet
 Starting a container from a stored image reads two small files (the name and the record)
 and nothing else: layers are trusted once they are in layers/ (the store is root's only).
 This module's top is what the launcher needs for that; everything that writes imports its
-tools inside the functions.
+tools inside the functions. Whether to pull is decided above the store (by the launcher for
+a start, by the CLI's `pull`), which then calls sdcontainer.images: the store never calls up.
 """
 
 from __future__ import annotations
@@ -431,49 +432,3 @@ def pull_lock(name: str, root: str | None = None) -> AbstractContextManager[None
             os.close(fd)
 
     return held()
-
-
-# --- the launcher's side --------------------------------------------------------------------
-
-EXTEND_SECONDS = 30  # each EXTEND_TIMEOUT_USEC= while pulling asks for this much more time
-
-
-def image_for_start(spec: Any, notifier: Any = None) -> dict[str, Any]:
-    """The record of the image a starting unit runs, pulled first when its Pull= says so.
-
-    Under systemd the start timeout is pushed back while the pull runs: every few seconds
-    the launcher sends EXTEND_TIMEOUT_USEC=30s (and a STATUS= line), so a slow download is
-    not killed by TimeoutStartSec=; skopeo's own timeouts end a stuck one."""
-    name = spec.image
-    if spec.pull in ("missing", "never"):
-        try:
-            record = find_image(name)
-        except OSError as error:
-            raise ImageError(f"image {name}: reading the store: {os.strerror(error.errno or 0)}") from None
-        if record is not None:
-            return record  # the common start: two small files read, nothing else
-    from sdcontainer.images import pull
-
-    def tick() -> None:
-        if notifier is not None:
-            notifier.send(f"EXTEND_TIMEOUT_USEC={EXTEND_SECONDS * 1_000_000}")
-
-    if notifier is not None:
-        notifier.send(f"STATUS=Pulling image {name}\nEXTEND_TIMEOUT_USEC={EXTEND_SECONDS * 1_000_000}")
-    if spec.pull != "never":
-        import sys
-
-        print(f"sdcontainer-launcher: pulling image {name} (Pull={spec.pull})", file=sys.stderr, flush=True)
-    from sdcontainer.keys import duration_seconds
-
-    record = pull(
-        name,
-        policy=spec.pull,
-        retry=spec.retry if spec.retry is not None else 3,
-        retry_delay=duration_seconds(spec.retry_delay) if spec.retry_delay else None,
-        tick=tick,
-        quiet=True,
-    )
-    if notifier is not None:
-        notifier.send("STATUS=")
-    return record
