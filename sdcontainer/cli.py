@@ -265,13 +265,6 @@ def _ids_in_use() -> dict[str, str]:
     return {str(r["image_id"]): str(r.get("unit", "?")) for r in _running() if r.get("image_id")}
 
 
-def _split_name(name: str) -> tuple[str, str]:
-    repository, _, tag = name.rpartition(":") if "@" not in name else (name, "", "")
-    if "/" in tag:  # a registry port, not a tag
-        return name, ""
-    return repository, tag
-
-
 @cli.command()
 @click.argument("reference")
 @click.option(
@@ -310,6 +303,7 @@ def pull(reference: str, tls_verify: bool | None, retry: int, retry_delay: str |
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def images_(fmt: str) -> None:
     """List the images in the store."""
+    from sdcontainer.reference import repository_and_tag
     from sdcontainer.store import Store
 
     store = Store()
@@ -321,7 +315,7 @@ def images_(fmt: str) -> None:
     click.echo(f"{'REPOSITORY':<48} {'TAG':<16} {'IMAGE ID':<12}  {'CREATED':<20} {'SIZE':>9}")
     for record in records:
         for name in record.get("names") or ["<none>:<none>"]:
-            repository, tag = _split_name(name)
+            repository, tag = repository_and_tag(name)
             created = str(record.get("created", ""))[:19].replace("T", " ")
             click.echo(
                 f"{repository:<48} {tag or '<none>':<16} {record['id'][:12]:<12}  {created:<20} "
@@ -392,7 +386,8 @@ def rmi(references: tuple[str, ...]) -> None:
     """Remove images (by name: that name; by id: the image and all its names), then the
     layers no image needs. Refused while a running container uses the image."""
     from sdcontainer.errors import ImageError
-    from sdcontainer.store import Store, candidates, image_id_for
+    from sdcontainer.reference import candidates
+    from sdcontainer.store import Store, image_id_for
 
     in_use = _ids_in_use()
     with Store() as store:

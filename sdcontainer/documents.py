@@ -22,7 +22,7 @@ import json
 from typing import Any
 
 from sdcontainer.errors import ImageError
-from sdcontainer.store import check_digest
+from sdcontainer.reference import check_digest
 
 MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"

@@ -42,17 +42,8 @@ from sdcontainer.documents import (
     parse_manifest,
 )
 from sdcontainer.errors import ImageError, UsageError
-from sdcontainer.store import (
-    LOCAL_DOMAIN,
-    Store,
-    candidates,
-    find_image,
-    image_id_for,
-    load_record,
-    parse_reference,
-    pull_lock,
-    storage_dir,
-)
+from sdcontainer.reference import LOCAL_DOMAIN, candidates, parse_reference
+from sdcontainer.store import Store, find_image, image_id_for, load_record, pull_lock, storage_dir
 from sdcontainer.unpack import GZIP_MAGIC
 from sdcontainer.values import PULL_POLICIES
 

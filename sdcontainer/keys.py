@@ -120,13 +120,12 @@ DEFAULT_PIDS_LIMIT = "2048"
 
 
 def parse_image(value: str, ctx: ParseContext) -> str:
-    """An image reference: [REGISTRY/]NAME[:TAG][@sha256:DIGEST]. The grammar is the store's
-    (sdcontainer.store.parse_reference, beside the code that resolves references); this
-    parser stays here so that sdcontainer.values imports nothing of the store, which
-    imports it."""
+    """An image reference: [REGISTRY/]NAME[:TAG][@sha256:DIGEST]. The grammar is
+    sdcontainer.reference's; this parser stays here so that sdcontainer.values imports
+    nothing of the image code."""
     if value.endswith((".image", ".build")):
         raise ValueError(f"{value}: .image and .build units are not supported yet; name the image itself")
-    from sdcontainer.store import parse_reference
+    from sdcontainer.reference import parse_reference
 
     parse_reference(value)
     return value

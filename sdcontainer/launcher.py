@@ -47,12 +47,15 @@ Ordering inside the child follows runc's, for reasons worth keeping:
   * every fd but stdio, the LISTEN_FDS sockets and the sync pipe (close-on-exec) is closed
     right before execve (CVE-2024-21626).
 
-This module keeps the order of operations: the Plan (everything decided on the host), the
-child's sequence from unshare to execve, the fork and the hand-off to systemd, the state
-file, and the one place errors become an exit status. What the steps do lives beside it:
+This module keeps the order of operations: building the Plan (sdcontainer.plan: everything
+decided on the host, with the image found in the store or pulled first), the child's
+sequence from unshare to execve, the fork and the hand-off to systemd, the state file, and
+the one place errors become an exit status. What the steps do lives below it:
 sdcontainer.rootfs builds the root file system, sdcontainer.process resolves the user, the
 environment and the program, sdcontainer.security holds the policy (capabilities, the seccomp
 deny list, masked paths) as data, and sdcontainer.step turns a failed step into one line.
+The launcher is the one module above both the store and sdcontainer.images: it decides to
+pull, and imports the pulling code only then.
 """
 
 from __future__ import annotations
@@ -63,8 +66,9 @@ import stat
 import sys
 
 from sdcontainer import linux, state
-from sdcontainer.errors import LaunchError, SdcontainerError, SystemdError, UsageError
+from sdcontainer.errors import ImageError, LaunchError, SdcontainerError, SystemdError, UsageError
 from sdcontainer.keys import spec_from_argv
+from sdcontainer.plan import Plan
 from sdcontainer.process import (
     DEFAULT_PATH,
     build_environment,
@@ -75,6 +79,7 @@ from sdcontainer.process import (
     read_all,
     resolve_identity,
 )
+from sdcontainer.record import replace
 from sdcontainer.rootfs import SCRATCH_DIR, TINI, build_root, etc_hosts, etc_resolv_conf, pivot, zone_file
 from sdcontainer.security import capability_mask, confine, load_last, own_bounding_set
 from sdcontainer.spec import ContainerSpec
@@ -82,6 +87,8 @@ from sdcontainer.step import Step, launch_error, outcome_in_child, reason
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from sdcontainer.notify import Notifier, Relay
 
 PROG = state.PROG
@@ -111,90 +118,148 @@ def container_name(spec: ContainerSpec) -> str:
 # --- the plan: everything decided on the host before any namespace exists ------------------
 
 
-class Plan:
-    """What the child needs, computed (and checked) in the parent so that most mistakes are
-    reported before any namespace or mount exists."""
+def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None = None) -> Plan:
+    """The Plan of a start, computed and checked here, in the parent, so that most mistakes
+    are reported before any namespace or mount exists. With Image= the image is found in the
+    store, or pulled first when its Pull= says so (image_for_start)."""
+    rootfs: str | None = None
+    layers: tuple[str, ...] | None = None
+    image_id: str | None = None
+    image_env: tuple[str, ...] = ()
+    working_dir = spec.working_dir or "/"
+    user, group = spec.user, spec.group
+    command = spec.command
+    if spec.image:
+        from sdcontainer.store import layer_dirs
 
-    def __init__(self, spec: ContainerSpec, foreground: bool, notifier: Notifier | None = None) -> None:
-        self.spec = spec
-        self.foreground = foreground
-        self.rootfs: str | None = None
-        self.layers: list[str] | None = None  # with Image=: the layer directories, base first
-        self.image_id: str | None = None
-        self.image_env: list[str] = []
-        self.working_dir = spec.working_dir or "/"
-        self.user, self.group = spec.user, spec.group
-        command = spec.command
-        if spec.image:
-            from sdcontainer.store import image_for_start, layer_dirs
+        record = image_for_start(spec, notifier)
+        image_id = record["id"]
+        layers = tuple(layer_dirs(record))
+        # what the image's config says where the unit says nothing
+        config = record.get("config") or {}
+        command = _image_command(spec, config)
+        image_env = tuple(item for item in _strings(config.get("Env")) if "=" in item)
+        image_workdir = config.get("WorkingDir")
+        if spec.working_dir is None and isinstance(image_workdir, str) and image_workdir.startswith("/"):
+            working_dir = image_workdir
+        image_user = config.get("User")
+        if spec.user is None and isinstance(image_user, str) and image_user:
+            user, _, image_group = image_user.partition(":")
+            group = image_group or None
+    elif not spec.rootfs:
+        raise launch_error("no rootfs given")
+    else:
+        with Step(f"rootfs {spec.rootfs}"):
+            if not stat.S_ISDIR(os.stat(spec.rootfs).st_mode):
+                raise NotADirectoryError(20, "Not a directory")
+        rootfs = spec.rootfs
+    if not command:
+        raise launch_error(
+            f"no command: image {spec.image} has no Entrypoint or Cmd; set Exec=" if spec.image else "no command"
+        )
+    if spec.run_init:
+        if not os.access(TINI, os.X_OK):
+            raise launch_error(f"RunInit=yes needs {TINI} (Debian package tini): not found")
+        command = ("/dev/init", "--", *command)
+    for volume in spec.volumes:
+        with Step(f"volume source {volume.source}"):
+            os.stat(volume.source)
+    file_env: dict[str, str] = {}
+    for path in spec.environment_files:
+        file_env.update(parse_env_file(path))
+    name = container_name(spec)
+    hostname = spec.hostname or sanitize_hostname(name)
+    last_cap = linux.cap_last_cap()
+    # A capability the launcher does not hold cannot be handed on; asking for it (CAP_ALL
+    # on a host that lacks one) keeps what there is rather than failing in capset.
+    caps = capability_mask(spec.add_capabilities, spec.drop_capabilities, last_cap) & own_bounding_set()
+    listen_fds = _listen_fds()
+    return Plan(
+        spec=spec,
+        foreground=foreground,
+        rootfs=rootfs,
+        layers=layers,
+        image_id=image_id,
+        image_env=image_env,
+        working_dir=working_dir,
+        user=user,
+        group=group,
+        command=tuple(command),
+        file_env=file_env,
+        name=name,
+        hostname=hostname,
+        last_cap=last_cap,
+        caps=caps,
+        listen_fds=listen_fds,
+        listen_fdnames=_listen_fdnames(listen_fds),
+        hosts=etc_hosts(hostname, spec.add_hosts),
+        resolv_conf=etc_resolv_conf(spec),
+        localtime=zone_file(spec.timezone) if spec.timezone else None,
+    )
 
-            record = image_for_start(spec, notifier)
-            self.image_id = record["id"]
-            self.layers = layer_dirs(record)
-            command = self._image_defaults(record.get("config") or {})
-        elif not spec.rootfs:
-            raise launch_error("no rootfs given")
-        else:
-            with Step(f"rootfs {spec.rootfs}"):
-                if not stat.S_ISDIR(os.stat(spec.rootfs).st_mode):
-                    raise NotADirectoryError(20, "Not a directory")
-            self.rootfs = spec.rootfs
-        if not command:
-            raise launch_error(
-                f"no command: image {spec.image} has no Entrypoint or Cmd; set Exec=" if spec.image else "no command"
-            )
-        self.command = list(command)
-        if spec.run_init:
-            if not os.access(TINI, os.X_OK):
-                raise launch_error(f"RunInit=yes needs {TINI} (Debian package tini): not found")
-            self.command = ["/dev/init", "--", *self.command]
-        for volume in spec.volumes:
-            with Step(f"volume source {volume.source}"):
-                os.stat(volume.source)
-        self.file_env: dict[str, str] = {}
-        for path in spec.environment_files:
-            self.file_env.update(parse_env_file(path))
-        self.name = container_name(spec)
-        self.hostname = spec.hostname or sanitize_hostname(self.name)
-        self.last_cap = linux.cap_last_cap()
-        # A capability the launcher does not hold cannot be handed on; asking for it (CAP_ALL
-        # on a host that lacks one) keeps what there is rather than failing in capset.
-        self.caps = capability_mask(spec.add_capabilities, spec.drop_capabilities, self.last_cap)
-        self.caps &= own_bounding_set()
-        self.listen_fds = _listen_fds()
-        self.listen_fdnames = _listen_fdnames(self.listen_fds)
-        self.hosts = etc_hosts(self.hostname, spec.add_hosts)
-        self.resolv_conf = etc_resolv_conf(spec)
-        self.localtime = zone_file(spec.timezone) if spec.timezone else None
-        # Notify=yes under systemd: the launcher's relay socket (never the manager's own), bound
-        # into the container for its READY=1; WATCHDOG_USEC= with WatchdogSec=. Set by start().
-        self.notify_socket: str | None = None
-        self.watchdog_usec: str | None = None
 
-    def _image_defaults(self, config: dict[str, object]) -> tuple[str, ...]:
-        """What the image's config says where the unit says nothing: podman's rules (an
-        Entrypoint= given drops the image's Cmd unless it is empty)."""
-        spec = self.spec
+def _strings(value: object) -> tuple[str, ...]:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
 
-        def strings(value: object) -> tuple[str, ...]:
-            return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
 
-        entrypoint = spec.entrypoint if spec.entrypoint is not None else strings(config.get("Entrypoint"))
-        if spec.exec is not None:
-            cmd = spec.exec
-        elif not spec.entrypoint:
-            cmd = strings(config.get("Cmd"))
-        else:
-            cmd = ()
-        self.image_env = [item for item in strings(config.get("Env")) if "=" in item]
-        workdir = config.get("WorkingDir")
-        if spec.working_dir is None and isinstance(workdir, str) and workdir.startswith("/"):
-            self.working_dir = workdir
-        user = config.get("User")
-        if spec.user is None and isinstance(user, str) and user:
-            name, _, group = user.partition(":")
-            self.user, self.group = name, (group or None)
-        return entrypoint + cmd
+def _image_command(spec: ContainerSpec, config: dict[str, object]) -> tuple[str, ...]:
+    """Entrypoint and Cmd: the unit's, else the image's, by podman's rules (an Entrypoint=
+    given drops the image's Cmd unless it is empty)."""
+    entrypoint = spec.entrypoint if spec.entrypoint is not None else _strings(config.get("Entrypoint"))
+    if spec.exec is not None:
+        cmd = spec.exec
+    elif not spec.entrypoint:
+        cmd = _strings(config.get("Cmd"))
+    else:
+        cmd = ()
+    return entrypoint + cmd
+
+
+EXTEND_SECONDS = 30  # each EXTEND_TIMEOUT_USEC= while pulling asks for this much more time
+
+
+def image_for_start(spec: ContainerSpec, notifier: Notifier | None = None) -> dict[str, Any]:
+    """The record of the image a starting unit runs, pulled first when its Pull= says so.
+
+    The common start reads two small files of the store (the name and the record) and
+    imports nothing of pulling; sdcontainer.images comes in only when a pull is due (or
+    Pull=never has to say the image is missing). Under systemd the start timeout is pushed
+    back while the pull runs: every few seconds the launcher sends EXTEND_TIMEOUT_USEC=30s
+    (and a STATUS= line), so a slow download is not killed by TimeoutStartSec=; skopeo's
+    own timeouts end a stuck one."""
+    from sdcontainer.store import find_image
+
+    name = spec.image or ""
+    if spec.pull in ("missing", "never"):
+        try:
+            record = find_image(name)
+        except OSError as error:
+            raise ImageError(f"image {name}: reading the store: {os.strerror(error.errno or 0)}") from None
+        if record is not None:
+            return record  # the common start: two small files read, nothing else
+    from sdcontainer.images import pull
+
+    def tick() -> None:
+        if notifier is not None:
+            notifier.send(f"EXTEND_TIMEOUT_USEC={EXTEND_SECONDS * 1_000_000}")
+
+    if notifier is not None:
+        notifier.send(f"STATUS=Pulling image {name}\nEXTEND_TIMEOUT_USEC={EXTEND_SECONDS * 1_000_000}")
+    if spec.pull != "never":
+        print(f"sdcontainer-launcher: pulling image {name} (Pull={spec.pull})", file=sys.stderr, flush=True)
+    from sdcontainer.values import duration_seconds
+
+    record = pull(
+        name,
+        policy=spec.pull,
+        retry=spec.retry if spec.retry is not None else 3,
+        retry_delay=duration_seconds(spec.retry_delay) if spec.retry_delay else None,
+        tick=tick,
+        quiet=True,
+    )
+    if notifier is not None:
+        notifier.send("STATUS=")
+    return record
 
 
 # sd_listen_fds' own bound on LISTEN_FDS; no socket unit comes near it
@@ -288,7 +353,7 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
     os.umask(0o022)
     _close_fds(3 + plan.listen_fds, sync_fd)
     load_last(seccomp)
-    execve(program, plan.command, env, PROG)
+    execve(program, list(plan.command), env, PROG)
 
 
 def _child(plan: Plan, sync_fd: int, go_fd: int) -> None:
@@ -419,15 +484,14 @@ def start(spec: ContainerSpec) -> int:
 
         with Step(f"connect to NOTIFY_SOCKET={notify_socket}", SystemdError.exit_status):
             notifier = Notifier(notify_socket)
-    plan = Plan(spec, foreground=not notify_socket, notifier=notifier)
+    plan = make_plan(spec, foreground=not notify_socket, notifier=notifier)
     relay = None
     if notifier is not None and spec.notify == "yes":
         from sdcontainer.notify import Relay
 
         with Step("create the container's notification socket"):
             relay = Relay(state.notify_dir(spec.unit))
-        plan.notify_socket = relay.path
-        plan.watchdog_usec = _watchdog_usec()
+        plan = replace(plan, notify_socket=relay.path, watchdog_usec=_watchdog_usec())
     os.makedirs(SCRATCH_DIR, 0o700, exist_ok=True)
     # sync: child -> launcher, READY_LINE or one error line; EOF when it exec'd (cloexec).
     # pid: the intermediate reports the container's pid. go: the launcher closes its end

@@ -18,7 +18,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from sdcontainer.launcher import Plan
+    from sdcontainer.plan import Plan
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # what a shell answers for a command it cannot run
@@ -203,7 +203,9 @@ def build_environment(plan: Plan, home: str, launcher_env: Mapping[str, str]) ->
         elif key in launcher_env and not key.startswith(LISTEN_PREFIX):
             env[key] = launcher_env[key]
     if plan.notify_socket:
-        from sdcontainer.rootfs import NOTIFY_SOCKET_INSIDE
+        # loaded already (the launcher imports it): this runs after pivot_root, where the
+        # host's files are out of reach; `sdcontainer exec` never gets here and skips it
+        from sdcontainer.plan import NOTIFY_SOCKET_INSIDE
 
         env["NOTIFY_SOCKET"] = NOTIFY_SOCKET_INSIDE
     if plan.watchdog_usec is not None:

@@ -17,20 +17,22 @@ import os
 import stat
 
 from sdcontainer import linux
+from sdcontainer.plan import NOTIFY_SOCKET_INSIDE
 from sdcontainer.security import MASKED_PATHS, READONLY_PATHS
 from sdcontainer.step import Step, launch_error, reason
 from sdcontainer.text import glob_match
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from sdcontainer.launcher import Plan
+    from collections.abc import Sequence
+
+    from sdcontainer.plan import Plan
     from sdcontainer.spec import ContainerSpec
 
 # An empty host directory the container's scratch tmpfs is mounted on; the mount exists only
 # in the container's private mount namespace, so the host never sees anything there.
 SCRATCH_DIR = "/run/sdcontainer/scratch"
 TINI = "/usr/bin/tini-static"
-NOTIFY_SOCKET_INSIDE = "/run/notify/notify.sock"  # Notify=yes: where the manager's socket is, as in podman
 
 
 def _fd_path(fd: int) -> str:
@@ -399,7 +401,7 @@ def _write_etc_files(plan: Plan, root_fd: int, scratch: str) -> None:
         os.close(etc)
 
 
-def mount_layers(layers: list[str], upper: str, work: str, target: str) -> None:
+def mount_layers(layers: Sequence[str], upper: str, work: str, target: str) -> None:
     """An overlay of an image's layers (`layers` from the base up) on `target`, nodev.
 
     Each layer is one fsconfig(lowerdir+) call (Linux 6.8+), so there is no limit on the
