@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from sdcontainer import __version__, state
-from sdcontainer.errors import ConfigError, SdcontainerError
+from sdcontainer.errors import ConfigError, RecordError, SdcontainerError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -100,22 +100,25 @@ def _need_root(command: str, error: type[SdcontainerError] = SdcontainerError) -
         raise error(f"{command} needs root: {NOT_ROOT}")
 
 
-def _running() -> list[dict[str, Any]]:
+def _running() -> list[state.ContainerRecord]:
+    """The records of running containers; an unreadable one is reported and left out."""
+    unreadable: list[RecordError] = []
     containers = []
-    for record in state.records():
-        pid = record.get("pid")
-        if not isinstance(pid, int) or not os.path.exists(f"/proc/{pid}"):
+    for record in state.records(unreadable):
+        if not os.path.exists(f"/proc/{record.pid}"):
             continue  # stale: stopping right now (systemd removes the unit's directory next)
         containers.append(record)
+    for error in unreadable:
+        click.echo(f"sdcontainer: {error}", err=True)
     return containers
 
 
-def _uptime(started: object, now: float) -> str:
+def _uptime(started: str, now: float) -> str:
     """`started` is the launcher's UTC timestamp, 2026-11-27T17:31:31Z."""
     import calendar
 
     try:
-        seconds = int(now - calendar.timegm(time.strptime(str(started), "%Y-%m-%dT%H:%M:%SZ")))
+        seconds = int(now - calendar.timegm(time.strptime(started, "%Y-%m-%dT%H:%M:%SZ")))
     except ValueError:
         return "-"
     if seconds < 120:
@@ -132,16 +135,14 @@ def list_(fmt: str) -> None:
     _need_root("list")  # an empty list would say that nothing runs
     containers = _running()
     if fmt == "json":
-        click.echo(json.dumps(containers, indent=2))
+        listed = [{k: v for k, v in state.to_dict(r).items() if k != "version"} for r in containers]
+        click.echo(json.dumps(listed, indent=2))
         return
     click.echo(f"{'NAME':<24} {'UNIT':<32} {'PID':>8} {'UP':>8}  COMMAND")
     now = time.time()
     for record in containers:
-        up = _uptime(record.get("started"), now)
-        command = " ".join(record.get("command") or [])
-        click.echo(
-            f"{record.get('name', ''):<24} {record.get('unit', ''):<32} {record.get('pid', ''):>8} {up:>8}  {command}"
-        )
+        up = _uptime(record.started, now)
+        click.echo(f"{record.name:<24} {record.unit:<32} {record.pid:>8} {up:>8}  {' '.join(record.command)}")
 
 
 def _plain(doc: str) -> str:
@@ -262,7 +263,7 @@ def _human_size(size: int) -> str:
 
 def _ids_in_use() -> dict[str, str]:
     """image id -> a unit of a running container that uses it."""
-    return {str(r["image_id"]): str(r.get("unit", "?")) for r in _running() if r.get("image_id")}
+    return {r.image_id: r.unit for r in _running() if r.image_id}
 
 
 @cli.command()

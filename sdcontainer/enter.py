@@ -44,7 +44,7 @@ import select
 import stat
 
 from sdcontainer import linux, state
-from sdcontainer.errors import ExecError, SdcontainerError, UsageError
+from sdcontainer.errors import ExecError, RecordError, SdcontainerError, UsageError
 from sdcontainer.process import (
     DEFAULT_PATH,
     execve,
@@ -76,36 +76,27 @@ OUTPUT_LIMIT = 4096  # of a captured command's output, the tail kept
 PROG = "sdcontainer-launcher exec"  # its messages, in the journal of the unit reloaded
 
 
-class Container:
-    """A running container as its launcher recorded it, checked against the live process."""
-
-    def __init__(self, record: dict[str, object]) -> None:
-        self.record = record
-        self.unit = str(record.get("unit", ""))
-        self.name = str(record.get("name", ""))
-        pid = record.get("pid")
-        self.pid = pid if isinstance(pid, int) else 0
-
-    def get(self, key: str, default: object = None) -> object:
-        value = self.record.get(key, default)
-        return default if value is None else value
-
-
-def find(name: str) -> Container:
-    """The container called `name`: a unit (web, web.service) or a ContainerName=."""
+def find(name: str) -> state.ContainerRecord:
+    """The record of the container called `name`: a unit (web, web.service) or a ContainerName=.
+    `run` checks it against the live process."""
     if not name or "/" in name or name.startswith("."):
         raise ExecError(f"invalid container name {name!r}")
     unit = name if name.endswith(".service") else f"{name}.service"
-    record = state.read(unit) if "%" not in unit else None
+    unreadable: list[RecordError] = []
+    try:
+        record = state.read(unit) if "%" not in unit else None
+        if record is None:
+            matches = [r for r in state.records(unreadable) if r.name == name]
+            if len(matches) > 1:
+                units = ", ".join(r.unit for r in matches)
+                raise ExecError(f"several containers are called {name!r} ({units}); name the unit")
+            record = matches[0] if matches else None
+    except RecordError as error:
+        raise ExecError(str(error)) from None
     if record is None:
-        matches = [r for r in state.records() if r.get("name") == name]
-        if len(matches) > 1:
-            units = ", ".join(str(r.get("unit")) for r in matches)
-            raise ExecError(f"several containers are called {name!r} ({units}); name the unit")
-        record = matches[0] if matches else None
-    if record is None:
-        raise ExecError(f"no running container {name!r} (sdcontainer list shows them)")
-    return Container(record)
+        also = f"; {len(unreadable)} unreadable record(s): {unreadable[0]}" if unreadable else ""
+        raise ExecError(f"no running container {name!r} (sdcontainer list shows them){also}")
+    return record
 
 
 def _cgroup_lines(pid: int) -> list[tuple[str, str]]:
@@ -207,7 +198,7 @@ class Request:
         self.error: str | None = None  # why it could not run, when C failed before execve
 
 
-def run(container: Container, request: Request, after: object = None) -> int:
+def run(container: state.ContainerRecord, request: Request, after: object = None) -> int:
     """Run the request in the container; its exit status (128+N if killed by signal N).
     `after(status)`, if given, runs in B (inside the container's cgroup) once C has ended."""
     pid = container.pid
@@ -256,7 +247,7 @@ def _limits(pid: int) -> list[tuple[int, tuple[int, int]]]:
 
 
 def _fork_entered(
-    container: Container,
+    container: state.ContainerRecord,
     request: Request,
     pidfd: int,
     root_fd: int,
@@ -399,7 +390,7 @@ def _messages(data: bytes) -> list[tuple[str, bytes]]:
 
 
 def _entered(
-    container: Container,
+    container: state.ContainerRecord,
     request: Request,
     pidfd: int,
     root_fd: int,
@@ -675,7 +666,11 @@ def _write_out(fd: int, data: bytes) -> bool:
 
 
 def _command(
-    container: Container, request: Request, environ: dict[str, str], stdio: tuple[int, int, int], sync_w: int
+    container: state.ContainerRecord,
+    request: Request,
+    environ: dict[str, str],
+    stdio: tuple[int, int, int],
+    sync_w: int,
 ) -> None:
     """C: from the container's pid namespace to execve. Never returns."""
     status, message = outcome_in_child(lambda: _exec(container, request, environ, stdio, sync_w), ExecError.exit_status)
@@ -686,7 +681,11 @@ def _command(
 
 
 def _exec(
-    container: Container, request: Request, environ: dict[str, str], stdio: tuple[int, int, int], sync_w: int
+    container: state.ContainerRecord,
+    request: Request,
+    environ: dict[str, str],
+    stdio: tuple[int, int, int],
+    sync_w: int,
 ) -> None:
     for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)  # an ignored signal stays ignored across execve
@@ -703,14 +702,7 @@ def _exec(
         user, _, group = request.user.partition(":")
         ident = resolve_identity(user, group or None)
     else:
-        user_value = container.get("user")
-        group_value = container.get("group")
-        group_add = container.get("group_add", [])
-        ident = resolve_identity(
-            str(user_value) if user_value is not None else None,
-            str(group_value) if group_value is not None else None,
-            tuple(str(g) for g in group_add) if isinstance(group_add, list) else (),
-        )
+        ident = resolve_identity(container.user, container.group, container.group_add)
     if not request.capture:
         # the command's pipes (or pty) are its user's, as a login's terminal is: a program
         # that reopens /dev/stderr (`echo >/dev/stderr`, a log file linked there) can. Only
@@ -729,15 +721,9 @@ def _exec(
             env[key] = value
         elif key in os.environ:
             env[key] = os.environ[key]
-    caps = container.get("caps")
-    nnp = container.get("no_new_privileges", True)
-    seccomp = confine(
-        caps if isinstance(caps, int) else _default_caps(),
-        linux.cap_last_cap(),
-        nnp is not False,
-        ident,
-    )
-    workdir = request.workdir or str(container.get("working_dir", "/"))
+    caps = container.caps if container.caps is not None else _default_caps()
+    seccomp = confine(caps, linux.cap_last_cap(), container.no_new_privileges, ident)
+    workdir = request.workdir or container.working_dir
     with Step(f"working directory {workdir}", ExecError.exit_status):
         fd = linux.openat2(linux.AT_FDCWD, workdir, os.O_PATH | os.O_DIRECTORY, linux.RESOLVE_NO_MAGICLINKS)
         try:
@@ -772,11 +758,14 @@ def main(argv: list[str] | None = None) -> int:
         if len(args) < 4 or args[0] != "--unit" or args[2] != "--":
             raise UsageError("usage: exec --unit UNIT -- COMMAND [ARG...]")
         unit = args[1]
-        record = state.read(unit)
+        try:
+            record = state.read(unit)
+        except RecordError as error:
+            raise ExecError(str(error)) from None
         if record is None:
             raise ExecError(f"{unit} is not running; nothing to run {args[3]!r} in")
         request = Request(args[3:], die_with_caller=True, prog=PROG)
-        status = run(Container(record), request)
+        status = run(record, request)
         if request.error is not None:
             print(f"{PROG}: {request.error}", file=sys.stderr, flush=True)
     except SdcontainerError as error:

@@ -64,3 +64,9 @@ class ExecError(SdcontainerError):
     command's own statuses stay distinguishable."""
 
     exit_status = 125
+
+
+class RecordError(SdcontainerError):
+    """A running container's record (sdcontainer.state) cannot be used: damaged, of the wrong
+    shape, or written by a newer sdcontainer. Callers that act on one container fail with
+    it; those that go through all of them report it and go on."""

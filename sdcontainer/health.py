@@ -104,22 +104,21 @@ class Health:
 
 
 def check(options: Options) -> int:
-    from sdcontainer.enter import Container, Request, run
+    from sdcontainer.enter import Request, run
 
-    record = state.read(options.unit)
-    if record is None:
+    container = state.read(options.unit)  # RecordError: reported as a failed check
+    if container is None:
         print(f"{PROG}: {options.unit} is not running; nothing to check", file=sys.stderr)
         return 1
-    container = Container(record)
     health = Health(options.unit, container.pid)
     retries = options.retries
     notifier = None
-    socket_path = record.get("notify_socket") or DEFAULT_NOTIFY_SOCKET
+    socket_path = container.notify_socket or DEFAULT_NOTIFY_SOCKET
     try:
         from sdcontainer.notify import Notifier
 
         # connected here, on the host: the process that sends is inside the container's mounts
-        notifier = Notifier(str(socket_path))
+        notifier = Notifier(socket_path)
     except OSError:
         notifier = None  # no manager to tell (run by hand): the count still works
 
@@ -198,10 +197,7 @@ def _in_start_period(options: Options) -> bool:
     return (time.time() - started) * 1000 < options.start_period_ms
 
 
-def _act(action: str, unit: str, container: object) -> None:
-    from sdcontainer.enter import Container
-
-    assert isinstance(container, Container)
+def _act(action: str, unit: str, container: state.ContainerRecord) -> None:
     if action == "kill":
         import _signal
 

@@ -449,30 +449,30 @@ def write_state(plan: Plan, pid: int) -> None:
     import time
 
     spec = plan.spec
-    record: dict[str, object] = {
-        "name": plan.name,
-        "unit": spec.unit,
-        "pid": pid,
-        "rootfs": plan.rootfs,
-        "image": spec.image,
-        "image_id": plan.image_id,
-        "command": plan.command,
-        "hostname": plan.hostname,
-        "network": spec.network,
-        "labels": dict(item.split("=", 1) for item in spec.labels),
-        "annotations": dict(item.split("=", 1) for item in spec.annotations),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),  # UTC; `sdcontainer list` parses it
+    record = state.ContainerRecord(
+        name=plan.name,
+        unit=spec.unit,
+        pid=pid,
+        rootfs=plan.rootfs,
+        image=spec.image,
+        image_id=plan.image_id,
+        command=tuple(plan.command),
+        hostname=plan.hostname,
+        network=spec.network,
+        labels=tuple(dict(item.split("=", 1) for item in spec.labels).items()),
+        annotations=tuple(dict(item.split("=", 1) for item in spec.annotations).items()),
+        started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),  # UTC; `sdcontainer list` parses it
         # what `sdcontainer exec` and health checks need to be no more privileged than the init
-        "user": plan.user,  # the image's User= when the file has none
-        "group": plan.group,
-        "group_add": list(spec.group_add),
-        "caps": plan.caps,
-        "no_new_privileges": spec.no_new_privileges,
-        "working_dir": plan.working_dir,
-        "notify": spec.notify,
-        "notify_socket": os.environ.get("NOTIFY_SOCKET"),
-    }
-    state.write(spec.unit, record)
+        user=plan.user,  # the image's User= when the file has none
+        group=plan.group,
+        group_add=spec.group_add,
+        caps=plan.caps,
+        no_new_privileges=spec.no_new_privileges,
+        working_dir=plan.working_dir,
+        notify=spec.notify,
+        notify_socket=os.environ.get("NOTIFY_SOCKET"),
+    )
+    state.write(record)
 
 
 def start(spec: ContainerSpec) -> int:

@@ -9,8 +9,14 @@ the health check's failure count, and with Notify=yes `notify/notify.sock`, the 
 launcher relays the container's notifications from (sdcontainer.notify.Relay). The record
 and the count are root's alone (0600, in a 0700 directory): the record tells the
 container's user, capabilities and command to no one else. This module is THE layout:
-every reader goes through it. It imports nothing beyond `os` and the error
-classes (it is on the launcher's start path).
+every reader goes through it. It imports nothing beyond `os`, the error classes and the
+frozen-record decorator (it is on the launcher's start path and every health check's).
+
+The record is a ContainerRecord: `write(record)` is its one writer (the launcher's), `read(unit)`
+and `records()` its readers. Its JSON carries `version` (VERSION); a record of a newer version
+is refused, one of an older version is converted (see `_from_version_0`), one with a field
+missing, unknown or of the wrong type is reported as unreadable (RecordError). Any change to
+the fields, even one more optional field, is a new VERSION with its conversion here.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from __future__ import annotations
 import os
 import sys
 
-from sdcontainer.errors import SdcontainerError, UsageError
+from sdcontainer.errors import RecordError, SdcontainerError, UsageError
+from sdcontainer.record import fields_of
+from sdcontainer.record import record as frozen
 
 RUN_DIR = "/run/sdcontainer"
 STATE_DIR = f"{RUN_DIR}/containers"
@@ -151,18 +159,158 @@ def from_json(text: str) -> object:
     return value
 
 
-def read(unit: str) -> dict[str, object] | None:
-    """The record of a running (or uncleanly ended) container, None if there is none."""
+VERSION = 1  # of the record's fields; 0: a record without `version`, from before there was one
+
+
+@frozen
+class ContainerRecord:
+    """What the launcher records once systemd knows the container's pid: what `list` shows,
+    and what `exec` and health checks need to be no more privileged than the init. The JSON
+    object has these keys in this order; a field's annotation says how its JSON value reads
+    (_decode)."""
+
+    name: str  # ContainerName=, expanded
+    unit: str
+    pid: int  # the container's init, as the host sees it
+    rootfs: str | None  # Rootfs=; None with Image=
+    image: str | None
+    image_id: str | None  # `sdcontainer rmi` refuses to remove it while the container runs
+    command: tuple[str, ...]  # what the init runs (behind /dev/init -- with RunInit=yes)
+    hostname: str
+    network: str
+    labels: tuple[tuple[str, str], ...]  # a JSON object in the file and in `list --format json`
+    annotations: tuple[tuple[str, str], ...]
+    started: str  # UTC: 2026-11-27T17:31:31Z
+    user: str | None  # User= (or the image's User); None: root
+    group: str | None
+    group_add: tuple[str, ...]
+    caps: int | None  # the init's capability mask; None only in a version 0 record without it
+    no_new_privileges: bool
+    working_dir: str
+    notify: str  # Notify=
+    notify_socket: str | None  # the manager's NOTIFY_SOCKET, for health checks to speak to it
+    version: int = VERSION
+
+
+_PAIRS = "tuple[tuple[str, str], ...]"
+_EXPECTED = {
+    "str": "a string",
+    "int": "an integer",
+    "bool": "true or false",
+    "tuple[str, ...]": "an array of strings",
+    _PAIRS: "an object of strings",
+}
+
+
+def _decode(kind: str, value: object) -> object:
+    """The JSON value of a field whose annotation is `kind`; ValueError if it has another type."""
+    if kind.endswith(" | None"):
+        if value is None:
+            return None
+        kind = kind[: -len(" | None")]
+    if kind == "str" and isinstance(value, str):
+        return value
+    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "tuple[str, ...]" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    if kind == _PAIRS and isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+        return tuple(value.items())
+    raise ValueError(f"expected {_EXPECTED[kind]}")
+
+
+def to_dict(record: ContainerRecord) -> dict[str, object]:
+    """The record as its JSON object (labels and annotations as objects)."""
+    kinds = ContainerRecord.__annotations__
+    values = {}
+    for name in fields_of(record):
+        value = getattr(record, name)
+        values[name] = dict(value) if kinds[name] == _PAIRS else value
+    return values
+
+
+def _from_version_0(unit: str, found: dict[str, object]) -> dict[str, object]:
+    """A record without `version`, written before there was one (by a container started
+    before an upgrade, in its directory or, older, in containers/UNIT.json): the same keys,
+    but the later ones may be absent, and `working_dir` null. What is absent reads as the
+    readers of then read it: exec with the default capabilities, no_new_privs, in /."""
+    converted: dict[str, object] = {
+        "name": "",
+        "unit": unit,
+        "rootfs": None,
+        "image": None,
+        "image_id": None,
+        "command": [],
+        "hostname": "",
+        "network": "",
+        "labels": {},
+        "annotations": {},
+        "started": "",
+        "user": None,
+        "group": None,
+        "group_add": [],
+        "caps": None,
+        "no_new_privileges": True,
+        "working_dir": "/",
+        "notify": "no",
+        "notify_socket": None,
+    }  # no "pid": a record without one was never written
+    converted.update(found)
+    if converted["working_dir"] is None:
+        converted["working_dir"] = "/"
+    return converted
+
+
+def _parse(unit: str, text: str, where: str) -> ContainerRecord:
+    """The record of `unit` from the JSON text of its file `where`; RecordError if it is not one."""
     try:
-        with open(record_path(unit), encoding="utf-8") as f:
+        found = from_json(text)
+    except ValueError as error:
+        raise RecordError(f"{where}: unreadable record: {error}") from None
+    if not isinstance(found, dict):
+        raise RecordError(f"{where}: unreadable record: not a JSON object")
+    version = found.pop("version", 0)  # absent: version 0
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise RecordError(f"{where}: unreadable record: version {version!r}")
+    if version > VERSION:
+        raise RecordError(
+            f"{unit}: record written by a newer sdcontainer (record version {version}, this one reads"
+            f" up to {VERSION}); restart the container or upgrade"
+        )
+    if version == 0:
+        found = _from_version_0(unit, found)
+    kinds = ContainerRecord.__annotations__
+    names = [n for n in kinds if n != "version"]
+    unknown = [n for n in found if n not in kinds]
+    missing = [n for n in names if n not in found]
+    if unknown or missing:
+        problem = f"unknown field {unknown[0]!r}" if unknown else f"missing field {missing[0]!r}"
+        raise RecordError(f"{where}: unreadable record: {problem}")
+    values = {}
+    for name in names:
+        try:
+            values[name] = _decode(kinds[name], found[name])
+        except ValueError as error:
+            raise RecordError(f"{where}: unreadable record: {name}: {error}") from None
+    if values["unit"] != unit:
+        raise RecordError(f"{where}: unreadable record: it is {values['unit']!r}'s")
+    return ContainerRecord(**values)  # type: ignore[arg-type]  # each value checked against its field
+
+
+def read(unit: str) -> ContainerRecord | None:
+    """The record of a running (or uncleanly ended) container, None if there is none;
+    RecordError if there is one this version cannot use."""
+    path = record_path(unit)
+    try:
+        with open(path, encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
-        return None
-    try:
-        record = from_json(text)
-    except ValueError:
-        return None  # cut short: being replaced right now
-    return record if isinstance(record, dict) else None
+        return None  # none, or the container stopped meanwhile (systemd removed its directory)
+    except UnicodeDecodeError:
+        raise RecordError(f"{path}: unreadable record: not UTF-8") from None
+    return _parse(unit, text, path)
 
 
 def units() -> list[str]:
@@ -176,25 +324,33 @@ def units() -> list[str]:
     return sorted(found)
 
 
-def records() -> list[dict[str, object]]:
-    """Every readable record, by unit name (stale ones too: the caller checks the pid)."""
+def records(unreadable: list[RecordError] | None = None) -> list[ContainerRecord]:
+    """Every readable record, by unit name (stale ones too: the caller checks the pid). The
+    errors of the others go to `unreadable`, if given, for the caller to report."""
     found = []
     for unit in units():
-        record = read(unit)
+        try:
+            record = read(unit)
+        except RecordError as error:
+            if unreadable is not None:
+                unreadable.append(error)
+            continue
         if record is not None:
             found.append(record)
     return found
 
 
-def write(unit: str, record: dict[str, object]) -> None:
-    """Atomically: a reader sees the old record, the new one, or none. Under a unit made by
-    this version the directory exists already (RuntimeDirectory=); one generated by an older
-    version (until daemon-reload) has none, and its ExecStopPost= cleanup removes it."""
+def write(record: ContainerRecord) -> None:
+    """The one writer (the launcher's), atomically: a reader sees the old record, the new one,
+    or none. Under a unit made by this version the directory exists already
+    (RuntimeDirectory=); one generated by an older version (until daemon-reload) has none, and
+    its ExecStopPost= cleanup removes it."""
+    unit = record.unit
     path = state_path(unit)
     directory = container_dir(unit)
     os.makedirs(directory, DIR_MODE, exist_ok=True)
     os.chmod(directory, DIR_MODE)  # systemd made it with RuntimeDirectoryMode=, 0755 by default
-    _write_private(path, to_json(record) + "\n")
+    _write_private(path, to_json(to_dict(record)) + "\n")
     for path in _legacy(unit):  # what a container stopped under a reloaded unit left there
         try:  # noqa: SIM105
             os.unlink(path)

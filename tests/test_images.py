@@ -337,7 +337,14 @@ def test_rmi_refuses_an_image_a_running_container_uses(
     image_id = sdc(store, "image", "import", str(web_layout(tmp_path / "oci", base_layer)), "web:1").stdout.strip()
     records = tmp_path / "containers"
     monkeypatch.setattr(state, "STATE_DIR", str(records))
-    state.write("web.service", {"unit": "web.service", "pid": os.getpid(), "image_id": image_id})
+    state.write(
+        state.ContainerRecord(
+            name="web", unit="web.service", pid=os.getpid(), rootfs=None, image="web:1", image_id=image_id,
+            command=("/bin/httpd",), hostname="web", network="none", labels=(), annotations=(),
+            started="2026-11-27T17:31:31Z", user=None, group=None, group_add=(), caps=0,
+            no_new_privileges=True, working_dir="/", notify="no", notify_socket=None,
+        )
+    )  # fmt: skip
     result = CliRunner().invoke(cli.cli, ["rmi", "web:1"], standalone_mode=False)
     assert "is used by the running container web.service" in str(result.exception)
     result = CliRunner().invoke(cli.cli, ["image", "prune"])
