@@ -95,3 +95,15 @@ def installed_testbed(testbed: Testbed, wheelhouse: Path) -> Testbed:
     if testbed.install_seconds is None:
         testbed.install_project()
     return testbed
+
+
+TESTBED_FIXTURES = {"testbed", "unified_testbed", "make_testbed", "installed_testbed"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that boots a systemd, through any fixture that leads to one, carries the
+    `testbed` marker (`-m "not testbed"` runs the rest in about half a minute): derived from the fixtures
+    it uses, so a new test file cannot forget it."""
+    for item in items:
+        if TESTBED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.testbed)

@@ -19,8 +19,6 @@ import pytest
 from tests.containers import ROOTFS, add_container, container, proc_status, run_to_end, unit_processes, wait_for
 from tests.testbed import CGROUP_PREFIX, Testbed, _cgroup2_dir, _cgroup_dirs
 
-pytestmark = pytest.mark.testbed
-
 
 @pytest.fixture(scope="module")
 def bed(unified_testbed: Testbed, wheelhouse: Path, busybox_rootfs: str) -> Testbed:

@@ -12,8 +12,6 @@ import pytest
 from tests.helpers import CHECKOUT
 from tests.testbed import Testbed, checkout_inside
 
-pytestmark = pytest.mark.testbed
-
 ROOTFS = "/srv/busybox"
 PYTHON = "/usr/bin/python3"
 # the checkout as the testbed shows it

@@ -14,8 +14,6 @@ import pytest
 
 from tests.testbed import Testbed, _cgroup_dirs
 
-pytestmark = pytest.mark.testbed
-
 GENERATOR_DIR = "/usr/local/lib/systemd/system-generators"
 
 
