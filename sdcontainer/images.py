@@ -43,6 +43,7 @@ from sdcontainer.documents import (
 )
 from sdcontainer.errors import ImageError, UsageError
 from sdcontainer.reference import LOCAL_DOMAIN, candidates, parse_reference
+from sdcontainer.step import reason
 from sdcontainer.store import Store, find_image, image_id_for, load_record, pull_lock, storage_dir
 from sdcontainer.unpack import GZIP_MAGIC
 from sdcontainer.values import PULL_POLICIES
@@ -148,7 +149,7 @@ class DirSource(Source):
         try:
             self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as error:
-            raise ImageError(f"{self.label}: {os.strerror(error.errno or 0)}") from None
+            raise ImageError(f"{self.label}: {reason(error)}") from None
 
     def _open(self, name: str, what: str) -> int:
         from sdcontainer import linux
@@ -160,7 +161,7 @@ class DirSource(Source):
         except FileNotFoundError:
             raise ImageError(f"{where}{name} is missing (not an OCI image layout?)") from None
         except OSError as error:
-            why = "a symlink; refused" if error.errno == errno.ELOOP else os.strerror(error.errno or 0)
+            why = "a symlink; refused" if error.errno == errno.ELOOP else reason(error)
             raise ImageError(f"{where}{name}: {why}") from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
@@ -425,7 +426,7 @@ def import_path(path: str, name: str | None, progress: Callable[[int], None] | N
         with open(path, "rb") as f:
             magic = f.read(6)
     except OSError as error:
-        raise ImageError(f"{path}: {os.strerror(error.errno or 0)}") from None
+        raise ImageError(f"{path}: {reason(error)}") from None
     if magic.startswith(GZIP_MAGIC):
         if not names:
             raise ImageError(f"{path}: a root file system archive needs a NAME for the image")
@@ -436,7 +437,7 @@ def import_path(path: str, name: str | None, progress: Callable[[int], None] | N
     try:
         archive = Archive(path)
     except OSError as error:
-        raise ImageError(f"{path}: {os.strerror(error.errno or 0)}") from None
+        raise ImageError(f"{path}: {reason(error)}") from None
     source = ArchiveSource(archive)
     try:
         if archive.image_like and "oci-layout" in archive and "index.json" in archive:

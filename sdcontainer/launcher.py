@@ -234,7 +234,7 @@ def image_for_start(spec: ContainerSpec, notifier: Notifier | None = None) -> di
         try:
             record = find_image(name)
         except OSError as error:
-            raise ImageError(f"image {name}: reading the store: {os.strerror(error.errno or 0)}") from None
+            raise ImageError(f"image {name}: reading the store: {reason(error)}") from None
         if record is not None:
             return record  # the common start: two small files read, nothing else
     from sdcontainer.images import pull

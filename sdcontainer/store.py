@@ -36,6 +36,7 @@ import os
 from sdcontainer.errors import ImageError
 from sdcontainer.reference import LOCAL_DOMAIN, candidates, check_digest, parse_reference
 from sdcontainer.state import from_json
+from sdcontainer.step import reason
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -295,7 +296,7 @@ class Store:
             shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(error, OSError):
                 name = f" {error.filename}" if error.filename else ""
-                raise ImageError(f"{what}:{name} {os.strerror(error.errno or 0)}") from None
+                raise ImageError(f"{what}:{name} {reason(error)}") from None
             raise
         return result.diff_id, result.size
 

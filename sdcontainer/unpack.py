@@ -60,6 +60,7 @@ from queue import Queue
 
 from sdcontainer import linux
 from sdcontainer.errors import ImageError
+from sdcontainer.step import reason
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -562,7 +563,7 @@ class _Writer:
             return ImageError(f"layer: entry {_show(name)!r} goes through a symlink or a non-directory; refused")
         if error.errno == 18:  # EXDEV from RESOLVE_BENEATH
             return ImageError(f"layer: entry {_show(name)!r} escapes the layer; refused")
-        return ImageError(f"layer: entry {_show(name)!r}: {os.strerror(error.errno or 0) or error}")
+        return ImageError(f"layer: entry {_show(name)!r}: {reason(error)}")
 
     def _clear(self, parent: int, last: bytes, keep_dir: bool = False) -> bool:
         """Remove what the layer already has at that name; returns True if a directory was
@@ -682,7 +683,7 @@ class _Writer:
         except OSError as error:
             raise ImageError(
                 f"layer: hard link {_show(entry.name)!r} -> {_show(entry.linkname)!r}: "
-                f"the target is not in this layer ({os.strerror(error.errno or 0)}); refused"
+                f"the target is not in this layer ({reason(error)}); refused"
             ) from None
         try:
             try:
