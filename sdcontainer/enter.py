@@ -246,18 +246,10 @@ def _limits(pid: int) -> list[tuple[int, tuple[int, int]]]:
     return limits
 
 
-def _fork_entered(
-    container: state.ContainerRecord,
-    request: Request,
-    pidfd: int,
-    root_fd: int,
-    procs: list[str],
-    environ: dict[str, str],
-    limits: list[tuple[int, tuple[int, int]]],
-    after: object,
-) -> int:
-    # The command's stdin, stdout and stderr (never the caller's own, see _relay): `theirs`
-    # go through B to C as its 0, 1 and 2 (-1: B's /dev/null), `ours` stay here and are relayed.
+def _command_stdio(request: Request, root_fd: int) -> tuple[int, int, dict[int, int], tuple[int, int, int]]:
+    """The command's stdin, stdout and stderr (never the caller's own, see _relay): `stdio`
+    goes through B to C as its 0, 1 and 2 (-1: B's /dev/null); `sources` (what to copy from
+    -> the caller's 1 or 2), `stdin_to` and the pty's `master` stay here and are relayed."""
     master = -1
     stdin_to = -1
     sources: dict[int, int] = {}  # what to copy from (ours) -> where to (the caller's 1 or 2)
@@ -280,6 +272,20 @@ def _fork_entered(
         for fd in (*sources, stdin_to):
             if fd >= 0:
                 os.set_blocking(fd, False)
+    return master, stdin_to, sources, stdio
+
+
+def _fork_entered(
+    container: state.ContainerRecord,
+    request: Request,
+    pidfd: int,
+    root_fd: int,
+    procs: list[str],
+    environ: dict[str, str],
+    limits: list[tuple[int, tuple[int, int]]],
+    after: object,
+) -> int:
+    master, stdin_to, sources, stdio = _command_stdio(request, root_fd)
     ours = [*sources, *([stdin_to] if stdin_to >= 0 and stdin_to not in sources else [])]
     theirs = sorted({fd for fd in stdio if fd >= 0})
     saved = None
@@ -346,6 +352,11 @@ def _fork_entered(
             import termios
 
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
+    return _outcome(request, report, wait_status)
+
+
+def _outcome(request: Request, report: bytes, wait_status: int) -> int:
+    """B's report read into `request` (error, timed_out, output); the exit status."""
     status = exit_status(wait_status)
     for kind, payload in _messages(report):
         if kind == "E":
@@ -389,29 +400,17 @@ def _messages(data: bytes) -> list[tuple[str, bytes]]:
     return result
 
 
-def _entered(
+def _join(
     container: state.ContainerRecord,
-    request: Request,
     pidfd: int,
     root_fd: int,
     procs: list[str],
-    environ: dict[str, str],
     limits: list[tuple[int, tuple[int, int]]],
-    stdio: tuple[int, int, int],
-    report_w: int,
-    after: object,
-) -> int:
-    """B: into the container's cgroup, namespaces and root; fork C; wait for it."""
+) -> None:
+    """B into the init's cgroups, with its resource limits, then into its namespaces (one
+    setns() on the pidfd) and its root; closes `pidfd` and `root_fd`."""
     import resource
 
-    # No /proc/self/exe of the host's python for anything in the container to open, and no
-    # ptrace by the container's root while this process still holds every capability.
-    linux.prctl(linux.PR_SET_DUMPABLE, 0)
-    # the host's /dev/null, opened before entering: the container's could be a FIFO. It
-    # replaces the caller's 0, 1 and 2 here: nothing of the caller's enters the container.
-    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
     for path in procs:
         with Step(f"join the container's cgroup {path}", ExecError.exit_status), open(path, "w") as f:
             f.write(str(os.getpid()))
@@ -431,6 +430,30 @@ def _entered(
         os.chdir("/")
     os.close(root_fd)
     os.close(pidfd)
+
+
+def _entered(
+    container: state.ContainerRecord,
+    request: Request,
+    pidfd: int,
+    root_fd: int,
+    procs: list[str],
+    environ: dict[str, str],
+    limits: list[tuple[int, tuple[int, int]]],
+    stdio: tuple[int, int, int],
+    report_w: int,
+    after: object,
+) -> int:
+    """B: into the container's cgroup, namespaces and root; fork C; wait for it."""
+    # No /proc/self/exe of the host's python for anything in the container to open, and no
+    # ptrace by the container's root while this process still holds every capability.
+    linux.prctl(linux.PR_SET_DUMPABLE, 0)
+    # the host's /dev/null, opened before entering: the container's could be a FIFO. It
+    # replaces the caller's 0, 1 and 2 here: nothing of the caller's enters the container.
+    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    _join(container, pidfd, root_fd, procs, limits)
     output = -1
     if request.capture:  # the health check's: stdout and stderr kept, in memory
         output = os.memfd_create("sdcontainer-exec-output", 0)
@@ -463,6 +486,15 @@ def _entered(
     for sig in forwarded:
         signal.signal(sig, forward)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, forwarded)
+    status = _wait_command(command, request, sync_r, output, report_w)
+    if after is not None:
+        after(status)  # type: ignore[operator]
+    return status
+
+
+def _wait_command(command: int, request: Request, sync_r: int, output: int, report_w: int) -> int:
+    """B waits for C: its error line if it did not exec, a kill at the request's timeout, its
+    exit status; reports them, and the captured output, to the caller."""
     error_line = read_all(sync_r)
     os.close(sync_r)
     if request.timeout is not None:
@@ -483,8 +515,6 @@ def _entered(
         size = os.fstat(output).st_size
         _send(report_w, b"O" + os.pread(output, OUTPUT_LIMIT, max(0, size - OUTPUT_LIMIT)))
         os.close(output)
-    if after is not None:
-        after(status)  # type: ignore[operator]
     return status
 
 
@@ -541,93 +571,128 @@ def _relay(report_r: int, sources: dict[int, int], stdin_to: int, master: int) -
                 pass
 
         signal.signal(signal.SIGWINCH, resize)
-    poller = select.poll()
-    masks: dict[int, int] = {}
-    report: list[bytes] = []
-    pending = b""  # read from the caller's stdin, not yet written to stdin_to
-    at_eof = False  # the caller's stdin has ended: pending is the last of it
+    relay = _Relay(report_r, sources, stdin_to, master)
+    try:
+        relay.run()
+        relay.drain()
+    finally:
+        relay.close()
+        if master >= 0 and os.isatty(0):
+            signal.signal(signal.SIGWINCH, signal.SIG_DFL)
+    return b"".join(relay.report)
 
-    def watch(fd: int, mask: int) -> None:
+
+class _Relay:
+    """The state of _relay's poll loop, one method per kind of event."""
+
+    def __init__(self, report_r: int, sources: dict[int, int], stdin_to: int, master: int) -> None:
+        self.report_r, self.sources, self.stdin_to, self.master = report_r, sources, stdin_to, master
+        self.poller = select.poll()
+        self.masks: dict[int, int] = {}
+        self.report: list[bytes] = []
+        self.pending = b""  # read from the caller's stdin, not yet written to stdin_to
+        self.at_eof = False  # the caller's stdin has ended: pending is the last of it
+        self.watch(report_r, select.POLLIN)
+        for fd in sources:
+            self.watch(fd, select.POLLIN)
+        if stdin_to >= 0:
+            self.watch(0, select.POLLIN)
+
+    def watch(self, fd: int, mask: int) -> None:
         if mask:
-            poller.register(fd, mask)  # registers or modifies
-            masks[fd] = mask
-        elif masks.pop(fd, 0):
-            poller.unregister(fd)
+            self.poller.register(fd, mask)  # registers or modifies
+            self.masks[fd] = mask
+        elif self.masks.pop(fd, 0):
+            self.poller.unregister(fd)
 
-    def stop_input() -> None:
+    def stop_input(self) -> None:
         """Nothing more for the command's stdin: its pipe is closed (EOF); a master stays."""
-        nonlocal stdin_to, pending
-        watch(0, 0)
-        pending = b""
-        if stdin_to in sources:
-            watch(stdin_to, masks[stdin_to] & ~select.POLLOUT)
-        elif stdin_to >= 0:
-            watch(stdin_to, 0)
-            os.close(stdin_to)
-        stdin_to = -1
+        self.watch(0, 0)
+        self.pending = b""
+        if self.stdin_to in self.sources:
+            self.watch(self.stdin_to, self.masks[self.stdin_to] & ~select.POLLOUT)
+        elif self.stdin_to >= 0:
+            self.watch(self.stdin_to, 0)
+            os.close(self.stdin_to)
+        self.stdin_to = -1
 
-    def close_source(fd: int) -> None:
-        if fd == stdin_to:
-            stop_input()
-        watch(fd, 0)
-        del sources[fd]
+    def close_source(self, fd: int) -> None:
+        if fd == self.stdin_to:
+            self.stop_input()
+        self.watch(fd, 0)
+        del self.sources[fd]
         os.close(fd)
 
-    watch(report_r, select.POLLIN)
-    for fd in sources:
-        watch(fd, select.POLLIN)
-    if stdin_to >= 0:
-        watch(0, select.POLLIN)
-    try:
-        while report_r in masks:
-            for fd, event in poller.poll():
-                if fd == report_r:
-                    chunk = os.read(report_r, 65536)
-                    report.append(chunk)
-                    if not chunk:
-                        watch(report_r, 0)  # B has ended
+    def run(self) -> None:
+        """Until B has ended (EOF on its report)."""
+        while self.report_r in self.masks:
+            for fd, event in self.poller.poll():
+                if fd == self.report_r:
+                    if not self.on_report():
                         break
-                elif fd == 0 and 0 in masks:
-                    data = os.read(0, 65536) if event & (select.POLLIN | select.POLLHUP) else b""
-                    if not data:
-                        at_eof = True
-                        if stdin_to != master or os.isatty(0):
-                            stop_input()
-                            continue
-                        data = b"\x04"  # end of input, as a terminal says it
-                    pending = data
-                    watch(0, 0)
-                    watch(stdin_to, masks.get(stdin_to, 0) | select.POLLOUT)
                     continue
-                if fd in sources and event & (select.POLLIN | select.POLLHUP | select.POLLERR):
-                    try:
-                        data = os.read(fd, 65536)
-                    except BlockingIOError:  # nothing after all (poll says so again if need be)
-                        continue
-                    except OSError:  # EIO: every holder of the terminal has closed it
-                        data = b""
-                    if not (data and _write_out(sources[fd], data)):
-                        close_source(fd)  # EOF, or no one reads the caller's end any more
-                        continue
-                if fd == stdin_to and pending and event & (select.POLLOUT | select.POLLERR):
-                    try:
-                        pending = pending[os.write(stdin_to, pending) :]
-                    except BlockingIOError:
-                        continue
-                    except OSError:  # EPIPE: the command has closed its stdin; the rest is dropped
-                        stop_input()
-                        continue
-                    if not pending:
-                        if at_eof:
-                            stop_input()
-                        else:
-                            watch(stdin_to, masks[stdin_to] & ~select.POLLOUT)
-                            watch(0, select.POLLIN)
-        # What the command (and its children) wrote before it ended, and no more (a process
-        # left behind could write forever): what a pipe holds now; a pty's line discipline and
-        # buffers, read until EAGAIN, at most PTY_BACKLOG (more than they can hold).
-        for fd, dest in sources.items():
-            left = PTY_BACKLOG if fd == master else _unread(fd)
+                if fd == 0 and 0 in self.masks:
+                    self.on_stdin(event)
+                    continue
+                readable = event & (select.POLLIN | select.POLLHUP | select.POLLERR)
+                if fd in self.sources and readable and not self.on_output(fd):
+                    continue
+                if fd == self.stdin_to and self.pending and event & (select.POLLOUT | select.POLLERR):
+                    self.on_writable()
+
+    def on_report(self) -> bool:
+        chunk = os.read(self.report_r, 65536)
+        self.report.append(chunk)
+        if not chunk:
+            self.watch(self.report_r, 0)  # B has ended
+        return bool(chunk)
+
+    def on_stdin(self, event: int) -> None:
+        data = os.read(0, 65536) if event & (select.POLLIN | select.POLLHUP) else b""
+        if not data:
+            self.at_eof = True
+            if self.stdin_to != self.master or os.isatty(0):
+                self.stop_input()
+                return
+            data = b"\x04"  # end of input, as a terminal says it
+        self.pending = data
+        self.watch(0, 0)
+        self.watch(self.stdin_to, self.masks.get(self.stdin_to, 0) | select.POLLOUT)
+
+    def on_output(self, fd: int) -> bool:
+        """Copy what `fd` has; False once it is closed (or nothing was there after all)."""
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:  # nothing after all (poll says so again if need be)
+            return False
+        except OSError:  # EIO: every holder of the terminal has closed it
+            data = b""
+        if not (data and _write_out(self.sources[fd], data)):
+            self.close_source(fd)  # EOF, or no one reads the caller's end any more
+            return False
+        return True
+
+    def on_writable(self) -> None:
+        try:
+            self.pending = self.pending[os.write(self.stdin_to, self.pending) :]
+        except BlockingIOError:
+            return
+        except OSError:  # EPIPE: the command has closed its stdin; the rest is dropped
+            self.stop_input()
+            return
+        if not self.pending:
+            if self.at_eof:
+                self.stop_input()
+            else:
+                self.watch(self.stdin_to, self.masks[self.stdin_to] & ~select.POLLOUT)
+                self.watch(0, select.POLLIN)
+
+    def drain(self) -> None:
+        """What the command (and its children) wrote before it ended, and no more (a process
+        left behind could write forever): what a pipe holds now; a pty's line discipline and
+        buffers, read until EAGAIN, at most PTY_BACKLOG (more than they can hold)."""
+        for fd, dest in self.sources.items():
+            left = PTY_BACKLOG if fd == self.master else _unread(fd)
             while left > 0:
                 try:
                     data = os.read(fd, min(left, 65536))
@@ -636,12 +701,10 @@ def _relay(report_r: int, sources: dict[int, int], stdin_to: int, master: int) -
                 if not data or not _write_out(dest, data):
                     break
                 left -= len(data)
-    finally:
-        for fd in {*sources, stdin_to} - {-1}:
+
+    def close(self) -> None:
+        for fd in {*self.sources, self.stdin_to} - {-1}:
             os.close(fd)
-        if master >= 0 and os.isatty(0):
-            signal.signal(signal.SIGWINCH, signal.SIG_DFL)
-    return b"".join(report)
 
 
 def _unread(fd: int) -> int:
