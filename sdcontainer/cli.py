@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from sdcontainer import __version__, state
-from sdcontainer.errors import ConfigError, RecordError, SdcontainerError
+from sdcontainer.errors import ConfigError, RecordError, SdcontainerError, run_main
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -447,26 +447,28 @@ def exec_(
     sys.exit(status)
 
 
-def main() -> None:
+def _invoke(args: list[str]) -> int:
+    """The command line through click, whose own mistakes (an unknown option, a missing
+    argument) click reports itself, with the command's usage; ours become SdcontainerError."""
     try:
-        cli(standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(130)
+        cli(args, standalone_mode=False)
+    except click.exceptions.Abort:  # click's form of a ^C (it has echoed the newline)
+        raise KeyboardInterrupt from None
     except click.ClickException as error:
         error.show()
-        sys.exit(error.exit_code)
-    except SdcontainerError as error:
-        click.echo(f"sdcontainer: {error}", err=True)
-        if os.environ.get("SDCONTAINER_DEBUG"):
-            raise
-        sys.exit(error.exit_status)
+        return error.exit_code
     except PermissionError as error:
-        if os.geteuid() == 0 or os.environ.get("SDCONTAINER_DEBUG"):
+        if os.geteuid() == 0:
             raise
         # a command without a check of its own (images, rmi, pull: the store is root's)
-        click.echo(f"sdcontainer: {error.strerror}: {error.filename}; {NOT_ROOT}", err=True)
-        sys.exit(SdcontainerError.exit_status)
+        raise SdcontainerError(f"{error.strerror}: {error.filename}; {NOT_ROOT}") from error
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `sdcontainer` program (argv None: sys.argv[1:])."""
+    return run_main("sdcontainer", _invoke, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -44,7 +44,7 @@ import select
 import stat
 
 from sdcontainer import linux, state
-from sdcontainer.errors import ExecError, RecordError, SdcontainerError, UsageError
+from sdcontainer.errors import ExecError, RecordError, UsageError
 from sdcontainer.process import (
     DEFAULT_PATH,
     execve,
@@ -807,31 +807,39 @@ def _exec(
     execve(program, request.argv, env, request.prog)
 
 
-def main(argv: list[str] | None = None) -> int:
+def exec_command(args: list[str]) -> int:
     """`sdcontainer-launcher exec --unit UNIT -- CMD...`: a unit's ExecReload= (ReloadCmd=).
     The command runs as `sdcontainer exec UNIT CMD...` runs it; its stdout and stderr are
     copied to this process's (the journal) and its exit status is the reload's; 125 when it could not
     run (the container is not running, joining it failed), 2 for a bad command line."""
     import sys
 
-    args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["exec"]:
-        args = args[1:]
+    from sdcontainer.verbs import parse
+
+    usage = "usage: exec --unit UNIT -- COMMAND [ARG...]"
+    got = parse(args, options=("--unit",), usage=usage)
+    unit = got.options.get("--unit")
+    if unit is None or not got.command:
+        raise UsageError(usage)
     try:
-        if len(args) < 4 or args[0] != "--unit" or args[2] != "--":
-            raise UsageError("usage: exec --unit UNIT -- COMMAND [ARG...]")
-        unit = args[1]
-        try:
-            record = state.read(unit)
-        except RecordError as error:
-            raise ExecError(str(error)) from None
-        if record is None:
-            raise ExecError(f"{unit} is not running; nothing to run {args[3]!r} in")
-        request = Request(args[3:], die_with_caller=True, prog=PROG)
-        status = run(record, request)
-        if request.error is not None:
-            print(f"{PROG}: {request.error}", file=sys.stderr, flush=True)
-    except SdcontainerError as error:
-        print(f"{PROG}: {error}", file=sys.stderr, flush=True)
-        status = error.exit_status
+        record = state.read(unit)
+    except RecordError as error:
+        raise ExecError(str(error)) from None
+    if record is None:
+        raise ExecError(f"{unit} is not running; nothing to run {got.command[0]!r} in")
+    request = Request(got.command, die_with_caller=True, prog=PROG)
+    status = run(record, request)
+    if request.error is not None:
+        print(f"{PROG}: {request.error}", file=sys.stderr, flush=True)
     return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`sdcontainer-launcher exec ...` (`argv` as in sys.argv[1:], the verb first or not), as
+    sdcontainer.verbs runs it."""
+    import sys
+
+    from sdcontainer.verbs import run_verb
+
+    args = sys.argv[1:] if argv is None else argv
+    return run_verb("exec", args[1:] if args[:1] == ["exec"] else args)

@@ -1,8 +1,17 @@
-"""One error hierarchy; the top level of every entry point maps it to an exit status."""
+"""One error hierarchy, and run_main(): the top level of every entry point (sdcontainer,
+sdcontainer-generator, each verb of sdcontainer-launcher), which maps it to an exit status
+and one line on stderr."""
 
 from __future__ import annotations
 
+import os
+import sys
+
 from sdcontainer.text import shown
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class SdcontainerError(Exception):
@@ -70,3 +79,50 @@ class RecordError(SdcontainerError):
     """A running container's record (sdcontainer.state) cannot be used: damaged, of the wrong
     shape, or written by a newer sdcontainer. Callers that act on one container fail with
     it; those that go through all of them report it and go on."""
+
+
+def run_main(prog: str, main: Callable[[list[str]], int], args: list[str], os_error_status: int = 1) -> int:
+    """The top level of every entry point (sdcontainer, sdcontainer-generator, each verb of
+    sdcontainer-launcher): run `main(args)` and turn how it failed into one line on stderr,
+    `PROG: message`, and an exit status.
+
+      SdcontainerError      its message, its exit_status
+      OSError               `FILE: reason`, os_error_status (the launcher's: LaunchError's 4)
+      KeyboardInterrupt     no line, 130 (128 + SIGINT, as a shell has it)
+      anything else         `internal error: TYPE: message`, 1: a bug
+      SystemExit            passes through (click's own usage errors and `sys.exit(status)`)
+
+    A BrokenPipeError is an OSError like any other. With SDCONTAINER_DEBUG set to a
+    non-empty value, the Python traceback follows the line.
+    """
+    try:
+        return main(args)
+    except SystemExit:
+        raise
+    except BaseException as error:  # noqa: B036 - every failure ends as one line and a status
+        return _report(prog, error, os_error_status)
+
+
+def describe(error: OSError) -> str:
+    """`FILE: reason`, or the reason alone: `/srv/x: No such file or directory`."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    return f"{error.filename}: {reason}" if error.filename else reason
+
+
+def _report(prog: str, error: BaseException, os_error_status: int) -> int:
+    if isinstance(error, SdcontainerError):
+        message, status = str(error), error.exit_status
+    elif isinstance(error, OSError):
+        message, status = describe(error), os_error_status
+    elif isinstance(error, KeyboardInterrupt):
+        message, status = None, 130
+    else:
+        message = f"internal error: {type(error).__name__}: {error} (SDCONTAINER_DEBUG=1 shows more)"
+        status = 1
+    if message is not None:
+        print(f"{prog}: {message}", file=sys.stderr, flush=True)
+    if os.environ.get("SDCONTAINER_DEBUG"):
+        import traceback
+
+        traceback.print_exception(error)
+    return status

@@ -12,7 +12,7 @@ import os
 import stat
 import sys
 
-from sdcontainer.errors import ConfigError, ImageError, UsageError
+from sdcontainer.errors import ConfigError, ImageError, UsageError, run_main
 from sdcontainer.keys import spec_from_unit
 from sdcontainer.service import ServicePolicy, exec_line, launcher_command, service_policy
 from sdcontainer.spec import ContainerSpec
@@ -639,7 +639,12 @@ Search path: {":".join(SYSTEM_UNIT_PATH)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    """What systemd runs (argv None: sys.argv[1:]), through the one top level of every entry
+    point (sdcontainer.errors.run_main)."""
+    return run_main(PROGRAM, _generate_all, list(sys.argv[1:] if argv is None else argv))
+
+
+def _generate_all(args: list[str]) -> int:
     dry_run = False
     dirs = []
     for arg in args:
@@ -649,13 +654,11 @@ def main(argv: list[str] | None = None) -> int:
         if arg in ("--dry-run", "--dryrun"):
             dry_run = True
         elif arg.startswith("-"):
-            print(f"{PROGRAM}: unknown option {arg}\n{USAGE}", file=sys.stderr, end="")
-            return UsageError.exit_status
+            raise UsageError(f"unknown option {arg}\n{USAGE.rstrip()}")
         else:
             dirs.append(arg)
     if not dry_run and len(dirs) not in (1, 3):
-        print(f"{PROGRAM}: expected 1 or 3 output directories\n{USAGE}", file=sys.stderr, end="")
-        return UsageError.exit_status
+        raise UsageError(f"expected 1 or 3 output directories\n{USAGE.rstrip()}")
 
     _made_dirs.clear()
     _launcher_cache.clear()

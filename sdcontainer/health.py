@@ -26,7 +26,7 @@ import os
 import sys
 
 from sdcontainer import state
-from sdcontainer.errors import SdcontainerError, UsageError
+from sdcontainer.errors import SdcontainerError, UsageError, describe
 
 PROG = "sdcontainer-health"
 DEFAULT_NOTIFY_SOCKET = "/run/systemd/notify"
@@ -34,45 +34,26 @@ DEFAULT_NOTIFY_SOCKET = "/run/systemd/notify"
 
 class Options:
     def __init__(self, args: list[str]) -> None:
-        self.unit = ""
-        self.retries = 3
-        self.timeout_ms = 30_000
-        self.start_period_ms = 0
-        self.on_failure = "none"
-        self.notify_healthy = False
-        self.argv: list[str] = []
-        i = 0
-        while i < len(args):
-            arg = args[i]
-            if arg == "--":
-                self.argv = args[i + 1 :]
-                break
-            if arg == "--notify-healthy":
-                self.notify_healthy = True
-                i += 1
-                continue
-            if i + 1 >= len(args):
-                raise UsageError(f"option {arg} needs a value")
-            value = args[i + 1]
-            i += 2
-            if arg == "--unit":
-                self.unit = value
-            elif arg in ("--retries", "--timeout", "--start-period"):
-                if not value.isdigit():
-                    raise UsageError(f"{arg} {value!r} is not a number")
-                number = int(value)
-                if arg == "--retries":
-                    self.retries = max(1, number)
-                elif arg == "--timeout":
-                    self.timeout_ms = number
-                else:
-                    self.start_period_ms = number
-            elif arg == "--on-failure":
-                if value not in ("none", "kill", "restart", "stop"):
-                    raise UsageError(f"--on-failure {value!r}: expected none, kill, restart or stop")
-                self.on_failure = value
-            else:
-                raise UsageError(f"unknown option {arg!r}")
+        from sdcontainer.verbs import parse
+
+        got = parse(args, options=("--unit", "--retries", "--timeout", "--start-period", "--on-failure"),
+                    flags=("--notify-healthy",))  # fmt: skip
+
+        def number(name: str, default: int) -> int:
+            value = got.options.get(name)
+            if value is not None and not value.isdigit():
+                raise UsageError(f"{name} {value!r} is not a number")
+            return default if value is None else int(value)
+
+        self.unit = got.options.get("--unit", "")
+        self.retries = max(1, number("--retries", 3))
+        self.timeout_ms = number("--timeout", 30_000)
+        self.start_period_ms = number("--start-period", 0)
+        self.on_failure = got.options.get("--on-failure", "none")
+        if self.on_failure not in ("none", "kill", "restart", "stop"):
+            raise UsageError(f"--on-failure {self.on_failure!r}: expected none, kill, restart or stop")
+        self.notify_healthy = "--notify-healthy" in got.options
+        self.argv = got.command or []
         if not self.unit:
             raise UsageError("--unit UNIT is required")
         if not self.argv:
@@ -222,19 +203,15 @@ def _act(action: str, unit: str, container: state.ContainerRecord) -> None:
         print(f"{PROG}: systemctl {action} {unit}: {result.stderr.strip()}", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The script's entry (argv None): exits at once, skipping the interpreter's teardown
-    (~5 ms of every check). Called with argv (tests, the launcher), returns the status."""
-    args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["health"]:
-        args = args[1:]
+def check_command(args: list[str]) -> int:
+    """`sdcontainer-launcher health ...`, as sdcontainer.verbs runs it. A check that could
+    not run is a failed check, 1, whatever stopped it; only a bad command line is 2."""
+    options = Options(args)
     try:
-        status = check(Options(args))
+        return check(options)
+    except UsageError:
+        raise
     except SdcontainerError as error:
-        print(f"{PROG}: {error}", file=sys.stderr, flush=True)
-        status = error.exit_status if isinstance(error, UsageError) else 1
-    if argv is None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
-    return status
+        raise SdcontainerError(str(error)) from error
+    except OSError as error:
+        raise SdcontainerError(describe(error)) from error

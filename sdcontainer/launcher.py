@@ -49,8 +49,8 @@ Ordering inside the child follows runc's, for reasons worth keeping:
 
 This module keeps the order of operations: building the Plan (sdcontainer.plan: everything
 decided on the host, with the image found in the store or pulled first), the child's
-sequence from unshare to execve, the fork and the hand-off to systemd, the state file, and
-the one place errors become an exit status. What the steps do lives below it:
+sequence from unshare to execve, the fork and the hand-off to systemd, and the state file
+(sdcontainer.errors.run_main turns errors into exit statuses). What the steps do lives below it:
 sdcontainer.rootfs builds the root file system, sdcontainer.process resolves the user, the
 environment and the program, sdcontainer.security holds the policy (capabilities, the seccomp
 deny list, masked paths) as data, and sdcontainer.step turns a failed step into one line.
@@ -66,7 +66,7 @@ import stat
 import sys
 
 from sdcontainer import linux, state
-from sdcontainer.errors import ImageError, LaunchError, SdcontainerError, SystemdError, UsageError
+from sdcontainer.errors import ImageError, LaunchError, SystemdError, UsageError
 from sdcontainer.keys import spec_from_argv
 from sdcontainer.plan import Plan
 from sdcontainer.process import (
@@ -615,58 +615,26 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def run(args: list[str]) -> int:
-    if not args or args[0] in ("-h", "--help") or args[1:2] == ["--help"]:
-        print(_usage())
-        return 0 if args else UsageError.exit_status
-    verb, rest = args[0], args[1:]
-    if verb == "start":
-        return start(spec_from_argv(rest))
-    if verb == "cleanup":
-        return state.cleanup(rest)
-    if verb == "wait-port":  # the SocketProxy= proxy's ExecStartPre
-        from sdcontainer.sockets import wait_port
-
-        return wait_port(rest)
-    if verb == "health":
-        from sdcontainer.health import main as health_main
-
-        return health_main(rest)
-    if verb == "exec":  # ExecReload= of ReloadCmd=
-        from sdcontainer.enter import main as exec_main
-
-        return exec_main(rest)
-    raise UsageError(f"unknown command {verb!r}; expected start, cleanup, wait-port, health or exec")
+def start_command(args: list[str]) -> int:
+    """`start [OPTIONS] -- COMMAND...`, the verb of sdcontainer.verbs that units' ExecStart= runs."""
+    return start(spec_from_argv(args))
 
 
-def exit_status_for(error: BaseException) -> int:
-    """The one place errors become an exit status and a single line on stderr (the journal)."""
-    if os.environ.get("SDCONTAINER_DEBUG") == "1":
-        import traceback
-
-        traceback.print_exception(error)
-    if isinstance(error, SdcontainerError):
-        message, status = str(error), error.exit_status
-    elif isinstance(error, OSError):
-        message = f"{error.filename}: {reason(error)}" if error.filename else reason(error)
-        status = LaunchError.exit_status
-    elif isinstance(error, KeyboardInterrupt):
-        return 130
-    else:
-        message = f"internal error: {type(error).__name__}: {error} (SDCONTAINER_DEBUG=1 shows more)"
-        status = 1
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
-    return status
+def help_command(args: list[str]) -> int:
+    """`--help` (or `VERB --help`), and no verb at all: the usage, on stdout."""
+    print(_usage())
+    return 0 if args else UsageError.exit_status
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return run(sys.argv[1:] if argv is None else argv)
-    except BaseException as error:  # noqa: B036 - every failure ends as one line and a status
-        if isinstance(error, SystemExit):
-            raise
-        return exit_status_for(error)
+    """`python -m sdcontainer.launcher VERB ...`, what units run where the libexec script is
+    not installed: the script's dispatch (sdcontainer.verbs), which maps errors to statuses."""
+    from sdcontainer.verbs import main as verbs_main
+
+    return verbs_main(argv)
 
 
 if __name__ == "__main__":
+    # the verb table imports sdcontainer.launcher for `start`: this module, not a second copy
+    sys.modules.setdefault("sdcontainer.launcher", sys.modules[__name__])
     sys.exit(main())

@@ -286,24 +286,27 @@ def wait_port(args: list[str]) -> int:
     import time
 
     from sdcontainer.errors import UsageError
+    from sdcontainer.verbs import parse
 
     usage = "usage: wait-port [ADDRESS:]PORT [--timeout SECONDS] [-- PROGRAM [ARG...]]"
-    program: list[str] = []
-    if "--" in args:
-        program = args[args.index("--") + 1 :]
-        args = args[: args.index("--")]
-        if not program or not program[0].startswith("/"):
-            raise UsageError(f"wait-port: the program after -- must be an absolute path; {usage}")
-    if not args or args[0].startswith("-"):
-        raise UsageError(f"wait-port needs [ADDRESS:]PORT; {usage}")
-    address, _, port_text = args[0].rpartition(":")
+    needs_port = f"wait-port needs [ADDRESS:]PORT; {usage}"
+    if not args or args[0].startswith("-") and args[0] != "--":  # the port comes first
+        raise UsageError(needs_port)
+    got = parse(args, options=("--timeout",), words=1, usage=usage)
+    program = got.command or []
+    if got.command is not None and not (program and program[0].startswith("/")):
+        raise UsageError(f"wait-port: the program after -- must be an absolute path; {usage}")
+    if not got.words:
+        raise UsageError(needs_port)
+    address, _, port_text = got.words[0].rpartition(":")
     timeout = 90.0
-    if args[1:2] == ["--timeout"] and len(args) == 3:
-        timeout = float(args[2])
-    elif len(args) != 1:
-        raise UsageError(usage)
+    if "--timeout" in got.options:
+        try:
+            timeout = float(got.options["--timeout"])
+        except ValueError:
+            raise UsageError(f"wait-port: --timeout {got.options['--timeout']!r} is not a number; {usage}") from None
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise UsageError(f"wait-port: {args[0]!r} has no port number")
+        raise UsageError(f"wait-port: {got.words[0]!r} has no port number")
     port = int(port_text)
     deadline = time.monotonic() + timeout
     # Every 2 ms for the first second (reading /proc/net/tcp of a namespace with a few
@@ -325,14 +328,10 @@ def wait_port(args: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`sdcontainer-launcher wait-port ...` without the launcher's imports."""
+    """`sdcontainer-launcher wait-port ...` (`argv` starts with the verb, as in sys.argv[1:]),
+    as sdcontainer.verbs runs it."""
     import sys
 
-    from sdcontainer.errors import SdcontainerError
+    from sdcontainer.verbs import run_verb
 
-    args = sys.argv[1:] if argv is None else argv  # ["wait-port", ...], as state.main has it
-    try:
-        return wait_port(args[1:])
-    except SdcontainerError as error:
-        print(f"sdcontainer-launcher: {error}", file=sys.stderr, flush=True)
-        return error.exit_status
+    return run_verb("wait-port", (sys.argv[1:] if argv is None else argv)[1:])

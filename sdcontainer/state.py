@@ -22,9 +22,8 @@ the fields, even one more optional field, is a new VERSION with its conversion h
 from __future__ import annotations
 
 import os
-import sys
 
-from sdcontainer.errors import RecordError, SdcontainerError, UsageError
+from sdcontainer.errors import RecordError, UsageError
 from sdcontainer.record import fields_of
 from sdcontainer.record import record as frozen
 
@@ -378,21 +377,11 @@ def cleanup(args: list[str]) -> int:
     versions before RuntimeDirectory= (they keep running it until daemon-reload); also a
     manual way to forget a record. What died with the namespaces (mounts, the overlay's
     upper layer, loopback) needs nothing."""
-    if len(args) == 2 and args[0] == "--unit":
-        unit = args[1]
-    elif len(args) == 1 and args[0].startswith("--unit="):
-        unit = args[0].partition("=")[2]
-    else:
-        raise UsageError("usage: cleanup --unit UNIT")
+    from sdcontainer.verbs import parse
+
+    usage = "usage: cleanup --unit UNIT"
+    unit = parse(args, options=("--unit",), usage=usage).options.get("--unit")
+    if unit is None:
+        raise UsageError(usage)
     remove(unit)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`sdcontainer-launcher cleanup ...` without loading the launcher."""
-    args = sys.argv[1:] if argv is None else argv
-    try:
-        return cleanup(args[1:])
-    except SdcontainerError as error:
-        print(f"{PROG}: {error}", file=sys.stderr, flush=True)
-        return error.exit_status

@@ -30,6 +30,7 @@ LAYERS = (
     "notify",  # sd_notify
     "errors",  # the error hierarchy (text)
     # values every path shares
+    "verbs",  # sdcontainer-launcher's verbs: the table and the one small argv parser
     "step",  # a failed step as a LaunchError
     "state",  # a running container's record
     "unitfile",  # the unit-file reader
