@@ -64,3 +64,8 @@ class ExecError(SdcontainerError):
     command's own statuses stay distinguishable."""
 
     exit_status = 125
+
+
+class NetworkError(LaunchError):
+    """A container's network could not be set up: no free address, an address or a host port
+    taken by another unit, a firewall change refused. The message names what and whom."""
