@@ -12,30 +12,38 @@ What one start on a bridge network needs, in round trips (the bridge exists):
 a pinned MAC, the host sysctls netavark sets) and `Rtnl` is the socket underneath, which can
 also list links, addresses and routes for tests and inspection.
 
-Why not pyroute2 here (issue 12 asked to measure both; numbers from this machine, a loaded
-2-vCPU VM, Debian's python3.11 with `-I -S`, medians, see bench/netlink_setup.py):
+Why not pyroute2 here. Issue 12 asked to measure (a) pyroute2 loaded without its package
+`__init__` against (b) a module of our own, and keep the faster one that passes the same
+tests. `.venv/bin/python -m bench.netlink_setup` on this machine (a loaded 2-vCPU VM, 3.11,
+`python -I -S`, medians; wall clock minus `-c pass`):
 
-    import cost                                        own module    pyroute2 0.9.7
-      `import sdcontainer.netlink`                        1.6 ms
-      `from pyroute2 import IPRoute` (package __init__)                  ~180 ms
-      pyroute2 without its __init__ (a stub package in
-      sys.modules, then pyroute2.iproute.linux)                        ~95 ms, 295 modules
-      only pyroute2's message classes (ifinfmsg,
-      ifaddrmsg, rtmsg), our own socket                                 ~20 ms, 131 modules
-    per start, bridge exists (veth pair, MTU, MAC,
-    v4 address, lo up, eth0 up, default route), n=50   0.9 ms       3.7 ms (IPRoute
-                                                                     objects reused; opening
-                                                                     IPRoute() in the netns
-                                                                     adds more)
+    import                                              ms      modules
+    sdcontainer.netlink (+ inet, record, _socket)        2.8      38
+    netlink + ipam + firewall                            5.6      46
+      ... on top of sdcontainer.launcher's imports      +3.1      +6   (-X importtime: ~2)
+    from pyroute2 import IPRoute                       157       374
+    (a) pyroute2.iproute.linux without the package
+        __init__ (a module with the package's __path__
+        put in sys.modules first: it works)            103       297
+        only its message classes (ifinfmsg, ifaddrmsg,
+        rtmsg), with a socket of our own                ~20      131
 
-Loading pyroute2 without its package __init__ works (a module object with the right
-`__path__` put into sys.modules first), but `iproute.linux` alone still pulls in asyncio and
-most of the library, so option (a) keeps ~60 times the cost of the whole launcher's Python
-start-up. Option (b), this module, is stdlib only (`_socket`, `struct`, `os`; no `socket`,
-which imports enum and selectors), answers the same tests (tests/test_netlink.py runs the
-per-start sequence with both and compares this module's links, addresses and routes with
-pyroute2's IPRoute view of them), and is what the launcher should call. pyroute2 stays the
-library for everything off the start path (networks, inspection, `sdcontainer network`).
+    per container, bridge exists, median of 50 (min)    own          pyroute2 (a)
+    attach: host socket, veth pair with MTU/MAC, peer
+      into the netns, socket there, sysctls, lo up,
+      address, eth0 up, default route                   1.7 (1.1)    11.1 (4.8)
+    + IPAM lease 1.2, + one published port 1.3          5.1 (2.7)    14.3 (7.5)
+
+(A second run, in bench/results/netlink-setup.md, gave 2.3 vs 15.0 ms for attach: this
+shared VM moves such numbers by a third between runs; the ratio stays 5-7.)
+
+So (b): (a) still imports asyncio and most of the library, 100 ms, seven times the whole
+per-start budget of issue 12 (+15 ms for a bridge), and each request is slower too. Both run
+the same checks in tests/test_netlink.py (tests/pyroute2_net.py is the pyroute2 variant),
+which also compares this module's view of links, addresses and routes with pyroute2's
+IPRoute view of the same namespaces. pyroute2 stays the library for whatever is off the
+start path (network inspection, `sdcontainer network`). This module is stdlib only: `_socket`
+(not `socket`, which imports enum and selectors), `struct`, `os`.
 
 Errors are OSError with the kernel's errno; the message names the operation and carries the
 kernel's extended ack text when it sends one.
