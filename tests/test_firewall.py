@@ -252,3 +252,8 @@ def test_published_ports_and_masquerade_carry_traffic(tmp_path: Path) -> None:
         "outside tcp 8080 after release": "failed",
         "host 127.0.0.1 tcp 8080 after release": "failed",
     }
+
+
+def test_without_libnftables_the_nft_program_is_used() -> None:
+    assert Nft().in_process  # tools/setup installs libnftables1
+    assert not Nft(library="libnftables-not-installed.so.0").in_process
