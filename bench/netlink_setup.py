@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -132,6 +133,7 @@ def per_container(runs: int) -> dict[str, list[float]]:
     for values in results.values():
         del values[:2]  # warm-up
     fw.delete_table()
+    shutil.rmtree(tmp)
     return results
 
 
