@@ -81,6 +81,11 @@ class RecordError(SdcontainerError):
     it; those that go through all of them report it and go on."""
 
 
+class NetworkError(LaunchError):
+    """A container's network could not be set up: no free address, an address or a host port
+    taken by another unit, a firewall change refused. The message names what and whom."""
+
+
 def run_main(prog: str, main: Callable[[list[str]], int], args: list[str], os_error_status: int = 1) -> int:
     """The top level of every entry point (sdcontainer, sdcontainer-generator, each verb of
     sdcontainer-launcher): run `main(args)` and turn how it failed into one line on stderr,

@@ -46,6 +46,11 @@ LAYERS = (
     "documents",  # index, manifest and config documents, checked field by field
     "store",  # the image store (reads for a start; writes via unpack)
     "images",  # pull and import into the store
+    # networking: addresses, links, leases, the firewall table
+    "inet",  # addresses and subnets without the ipaddress module
+    "netlink",  # the per-start rtnetlink round trips, stdlib only
+    "ipam",  # leases per network, under a file lock
+    "firewall",  # table inet sdcontainer through libnftables
     # the launch: the plan, and the steps that carry it out
     "plan",  # Plan: what a start decided on the host
     "process",  # user, environment, program; execve
