@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sdcontainer import enter, health, state
+from sdcontainer import enter, state, verbs
 from sdcontainer.errors import ExecError
 from sdcontainer.record import replace
 
@@ -185,7 +185,7 @@ def test_a_record_of_a_newer_version_is_refused_and_the_others_still_read(
     with pytest.raises(ExecError) as exec_error:  # `sdcontainer exec new`: 125
         enter.find("new")
     assert str(exec_error.value) == message
-    assert health.main(["health", "--unit", "new.service", "--", "/bin/true"]) == 1
+    assert verbs.run_verb("health", ["--unit", "new.service", "--", "/bin/true"]) == 1
     assert capsys.readouterr().err == f"sdcontainer-health: {message}\n"
 
 
