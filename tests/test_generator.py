@@ -286,6 +286,7 @@ def test_generator_imports_nothing_heavy(tmp_path: Path) -> None:
         "inspect",
         "re",
         "enum",
+        "difflib",  # the "did you mean" of error messages: error paths only
     )
     for heavy in heavy_modules:
         assert heavy not in loaded, f"the generator imported {heavy}"

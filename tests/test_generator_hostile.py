@@ -355,8 +355,11 @@ def test_messages_with_control_characters_stay_one_line(tmp_path: Path) -> None:
     write(units / "x\nPRIORITY=0\nSYSLOG_IDENTIFIER=sshd" / "bad.container", "[Container]\nBogus=1\n")
     _, result = run_into(tmp_path, units)
     assert result.returncode == 1
-    (message,) = lines_about(result, "bad.container")
-    assert "x\\nPRIORITY=0\\nSYSLOG_IDENTIFIER=sshd/bad.container" in message, message
+    # two: the path cannot be written into a unit, and the unknown key
+    messages = lines_about(result, "bad.container")
+    assert len(messages) == 2, messages
+    for message in messages:
+        assert "x\\nPRIORITY=0\\nSYSLOG_IDENTIFIER=sshd/bad.container" in message, message
     assert not [line for line in result.stderr.splitlines() if line.startswith(("PRIORITY", "SYSLOG"))]
 
 
