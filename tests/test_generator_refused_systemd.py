@@ -31,7 +31,7 @@ def test_a_refused_file_fails_to_start_and_says_why(bed: Testbed) -> None:
         f"[Container]\nRootfs={ROOTFS}\nExec=/bin/true\nEnvironmnet=A=1\n"
         "[Socket]\nListenStream=127.0.0.1:8080\n[Install]\nWantedBy=multi-user.target\n",
     )  # daemon-reload, which must succeed
-    message = f"{UNITS}/bad.container:4: unknown key Environmnet= in [Container]"
+    message = f"{UNITS}/bad.container:4: unknown key Environmnet= in [Container]; did you mean Environment=?"
     assert bed.show("bad.service", "LoadState") == "loaded"
     assert systemd_warnings_about(bed, "bad.service") == []  # the reload said nothing about it
     assert bed.show("bad.socket", "LoadState") == "not-found"
@@ -60,3 +60,16 @@ def test_a_refused_file_fails_to_start_and_says_why(bed: Testbed) -> None:
     bed.systemctl("reset-failed", "bad.service", check=False)
     bed.daemon_reload()
     assert bed.show("bad.service", "LoadState") == "not-found"
+
+
+def test_every_error_of_a_refused_file_is_in_its_journal(bed: Testbed) -> None:
+    add_container(bed, "twice", f"[Container]\nRootfs={ROOTFS}\nExec=/bin/true\nworkdir=/x\nPidsLimit=lots\n")
+    first = f"{UNITS}/twice.container:4: unknown key workdir= in [Container]; did you mean WorkingDir=?"
+    second = f"{UNITS}/twice.container:5: invalid PidsLimit=: 'lots' is not a number of processes (or -1 for no limit)"
+    assert bed.systemctl("start", "twice.service", check=False).returncode != 0
+    assert bed.show("twice.service", "Description") == f"Refused by sdcontainer-generator: {first} (and 1 more)"
+    journal = bed.journal("twice.service").splitlines()
+    assert first in journal and second in journal, journal
+    bed.run(["rm", f"{UNITS}/twice.container"])
+    bed.systemctl("reset-failed", "twice.service", check=False)
+    bed.daemon_reload()
