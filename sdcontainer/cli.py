@@ -47,19 +47,27 @@ def _sources_for(files: tuple[str, ...]) -> list[tuple[Any, Any, set[str], dict[
 def check(files: tuple[str, ...]) -> None:
     """Check .container files; print each error as FILE:LINE: MESSAGE.
 
-    Drop-ins beside each file (NAME.container.d/, container.d/) are applied, as the
-    generator would. The exit status is non-zero if any file has an error.
+    Every error of a file is reported (an unknown key with the key it may be a misspelling
+    of), and for a good file what would keep it from starting on this host (a missing
+    Rootfs= directory, an image not in the store) as a warning. Drop-ins beside each file
+    (NAME.container.d/, container.d/) are applied, as the generator would. The exit status
+    is non-zero if any file has an error; warnings do not change it.
     """
-    from sdcontainer.generator import generate
+    from sdcontainer.generator import generate, host_warnings, refusal_errors
+    from sdcontainer.text import printable
 
     failed = 0
     for source, _, known, index in _sources_for(files):
         try:
             generate(source, known, index)
-            click.echo(f"{source.path}: ok")
         except ConfigError as error:
-            click.echo(str(error), err=True)
+            for problem in refusal_errors(source, known, index, error):
+                click.echo(printable(str(problem)), err=True)
             failed += 1
+            continue
+        for warning in host_warnings(source, index):
+            click.echo(printable(warning), err=True)
+        click.echo(f"{source.path}: ok")
     if failed:
         sys.exit(ConfigError.exit_status)
 

@@ -50,6 +50,30 @@ class ConfigError(SdcontainerError):
         return self.message
 
 
+# A file with this many errors is read no further: it is most likely no unit file at all, and
+# a run of the generator at boot must not spend its time on one (nor flood the journal).
+MAX_ERRORS = 20
+
+
+class TooManyErrors(Exception):
+    """An ErrorList is full: whoever collects stops there."""
+
+
+class ErrorList(list[ConfigError]):
+    """Every error of one file, for `sdcontainer check` and the generator's refusals: the
+    checks that take one append each error they find to it and go on, instead of raising
+    the first. Raises TooManyErrors once it holds `limit`."""
+
+    def __init__(self, limit: int = MAX_ERRORS) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def append(self, error: ConfigError) -> None:
+        super().append(error)
+        if len(self) >= self.limit:
+            raise TooManyErrors
+
+
 class LaunchError(SdcontainerError):
     """Setting up or starting the container failed (missing rootfs, mount refused, exec failed)."""
 

@@ -12,11 +12,11 @@ import os
 import stat
 import sys
 
-from sdcontainer.errors import ConfigError, ImageError, UsageError, run_main
-from sdcontainer.keys import spec_from_unit
+from sdcontainer.errors import ConfigError, ErrorList, ImageError, TooManyErrors, UsageError, run_main
+from sdcontainer.keys import did_you_mean, section_errors, spec_from_unit
 from sdcontainer.service import ServicePolicy, exec_line, launcher_command, service_policy
 from sdcontainer.spec import ContainerSpec
-from sdcontainer.text import printable, shown
+from sdcontainer.text import nearest, printable, shown
 from sdcontainer.unitfile import (
     Entry,
     UnitFile,
@@ -30,6 +30,8 @@ from sdcontainer.unitfile import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sdcontainer.sockets import SocketPlan
 
 PROGRAM = "sdcontainer-generator"
@@ -260,34 +262,44 @@ class Generated:
         self.policy = policy  # what the service's [Unit] and [Service] got from sdcontainer.service
 
 
+KNOWN_SECTIONS = ("Container", "Quadlet", "Socket", *PASS_THROUGH_SECTIONS)
+
+
 def _check_sections(unit: UnitFile) -> None:
-    known = {"Container", "Quadlet", "Socket", *PASS_THROUGH_SECTIONS}
+    known = set(KNOWN_SECTIONS)
     for header in unit.headers:
         if header.section not in known and not header.section.startswith("X-"):
-            raise header.error(
-                f"unknown section [{header.section}] (known: [Container], [Unit], [Service], "
-                "[Socket], [Install], [Quadlet] and X- sections)"
-            )
+            raise header.error(_unknown_section(header.section))
     for entry in unit.entries:
         if entry.section not in known and not entry.section.startswith("X-"):
-            raise entry.error(
-                f"unknown section [{entry.section}] (known: [Container], [Unit], [Service], "
-                "[Socket], [Install], [Quadlet] and X- sections)"
-            )
+            raise entry.error(_unknown_section(entry.section))
     if not unit.has_section("Container"):
         raise ConfigError("no [Container] section", unit.path)
+
+
+def _unknown_section(section: str) -> str:
+    message = (
+        f"unknown section [{section}] (known: [Container], [Unit], [Service], "
+        "[Socket], [Install], [Quadlet] and X- sections)"
+    )
+    found = nearest(section, list(KNOWN_SECTIONS))
+    return message + (f"; did you mean [{found}]?" if found else "")
 
 
 def _quadlet_default_dependencies(unit: UnitFile) -> bool:
     enabled = True
     for entry in unit.section("Quadlet"):
-        if entry.key != "DefaultDependencies":
-            raise entry.error(f"unknown key {entry.key}= in [Quadlet]")
-        try:
-            enabled = parse_boolean(entry.value)
-        except ValueError as error:
-            raise entry.error(f"invalid DefaultDependencies=: {error}") from None
+        enabled = _quadlet_setting(entry)
     return enabled
+
+
+def _quadlet_setting(entry: Entry) -> bool:
+    if entry.key != "DefaultDependencies":
+        raise entry.error(f"unknown key {entry.key}= in [Quadlet]" + did_you_mean(entry.key, ["DefaultDependencies"]))
+    try:
+        return parse_boolean(entry.value)
+    except ValueError as error:
+        raise entry.error(f"invalid DefaultDependencies=: {error}") from None
 
 
 def _translate_dependency(entry: Entry, known: set[str]) -> str:
@@ -565,6 +577,217 @@ def _image_stop_signal(spec: ContainerSpec) -> ContainerSpec:
         return spec  # not readable here (a store on a file system not mounted yet): the default
 
 
+# --- a refused file: a unit of its name that says why ------------------------------------------
+
+# The stand-in's ExecStart=: Python's sys.exit() with a string prints it to stderr and exits 1.
+# The messages are arguments, quoted as every Exec*= word is: no shell, nothing to escape twice.
+REFUSED_CODE = "import sys; sys.exit(chr(10).join(sys.argv[1:]))"
+# A message may quote a whole line of the file; a line of a unit file is read up to 1 MiB and
+# an argument of execve() up to 128 KiB: the stand-in keeps the start of a longer one.
+REFUSED_MESSAGE_MAX = 2000
+
+
+def refused_unit(source: Source, messages: list[str]) -> Generated | None:
+    """NAME.service for a file the generator refuses (`messages`: why, one line each), so that
+    `systemctl start NAME` fails at once with the reason where a user looks, instead of "Unit
+    NAME.service not found": the first message in Description= (`systemctl status`, the
+    "Failed to start" line), all of them on stderr at error priority (the unit's journal,
+    which `systemctl status` shows). Nothing else of the file: no [Install] links, no socket,
+    no health check. None for a file whose name gives no unit name: there is no unit to stand
+    in for. Every text in it is one printable line with % doubled (systemd expands specifiers
+    in Description= and ExecStart=); ExecStart='s words are quoted as Exec='s are."""
+    if unit_name_problem(source.service) is not None or source.stem.startswith("."):
+        return None
+    shown_messages = [_refused_text(message) for message in messages]
+    description = shown_messages[0]
+    if len(shown_messages) > 1:
+        description += f" (and {len(shown_messages) - 1} more)"
+    elif description.endswith("\\"):
+        description += "."  # a trailing backslash would continue the line
+    python = escape_specifiers(sys.executable or "/usr/bin/python3")
+    out = [
+        f"# Automatically generated by {PROGRAM} from {printable(shown(source.path))},",
+        "# which it refused: this unit only fails, saying why. Fix the file and run systemctl daemon-reload.",
+        "",
+        "[Unit]",
+        f"Description=Refused by {PROGRAM}: {description}",
+        "Documentation=man:sdcontainer-generator(8) man:sdcontainer.container(5)",
+    ]
+    if unit_path_problem(source.path) is None:
+        out.append(f"SourcePath={source.source_path}")
+    out += [
+        "",
+        "[Service]",
+        "Type=oneshot",
+        f"SyslogIdentifier={PROGRAM}",
+        # every line at error priority, none read as a <N> priority prefix
+        "SyslogLevel=err",
+        "SyslogLevelPrefix=no",
+        "ExecStart=" + exec_line([python, "-I", "-S", "-c", REFUSED_CODE, *shown_messages]),
+    ]
+    return Generated(source.service, "\n".join(out) + "\n", [])
+
+
+def _refused_text(message: str) -> str:
+    text = printable(message)
+    if len(text) > REFUSED_MESSAGE_MAX:
+        text = text[:REFUSED_MESSAGE_MAX] + " [...]"
+    return escape_specifiers(text)
+
+
+def refuse(
+    source: Source, known: set[str], dropin_index: dict[str, list[str]], error: ConfigError, output_dir: str | None
+) -> None:
+    """Report why `source` is refused (`error`: what generate() raised; every error of the
+    file, see diagnose) and write its stand-in unit into `output_dir` (print it, with None:
+    --dry-run). The caller counts the file as failed."""
+    messages = [str(problem) for problem in refusal_errors(source, known, dropin_index, error)]
+    for message in messages:
+        report(message)
+    stand_in = refused_unit(source, messages)
+    if stand_in is None:
+        return
+    if output_dir is None:
+        print(f"--- {stand_in.service} ---")
+        print(stand_in.text, end="")
+        return
+    try:
+        write(output_dir, stand_in)
+    except OSError as failure:
+        report(f"{shown(source.path)}: cannot write {stand_in.service}: {failure.strerror}")
+    except UnicodeError:  # an interpreter path that is not UTF-8
+        report(f"{shown(source.path)}: cannot write {stand_in.service}: a name in it is not UTF-8")
+
+
+# --- every error of a refused file; what a good one meets on this host -------------------------
+
+
+def refusal_errors(
+    source: Source, known: set[str], dropin_index: dict[str, list[str]], first: ConfigError
+) -> list[ConfigError]:
+    """The errors to report for a file generate() refused with `first`: diagnose()'s, with
+    `first` among them whatever happens."""
+    errors = diagnose(source, known, dropin_index)
+    if str(first) not in {str(error) for error in errors}:
+        errors.insert(0, first)
+    return errors
+
+
+def diagnose(source: Source, known: set[str], dropin_index: dict[str, list[str]]) -> list[ConfigError]:
+    """Every error of a file that can be found on its own, in the order of the files (the
+    .container, then its drop-ins) and their lines: each bad line, unknown section, unknown
+    key (with a "did you mean" for a misspelt one), bad value and refused [Service] or
+    [Unit] line. Only in a file without any of those come the checks of the file as a
+    whole, where a bad or missing line would make noise: each between keys, then the first
+    of the rest (install links, sockets, names of the units beside the service). After
+    MAX_ERRORS it stops, with a last line saying so. Error paths only (`sdcontainer check`,
+    a refused file): the file is parsed again, more slowly than generate() does."""
+    paths = [source.path, *find_dropins(source, dropin_index)]
+    errors = ErrorList()
+    stopped = False
+    try:
+        _diagnose(source, known, dropin_index, paths, errors)
+    except TooManyErrors:
+        stopped = True
+    rank = {path: i for i, path in enumerate(paths)}
+    found = sorted(errors, key=lambda error: (rank.get(error.path or "", 0), error.line or 0))
+    if stopped:
+        found.append(ConfigError(f"stopped after {errors.limit} errors; the rest is not checked", source.path))
+    return found
+
+
+def _diagnose(
+    source: Source, known: set[str], dropin_index: dict[str, list[str]], paths: list[str], errors: ErrorList
+) -> None:
+    try:
+        source.check_names()
+    except ConfigError as error:
+        errors.append(error)
+    unit = None
+    for path in paths:
+        try:
+            part = parse_file(path, errors)
+        except ConfigError as error:  # unreadable, not UTF-8, a NUL: nothing more of it to check
+            errors.append(error)
+            if unit is None:
+                return
+            continue
+        if unit is None:
+            unit = part
+        else:
+            unit.merge(part)
+    assert unit is not None
+    for header in unit.headers:
+        if header.section not in KNOWN_SECTIONS and not header.section.startswith("X-"):
+            errors.append(header.error(_unknown_section(header.section)))
+    if not unit.has_section("Container"):
+        errors.append(ConfigError("no [Container] section", unit.path))
+        return  # every check of [Container] would say what is missing
+    dependencies = [entry for entry in unit.section("Unit") if entry.key in DEPENDENCY_KEYS]
+    checks: list[tuple[Callable[[Entry], object], list[Entry]]] = [
+        (_quadlet_setting, unit.section("Quadlet")),
+        (_check_service_entry, unit.section("Service")),
+        (lambda entry: _translate_dependency(entry, known), dependencies),
+    ]
+    section_errors(unit, errors, whole=False)
+    for check, entries in checks:
+        for entry in entries:
+            try:
+                check(entry)
+            except ConfigError as error:
+                errors.append(error)
+    if errors:
+        return
+    section_errors(unit, errors, whole=True)  # the checks between keys, now that each key is good
+    if not errors:
+        try:
+            generate(source, known, dropin_index)
+        except ConfigError as error:
+            errors.append(error)
+
+
+def host_warnings(source: Source, dropin_index: dict[str, list[str]]) -> list[str]:
+    """What a file the generator accepts would meet when it starts on this host, for
+    `sdcontainer check`: a Rootfs= that is not a directory here, an Image= the store does not
+    hold. Warnings, not errors: the generator accepts the file all the same (check's errors
+    are the generator's refusals), and the file may be meant for another host, a file system
+    not mounted yet (RequiresMountsFor=), or an image pulled at the first start."""
+    unit = load(source, dropin_index)
+    spec = spec_from_unit(unit)
+    warnings = []
+    rootfs = unit.lookup_last("Container", "Rootfs")
+    if spec.rootfs and rootfs is not None and "%" not in spec.rootfs.replace("%%", ""):  # no specifiers
+        path = spec.rootfs.replace("%%", "%")
+        problem = None
+        try:
+            if not stat.S_ISDIR(os.stat(path).st_mode):
+                problem = "is not a directory on this host: the unit cannot start here"
+        except (FileNotFoundError, NotADirectoryError):
+            problem = "does not exist on this host: the unit cannot start here"
+        except OSError as error:
+            problem = f"cannot be checked: {error.strerror}"
+        if problem:
+            warnings.append(str(rootfs.error(f"warning: Rootfs={shown(path)} {problem}")))
+    image = unit.lookup_last("Container", "Image")
+    if spec.image and image is not None and "%" not in spec.image:
+        from sdcontainer.store import find_image, storage_dir
+
+        try:
+            stored = find_image(spec.image) is not None
+        except (OSError, ValueError, ImageError) as error:
+            reason = error.strerror if isinstance(error, OSError) else str(error)
+            warnings.append(str(image.error(f"warning: the image store {storage_dir()} cannot be read: {reason}")))
+        else:
+            if not stored and spec.pull == "never":
+                problem = "is not in the image store, and Pull=never: the unit cannot start here"
+                warnings.append(str(image.error(f"warning: {spec.image} {problem}")))
+            elif not stored:
+                warnings.append(
+                    str(image.error(f"note: {spec.image} is not in the image store: the first start pulls it"))
+                )
+    return warnings
+
+
 _made_dirs: set[str] = set()
 
 
@@ -672,7 +895,7 @@ def _generate_all(args: list[str]) -> int:
         try:
             generated = generate(source, known, dropin_index)
         except ConfigError as error:
-            report(str(error))
+            refuse(source, known, dropin_index, error, None if dry_run else dirs[0])
             failed += 1
             continue
         if dry_run:

@@ -14,6 +14,7 @@ import os
 from sdcontainer.errors import ConfigError, UsageError
 from sdcontainer.record import record
 from sdcontainer.spec import ContainerSpec
+from sdcontainer.text import nearest
 from sdcontainer.unitfile import Entry, UnitFile, escape_specifiers, split_words, unquote
 from sdcontainer.values import (
     ULIMIT_SETTINGS,
@@ -62,7 +63,7 @@ from sdcontainer.values import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import; the generator and launcher skip it
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from typing import Any, ClassVar
 
 
@@ -744,18 +745,32 @@ def _check_key(entry: Entry) -> Key:
             f"key {entry.key}= in [Container] is a Quadlet key that sdcontainer does not support yet"
             + (f"; {hint}" if hint else "")
         )
-    raise entry.error(f"unknown key {entry.key}= in [Container]")
+    raise entry.error(f"unknown key {entry.key}= in [Container]" + did_you_mean(entry.key, list(KEYS_BY_NAME)))
 
 
-def _parse_one(key: Key, entry: Entry, value: str, ctx: ParseContext) -> Any:
+def did_you_mean(key: str, known: list[str]) -> str:
+    """ "; did you mean KEY=?" for a key that looks like a misspelling of a known one, else ""."""
+    found = nearest(key, known)
+    return f"; did you mean {found}=?" if found else ""
+
+
+# what _parse_one returns for a value it appended an error for
+_BAD_VALUE = object()
+
+
+def _parse_one(key: Key, entry: Entry, value: str, ctx: ParseContext, errors: list[ConfigError] | None) -> Any:
     try:
         return key.parse(value, ctx)
     except ValueError as error:
-        raise entry.error(f"invalid {key.name}=: {error}") from None
+        if errors is None:
+            raise entry.error(f"invalid {key.name}=: {error}") from None
+        errors.append(entry.error(f"invalid {key.name}=: {error}"))
+        return _BAD_VALUE
 
 
-def _values_for(key: Key, entries: list[Entry], ctx: ParseContext) -> Any:
-    """Fold the assignments of one key into its spec value, following its kind."""
+def _values_for(key: Key, entries: list[Entry], ctx: ParseContext, errors: list[ConfigError] | None = None) -> Any:
+    """Fold the assignments of one key into its spec value, following its kind. A bad value
+    raises ConfigError; with `errors`, each is appended to it and left out."""
     if key.kind is Kind.SINGLE or key.kind is Kind.EXEC:
         entry = entries[-1]
         if key.kind is Kind.EXEC:
@@ -764,7 +779,8 @@ def _values_for(key: Key, entries: list[Entry], ctx: ParseContext) -> Any:
         value = unquote(entry.value)
         if value == "" and key.field not in ("entrypoint",):
             return None
-        return _parse_one(key, entry, value, ctx)
+        parsed = _parse_one(key, entry, value, ctx, errors)
+        return None if parsed is _BAD_VALUE else parsed
     items: list[Any] = []
     for entry in entries:
         if entry.value == "":
@@ -773,34 +789,75 @@ def _values_for(key: Key, entries: list[Entry], ctx: ParseContext) -> Any:
         values = split_words(entry.value, entry) if key.kind is Kind.WORDS else [unquote(entry.value)]
         for value in values:
             for item in value.split(key.separator) if key.separator else (value,):
-                items.append(_parse_one(key, entry, item, ctx))
+                parsed = _parse_one(key, entry, item, ctx, errors)
+                if parsed is not _BAD_VALUE:
+                    items.append(parsed)
     return tuple(items)
 
 
-def spec_from_unit(unit: UnitFile, section: str = "Container") -> ContainerSpec:
-    """Validate the [Container] section of a parsed unit file into a spec."""
+def _section_values(
+    unit: UnitFile, section: str, errors: list[ConfigError] | None
+) -> tuple[dict[str, Any], dict[str, list[Entry]]]:
+    """The spec's fields from the section's lines, and the lines of each field. The first
+    unknown key or bad value raises ConfigError; with `errors`, each is appended to it."""
     # the file's directory is a literal part of the paths resolved against it, which reach
     # systemd (ExecStart=, RequiresMountsFor=) where a % in it would be a specifier
     ctx = ParseContext(unit_dir=escape_specifiers(os.path.dirname(os.path.abspath(unit.path))))
     grouped: dict[str, list[Entry]] = {}
     for entry in unit.section(section):
-        grouped.setdefault(_check_key(entry).field, []).append(entry)
+        try:
+            field = _check_key(entry).field
+        except ConfigError as error:
+            if errors is None:
+                raise
+            errors.append(error)
+            continue
+        grouped.setdefault(field, []).append(entry)
     values: dict[str, Any] = {}
     for field, entries in grouped.items():
-        value = _values_for(KEYS_BY_NAME[entries[0].key], entries, ctx)
+        try:
+            value = _values_for(KEYS_BY_NAME[entries[0].key], entries, ctx, errors)
+        except ConfigError as error:  # an unterminated quote: the key's other lines are not read
+            if errors is None:
+                raise
+            errors.append(error)
+            continue
         if value is not None:
             values[field] = value
+    return values, grouped
+
+
+def _spec_error(error: SpecError, grouped: dict[str, list[Entry]], unit: UnitFile, section: str) -> ConfigError:
+    # point at the last assignment of the key the check is about, if the file has one
+    assignments = grouped.get(error.field or "")
+    if assignments:
+        return assignments[-1].error(str(error))
+    return ConfigError(f"[{section}]: {error}", unit.path)
+
+
+def spec_from_unit(unit: UnitFile, section: str = "Container") -> ContainerSpec:
+    """Validate the [Container] section of a parsed unit file into a spec."""
+    values, grouped = _section_values(unit, section, None)
     spec = ContainerSpec(**values)
     try:
         validate(spec)
         validate_unit(spec)
     except SpecError as error:
-        # point at the last assignment of the key the check is about, if the file has one
-        assignments = grouped.get(error.field or "")
-        if assignments:
-            raise assignments[-1].error(str(error)) from None
-        raise ConfigError(f"[{section}]: {error}", unit.path) from None
+        raise _spec_error(error, grouped, unit, section) from None
     return spec
+
+
+def section_errors(unit: UnitFile, errors: list[ConfigError], section: str = "Container", *, whole: bool) -> None:
+    """Append every error of the section to `errors`: each unknown key, each bad value; and,
+    if `whole` and there was none of those, each check between keys (which a bad or missing
+    line would turn into noise)."""
+    found = len(errors)
+    values, grouped = _section_values(unit, section, errors)
+    if not whole or len(errors) > found:
+        return
+    spec = ContainerSpec(**values)
+    for problem in (*problems(spec), *unit_problems(spec)):
+        errors.append(_spec_error(problem, grouped, unit, section))
 
 
 class SpecError(ValueError):
@@ -810,47 +867,59 @@ class SpecError(ValueError):
 
 
 def validate(spec: ContainerSpec) -> None:
-    """Checks that involve more than one key."""
+    """Checks that involve more than one key: raises the first problem."""
+    for problem in problems(spec):
+        raise problem
+
+
+def problems(spec: ContainerSpec) -> Iterator[SpecError]:
+    """Each check that involves more than one key and fails, in order."""
     if spec.image and spec.rootfs:
-        raise SpecError("Image= and Rootfs= exclude each other; set exactly one", "rootfs")
+        yield SpecError("Image= and Rootfs= exclude each other; set exactly one", "rootfs")
     if not spec.rootfs and not spec.image:
-        raise SpecError("one of Rootfs= or Image= is required")
+        yield SpecError("one of Rootfs= or Image= is required")
     if not spec.command and not spec.image:  # an image's config may supply the command
-        raise SpecError("no command: set Exec= (and/or Entrypoint=)")
+        yield SpecError("no command: set Exec= (and/or Entrypoint=)")
     if spec.group and not spec.user:
-        raise SpecError("Group= requires User=", "group")
+        yield SpecError("Group= requires User=", "group")
     for item in spec.sysctls:
         if spec.network == "host" and item.startswith("net."):
-            raise SpecError(
+            yield SpecError(
                 f"Sysctl={item}: net.* sysctls cannot be set with Network=host (they would change the host's)",
                 "sysctls",
             )
     if "none" in spec.dns_servers and len(spec.dns_servers) > 1:
-        raise SpecError("DNS=none cannot be combined with name servers", "dns_servers")
+        yield SpecError("DNS=none cannot be combined with name servers", "dns_servers")
     if spec.dns_servers == ("none",) and (spec.dns_search or spec.dns_options):
-        raise SpecError(
+        yield SpecError(
             "DNS=none leaves the image's resolv.conf alone: DNSSearch= and DNSOption= cannot go in it",
             "dns_options" if spec.dns_options else "dns_search",
         )
     if spec.socket_proxy_exit_idle_time and not spec.socket_proxy:
-        raise SpecError("SocketProxyExitIdleTime= needs SocketProxy=", "socket_proxy_exit_idle_time")
+        yield SpecError("SocketProxyExitIdleTime= needs SocketProxy=", "socket_proxy_exit_idle_time")
     if spec.socket_proxy and spec.network == "none" and any(s.startswith("net.") for s in spec.sysctls):
-        raise SpecError(
+        yield SpecError(
             "Sysctl=net.* cannot be combined with SocketProxy=: the container shares the proxy's network namespace",
             "sysctls",
         )
     if "." in spec.dns_search and len(spec.dns_search) > 1:
-        raise SpecError("DNSSearch=. (no search domains) cannot be combined with domains", "dns_search")
+        yield SpecError("DNSSearch=. (no search domains) cannot be combined with domains", "dns_search")
 
 
 def validate_unit(spec: ContainerSpec) -> None:
     """Checks that only make sense for a .container file: the launcher never sees the health
-    keys (they become the units beside the service)."""
+    keys (they become the units beside the service). Raises the first problem."""
+    for problem in unit_problems(spec):
+        raise problem
+
+
+def unit_problems(spec: ContainerSpec) -> Iterator[SpecError]:
+    """Each check of validate_unit that fails, in order."""
     if spec.notify == "healthy" and not spec.health_cmd:
-        raise SpecError("Notify=healthy needs a health check: set HealthCmd=", "notify")
+        yield SpecError("Notify=healthy needs a health check: set HealthCmd=", "notify")
     if spec.reload_cmd and spec.reload_signal:
         # Quadlet refuses the pair too: a reload does one thing
-        raise SpecError("ReloadCmd= and ReloadSignal= exclude each other; set one of them", "reload_cmd")
+        yield SpecError("ReloadCmd= and ReloadSignal= exclude each other; set one of them", "reload_cmd")
 
 
 # --- spec -> [Service] settings -------------------------------------------------------------

@@ -55,6 +55,16 @@ def shown(text: str) -> str:
     return '"' + "".join(_shown_char(c) for c in text) + '"'
 
 
+def nearest(word: str, candidates: list[str]) -> str | None:
+    """The candidate `word` is most likely a misspelling of (case ignored), for a "did you
+    mean" in an error message, or None. Only error paths call it: difflib imports re."""
+    import difflib
+
+    by_lower = {candidate.lower(): candidate for candidate in candidates}
+    found = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.75)
+    return by_lower[found[0]] if found else None
+
+
 def printable(message: str) -> str:
     """A message with its non-printable characters escaped (backslashes left alone): one
     line, whatever went into it."""

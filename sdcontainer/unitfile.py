@@ -105,11 +105,23 @@ def _line_of(text: str, index: int) -> int:
 _BLANK = " \t\n\r"
 
 
-def parse_text(text: str, path: str) -> UnitFile:
+# the "section" of the lines after an invalid header: they are skipped, as errors about them
+# (an unknown section, a key outside of any) would only repeat the header's
+_BROKEN_SECTION = "\0"
+
+
+def parse_text(text: str, path: str, errors: list[ConfigError] | None = None) -> UnitFile:
+    """The file's entries. The first bad line raises ConfigError; with `errors`, every bad
+    line is appended to it instead and left out (those after a bad section header too)."""
     unit = UnitFile(path)
     section: str | None = None
     pending: list[str] = []
     pending_line = 0
+
+    def bad(message: str, lineno: int) -> None:
+        if errors is None:
+            raise ConfigError(message, path, lineno)
+        errors.append(ConfigError(message, path, lineno))
 
     def finish(logical: str, lineno: int) -> None:
         nonlocal section
@@ -119,7 +131,8 @@ def parse_text(text: str, path: str) -> UnitFile:
         if stripped.startswith("["):
             section = stripped[1:-1]
             if not stripped.endswith("]") or not section or section.translate(_NOT_IN_SECTION) != section:
-                raise ConfigError(f"invalid section header {stripped!r}", path, lineno)
+                section = _BROKEN_SECTION
+                return bad(f"invalid section header {stripped!r}", lineno)
             unit.headers.append(Entry(section, "", "", path, lineno))
             if section not in unit.sections:
                 unit.sections.append(section)
@@ -127,19 +140,17 @@ def parse_text(text: str, path: str) -> UnitFile:
         key, sep, value = stripped.partition("=")
         key = key.strip(_BLANK)
         if not sep:
-            raise ConfigError(
-                f"line is not a [Section] header, a Key=Value assignment or a comment: {stripped!r}",
-                path,
-                lineno,
-            )
+            return bad(f"line is not a [Section] header, a Key=Value assignment or a comment: {stripped!r}", lineno)
         if not word(key, ALNUM, _KEY_CHARS):
-            raise ConfigError(f"invalid key name {key!r}", path, lineno)
+            return bad(f"invalid key name {key!r}", lineno)
         if section is None:
-            raise ConfigError(f"assignment {key}= outside of any [Section]", path, lineno)
-        unit.entries.append(Entry(section, key, value.strip(_BLANK), path, lineno))
+            return bad(f"assignment {key}= outside of any [Section]", lineno)
+        if section != _BROKEN_SECTION:
+            unit.entries.append(Entry(section, key, value.strip(_BLANK), path, lineno))
 
     nul = text.find("\0")
     if nul >= 0:  # systemd ends the line there: the rest would be a line of its own
+        # with `errors` too: systemd would read the rest as lines of their own
         raise ConfigError("a NUL character in the line; systemd would end the line there", path, _line_of(text, nul))
     for lineno, raw in enumerate(_lines(text), start=1):
         line = raw.strip(_BLANK)
@@ -169,10 +180,11 @@ def parse_text(text: str, path: str) -> UnitFile:
 MAX_FILE_SIZE = 8 << 20
 
 
-def parse_file(path: str) -> UnitFile:
+def parse_file(path: str, errors: list[ConfigError] | None = None) -> UnitFile:
     """Read and parse one file. Opened without blocking and read up to MAX_FILE_SIZE, so a
     FIFO, a link to /dev/zero or a huge file is an error about that file, never a hang or a
-    MemoryError that would cost every other unit of a generator run."""
+    MemoryError that would cost every other unit of a generator run. A file that cannot be
+    read raises ConfigError; bad lines go to `errors`, if given (see parse_text)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:  # plain fds, no file object: this runs for every file at every boot and reload
@@ -193,7 +205,7 @@ def parse_file(path: str) -> UnitFile:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError("file is not valid UTF-8", path) from None
-    return parse_text(text, path)
+    return parse_text(text, path, errors)
 
 
 # --- value helpers -----------------------------------------------------------------------

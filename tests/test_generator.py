@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from sdcontainer.generator import REFUSED_CODE
 from tests.helpers import CHECKOUT
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -50,6 +51,11 @@ def write(path: Path, text: str) -> Path:
 GOOD = "[Container]\nRootfs=/srv/rootfs\nExec=/bin/true\n"
 
 
+def stand_ins(out: Path) -> list[str]:
+    """The services in `out` that stand in for refused files: they only fail, saying why."""
+    return sorted(p.name for p in out.glob("*.service") if REFUSED_CODE in p.read_text())
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in GOLDEN.glob("*.container")))
 def test_golden(name: str, tmp_path: Path) -> None:
     """A .container in, the .service out, compared with the reviewed copy beside it.
@@ -77,7 +83,8 @@ def test_a_bad_file_fails_alone(tmp_path: Path) -> None:
     write(units / "bad.container", "[Container]\nRootfs=/srv/rootfs\nExec=/bin/true\nthis line is broken\n")
     out, result = generate_into(tmp_path, [units])
     assert result.returncode == 1
-    assert sorted(p.name for p in out.iterdir()) == ["good1.service", "good2.service"]
+    assert sorted(p.name for p in out.iterdir()) == ["bad.service", "good1.service", "good2.service"]
+    assert stand_ins(out) == ["bad.service"]
     errors = [line for line in result.stderr.splitlines() if ".container:" in line]
     assert errors == [
         f"sdcontainer-generator: {units}/bad.container:4: line is not a [Section] header, "
@@ -111,7 +118,9 @@ def test_files_that_are_no_unit_files_fail_alone(tmp_path: Path) -> None:
         timeout=30,
     )
     assert result.returncode == 1, result
-    assert sorted(p.name for p in out.iterdir()) == ["c-good.service"]
+    refused = ["a-fifo.service", "a-huge.service", "a-zero.service", "b-good.service"]
+    assert sorted(p.name for p in out.iterdir()) == [*refused, "c-good.service"]
+    assert stand_ins(out) == refused
     errors = [line for line in result.stderr.splitlines() if ".container" in line and "failed" not in line]
     assert errors == [
         f"sdcontainer-generator: {units}/a-fifo.container: not a regular file",
@@ -277,6 +286,7 @@ def test_generator_imports_nothing_heavy(tmp_path: Path) -> None:
         "inspect",
         "re",
         "enum",
+        "difflib",  # the "did you mean" of error messages: error paths only
     )
     for heavy in heavy_modules:
         assert heavy not in loaded, f"the generator imported {heavy}"

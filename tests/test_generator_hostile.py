@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import CHECKOUT
-from tests.test_generator import FAKE_LAUNCHER, GOOD, write
+from tests.test_generator import FAKE_LAUNCHER, GOOD, stand_ins, write
 
 # a directory name that, written raw into a unit, ends the SourcePath= line and starts a
 # [Service] section with an ExecStartPre= (the other slashes come from nested directories)
@@ -75,9 +75,14 @@ def test_a_newline_in_a_directory_name_cannot_add_a_directive(tmp_path: Path) ->
     write(hostile / "x.container", GOOD)
     out, result = run_into(tmp_path, units)
     assert result.returncode == 1, result.stderr
-    assert services(out) == ["good.service"], result.stderr
+    # x.service stands in for the refused file: the path is in it, escaped, as one line
+    assert services(out) == ["good.service", "x.service"], result.stderr
+    assert stand_ins(out) == ["x.service"]
     injected = [line for line in every_unit_line(out) if line.startswith(("ExecStartPre", "[Service]ExecStartPre"))]
     assert injected == []
+    stand_in = (out / "x.service").read_text()
+    assert "SourcePath=" not in stand_in
+    assert "a\\n[Service]\\nExecStartPre=/bin/touch /tmp/pwned\\n/x.container" in stand_in, stand_in
     assert "Traceback" not in result.stderr
     # one message, naming the file with its newlines escaped: no raw newline in a message
     (message,) = lines_about(result, "x.container")
@@ -97,7 +102,11 @@ def test_names_that_are_not_utf8_fail_alone(tmp_path: Path) -> None:
         f.write(GOOD)
     out, result = run_into(tmp_path, units)
     assert result.returncode == 1, result.stderr
-    assert services(out) == ["a-good.service", "z-good.service"], result.stderr
+    # inner.service stands in for the file in the directory that is not UTF-8 (its path
+    # shown escaped); n-\xfe.container gives no unit name, so nothing stands in for it
+    assert services(out) == ["a-good.service", "inner.service", "z-good.service"], result.stderr
+    assert stand_ins(out) == ["inner.service"]
+    assert "m-\\xff-dir/inner.container" in (out / "inner.service").read_text(encoding="utf-8")
     assert "Traceback" not in result.stderr, result.stderr
     (inner,) = lines_about(result, "inner.container")
     assert "m-\\xff-dir/inner.container" in inner and "UTF-8" in inner, inner
@@ -127,7 +136,8 @@ def test_symlink_loops(tmp_path: Path) -> None:
     (units / "sub" / "here").symlink_to(".")
     (units / "self.container").symlink_to("self.container")  # ELOOP
     out, result = run_into(tmp_path, units)
-    assert services(out) == ["good.service", "in-loop.service"], result.stderr
+    assert services(out) == ["good.service", "in-loop.service", "self.service"], result.stderr
+    assert stand_ins(out) == ["self.service"]
     assert "Traceback" not in result.stderr, result.stderr
     (message,) = lines_about(result, "self.container")
     assert "symbolic links" in message, message
@@ -208,7 +218,7 @@ def test_names_that_are_not_unit_names_are_refused(tmp_path: Path, name: str, wh
     write(units / name, GOOD)
     out, result = run_into(tmp_path, units)
     assert result.returncode == 1, result.stderr
-    assert services(out) == ["good.service"], result.stderr
+    assert services(out) == ["good.service"], result.stderr  # no unit name: nothing stands in for it
     (message,) = lines_about(result, name)
     assert "not a valid unit name" in message and why in message, message
 
@@ -232,7 +242,9 @@ def test_a_health_unit_name_that_would_be_too_long(tmp_path: Path) -> None:
     write(units / ("x" * 245 + ".container"), GOOD + "HealthCmd=/bin/true\n")
     out, result = run_into(tmp_path, units)
     assert result.returncode == 1
-    assert sorted(p.name for p in out.iterdir()) == ["good.service"]
+    # the service's own name fits: it stands in for the file, alone (no health units)
+    assert sorted(p.name for p in out.iterdir()) == ["good.service", "x" * 245 + ".service"]
+    assert stand_ins(out) == ["x" * 245 + ".service"]
     (message,) = lines_about(result, "-health.service")
     assert "longer than 255" in message, message
 
@@ -270,7 +282,8 @@ def test_a_colon_in_the_directory_of_a_relative_volume(tmp_path: Path) -> None:
     write(units / "good.container", GOOD)
     write(units / "a:b" / "v.container", GOOD + "Volume=./data:/data\n")
     out, result = run_into(tmp_path, units)
-    assert services(out) == ["good.service"], result.stderr
+    assert services(out) == ["good.service", "v.service"], result.stderr
+    assert stand_ins(out) == ["v.service"]
     (message,) = lines_about(result, "v.container")
     assert "v.container:4:" in message and "':'" in message, message
 
@@ -282,7 +295,9 @@ def test_install_names_are_unit_names(tmp_path: Path) -> None:
     write(units / "good.container", GOOD)
     write(units / "w.container", GOOD + "[Install]\nWantedBy=multi-user.target\\nfoo\n")
     out, result = run_into(tmp_path, units)
-    assert services(out) == ["good.service"], result.stderr
+    assert services(out) == ["good.service", "w.service"], result.stderr
+    assert stand_ins(out) == ["w.service"]  # and no link: a stand-in is never enabled
+    assert sorted(p.name for p in out.iterdir()) == ["good.service", "w.service"]
     (message,) = lines_about(result, "w.container")
     assert "w.container:5:" in message and "not a valid unit name" in message, message
 
@@ -340,8 +355,11 @@ def test_messages_with_control_characters_stay_one_line(tmp_path: Path) -> None:
     write(units / "x\nPRIORITY=0\nSYSLOG_IDENTIFIER=sshd" / "bad.container", "[Container]\nBogus=1\n")
     _, result = run_into(tmp_path, units)
     assert result.returncode == 1
-    (message,) = lines_about(result, "bad.container")
-    assert "x\\nPRIORITY=0\\nSYSLOG_IDENTIFIER=sshd/bad.container" in message, message
+    # two: the path cannot be written into a unit, and the unknown key
+    messages = lines_about(result, "bad.container")
+    assert len(messages) == 2, messages
+    for message in messages:
+        assert "x\\nPRIORITY=0\\nSYSLOG_IDENTIFIER=sshd/bad.container" in message, message
     assert not [line for line in result.stderr.splitlines() if line.startswith(("PRIORITY", "SYSLOG"))]
 
 
@@ -350,6 +368,7 @@ def test_a_default_instance_must_make_a_unit_name(tmp_path: Path) -> None:
     write(units / "good.container", GOOD)
     write(units / "t@.container", GOOD + "[Install]\nWantedBy=multi-user.target\nDefaultInstance=a b\n")
     out, result = run_into(tmp_path, units)
-    assert services(out) == ["good.service"], result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["good.service", "t@.service"], result.stderr
+    assert stand_ins(out) == ["t@.service"]
     (message,) = lines_about(result, "t@.container")
     assert "t@.container:6: DefaultInstance= makes t@a b.service, not a valid unit name" in message, message

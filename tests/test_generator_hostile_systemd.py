@@ -44,7 +44,9 @@ def test_a_newline_in_a_directory_name_does_not_run_its_payload(bed: Testbed) ->
     bed.systemctl("start", "x.service", check=False)
     run_to_end(bed, "good.service")
     assert not bed.exists(PWNED), "the ExecStartPre= from the directory name ran"
-    assert bed.show("x.service", "LoadState") == "not-found"
+    # x.service stands in for the refused file: it failed, saying why, with the name escaped
+    assert bed.show("x.service", "ActiveState") == "failed"
+    assert "a\\n[Service]\\nExecStartPre=/bin/touch /tmp/sdcontainer-pwned\\n/x.container" in bed.journal("x.service")
     assert bed.show("good.service", "Result") == "success", bed.journal("good.service")
     out = bed.journal("good.service")
     assert 'A=[x;y] B=[it\'s "q"] C=[$HOME] D=[50%]' in out, out

@@ -176,3 +176,37 @@ def test_the_generator_pages_example_unit_is_what_the_generator_writes() -> None
     )
     service = installed[installed.index("[Service]\n") : installed.index("\n[Install]")]
     assert service in page
+
+
+def help_commands(*args: str) -> list[str]:
+    """The commands `sdcontainer [ARGS] --help` lists, as a user sees them."""
+    from click.testing import CliRunner
+
+    from sdcontainer.cli import cli
+
+    output = CliRunner().invoke(cli, [*args, "--help"]).output
+    listing = output.partition("\nCommands:\n")[2]
+    return [line.split()[0] for line in listing.splitlines() if line.startswith("  ") and line.split()]
+
+
+def test_every_command_the_help_lists_is_described_under_a_commands_section() -> None:
+    """Each verb of `sdcontainer --help` (and each of a group's, `image inspect`) has its
+    term line in a section whose title ends in COMMANDS: once the image verbs sat under
+    EXEC OPTIONS, where no reader looks for a command."""
+    pytest.importorskip("click")
+    page = CLI_PAGE.read_text(encoding="utf-8")
+    titles = re.findall(r"^# (.+)$", page, re.MULTILINE)
+    where: dict[str, list[str]] = {}
+    for title in titles:
+        # `*list* [...]`, `*image* inspect _IMAGE_`: the verb, and a group's verb with its own
+        for verb, sub in re.findall(r"^\*([a-z]+)\*(?: ([a-z]+))?", section(page, f"# {title}"), re.MULTILINE):
+            where.setdefault(verb, []).append(title)
+            if sub:
+                where.setdefault(f"{verb} {sub}", []).append(title)
+    verbs = help_commands()
+    assert "check" in verbs and "image" in verbs
+    wanted = [*verbs, *(f"image {sub}" for sub in help_commands("image"))]
+    misplaced = {
+        verb: where.get(verb) for verb in wanted if not any(t.endswith("COMMANDS") for t in where.get(verb, []))
+    }
+    assert misplaced == {}, f"commands of --help with no term line under a COMMANDS section: {misplaced}"

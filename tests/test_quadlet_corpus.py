@@ -20,7 +20,12 @@ from sdcontainer.errors import ConfigError
 from sdcontainer.generator import find_sources, generate
 from tests.helpers import CHECKOUT
 
-CORPUS = CHECKOUT.parent / "shared" / "corpus" / "quadlet-e2e"
+# beside the checkout (/work/main), or two levels up from a worktree (/work/wt/NAME)
+CORPUS = (
+    next((p for p in (CHECKOUT.parent / "shared", CHECKOUT.parent.parent / "shared") if p.is_dir()), CHECKOUT)
+    / "corpus"
+    / "quadlet-e2e"
+)
 UNSUPPORTED = re.compile(r"not supported yet|does not support yet|is not supported")
 
 pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"{CORPUS} is not there")

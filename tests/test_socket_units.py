@@ -10,7 +10,7 @@ import pytest
 
 from sdcontainer.sockets import SOCKET_KEYS
 from tests.helpers import CHECKOUT
-from tests.test_generator import generate_into, write
+from tests.test_generator import generate_into, stand_ins, write
 
 BASE = "[Container]\nRootfs=/srv/rootfs\nExec=/bin/true\n"
 
@@ -113,7 +113,9 @@ def test_bad_socket_settings_name_file_line_and_key(tmp_path: Path, name: str, t
     out, result = generate_one(tmp_path, name, text)
     assert result.returncode == 1
     assert f"{tmp_path}/units/{error}" in result.stderr, result.stderr
-    assert list(out.iterdir()) == []  # nothing of a failed file is left behind
+    # nothing of a failed file is left behind but the service that says why it was refused
+    assert [p.name for p in out.iterdir()] == [name.replace(".container", ".service")]
+    assert stand_ins(out) == [name.replace(".container", ".service")]
 
 
 def test_a_template_socket_without_accept(tmp_path: Path) -> None:
