@@ -47,6 +47,7 @@ from sdcontainer import linux
 from sdcontainer.errors import NetworkError
 from sdcontainer.inet import AF_INET, AF_INET6, canonical, parse_address
 from sdcontainer.record import record
+from sdcontainer.values import PortMapping as PortMapping  # re-exported: publish() takes them
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -58,8 +59,6 @@ LOCK_PATH = "/run/sdcontainer/firewall.lock"
 LIBNFTABLES = "libnftables.so.1"
 
 NFT_CTX_OUTPUT_JSON = 1 << 4
-
-PROTOCOLS = ("tcp", "udp")
 
 
 # --- JSON without the json package ----------------------------------------------------------
@@ -203,75 +202,7 @@ def _first_error(text: str) -> str:
     return text.strip()
 
 
-# --- what is published ---------------------------------------------------------------------
-
-
-@record
-class PortMapping:
-    """One PublishPort=: host port(s) to container port(s); `count` > 1 is a range, port by
-    port (8080-8082:80-82 is 8080->80, 8081->81, 8082->82)."""
-
-    host_port: int
-    container_port: int
-    proto: str = "tcp"
-    host_ip: str = ""  # "": every address of the host
-    count: int = 1
-
-    @classmethod
-    def parse(cls, text: str) -> PortMapping:
-        """Quadlet's PublishPort= / podman's -p: [[IP:][HOSTPORT]:]CONTAINERPORT[/PROTO], with
-        ranges 'A-B' on either side (of equal length), IPv6 as [::1]. A missing host port
-        means the same number as the container's (random host ports are not done here)."""
-        spec, _, proto = text.partition("/")
-        proto = proto or "tcp"
-        if proto not in PROTOCOLS:
-            raise ValueError(f"PublishPort={text}: protocol must be tcp or udp, not {proto!r}")
-        host_ip = ""
-        if spec.startswith("["):
-            end = spec.find("]:")
-            if end < 0:
-                raise ValueError(f"PublishPort={text}: an IPv6 address is written [ADDRESS]:PORT")
-            host_ip, spec = spec[1:end], spec[end + 2 :]
-        parts = spec.split(":")
-        if len(parts) == 3:
-            host_ip, parts = parts[0], parts[1:]
-        if len(parts) > 2 or (len(parts) == 2 and parts[0] == "" and not host_ip):
-            raise ValueError(f"PublishPort={text}: expected [[IP:][HOSTPORT]:]CONTAINERPORT[/PROTO]")
-        if host_ip:
-            try:
-                host_ip = canonical(host_ip)
-            except ValueError:
-                raise ValueError(f"PublishPort={text}: {host_ip!r} is not an IP address") from None
-            if host_ip in ("0.0.0.0", "::"):
-                host_ip = ""
-        container, count = _port_range(parts[-1], text)
-        if len(parts) == 2 and parts[0]:
-            host, host_count = _port_range(parts[0], text)
-            if host_count != count:
-                raise ValueError(f"PublishPort={text}: the host and container ranges differ in length")
-        else:
-            host = container
-        return cls(host, container, proto, host_ip, count)
-
-    def __str__(self) -> str:
-        host = f"{self.host_port}" if self.count == 1 else f"{self.host_port}-{self.host_port + self.count - 1}"
-        cont = (
-            f"{self.container_port}"
-            if self.count == 1
-            else f"{self.container_port}-{self.container_port + self.count - 1}"
-        )
-        ip = f"[{self.host_ip}]:" if ":" in self.host_ip else f"{self.host_ip}:" if self.host_ip else ""
-        return f"{ip}{host}:{cont}/{self.proto}"
-
-
-def _port_range(text: str, whole: str) -> tuple[int, int]:
-    first, dash, last = text.partition("-")
-    if not first.isdigit() or (dash and not last.isdigit()):
-        raise ValueError(f"PublishPort={whole}: {text!r} is not a port or a range of ports")
-    lo, hi = int(first), int(last) if dash else int(first)
-    if not 1 <= lo <= hi <= 65535:
-        raise ValueError(f"PublishPort={whole}: ports are 1-65535, a range low-high")
-    return lo, hi - lo + 1
+# --- what is published (PortMapping, PublishPort='s grammar, is sdcontainer.values') ---------
 
 
 @record

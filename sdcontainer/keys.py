@@ -17,8 +17,10 @@ from sdcontainer.spec import ContainerSpec
 from sdcontainer.text import nearest
 from sdcontainer.unitfile import Entry, UnitFile, escape_specifiers, split_words, unquote
 from sdcontainer.values import (
+    DEFAULT_NETWORK,
     ULIMIT_SETTINGS,
     ParseContext,
+    is_bridge,
     is_service_unit_name,
     parse_abs_path,
     parse_add_host,
@@ -37,6 +39,7 @@ from sdcontainer.values import (
     parse_health_on_failure,
     parse_host_path,
     parse_hostname,
+    parse_ipv4,
     parse_label,
     parse_memory,
     parse_name,
@@ -45,6 +48,7 @@ from sdcontainer.values import (
     parse_pids_limit,
     parse_positive_duration,
     parse_proxy_target,
+    parse_publish_port,
     parse_pull,
     parse_retries,
     parse_retry_delay,
@@ -369,8 +373,38 @@ KEYS: tuple[Key, ...] = (
         parse_network,
         option="--network",
         metavar="MODE",
-        doc="*none* (the default): a network namespace of its own with only loopback. "
-        "*host*: the host's network namespace. Other modes are refused for now.",
+        doc="*bridge* (the default; also *private*, or *sdcontainer*, its name): the default "
+        "bridge network, as with Quadlet: a network namespace of its own with loopback and "
+        "eth0, an address from 10.88.0.0/16 on the host's bridge sdcontainer0 (gateway "
+        "10.88.0.1), outbound traffic masqueraded. *none*: a network namespace of its own with "
+        "only loopback. *host*: the host's network namespace. Without *Network=*, a file with "
+        "*SocketProxy=* gets *none*. Named networks, *.network* files and *container:* are not "
+        "supported yet.",
+    ),
+    Key(
+        "IP",
+        Kind.SINGLE,
+        "ip",
+        parse_ipv4,
+        option="--ip",
+        metavar="ADDRESS",
+        doc="A static IPv4 address for the container on its bridge network, in place of the "
+        "next free one. The start fails, naming the unit that holds it, when another running "
+        "container has it.",
+    ),
+    Key(
+        "PublishPort",
+        Kind.LIST,
+        "publish_ports",
+        parse_publish_port,
+        option="--publish",
+        metavar="[[IP:]HOSTPORT:]CONTAINERPORT[/PROTO]",
+        doc="Forwards the host's port _HOSTPORT_ (on every address of the host, or only on "
+        "_IP_) to _CONTAINERPORT_ of a container on a bridge network, for tcp (the default) "
+        "or udp; ranges such as 8080-8082:80-82 map port by port. Reachable from other hosts, "
+        "from the host itself (127.0.0.1 too) and from containers. The start fails, naming "
+        "both units, when another running container publishes the same host port. A random "
+        "host port (*PublishPort=80*) is not supported yet.",
     ),
     Key(
         "SocketProxy",
@@ -700,7 +734,6 @@ QUADLET_ONLY_KEYS = frozenset(
         "HealthStartupSuccess",
         "HealthStartupTimeout",
         "HttpProxy",
-        "IP",
         "IP6",
         "LogDriver",
         "LogOpt",
@@ -708,7 +741,6 @@ QUADLET_ONLY_KEYS = frozenset(
         "NetworkAlias",
         "Pod",
         "PodmanArgs",
-        "PublishPort",
         "RemapGid",
         "RemapUid",
         "RemapUidSize",
@@ -824,6 +856,10 @@ def _section_values(
             continue
         if value is not None:
             values[field] = value
+    if "network" not in values:
+        # Quadlet's default: the default bridge network; with SocketProxy=, the private
+        # namespace the proxy shares (its target is the container's 127.0.0.1)
+        values["network"] = "none" if "socket_proxy" in values else DEFAULT_NETWORK
     return values, grouped
 
 
@@ -902,6 +938,16 @@ def problems(spec: ContainerSpec) -> Iterator[SpecError]:
             "Sysctl=net.* cannot be combined with SocketProxy=: the container shares the proxy's network namespace",
             "sysctls",
         )
+    if not is_bridge(spec.network):
+        for field, key in (("publish_ports", "PublishPort"), ("ip", "IP")):
+            if getattr(spec, field):
+                raise SpecError(f"{key}= needs a bridge network, not Network={spec.network}", field)
+    for port in spec.publish_ports:
+        if port.startswith("["):
+            raise SpecError(
+                f"PublishPort={port}: IPv6 is not supported yet (the default network has no IPv6 subnet)",
+                "publish_ports",
+            )
     if "." in spec.dns_search and len(spec.dns_search) > 1:
         yield SpecError("DNSSearch=. (no search domains) cannot be combined with domains", "dns_search")
 

@@ -84,6 +84,7 @@ from sdcontainer.rootfs import SCRATCH_DIR, TINI, build_root, etc_hosts, etc_res
 from sdcontainer.security import capability_mask, confine, load_last, own_bounding_set
 from sdcontainer.spec import ContainerSpec
 from sdcontainer.step import Step, launch_error, outcome_in_child, reason
+from sdcontainer.values import is_bridge
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -174,6 +175,13 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
     # on a host that lacks one) keeps what there is rather than failing in capset.
     caps = capability_mask(spec.add_capabilities, spec.drop_capabilities, last_cap) & own_bounding_set()
     listen_fds = _listen_fds()
+    addresses: tuple[str, ...] = ()
+    gateway = None
+    if is_bridge(spec.network):
+        from sdcontainer import network
+
+        addresses = network.lease(spec)  # released by the unit's ExecStopPost= (network.release)
+        gateway = network.gateways(spec.network)[0]
     return Plan(
         spec=spec,
         foreground=foreground,
@@ -192,9 +200,10 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
         caps=caps,
         listen_fds=listen_fds,
         listen_fdnames=_listen_fdnames(listen_fds),
-        hosts=etc_hosts(hostname, spec.add_hosts),
+        hosts=etc_hosts(hostname, spec.add_hosts, addresses, gateway),
         resolv_conf=etc_resolv_conf(spec),
         localtime=zone_file(spec.timezone) if spec.timezone else None,
+        addresses=addresses,
     )
 
 
@@ -315,8 +324,8 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
         signal.signal(sig, signal.SIG_DFL)  # python ignores SIGPIPE/SIGXFSZ; ignoring survives exec
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
-    if spec.network == "none":
-        flags |= linux.CLONE_NEWNET
+    if spec.network != "host":
+        flags |= linux.CLONE_NEWNET  # a bridge network's veth comes in from the launcher
     # nothing in the container may open this process's /proc/PID/exe (the host's python)
     linux.prctl(linux.PR_SET_DUMPABLE, 0)
     with Step("unshare namespaces"):
@@ -485,6 +494,20 @@ def start(spec: ContainerSpec) -> int:
         with Step(f"connect to NOTIFY_SOCKET={notify_socket}", SystemdError.exit_status):
             notifier = Notifier(notify_socket)
     plan = make_plan(spec, foreground=not notify_socket, notifier=notifier)
+    if not (plan.foreground and plan.addresses):
+        return _start(plan, notifier)
+    # by hand, without systemd (and so without ExecStopPost=): the launcher releases the
+    # address it leased and the ports it published itself, when the container is gone
+    from sdcontainer import network
+
+    try:
+        return _start(plan, notifier)
+    finally:
+        network.release(spec.unit)
+
+
+def _start(plan: Plan, notifier: Notifier | None) -> int:
+    spec = plan.spec
     relay = None
     if notifier is not None and spec.notify == "yes":
         from sdcontainer.notify import Relay
@@ -519,6 +542,8 @@ def start(spec: ContainerSpec) -> int:
     line = _read_line(sync_r)
     if line != READY_LINE:
         _fail_start(line + read_all(sync_r), pid, plan.foreground)
+    if plan.addresses and pid is not None:
+        _connect(plan, pid)
     pidfd = -1
     if notifier is not None and pid is not None:
         try:
@@ -554,6 +579,23 @@ def start(spec: ContainerSpec) -> int:
     if pid is not None:
         return _wait_foreground(pid)
     return 0
+
+
+def _connect(plan: Plan, pid: int) -> None:
+    """A bridge network: the container's init has unshared its netns and waits; give it
+    its eth0 (sdcontainer.network). On failure the init is killed before it ran anything."""
+    from sdcontainer import network
+
+    spec = plan.spec
+    try:
+        with Step(f"connect the container to network {spec.network}"):
+            network.connect(spec, pid, plan.addresses)
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        os.kill(pid, signal.SIGKILL)
+        if plan.foreground:
+            os.waitpid(pid, 0)
+        raise
 
 
 def _watchdog_usec() -> str | None:

@@ -49,3 +49,5 @@ class Plan:
     # on NOTIFY_SOCKET_INSIDE; WATCHDOG_USEC= with WatchdogSec=
     notify_socket: str | None = None
     watchdog_usec: str | None = None
+    # a bridge network: the container's leased addresses ('10.88.0.2/16'), for eth0 and /etc/hosts
+    addresses: tuple[str, ...] = ()

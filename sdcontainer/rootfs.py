@@ -263,18 +263,20 @@ def _set_sysctls(root: str, sysctls: tuple[str, ...]) -> None:
                 os.close(fd)
 
 
-def etc_hosts(hostname: str, add_hosts: tuple[str, ...] = ()) -> str:
+def etc_hosts(
+    hostname: str, add_hosts: tuple[str, ...] = (), addresses: tuple[str, ...] = (), gateway: str | None = None
+) -> str:
     """The container's /etc/hosts: AddHost= lines first (so they win, as in podman), then
-    localhost and its own name."""
+    localhost and its own name: at its own address on a bridge network (`addresses`, with
+    the network's `gateway`, a host address, as host.containers.internal), else 127.0.1.1."""
     extra = ""
     for item in add_hosts:
         names, _, address = item.partition(":")
         extra += f"{address}\t{' '.join(names.split(';'))}\n"
-    return extra + (
-        "127.0.0.1\tlocalhost localhost.localdomain\n"
-        "::1\tlocalhost ip6-localhost ip6-loopback\n"
-        f"127.0.1.1\t{hostname}\n"
-    )
+    own = "".join(f"{a.partition('/')[0]}\t{hostname}\n" for a in addresses) or f"127.0.1.1\t{hostname}\n"
+    if gateway:
+        own += f"{gateway}\thost.containers.internal host.docker.internal\n"
+    return extra + "127.0.0.1\tlocalhost localhost.localdomain\n::1\tlocalhost ip6-localhost ip6-loopback\n" + own
 
 
 def _host_resolv_conf() -> str:
@@ -291,17 +293,23 @@ def _host_resolv_conf() -> str:
     return text
 
 
+#: podman's name servers for a bridge network when the host has only loopback ones
+FALLBACK_DNS = ("8.8.8.8", "8.8.4.4")
+
+
 def etc_resolv_conf(spec: ContainerSpec) -> str | None:
     """The container's /etc/resolv.conf, read on the host when the launcher plans the start;
     None with DNS=none (the image's own is left alone). DNS=, DNSSearch= and DNSOption= each
     replace that part of the host's file, as podman does."""
     if spec.dns_servers == ("none",):
         return None
+    bridge = spec.network not in ("none", "host")
     if not (spec.dns_servers or spec.dns_search or spec.dns_options):
         if spec.network == "host":
             return _host_resolv_conf()
-        return "# sdcontainer: Network=none, this container has no network and no name servers\n"
-    text = _host_resolv_conf() if spec.network == "host" else ""
+        if not bridge:
+            return "# sdcontainer: Network=none, this container has no network and no name servers\n"
+    text = _host_resolv_conf() if spec.network != "none" else ""
     servers: list[str] = []
     search: list[str] = []
     options: list[str] = []
@@ -313,6 +321,10 @@ def etc_resolv_conf(spec: ContainerSpec) -> str | None:
             search = words[1:]  # the last of them counts (resolv.conf(5))
         elif words[:1] == ["options"]:
             options += words[1:]
+    if bridge:
+        # the host's loopback resolvers (dnsmasq, resolved's stub) are not the container's:
+        # dropped, and with none left podman's fallback, Google's public servers
+        servers = [s for s in servers if not (s.startswith("127.") or s == "::1")] or list(FALLBACK_DNS)
     servers = list(spec.dns_servers) or servers
     search = [] if spec.dns_search == (".",) else list(spec.dns_search) or search
     options = list(spec.dns_options) or options

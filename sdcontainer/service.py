@@ -29,6 +29,7 @@ from sdcontainer.keys import spec_to_argv
 from sdcontainer.record import record
 from sdcontainer.state import runtime_directory
 from sdcontainer.unitfile import quote_exec_word, quote_list_word
+from sdcontainer.values import is_bridge
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -123,8 +124,8 @@ def service_policy(
     mounts = _requires_mounts_for(spec)
     if mounts:
         unit_file_only.append(("RequiresMountsFor", " ".join(mounts)))
-    # a pull at start needs the network (the container's own network mode does not matter)
-    if default_dependencies and (spec.network == "host" or (spec.image and spec.pull != "never")):
+    # a pull at start needs the network, and so does a container on the host's or a bridge network
+    if default_dependencies and (spec.network != "none" or (spec.image and spec.pull != "never")):
         unit_file_only += [("Wants", "network-online.target"), ("After", "network-online.target")]
 
     timeout = spec.stop_timeout if spec.stop_timeout is not None else DEFAULT_STOP_TIMEOUT
@@ -152,6 +153,10 @@ def service_policy(
         service.append(("PrivateNetwork", "yes"))
         argv_spec = replace(spec, network="host")
     service.append(("ExecStart", exec_line([*launcher, "start", *spec_to_argv(argv_spec)])))
+    if is_bridge(argv_spec.network):
+        # after any end of the run (a stop, a crash, kill -9, a failed start): its address
+        # lease and published ports go (sdcontainer.network); its veth died with the netns
+        service.append(("ExecStopPost", exec_line([*launcher, "release", "--unit", unit])))
     # the container's record (sdcontainer.state), removed by systemd at every stop
     service_last = (("RuntimeDirectory", runtime_directory(unit)),)
     return ServicePolicy((), tuple(unit_file_only), tuple(service), service_last)

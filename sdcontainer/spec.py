@@ -57,7 +57,9 @@ class ContainerSpec:
     shm_size: str | None = None  # size= of the /dev/shm tmpfs: 64M
     read_only: bool = False
     read_only_tmpfs: bool = True
-    network: str = "none"
+    network: str = "none"  # the launcher's default; a file without Network= gets values.DEFAULT_NETWORK
+    ip: str | None = None  # IP=: a static IPv4 address on the bridge network
+    publish_ports: tuple[str, ...] = ()  # PublishPort=, as values.PortMapping writes them
     add_hosts: tuple[str, ...] = ()  # "name[;name]:ip"
     dns_servers: tuple[str, ...] = ()  # IP addresses, or ("none",)
     dns_search: tuple[str, ...] = ()

@@ -100,6 +100,7 @@ PROPERTIES: dict[str, tuple[Conversion, ...]] = {
     "ExecReload": ((b"ExecReload", b"a(sasb)", _command),),
     "PrivateNetwork": ((b"PrivateNetwork", b"b", parse_boolean),),
     "ExecStart": ((b"ExecStart", b"a(sasb)", _command),),
+    "ExecStopPost": ((b"ExecStopPost", b"a(sasb)", _command),),
     "RuntimeDirectory": ((b"RuntimeDirectory", b"as", _words),),
 }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 
+from sdcontainer.inet import canonical
 from sdcontainer.record import record
 from sdcontainer.spec import BindMount, TmpfsMount
 from sdcontainer.text import ALNUM, DIGITS, LOWER, SIGNAL_NAMES, SIGNALS, UPPER, check_glob, ip_address, only, word
@@ -196,13 +197,129 @@ def parse_unmask(value: str, ctx: ParseContext) -> str:
 # --- network -----------------------------------------------------------------------------
 
 
+#: The network a .container file without Network= joins, as Quadlet's files join podman's
+#: default network: a bridge, its subnet the same as podman's.
+DEFAULT_NETWORK = "sdcontainer"
+DEFAULT_BRIDGE = "sdcontainer0"
+DEFAULT_SUBNET = "10.88.0.0/16"
+#: Network= values that name the default bridge network (podman: bridge, and private for root)
+_BRIDGE_NAMES = ("bridge", "private", DEFAULT_NETWORK)
+
+
+def is_bridge(network: str) -> bool:
+    """A Network= value (as parsed) that puts the container on a bridge network."""
+    return network not in ("none", "host")
+
+
 def parse_network(value: str, ctx: ParseContext) -> str:
+    """none, host, or the default bridge network (bridge, private or sdcontainer, all
+    spelled sdcontainer in the spec)."""
     if value in ("none", "host"):
         return value
+    mode, colon, options = value.partition(":")
+    if mode in _BRIDGE_NAMES:
+        if colon:
+            raise ValueError(
+                f"Network={value}: options of a network ({options}) are not supported yet; use IP= for a static address"
+            )
+        return DEFAULT_NETWORK
     raise ValueError(
-        f"Network={value} is not supported yet; this version supports Network=none "
-        "(the default: a private network namespace with only loopback) and Network=host"
+        f"Network={value} is not supported yet; this version supports Network=none (a private "
+        f"network namespace with only loopback), Network=host, and the default bridge network "
+        f"(Network=bridge, or no Network= at all: {DEFAULT_SUBNET} on {DEFAULT_BRIDGE})"
     )
+
+
+def parse_ipv4(value: str, ctx: ParseContext) -> str:
+    """IP=: a static IPv4 address on the container's network."""
+    if "." not in value or not ip_address(value):
+        raise ValueError(f"{value!r} is not an IPv4 address")
+    return canonical(value)
+
+
+def parse_publish_port(value: str, ctx: ParseContext) -> str:
+    """PublishPort=: [[IP:][HOSTPORT]:]CONTAINERPORT[/PROTO] (PortMapping.parse), with a host
+    port given: a random host port is not supported yet. Kept as PortMapping's own text."""
+    if "$" in value or "%" in value:
+        raise ValueError(f"{value!r}: variables and specifiers in PublishPort= are not supported yet")
+    spec = value.partition("/")[0]
+    if spec.startswith("["):
+        spec = spec.partition("]:")[2]
+    parts = spec.split(":")
+    if len(parts) == 1 or parts[-2] == "":
+        raise ValueError(f"{value!r}: a random host port is not supported yet; give HOSTPORT:CONTAINERPORT")
+    return str(PortMapping.parse(value))
+
+
+PROTOCOLS = ("tcp", "udp")
+
+
+@record
+class PortMapping:
+    """One PublishPort=: host port(s) to container port(s); `count` > 1 is a range, port by
+    port (8080-8082:80-82 is 8080->80, 8081->81, 8082->82)."""
+
+    host_port: int
+    container_port: int
+    proto: str = "tcp"
+    host_ip: str = ""  # "": every address of the host
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> PortMapping:
+        """Quadlet's PublishPort= / podman's -p: [[IP:][HOSTPORT]:]CONTAINERPORT[/PROTO], with
+        ranges 'A-B' on either side (of equal length), IPv6 as [::1]. A missing host port
+        means the same number as the container's (random host ports are not done here)."""
+        spec, _, proto = text.partition("/")
+        proto = proto or "tcp"
+        if proto not in PROTOCOLS:
+            raise ValueError(f"PublishPort={text}: protocol must be tcp or udp, not {proto!r}")
+        host_ip = ""
+        if spec.startswith("["):
+            end = spec.find("]:")
+            if end < 0:
+                raise ValueError(f"PublishPort={text}: an IPv6 address is written [ADDRESS]:PORT")
+            host_ip, spec = spec[1:end], spec[end + 2 :]
+        parts = spec.split(":")
+        if len(parts) == 3:
+            host_ip, parts = parts[0], parts[1:]
+        if len(parts) > 2 or (len(parts) == 2 and parts[0] == "" and not host_ip):
+            raise ValueError(f"PublishPort={text}: expected [[IP:][HOSTPORT]:]CONTAINERPORT[/PROTO]")
+        if host_ip:
+            try:
+                host_ip = canonical(host_ip)
+            except ValueError:
+                raise ValueError(f"PublishPort={text}: {host_ip!r} is not an IP address") from None
+            if host_ip in ("0.0.0.0", "::"):
+                host_ip = ""
+        container, count = _port_range(parts[-1], text)
+        if len(parts) == 2 and parts[0]:
+            host, host_count = _port_range(parts[0], text)
+            if host_count != count:
+                raise ValueError(f"PublishPort={text}: the host and container ranges differ in length")
+        else:
+            host = container
+        return cls(host, container, proto, host_ip, count)
+
+    def __str__(self) -> str:
+        host = f"{self.host_port}" if self.count == 1 else f"{self.host_port}-{self.host_port + self.count - 1}"
+        cont = (
+            f"{self.container_port}"
+            if self.count == 1
+            else f"{self.container_port}-{self.container_port + self.count - 1}"
+        )
+        ip = f"[{self.host_ip}]:" if ":" in self.host_ip else f"{self.host_ip}:" if self.host_ip else ""
+        return f"{ip}{host}:{cont}/{self.proto}"
+
+
+def _port_range(text: str, whole: str) -> tuple[int, int]:
+    first, dash, last = text.partition("-")
+    if not first.isdigit() or (dash and not last.isdigit()):
+        raise ValueError(f"PublishPort={whole}: {text!r} is not a port or a range of ports")
+    lo, hi = int(first), int(last) if dash else int(first)
+    if not 1 <= lo <= hi <= 65535:
+        raise ValueError(f"PublishPort={whole}: ports are 1-65535, a range low-high")
+    return lo, hi - lo + 1
 
 
 _HOST_NAME = ALNUM + "-._"

@@ -2,6 +2,7 @@
 
     start [OPTIONS] -- COMMAND...                 ExecStart= (sdcontainer.launcher)
     cleanup --unit UNIT                           ExecStopPost= of units from older versions (sdcontainer.state)
+    release --unit UNIT                           ExecStopPost= of bridge-networked units (sdcontainer.network)
     wait-port [ADDRESS:]PORT [--timeout S] [-- PROGRAM...]   SocketProxy='s ExecStartPre= (sdcontainer.sockets)
     health --unit UNIT [OPTIONS] -- CHECK...      NAME-health.service (sdcontainer.health)
     exec --unit UNIT -- COMMAND...                ExecReload= of ReloadCmd= (sdcontainer.enter)
@@ -38,6 +39,7 @@ PROG = "sdcontainer-launcher"
 VERBS: dict[str, tuple[str, str, str]] = {
     "start": ("sdcontainer.launcher", "start_command", PROG),
     "cleanup": ("sdcontainer.state", "cleanup", PROG),
+    "release": ("sdcontainer.network", "release_command", PROG),
     "wait-port": ("sdcontainer.sockets", "wait_port", PROG),
     "health": ("sdcontainer.health", "check_command", "sdcontainer-health"),
     "exec": ("sdcontainer.enter", "exec_command", "sdcontainer-launcher exec"),

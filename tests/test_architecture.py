@@ -36,6 +36,7 @@ LAYERS = (
     "unitfile",  # the unit-file reader
     "spec",  # ContainerSpec
     "reference",  # image references: parsed, qualified, short names resolved
+    "inet",  # addresses and subnets without the ipaddress module (PublishPort='s grammar needs it)
     "values",  # the value grammars of the keys
     # the file side
     "keys",  # the key table: file <-> spec <-> launcher options
@@ -47,10 +48,10 @@ LAYERS = (
     "store",  # the image store (reads for a start; writes via unpack)
     "images",  # pull and import into the store
     # networking: addresses, links, leases, the firewall table
-    "inet",  # addresses and subnets without the ipaddress module
     "netlink",  # the per-start rtnetlink round trips, stdlib only
     "ipam",  # leases per network, under a file lock
     "firewall",  # table inet sdcontainer through libnftables
+    "network",  # a container's bridge network at start and stop: the three above together
     # the launch: the plan, and the steps that carry it out
     "plan",  # Plan: what a start decided on the host
     "process",  # user, environment, program; execve

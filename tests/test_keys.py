@@ -31,7 +31,7 @@ def test_the_issue_example() -> None:
     assert s.command == ("/bin/httpd", "-f", "-p", "8080", "-h", "/www")
     assert s.environment == ("GREETING=hi",)
     assert s.volumes == (BindMount("/srv/www", "/www", True),)
-    assert s.network == "none"
+    assert s.network == "sdcontainer"  # Quadlet's default: the default bridge network
 
 
 def test_lists_accumulate_split_and_reset() -> None:
@@ -70,7 +70,14 @@ def test_tmpfs_and_booleans_and_signals() -> None:
     ("body", "line", "fragment"),
     [
         ("Rootfs=/r\nExec=x\nFrobnicate=1\n", 4, "unknown key Frobnicate= in [Container]"),
-        ("Rootfs=/r\nExec=x\nPublishPort=80:80\n", 4, "Quadlet key that sdcontainer does not support yet"),
+        ("Rootfs=/r\nExec=x\nIP6=fd00::1\n", 4, "Quadlet key that sdcontainer does not support yet"),
+        ("Rootfs=/r\nExec=x\nPublishPort=80\n", 4, "a random host port is not supported yet"),
+        (
+            "Rootfs=/r\nExec=x\nNetwork=none\nPublishPort=8080:80\n",
+            5,
+            "PublishPort= needs a bridge network, not Network=none",
+        ),
+        ("Rootfs=/r\nExec=x\nNetwork=host\nIP=10.88.0.9\n", 5, "IP= needs a bridge network, not Network=host"),
         ("Rootfs=/r\nExec=x\nServiceName=web\n", 4, "name the file after the service instead"),
         ("Rootfs=/r\nExec=x\nMemory=lots\n", 4, "invalid Memory=: 'lots' is not a size"),
         ("Rootfs=/r\nExec=x\nMemory=1.5.2g\n", 4, "invalid Memory=: '1.5.2g' is not a size"),
@@ -129,7 +136,7 @@ def test_tmpfs_and_booleans_and_signals() -> None:
             4,
             "net.* sysctls cannot be set with Network=host",
         ),
-        ("Rootfs=/r\nExec=x\nNetwork=bridge\n", 4, "Network=bridge is not supported yet"),
+        ("Rootfs=/r\nExec=x\nNetwork=backend.network\n", 4, "Network=backend.network is not supported yet"),
         ("Rootfs=/r\nExec=x\nReadOnly=maybe\n", 4, "invalid ReadOnly=: 'maybe' is not a boolean"),
         ("Rootfs=/r\nExec=x\nVolume=data:/data\n", 4, "named volume 'data' is not supported yet"),
         ("Rootfs=/r\nExec=x\nVolume=/a:/b:rx\n", 4, "unknown volume option 'rx'"),

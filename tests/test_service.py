@@ -62,7 +62,7 @@ def as_settings(properties: dict[bytes, Any]) -> list[Setting]:
             lines.append((name, _amount(value)))
         elif name.startswith("Limit"):
             lines.append((name, f"{_amount(properties[f'{name}Soft'.encode()])}:{_amount(value)}"))
-        elif name in ("ExecStart", "ExecReload"):
+        elif name in ("ExecStart", "ExecReload", "ExecStopPost"):
             for path, argv, ignore_failure in value:
                 words = [w.decode() for w in argv]
                 prefix = "" if path == argv[0] and ignore_failure is False else f"{path!r} {ignore_failure} "
@@ -77,7 +77,7 @@ def as_settings(properties: dict[bytes, Any]) -> list[Setting]:
 def canonical(name: str, value: str) -> str:
     """A unit-file value in the form `as_settings` gives: Exec*= as its words, a Limit*=
     as SOFT:HARD."""
-    if name in ("ExecStart", "ExecReload"):
+    if name in ("ExecStart", "ExecReload", "ExecStopPost"):
         return _exec_words(split_words(value))
     if name.startswith("Limit") and ":" not in value:
         return f"{value}:{value}"

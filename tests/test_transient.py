@@ -43,6 +43,7 @@ PROPERTY_OF = {
     "TasksMax": "TasksMax",
     "LimitNOFILE": "LimitNOFILE",
     "ExecStart": "ExecStart",
+    "ExecStopPost": "ExecStopPost",
     "RuntimeDirectory": "RuntimeDirectory",
 }
 
@@ -88,7 +89,10 @@ def test_exec_lines_agree(generated: tuple[dict[str, list[str]], dict[bytes, obj
     words = [w.encode() for w in split_words(service["ExecStart"][-1])]
     assert argv[argv.index(b"start") :] == words[words.index(b"start") :]
     assert b"echo $$HOME" in argv and path == argv[0] and ignore_failure is False
-    assert b"ExecStopPost" not in p and "ExecStopPost" not in service  # systemd removes the record
+    # systemd removes the record; the one ExecStopPost= releases the default network's address
+    [(_, stop_argv, _)] = p[b"ExecStopPost"]  # type: ignore[misc]
+    assert stop_argv[stop_argv.index(b"release") :] == [b"release", b"--unit", b"web.service"]
+    assert [split_words(line)[-3:] for line in service["ExecStopPost"]] == [["release", "--unit", "%n"]]
 
 
 def test_runtime_directory_agrees(generated: tuple[dict[str, list[str]], dict[bytes, object]]) -> None:

@@ -246,16 +246,47 @@ def test_unmask() -> None:
 
 
 def test_network() -> None:
-    accepts(v.parse_network, [("none", "none"), ("host", "host")])
+    accepts(
+        v.parse_network,
+        [("none", "none"), ("host", "host"), ("bridge", "sdcontainer"), ("private", "sdcontainer"),
+         ("sdcontainer", "sdcontainer")],
+    )  # fmt: skip
     refuses(
         v.parse_network,
         [
             (
-                "bridge",
-                "Network=bridge is not supported yet; this version supports Network=none "
-                "(the default: a private network namespace with only loopback) and Network=host",
-            )
+                "backend.network",
+                "Network=backend.network is not supported yet; this version supports Network=none (a "
+                "private network namespace with only loopback), Network=host, and the default bridge "
+                "network (Network=bridge, or no Network= at all: 10.88.0.0/16 on sdcontainer0)",
+            ),
+            ("bridge:ip=10.88.0.5", "Network=bridge:ip=10.88.0.5: options of a network (ip=10.88.0.5) are "
+             "not supported yet; use IP= for a static address"),
         ],
+    )  # fmt: skip
+
+
+def test_publish_port() -> None:
+    accepts(
+        v.parse_publish_port,
+        [("8080:80", "8080:80/tcp"), ("127.0.0.1:5353:53/udp", "127.0.0.1:5353:53/udp"),
+         ("0.0.0.0:80:91", "80:91/tcp"), ("9000-9002:80-82/udp", "9000-9002:80-82/udp"),
+         ("[::1]:8080:80", "[::1]:8080:80/tcp")],
+    )  # fmt: skip
+    random = "a random host port is not supported yet; give HOSTPORT:CONTAINERPORT"
+    refuses(
+        v.parse_publish_port,
+        [("80", f"'80': {random}"), ("127.0.0.1::93", f"'127.0.0.1::93': {random}"),
+         ("${PORT}:${PORT}", "'${PORT}:${PORT}': variables and specifiers in PublishPort= are not supported yet"),
+         ("8080:80/sctp", "PublishPort=8080:80/sctp: protocol must be tcp or udp, not 'sctp'"),
+         ("8080-8081:80", "PublishPort=8080-8081:80: the host and container ranges differ in length")],
+    )  # fmt: skip
+
+
+def test_ipv4() -> None:
+    accepts(v.parse_ipv4, [("10.88.0.10", "10.88.0.10")])
+    refuses(
+        v.parse_ipv4, [("fd00::1", "'fd00::1' is not an IPv4 address"), ("10.88", "'10.88' is not an IPv4 address")]
     )
 
 
