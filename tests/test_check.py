@@ -165,7 +165,8 @@ def test_the_error_generate_raises_is_among_those_diagnose_finds(tmp_path: Path)
             refused += 1
             found = [str(e) for e in diagnose(source, known, index)]
             assert str(error) in found, (source.name, str(error), found)
-    assert refused >= 20
+    # Quadlet's corpus (beside the checkout, when it is there) adds its ~20 refused files
+    assert refused >= (20 if CORPUS.is_dir() else 2)
 
 
 def test_the_generator_reports_every_error_and_the_stand_in_says_how_many(tmp_path: Path) -> None:
