@@ -33,9 +33,13 @@ def nothing_left(bed: Testbed, unit: str) -> None:
 
 
 def test_the_unit_has_no_stop_process(bed: Testbed) -> None:
-    add_container(bed, "plain", container("/bin/sleep 1000"))
+    # without a network to release: on the default bridge network the stop releases the
+    # address and the published ports (ExecStopPost= ... release, tests/test_network_systemd.py)
+    add_container(bed, "plain", container("/bin/sleep 1000", "Network=none\n"))
     assert bed.show("plain.service", "ExecStopPost") == ""
     assert bed.show("plain.service", "RuntimeDirectory") == "sdcontainer/containers/plain.service"
+    add_container(bed, "bridged", container("/bin/sleep 1000"))
+    assert "release --unit bridged.service" in bed.show("bridged.service", "ExecStopPost")
 
 
 def test_stop_removes_the_record(bed: Testbed) -> None:
