@@ -25,9 +25,8 @@ import tempfile
 
 from bench import report
 from bench.run import inner, log, make_wheels
-from tests.containers import ROOTFS, container, unit_processes, wait_for
+from tests.containers import NOTIFIER_C, ROOTFS, container, unit_processes, wait_for
 from tests.rootfs import build_busybox_rootfs
-from tests.test_notify_relay import NOTIFIER_C
 from tests.testbed import Testbed
 
 VOLUMES = "Volume=/srv/bin:/opt/bin:ro\nRunInit=yes\n"  # tini: SIGTERM ends sleep

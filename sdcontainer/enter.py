@@ -47,6 +47,7 @@ from sdcontainer import linux, state
 from sdcontainer.errors import ExecError, RecordError, UsageError
 from sdcontainer.process import (
     DEFAULT_PATH,
+    ensure_stdio,
     execve,
     exit_status,
     find_program,
@@ -202,7 +203,7 @@ def run(container: state.ContainerRecord, request: Request, after: object = None
     """Run the request in the container; its exit status (128+N if killed by signal N).
     `after(status)`, if given, runs in B (inside the container's cgroup) once C has ended."""
     pid = container.pid
-    _stdio_open()
+    ensure_stdio()
     try:
         pidfd = linux.pidfd_open(pid)
     except OSError:
@@ -368,19 +369,6 @@ def _outcome(request: Request, report: bytes, wait_status: int) -> int:
     if request.error is not None and wait_status != 0 and status in (0, ExecError.exit_status):
         status = ExecError.exit_status
     return status
-
-
-def _stdio_open() -> None:
-    """The caller's 0, 1 and 2 open (on /dev/null if they were closed), so that no pipe of
-    ours can take their numbers and be mistaken for them."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open("/dev/null", os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
 
 
 def _send(fd: int, message: bytes) -> None:

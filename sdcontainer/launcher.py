@@ -72,6 +72,7 @@ from sdcontainer.plan import Plan
 from sdcontainer.process import (
     DEFAULT_PATH,
     build_environment,
+    ensure_stdio,
     execve,
     exit_status,
     find_program,
@@ -415,20 +416,6 @@ def _intermediate(plan: Plan, sync_w: int, pid_w: int, go_r: int) -> None:
 # --- the parent ----------------------------------------------------------------------------
 
 
-def _ensure_stdio() -> None:
-    """A closed 0/1/2 would be reused by the first file we open and end up in the container."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open("/dev/null", os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-            else:
-                os.set_inheritable(fd, True)
-
-
 def _read_line(fd: int) -> bytes:
     """One line from the child (written with a single write, so atomic), or b"" at EOF."""
     data = b""
@@ -485,7 +472,7 @@ def write_state(plan: Plan, pid: int) -> None:
 
 
 def start(spec: ContainerSpec) -> int:
-    _ensure_stdio()
+    ensure_stdio()
     notify_socket = os.environ.get("NOTIFY_SOCKET")
     notifier = None
     if notify_socket:

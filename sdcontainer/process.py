@@ -41,6 +41,22 @@ def execve(program: str, argv: list[str], env: dict[str, str], prog: str) -> Non
         ) from None
 
 
+def ensure_stdio() -> None:
+    """0, 1 and 2 open (on /dev/null if they were closed, inheritable): a closed one would be
+    reused by the first file or pipe we open, which could then reach the container or be
+    mistaken for the caller's."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open("/dev/null", os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            else:
+                os.set_inheritable(fd, True)
+
+
 def exit_status(wait_status: int) -> int:
     """A wait status as a shell reports it: the exit code, or 128 + the killing signal."""
     code = os.waitstatus_to_exitcode(wait_status)

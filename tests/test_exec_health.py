@@ -15,32 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.containers import ROOTFS, add_container, container, proc_status, unit_processes, wait_for
+from tests.containers import NOTIFIER_C, ROOTFS, add_container, container, proc_status, unit_processes, wait_for
 from tests.testbed import Testbed
-
-# A static sd_notify client for the busybox rootfs: sends argv[1] to $NOTIFY_SOCKET, then
-# execs argv[2...] in the same process, so the sender is still alive (and in the unit's
-# cgroup) when the manager looks up who sent the message.
-NOTIFIER_C = r"""
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
-
-int main(int argc, char **argv) {
-    const char *path = getenv("NOTIFY_SOCKET");
-    if (argc < 3 || path == NULL) return 2;
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un address = {.sun_family = AF_UNIX};
-    strncpy(address.sun_path, path, sizeof address.sun_path - 1);
-    if (connect(fd, (struct sockaddr *)&address, sizeof address) < 0) return 3;
-    if (send(fd, argv[1], strlen(argv[1]), 0) < 0) return 4;
-    close(fd);
-    execv(argv[2], argv + 2);
-    return 127;
-}
-"""
 
 
 @pytest.fixture(scope="module")

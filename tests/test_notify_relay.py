@@ -16,49 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.containers import ROOTFS, add_container, container, proc_status, unit_processes, wait_for
+from tests.containers import NOTIFIER_C, ROOTFS, add_container, container, proc_status, unit_processes, wait_for
 from tests.testbed import Testbed
-
-# sd_notify from a shell: `notify [-f] MESSAGE PROGRAM [ARG...]` sends MESSAGE (with -f, an fd
-# of /dev/null too, SCM_RIGHTS, as sd_pid_notify_with_fds does) to $NOTIFY_SOCKET, then execs
-# PROGRAM in the same process. Exit status 3: connect() failed, 4: sendmsg() failed.
-NOTIFIER_C = r"""
-#include <fcntl.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
-
-int main(int argc, char **argv) {
-    int with_fd = argc > 1 && strcmp(argv[1], "-f") == 0;
-    argv += with_fd;
-    argc -= with_fd;
-    const char *path = getenv("NOTIFY_SOCKET");
-    if (argc < 3 || path == NULL) return 2;
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un address = {.sun_family = AF_UNIX};
-    strncpy(address.sun_path, path, sizeof address.sun_path - 1);
-    if (connect(fd, (struct sockaddr *)&address, sizeof address) < 0) return 3;
-    struct iovec iov = {.iov_base = argv[1], .iov_len = strlen(argv[1])};
-    union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int))]; } control;
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (with_fd) {
-        int passed = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        msg.msg_control = control.buf;
-        msg.msg_controllen = sizeof control.buf;
-        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-        cmsg->cmsg_level = SOL_SOCKET;
-        cmsg->cmsg_type = SCM_RIGHTS;
-        cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cmsg), &passed, sizeof(int));
-    }
-    if (sendmsg(fd, &msg, 0) < 0) return 4;
-    close(fd);
-    execv(argv[2], argv + 2);
-    return 127;
-}
-"""
 
 
 @pytest.fixture(scope="module")
