@@ -180,6 +180,10 @@ def many_units(kind: str) -> list[tuple[str, str]]:
 CRUN_BUNDLE = "/srv/bench-crun"
 
 
+#: E: a running container of the sdcontainer case's kind, for `sdcontainer exec` (started for E only).
+EXEC = Case("exec", "sdcontainer container for exec (same file as the sdcontainer case)", "bench-exec.service")
+
+
 def run_to_end_commands() -> list[tuple[str, str, list[str]]]:
     true = "/bin/true"
     return [
@@ -188,6 +192,12 @@ def run_to_end_commands() -> list[tuple[str, str, list[str]]]:
         ("systemd_run", "`systemd-run --wait -q -p RootDirectory=ROOTFS -p MountAPIVFS=yes -p PrivateNetwork=yes`",
          ["systemd-run", "--wait", "-q", "-p", f"RootDirectory={ROOTFS}", "-p", "MountAPIVFS=yes",
           "-p", "PrivateNetwork=yes", true]),
+        ("systemd_run_pipe", "`systemd-run --wait --pipe -q -p RootDirectory=ROOTFS -p MountAPIVFS=yes "
+         "-p PrivateNetwork=yes` (stdio passed, as `sdcontainer run` passes it)",
+         ["systemd-run", "--wait", "--pipe", "-q", "-p", f"RootDirectory={ROOTFS}", "-p", "MountAPIVFS=yes",
+          "-p", "PrivateNetwork=yes", true]),
+        ("exec", "`sdcontainer exec NAME /bin/true` (into a running container: joins it, no unit)",
+         ["sdcontainer", "exec", EXEC.unit.removesuffix(".service"), true]),
         ("nspawn", "`systemd-nspawn -q --register=no -D ROOTFS` (its own scope unit)",
          ["systemd-nspawn", "-q", "--register=no", "-D", ROOTFS, true]),
         ("crun", "`crun run -b BUNDLE` (OCI runtime alone: no image store, no unit)",

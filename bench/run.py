@@ -195,6 +195,7 @@ def write_units(tb: Testbed, podman_ok: bool) -> Launcher:
     tb.write_file(f"{cases.CONTAINER_DIR}/bench-sd.container", cases.sdcontainer_container())
     tb.write_file(f"{cases.CONTAINER_DIR}/bench-prof.container", cases.sdcontainer_container("profile"))
     tb.write_file(f"{cases.CONTAINER_DIR}/bench-img.container", cases.image_container())
+    tb.write_file(f"{cases.CONTAINER_DIR}/bench-exec.container", cases.sdcontainer_container("exec"))
     tb.daemon_reload()
     launcher = find_launcher(tb, cases.SDCONTAINER.unit)
     tb.add_unit(cases.PLAIN.unit, cases.plain_unit(), reload=False)
@@ -265,7 +266,21 @@ def phase_start_stop(
 def phase_run_to_end(tb: Testbed, podman_ok: bool, warmup: int, runs: int) -> dict[str, Any]:
     commands = [c for c in cases.run_to_end_commands() if podman_ok or c[0] != "podman"]
     errors: dict[str, str] = {}
+    tb.systemctl("reset-failed", cases.EXEC.unit, check=False)
+    if tb.systemctl("start", cases.EXEC.unit, check=False).returncode != 0:
+        errors["exec"] = f"{cases.EXEC.unit} did not start: {journal_error(tb, cases.EXEC.unit)}"
+    try:
+        return _run_to_end(tb, commands, errors, warmup, runs)
+    finally:
+        tb.systemctl("stop", cases.EXEC.unit, check=False)
+
+
+def _run_to_end(
+    tb: Testbed, commands: list[tuple[str, str, list[str]]], errors: dict[str, str], warmup: int, runs: int
+) -> dict[str, Any]:
     for key, _label, argv in commands:
+        if key in errors:
+            continue
         r = tb.run(argv, check=False, timeout=120)
         if r.returncode != 0:
             errors[key] = f"exit {r.returncode}: {(r.stderr or r.stdout).strip()[-300:]}"
