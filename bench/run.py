@@ -62,8 +62,11 @@ def log(message: str) -> None:
 
 
 def inner(tb: Testbed, command: str, timeout: float = 3600, **args: Any) -> Any:
-    """Run bench/inner.py COMMAND inside the testbed; its JSON answer."""
-    r = tb.run([HOST_PYTHON, "-I", "-S", str(INNER), command, json.dumps(args)], check=False, timeout=timeout)
+    """Run bench/inner.py COMMAND inside the testbed; its JSON answer. (The checkout shows
+    at its own path inside, unless that is under /tmp or another of the testbed's fresh
+    directories: then at its fallback place.)"""
+    script = f"{tb.project_dir_inside}/{INNER.relative_to(PROJECT_DIR)}"
+    r = tb.run([HOST_PYTHON, "-I", "-S", script, command, json.dumps(args)], check=False, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"inner {command} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
     return json.loads(r.stdout)
