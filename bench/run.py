@@ -204,6 +204,9 @@ def write_units(tb: Testbed, podman_ok: bool) -> Launcher:
     tb.add_unit(cases.PLAIN.unit, cases.plain_unit(), reload=False)
     tb.add_unit(cases.BARE.unit, cases.bare_unit(), reload=False)
     tb.add_unit(cases.PYNOTIFY.unit, cases.pynotify_unit(launcher.python, launcher.flags), reload=False)
+    generated = tb.read_file(f"/run/systemd/generator/{cases.SDCONTAINER.unit}")
+    pyunit = cases.pyunit_unit(generated, launcher.python, launcher.flags)
+    tb.write_file(f"{cases.UNIT_DIR}/{cases.PYUNIT.unit}", pyunit)
     sd, pod = cases.density_units()
     for path, text in sd:
         tb.write_file(path, text)
