@@ -47,6 +47,14 @@ PYNOTIFY = Case(
     "(reference) Python Type=notify floor: the launcher's interpreter and flags, READY=1, exec sleep",
     "bench-pynotify.service",
 )
+#: The Python floor in sdcontainer's own unit: the generated bench-sd.service with only its
+#: ExecStart= replaced by PYNOTIFY's, so that sdcontainer minus this is the launcher's own work
+#: (the unit's [Service] policy, Delegate=, the device policy, ... cost the same in both).
+PYUNIT = Case(
+    "pyunit",
+    "(reference) the Python floor in sdcontainer's generated unit (its [Service] settings, ExecStart= as above)",
+    "bench-pyunit.service",
+)
 #: A runs without podman, A2 with it: in one interleaved run podman's background work slowed the
 #: case that followed it, so the floor ratio is measured apart from podman.
 SDIMAGE = Case(
@@ -54,7 +62,7 @@ SDIMAGE = Case(
 )
 #: The busybox tree imported into sdcontainer's image store inside the testbed.
 IMAGE = "localhost/bench-busybox:1"
-START_CASES = (PLAIN, SDCONTAINER, SDIMAGE, BARE, PYNOTIFY)
+START_CASES = (PLAIN, SDCONTAINER, SDIMAGE, BARE, PYNOTIFY, PYUNIT)
 PODMAN_CASES = (PLAIN, SDCONTAINER, PODMAN)
 
 
@@ -111,6 +119,14 @@ def pynotify_unit(python: str, flags: list[str]) -> str:
         "[Unit]\nDescription=Python Type=notify floor (benchmark reference)\nStartLimitIntervalSec=0\n\n"
         f'[Service]\nType=notify\nExecStart={python} {" ".join(flags)} -c "{PY_NOTIFY}"\n'
     )
+
+
+def pyunit_unit(generated: str, python: str, flags: list[str]) -> str:
+    """The generated sdcontainer unit `generated` with the Python floor as its ExecStart=."""
+    exec_start = pynotify_unit(python, flags).rpartition("ExecStart=")[2]
+    lines = [ln for ln in generated.splitlines() if not ln.startswith(("ExecStart=", "SourcePath="))]
+    service = lines.index("[Service]")
+    return "\n".join([*lines[: service + 1], f"ExecStart={exec_start.rstrip()}", *lines[service + 1 :]]) + "\n"
 
 
 def podman_unit(runtime: str = "runc") -> str:
@@ -180,6 +196,10 @@ def many_units(kind: str) -> list[tuple[str, str]]:
 CRUN_BUNDLE = "/srv/bench-crun"
 
 
+#: E: a running container of the sdcontainer case's kind, for `sdcontainer exec` (started for E only).
+EXEC = Case("exec", "sdcontainer container for exec (same file as the sdcontainer case)", "bench-exec.service")
+
+
 def run_to_end_commands() -> list[tuple[str, str, list[str]]]:
     true = "/bin/true"
     return [
@@ -188,6 +208,12 @@ def run_to_end_commands() -> list[tuple[str, str, list[str]]]:
         ("systemd_run", "`systemd-run --wait -q -p RootDirectory=ROOTFS -p MountAPIVFS=yes -p PrivateNetwork=yes`",
          ["systemd-run", "--wait", "-q", "-p", f"RootDirectory={ROOTFS}", "-p", "MountAPIVFS=yes",
           "-p", "PrivateNetwork=yes", true]),
+        ("systemd_run_pipe", "`systemd-run --wait --pipe -q -p RootDirectory=ROOTFS -p MountAPIVFS=yes "
+         "-p PrivateNetwork=yes` (stdio passed, as `sdcontainer run` passes it)",
+         ["systemd-run", "--wait", "--pipe", "-q", "-p", f"RootDirectory={ROOTFS}", "-p", "MountAPIVFS=yes",
+          "-p", "PrivateNetwork=yes", true]),
+        ("exec", "`sdcontainer exec NAME /bin/true` (into a running container: joins it, no unit)",
+         ["sdcontainer", "exec", EXEC.unit.removesuffix(".service"), true]),
         ("nspawn", "`systemd-nspawn -q --register=no -D ROOTFS` (its own scope unit)",
          ["systemd-nspawn", "-q", "--register=no", "-D", ROOTFS, true]),
         ("crun", "`crun run -b BUNDLE` (OCI runtime alone: no image store, no unit)",

@@ -11,6 +11,10 @@ PODMAN_RATIO_MIN = 4.0  # podman start / sdcontainer start ("about 4.5x" in the 
 GEN_100_MAX_MS = 30.0
 GEN_1000_MAX_MS = 150.0
 PARALLEL_FLAT_MAX = 1.25  # per-start time of 100 parallel starts / that of 10 ("flat": no global lock)
+#: Issue 11's hot-path targets, each against its systemd equivalent in the same run.
+HOT_START_RATIO_MAX = 1.4  # sdcontainer start / plain-unit floor
+RUN_RATIO_MAX = 2.5  # `sdcontainer run /bin/true` / `systemd-run --wait --pipe` of it
+EXEC_RATIO_MAX = 1.0  # `sdcontainer exec NAME /bin/true` / that same systemd-run
 
 
 def summarize(samples: list[float]) -> dict[str, float | int | None]:
@@ -64,6 +68,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "met": None if sd is None or plain is None else sd <= START_RATIO_MAX * plain,
         },
         {
+            "target": f"sdcontainer start within {HOT_START_RATIO_MAX}x of the plain-unit floor (issue 11)",
+            "measured": _x(ratio(sd, plain)) + f" ({_ms(sd)} vs {_ms(plain)} ms)",
+            "met": None if sd is None or plain is None else sd <= HOT_START_RATIO_MAX * plain,
+        },
+        {
             "target": f"Quadlet-style podman at least {PODMAN_RATIO_MIN}x slower to start (issue: about 4.5x)",
             "measured": _x(ratio(pod, sd_a2)) + f" ({_ms(pod)} vs {_ms(sd_a2)} ms, A2)"
             if pod is not None
@@ -89,6 +98,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "met": None if helper_rss is None else helper_rss == 0 and dens.get("helper_processes") == 0,
         },
     ]
+    rows += _run_to_end_targets(results.get("run_to_end", {}).get("summary", {}))
     img = start.get("sdimage", {}).get("start", {}).get("median")
     if img is not None or "sdimage" in start:
         rows.append(
@@ -134,6 +144,29 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _run_to_end_targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 11's targets for `sdcontainer run` and `exec` against `systemd-run --wait --pipe`
+    (E); none when this run has no such row."""
+    pipe = summary.get("systemd_run_pipe", {}).get("median")
+    if not summary or "systemd_run_pipe" not in summary:
+        return []
+    rows = []
+    for key, what, limit in (
+        ("sdcontainer", "`sdcontainer run ROOTFS /bin/true`", RUN_RATIO_MAX),
+        ("exec", "`sdcontainer exec NAME /bin/true`", EXEC_RATIO_MAX),
+    ):
+        value = summary.get(key, {}).get("median")
+        bound = f"within {limit}x of" if limit != 1.0 else "no slower than"
+        rows.append(
+            {
+                "target": f"{what} {bound} `systemd-run --wait --pipe` of it in the same root (issue 11)",
+                "measured": _x(ratio(value, pipe)) + f" ({_ms(value)} vs {_ms(pipe)} ms, E)",
+                "met": None if value is None or pipe is None else value <= limit * pipe,
+            }
+        )
+    return rows
+
+
 def decomposition(results: dict[str, Any]) -> list[str]:
     """Where sdcontainer's start goes, from differences of the medians above (each difference
     of two noisy medians is itself good to a few ms only)."""
@@ -149,6 +182,10 @@ def decomposition(results: dict[str, Any]) -> list[str]:
         ("systemd's sandbox for the floor (plain - bare)", diff(start, "plain", "bare")),
         ("a Python interpreter that says READY=1 (Python floor - bare)", diff(start, "pynotify", "bare")),
         ("sdcontainer's launcher beyond that (sdcontainer - Python floor)", diff(start, "sdcontainer", "pynotify")),
+        ("  of which, sdcontainer's unit policy around that floor (Python floor in its unit - Python floor)",
+         diff(start, "pyunit", "pynotify")),
+        ("  and the launcher's own work (sdcontainer - Python floor in sdcontainer's unit)",
+         diff(start, "sdcontainer", "pyunit")),
         ("  of which, from the components: imports of the start path (launcher --help - interpreter)",
          diff(comp, "help", "floor")),
         ("    of those, ctypes alone (for sdcontainer.linux)", diff(comp, "ctypes", "floor")),

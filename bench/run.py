@@ -62,8 +62,11 @@ def log(message: str) -> None:
 
 
 def inner(tb: Testbed, command: str, timeout: float = 3600, **args: Any) -> Any:
-    """Run bench/inner.py COMMAND inside the testbed; its JSON answer."""
-    r = tb.run([HOST_PYTHON, "-I", "-S", str(INNER), command, json.dumps(args)], check=False, timeout=timeout)
+    """Run bench/inner.py COMMAND inside the testbed; its JSON answer. (The checkout shows
+    at its own path inside, unless that is under /tmp or another of the testbed's fresh
+    directories: then at its fallback place.)"""
+    script = f"{tb.project_dir_inside}/{INNER.relative_to(PROJECT_DIR)}"
+    r = tb.run([HOST_PYTHON, "-I", "-S", script, command, json.dumps(args)], check=False, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"inner {command} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
     return json.loads(r.stdout)
@@ -195,11 +198,15 @@ def write_units(tb: Testbed, podman_ok: bool) -> Launcher:
     tb.write_file(f"{cases.CONTAINER_DIR}/bench-sd.container", cases.sdcontainer_container())
     tb.write_file(f"{cases.CONTAINER_DIR}/bench-prof.container", cases.sdcontainer_container("profile"))
     tb.write_file(f"{cases.CONTAINER_DIR}/bench-img.container", cases.image_container())
+    tb.write_file(f"{cases.CONTAINER_DIR}/bench-exec.container", cases.sdcontainer_container("exec"))
     tb.daemon_reload()
     launcher = find_launcher(tb, cases.SDCONTAINER.unit)
     tb.add_unit(cases.PLAIN.unit, cases.plain_unit(), reload=False)
     tb.add_unit(cases.BARE.unit, cases.bare_unit(), reload=False)
     tb.add_unit(cases.PYNOTIFY.unit, cases.pynotify_unit(launcher.python, launcher.flags), reload=False)
+    generated = tb.read_file(f"/run/systemd/generator/{cases.SDCONTAINER.unit}")
+    pyunit = cases.pyunit_unit(generated, launcher.python, launcher.flags)
+    tb.write_file(f"{cases.UNIT_DIR}/{cases.PYUNIT.unit}", pyunit)
     sd, pod = cases.density_units()
     for path, text in sd:
         tb.write_file(path, text)
@@ -265,7 +272,21 @@ def phase_start_stop(
 def phase_run_to_end(tb: Testbed, podman_ok: bool, warmup: int, runs: int) -> dict[str, Any]:
     commands = [c for c in cases.run_to_end_commands() if podman_ok or c[0] != "podman"]
     errors: dict[str, str] = {}
+    tb.systemctl("reset-failed", cases.EXEC.unit, check=False)
+    if tb.systemctl("start", cases.EXEC.unit, check=False).returncode != 0:
+        errors["exec"] = f"{cases.EXEC.unit} did not start: {journal_error(tb, cases.EXEC.unit)}"
+    try:
+        return _run_to_end(tb, commands, errors, warmup, runs)
+    finally:
+        tb.systemctl("stop", cases.EXEC.unit, check=False)
+
+
+def _run_to_end(
+    tb: Testbed, commands: list[tuple[str, str, list[str]]], errors: dict[str, str], warmup: int, runs: int
+) -> dict[str, Any]:
     for key, _label, argv in commands:
+        if key in errors:
+            continue
         r = tb.run(argv, check=False, timeout=120)
         if r.returncode != 0:
             errors[key] = f"exit {r.returncode}: {(r.stderr or r.stdout).strip()[-300:]}"

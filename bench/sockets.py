@@ -234,7 +234,7 @@ def run(tb: Any, runs: int, *, warmup: int = 2, warm: int = 10, settle: float = 
     bench.cases.ROOTFS (as bench.run prepares it). Returns samples, summaries and ratios."""
     from bench.cases import ROOTFS
     from bench.report import ratio, summarize
-    from tests.testbed import HOST_PYTHON, PROJECT_DIR
+    from tests.testbed import HOST_PYTHON
 
     install_fdserver(tb, ROOTFS)
     errors: dict[str, str | None] = {key: None for key in CASES}
@@ -247,7 +247,7 @@ def run(tb: Any, runs: int, *, warmup: int = 2, warm: int = 10, settle: float = 
     live = [key for key in CASES if errors[key] is None]
     cases = [{"key": key, "host": "127.0.0.1", "port": PORTS[key], **CASES[key]} for key in live]
     _log(f"{warmup}+{runs} interleaved rounds of {', '.join(live)}, {warm} warm requests each")
-    script = str(PROJECT_DIR / "bench" / "sockets.py")
+    script = f"{tb.project_dir_inside}/bench/sockets.py"  # the checkout as the testbed shows it
     args = {"cases": cases, "runs": runs, "warmup": warmup, "warm": warm, "settle": settle}
     r = tb.run([HOST_PYTHON, "-I", "-S", script, "--inner", json.dumps(args)], check=False, timeout=7200)
     if r.returncode != 0:

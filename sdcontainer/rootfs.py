@@ -462,90 +462,26 @@ def mount_layers(layers: Sequence[str], upper: str, work: str, target: str) -> N
 
 
 def build_root(plan: Plan) -> str:
-    """Every mount of the container, made in its private mount namespace; returns the new root."""
+    """Every mount of the container, made in its private mount namespace; returns the new root.
+    The order is the one the module's docstring gives: the overlay, then the API file
+    systems before anything of the image is looked at, then what goes into the image's tree."""
     spec = plan.spec
-    with Step("make the mount namespace private"):
-        linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    scratch = SCRATCH_DIR
-    with Step(f"mount tmpfs on {scratch}"):
-        # The overlay's upper layer: the container's writes live in memory, charged to the
-        # unit's memory cgroup, and vanish with the mount namespace.
-        linux.mount("tmpfs", scratch, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0700")
-        for name in ("lower", "upper", "work", "root"):
-            os.mkdir(f"{scratch}/{name}", 0o755)
-    root = f"{scratch}/root"
-    if plan.layers is not None:
-        with Step(f"mount the layers of image {spec.image} on /"):
-            mount_layers(plan.layers or [f"{scratch}/lower"], f"{scratch}/upper", f"{scratch}/work", root)
-    else:
-        with Step(f"bind rootfs {plan.rootfs}"):
-            # Through a bind mount, so a rootfs path with ',' or ':' cannot break the options.
-            linux.mount(plan.rootfs, f"{scratch}/lower", None, linux.MS_BIND | linux.MS_REC)
-    with Step("mount overlay on /"):
-        # nodev: a device node in the image (the host's disk, say) must not open; the
-        # container's devices are the fresh /dev's
-        if plan.layers is None:
-            linux.mount(
-                "overlay",
-                root,
-                "overlay",
-                linux.MS_NODEV,
-                f"lowerdir={scratch}/lower,upperdir={scratch}/upper,workdir={scratch}/work",
-            )
+    root = _mount_overlay(plan)
     root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        # Mount points for the API file systems: a symlink there is refused, never followed.
-        for name in ("proc", "dev", "sys"):
-            try:
-                os.close(open_in_root(root_fd, f"/{name}", create="dir", no_symlinks=True))
-            except OSError as error:
-                if error.errno == 40:  # ELOOP from RESOLVE_NO_SYMLINKS
-                    raise launch_error(f"the image's /{name} is a symlink; refusing to follow it") from None
-                raise launch_error(f"create /{name}: {reason(error)}") from None
-        with Step("mount proc on /proc"):
-            linux.mount("proc", f"{root}/proc", "proc", linux.MS_NOSUID | linux.MS_NOEXEC | linux.MS_NODEV)
-        _make_dev(root, os.isatty(0), spec.shm_size or "64M")
-        _mount_sys(root)
+        _mount_api_filesystems(root, root_fd, spec.shm_size or "64M")
         with Step("set the host name"):
             linux.sethostname(plan.hostname)
         if spec.network == "none":
             with Step("bring up the loopback interface"):
                 linux.interface_up("lo")
         _set_sysctls(root, spec.sysctls)
-        if spec.read_only and spec.read_only_tmpfs:
-            for target, mode in (("/tmp", "1777"), ("/var/tmp", "1777"), ("/run", "755")):
-                _mount_tmpfs(root_fd, target, linux.MS_NOSUID | linux.MS_NODEV, f"mode={mode}")
-        for volume in spec.volumes:
-            attr_set = linux.MOUNT_ATTR_RDONLY if volume.readonly else 0
-            attr_clr = 0
-            for option, bit in (
-                ("suid", linux.MOUNT_ATTR_NOSUID),
-                ("dev", linux.MOUNT_ATTR_NODEV),
-                ("exec", linux.MOUNT_ATTR_NOEXEC),
-            ):
-                if f"no{option}" in volume.options:
-                    attr_set |= bit
-                elif option in volume.options:
-                    attr_clr |= bit
-            with Step(f"volume {volume.source} on {volume.target}"):
-                kind = "dir" if stat.S_ISDIR(os.stat(volume.source).st_mode) else "file"
-                _bind(
-                    volume.source,
-                    root_fd,
-                    volume.target,
-                    kind,
-                    attr_set,
-                    attr_clr,
-                    recursive="bind" not in volume.options,
-                )
-        for tmpfs in spec.tmpfs:
-            flags, data = tmpfs_flags(tmpfs.options)
-            _mount_tmpfs(root_fd, tmpfs.target, flags, data)
+        _mount_volumes(root_fd, spec)
         if plan.notify_socket:
             with Step(f"bind NOTIFY_SOCKET {plan.notify_socket} on {NOTIFY_SOCKET_INSIDE}"):
                 flags = linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC
                 _bind(plan.notify_socket, root_fd, NOTIFY_SOCKET_INSIDE, "file", flags)
-        _write_etc_files(plan, root_fd, scratch)
+        _write_etc_files(plan, root_fd, SCRATCH_DIR)
         if spec.run_init:
             with Step(f"bind {TINI} on /dev/init"):
                 # read-only, so the container cannot rewrite the host's tini (CVE-2019-5736)
@@ -563,6 +499,88 @@ def build_root(plan: Plan) -> str:
     finally:
         os.close(root_fd)
     return root
+
+
+def _mount_overlay(plan: Plan) -> str:
+    """The container's root: an overlay of the rootfs (or the image's layers) under a tmpfs
+    upper layer, in SCRATCH_DIR of the now private mount namespace; returns its path."""
+    with Step("make the mount namespace private"):
+        linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    scratch = SCRATCH_DIR
+    with Step(f"mount tmpfs on {scratch}"):
+        # The overlay's upper layer: the container's writes live in memory, charged to the
+        # unit's memory cgroup, and vanish with the mount namespace.
+        linux.mount("tmpfs", scratch, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0700")
+        for name in ("lower", "upper", "work", "root"):
+            os.mkdir(f"{scratch}/{name}", 0o755)
+    root = f"{scratch}/root"
+    if plan.layers is not None:
+        with Step(f"mount the layers of image {plan.spec.image} on /"):
+            mount_layers(plan.layers or [f"{scratch}/lower"], f"{scratch}/upper", f"{scratch}/work", root)
+        return root
+    with Step(f"bind rootfs {plan.rootfs}"):
+        # Through a bind mount, so a rootfs path with ',' or ':' cannot break the options.
+        linux.mount(plan.rootfs, f"{scratch}/lower", None, linux.MS_BIND | linux.MS_REC)
+    with Step("mount overlay on /"):
+        # nodev: a device node in the image (the host's disk, say) must not open; the
+        # container's devices are the fresh /dev's
+        linux.mount(
+            "overlay",
+            root,
+            "overlay",
+            linux.MS_NODEV,
+            f"lowerdir={scratch}/lower,upperdir={scratch}/upper,workdir={scratch}/work",
+        )
+    return root
+
+
+def _mount_api_filesystems(root: str, root_fd: int, shm_size: str) -> None:
+    """Fresh /proc, /dev and /sys, before anything of the image is looked at; a symlink
+    where their mount points belong is refused, never followed."""
+    for name in ("proc", "dev", "sys"):
+        try:
+            os.close(open_in_root(root_fd, f"/{name}", create="dir", no_symlinks=True))
+        except OSError as error:
+            if error.errno == 40:  # ELOOP from RESOLVE_NO_SYMLINKS
+                raise launch_error(f"the image's /{name} is a symlink; refusing to follow it") from None
+            raise launch_error(f"create /{name}: {reason(error)}") from None
+    with Step("mount proc on /proc"):
+        linux.mount("proc", f"{root}/proc", "proc", linux.MS_NOSUID | linux.MS_NOEXEC | linux.MS_NODEV)
+    _make_dev(root, os.isatty(0), shm_size)
+    _mount_sys(root)
+
+
+def _mount_volumes(root_fd: int, spec: ContainerSpec) -> None:
+    """ReadOnlyTmpfs='s tmpfs on /tmp, /var/tmp and /run, then Volume= and Tmpfs=."""
+    if spec.read_only and spec.read_only_tmpfs:
+        for target, mode in (("/tmp", "1777"), ("/var/tmp", "1777"), ("/run", "755")):
+            _mount_tmpfs(root_fd, target, linux.MS_NOSUID | linux.MS_NODEV, f"mode={mode}")
+    for volume in spec.volumes:
+        attr_set = linux.MOUNT_ATTR_RDONLY if volume.readonly else 0
+        attr_clr = 0
+        for option, bit in (
+            ("suid", linux.MOUNT_ATTR_NOSUID),
+            ("dev", linux.MOUNT_ATTR_NODEV),
+            ("exec", linux.MOUNT_ATTR_NOEXEC),
+        ):
+            if f"no{option}" in volume.options:
+                attr_set |= bit
+            elif option in volume.options:
+                attr_clr |= bit
+        with Step(f"volume {volume.source} on {volume.target}"):
+            kind = "dir" if stat.S_ISDIR(os.stat(volume.source).st_mode) else "file"
+            _bind(
+                volume.source,
+                root_fd,
+                volume.target,
+                kind,
+                attr_set,
+                attr_clr,
+                recursive="bind" not in volume.options,
+            )
+    for tmpfs in spec.tmpfs:
+        flags, data = tmpfs_flags(tmpfs.options)
+        _mount_tmpfs(root_fd, tmpfs.target, flags, data)
 
 
 def pivot(root: str) -> None:
