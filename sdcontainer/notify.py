@@ -200,11 +200,15 @@ class Relay:
                 continue
             try:
                 manager.send(message)
-                if not watchdog and "READY=1" in message.split("\n"):
-                    manager.barrier(5.0)
-                    return
             except OSError:
                 continue  # the manager refused this one (its queue is full...): the next may pass
+            if not watchdog and "READY=1" in message.split("\n"):
+                # READY=1 went out: the relay ends here, whether or not the barrier answers
+                try:  # noqa: SIM105 - contextlib is one more import on the start path
+                    manager.barrier(5.0)
+                except OSError:
+                    pass
+                return
 
     def close(self) -> None:
         self.sock.close()
