@@ -132,10 +132,14 @@ def run_main(prog: str, main: Callable[[list[str]], int], args: list[str], os_er
         return _report(prog, error, os_error_status)
 
 
+def reason(error: OSError) -> str:
+    """The error's text without Python's `[Errno N]` and file name: `Permission denied`."""
+    return os.strerror(error.errno) if error.errno else str(error)
+
+
 def describe(error: OSError) -> str:
     """`FILE: reason`, or the reason alone: `/srv/x: No such file or directory`."""
-    reason = os.strerror(error.errno) if error.errno else str(error)
-    return f"{error.filename}: {reason}" if error.filename else reason
+    return f"{error.filename}: {reason(error)}" if error.filename else reason(error)
 
 
 def _report(prog: str, error: BaseException, os_error_status: int) -> int:

@@ -41,9 +41,8 @@ from sdcontainer.documents import (
     parse_index,
     parse_manifest,
 )
-from sdcontainer.errors import ImageError, UsageError
+from sdcontainer.errors import ImageError, UsageError, reason
 from sdcontainer.reference import LOCAL_DOMAIN, candidates, parse_reference
-from sdcontainer.step import reason
 from sdcontainer.store import Store, find_image, image_id_for, load_record, pull_lock, storage_dir
 from sdcontainer.unpack import GZIP_MAGIC
 from sdcontainer.values import PULL_POLICIES

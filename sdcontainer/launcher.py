@@ -66,7 +66,7 @@ import stat
 import sys
 
 from sdcontainer import linux, state
-from sdcontainer.errors import ImageError, LaunchError, SystemdError, UsageError
+from sdcontainer.errors import ImageError, LaunchError, SystemdError, UsageError, reason
 from sdcontainer.keys import spec_from_argv
 from sdcontainer.plan import Plan
 from sdcontainer.process import (
@@ -84,7 +84,7 @@ from sdcontainer.record import replace
 from sdcontainer.rootfs import SCRATCH_DIR, TINI, build_root, etc_hosts, etc_resolv_conf, pivot, zone_file
 from sdcontainer.security import capability_mask, confine, load_last, own_bounding_set
 from sdcontainer.spec import ContainerSpec
-from sdcontainer.step import Step, launch_error, outcome_in_child, reason
+from sdcontainer.step import Step, launch_error, outcome_in_child
 from sdcontainer.values import is_bridge
 
 TYPE_CHECKING = False

@@ -12,7 +12,8 @@ import os
 import stat
 
 from sdcontainer import linux, trampoline
-from sdcontainer.step import launch_error, reason
+from sdcontainer.errors import reason
+from sdcontainer.step import launch_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -17,9 +17,10 @@ import os
 import stat
 
 from sdcontainer import linux
+from sdcontainer.errors import reason
 from sdcontainer.plan import NOTIFY_SOCKET_INSIDE
 from sdcontainer.security import MASKED_PATHS, READONLY_PATHS
-from sdcontainer.step import Step, launch_error, reason
+from sdcontainer.step import Step, launch_error
 from sdcontainer.text import glob_match
 
 TYPE_CHECKING = False

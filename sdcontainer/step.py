@@ -9,18 +9,11 @@ level turns them into the line on stderr and the exit status.
 
 from __future__ import annotations
 
-import os
-
-from sdcontainer.errors import LaunchError, SdcontainerError
+from sdcontainer.errors import LaunchError, SdcontainerError, describe, reason
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-
-def reason(error: OSError) -> str:
-    """The error's text without Python's `[Errno N]` and file name: `Permission denied`."""
-    return os.strerror(error.errno) if error.errno else str(error)
 
 
 class Step:
@@ -58,7 +51,7 @@ def outcome_in_child(run: Callable[[], int | None], status: int) -> tuple[int, s
     except SdcontainerError as error:
         return error.exit_status, str(error)
     except OSError as error:
-        return status, f"{error.filename}: {reason(error)}" if error.filename else reason(error)
+        return status, describe(error)
     except BaseException as error:  # noqa: B036 - nothing may escape a forked child
         return status, f"internal error: {type(error).__name__}: {error}"
     return (status, "execve returned") if result is None else (result, None)

@@ -33,10 +33,9 @@ from __future__ import annotations
 
 import os
 
-from sdcontainer.errors import ImageError
+from sdcontainer.errors import ImageError, reason
 from sdcontainer.reference import LOCAL_DOMAIN, candidates, check_digest, parse_reference
 from sdcontainer.state import from_json
-from sdcontainer.step import reason
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -59,8 +59,7 @@ import zlib
 from queue import Queue
 
 from sdcontainer import linux
-from sdcontainer.errors import ImageError
-from sdcontainer.step import reason
+from sdcontainer.errors import ImageError, reason
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
