@@ -31,13 +31,14 @@ def cli() -> None:
 
 
 def _sources_for(files: tuple[str, ...]) -> list[tuple[Any, Any, set[str], dict[str, list[str]]]]:
-    from sdcontainer.generator import SUFFIX, Source, find_sources
+    from sdcontainer.sources import KINDS, Source, find_sources, kind_of
 
     result = []
     for file in files:
         path = os.path.abspath(file)
-        if not path.endswith(SUFFIX):
-            raise ConfigError(f"not a {SUFFIX} file", path)
+        if kind_of(os.path.basename(path)) is None:
+            suffixes = ", ".join(kind.suffix for kind in KINDS)
+            raise ConfigError(f"not a unit file: its name must end in one of {suffixes}", path)
         if not os.path.isfile(path):
             raise ConfigError("no such file", path)
         siblings, index = find_sources([os.path.dirname(path)])
@@ -48,7 +49,7 @@ def _sources_for(files: tuple[str, ...]) -> list[tuple[Any, Any, set[str], dict[
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def check(files: tuple[str, ...]) -> None:
-    """Check .container files; print each error as FILE:LINE: MESSAGE.
+    """Check .container files (and .network, .volume, ...); print errors as FILE:LINE: MESSAGE.
 
     Every error of a file is reported (an unknown key with the key it may be a misspelling
     of), and for a good file what would keep it from starting on this host (a missing
@@ -68,7 +69,7 @@ def check(files: tuple[str, ...]) -> None:
                 click.echo(printable(str(problem)), err=True)
             failed += 1
             continue
-        for warning in host_warnings(source, index):
+        for warning in host_warnings(source, index) if source.kind.section == "Container" else ():
             click.echo(printable(warning), err=True)
         click.echo(f"{source.path}: ok")
     if failed:
@@ -78,7 +79,7 @@ def check(files: tuple[str, ...]) -> None:
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 def unit(file: str) -> None:
-    """Print the .service unit the generator writes for FILE (and its .socket, if any)."""
+    """Print the .service unit the generator writes for FILE (and the units beside it)."""
     from sdcontainer.generator import generate
 
     ((source, _, known, index),) = _sources_for((file,))

@@ -77,13 +77,7 @@ def corpus_copies(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     as_is = tmp_path_factory.mktemp("corpus") / "as-is"
     with_rootfs = as_is.parent / "with-rootfs"
     for target in (as_is, with_rootfs):
-        shutil.copytree(
-            CORPUS,
-            target,
-            ignore=shutil.ignore_patterns(
-                "*.kube", "*.pod", "*.network", "*.volume", "*.image", "*.build", "*.artifact"
-            ),
-        )
+        shutil.copytree(CORPUS, target)
     for path in [*with_rootfs.rglob("*.container"), *with_rootfs.rglob("*.conf")]:
         if path.is_file() and not path.is_symlink():
             path.write_text(re.sub(r"^Image=.*$", IMAGE_STANDIN, path.read_text(), flags=re.M))
