@@ -31,7 +31,7 @@ def cli() -> None:
 
 
 def _sources_for(files: tuple[str, ...]) -> list[tuple[Any, Any, set[str], dict[str, list[str]]]]:
-    from sdcontainer.sources import KINDS, Source, find_sources, kind_of
+    from sdcontainer.sources import KINDS, Known, Source, find_sources, kind_of
 
     result = []
     for file in files:
@@ -42,7 +42,7 @@ def _sources_for(files: tuple[str, ...]) -> list[tuple[Any, Any, set[str], dict[
         if not os.path.isfile(path):
             raise ConfigError("no such file", path)
         siblings, index = find_sources([os.path.dirname(path)])
-        result.append((Source(os.path.basename(path), path), siblings, {s.name for s in siblings}, index))
+        result.append((Source(os.path.basename(path), path), siblings, Known(siblings), index))
     return result
 
 
