@@ -155,8 +155,7 @@ IMAGE_KEYS: tuple[Key, ...] = (
         parse_bool,
         option="--all-tags",
         metavar="BOOL",
-        doc="Pulls every tag of the repository of *Image=* (skopeo list-tags), each under its own "
-        "name. Default: no.",
+        doc="Pulls every tag of the repository of *Image=* (skopeo list-tags), each under its own name. Default: no.",
     ),
     Key(
         "Arch",
@@ -193,8 +192,7 @@ IMAGE_KEYS: tuple[Key, ...] = (
         parse_host_path,
         option="--authfile",
         metavar="PATH",
-        doc="The registry credentials file (auth.json) to use, in place of the default ones "
-        "(skopeo's *--authfile*).",
+        doc="The registry credentials file (auth.json) to use, in place of the default ones (skopeo's *--authfile*).",
     ),
     Key(
         "CertDir",
@@ -337,7 +335,9 @@ def _default_dependencies(unit: UnitFile) -> bool:
     enabled = True
     for entry in unit.section("Quadlet"):
         if entry.key != "DefaultDependencies":
-            raise entry.error(f"unknown key {entry.key}= in [Quadlet]" + did_you_mean(entry.key, ["DefaultDependencies"]))
+            raise entry.error(
+                f"unknown key {entry.key}= in [Quadlet]" + did_you_mean(entry.key, ["DefaultDependencies"])
+            )
         try:
             enabled = parse_boolean(entry.value)
         except ValueError as error:
@@ -417,15 +417,17 @@ def diagnose(source: Source, unit: UnitFile, known: set[str], errors: ErrorList)
     [Service] or [Unit] line; then, if there was none, what render() finds."""
     _check_sections(unit, errors)
     _image_values(unit, errors)
-    checks = [(_check_service_entry, unit.section("Service"))]
-    checks.append((lambda entry: translate_dependency(entry, known), unit.section("Unit")))
-    for check, entries in checks:
-        for entry in entries:
-            if check is _check_service_entry or entry.key in DEPENDENCY_KEYS:
-                try:
-                    check(entry)
-                except ConfigError as error:
-                    errors.append(error)
+    for entry in unit.section("Service"):
+        try:
+            _check_service_entry(entry)
+        except ConfigError as error:
+            errors.append(error)
+    for entry in unit.section("Unit"):
+        try:
+            if entry.key in DEPENDENCY_KEYS:
+                translate_dependency(entry, known)
+        except ConfigError as error:
+            errors.append(error)
     if not errors:
         try:
             render(source, unit, known)
@@ -465,9 +467,7 @@ def resolve(
         from sdcontainer.keys import _names_registry
 
         if not _names_registry(image.name()):
-            raise entry.error(
-                f"AutoUpdate=registry needs an image name with its registry; {name} names {image.name()}"
-            )
+            raise entry.error(f"AutoUpdate=registry needs an image name with its registry; {name} names {image.name()}")
     return resolved
 
 

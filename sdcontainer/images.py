@@ -818,7 +818,9 @@ def repository_tags(name: str, transport: Transport, retry: int = 3) -> list[str
     """Every tag of the repository of a fully qualified name (skopeo list-tags)."""
     ref = parse_reference(name)
     repository = f"{ref.domain}/{ref.path}"
-    out = skopeo(["list-tags", *transport.inspect_args(), f"docker://{repository}"], f"listing {repository}", retry=retry)
+    out = skopeo(
+        ["list-tags", *transport.inspect_args(), f"docker://{repository}"], f"listing {repository}", retry=retry
+    )
     try:
         tags = json.loads(out).get("Tags")
     except (ValueError, AttributeError):
