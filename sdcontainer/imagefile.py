@@ -201,7 +201,7 @@ IMAGE_KEYS: tuple[Key, ...] = (
         parse_host_path,
         option="--cert-dir",
         metavar="PATH",
-        doc="A directory of certificates (*.crt, *.cert, *.key) for the registry (skopeo's *--cert-dir*).",
+        doc="A directory of certificates (files ending in .crt, .cert and .key) for the registry (skopeo's *--cert-dir*).",
     ),
     Key(
         "Creds",
@@ -281,7 +281,7 @@ def _check_key(entry: Entry) -> Key:
         return key
     why = QUADLET_ONLY_IMAGE_KEYS.get(entry.key)
     if why is not None:
-        raise entry.error(f"key {entry.key}= in [Image] is a Quadlet key that sdcontainer does not support: {why}")
+        raise entry.error(f"key {entry.key}= in [Image] is a Quadlet key that sdcontainer does not support yet ({why})")
     raise entry.error(f"unknown key {entry.key}= in [Image]" + did_you_mean(entry.key, list(IMAGE_KEYS_BY_NAME)))
 
 

@@ -95,8 +95,8 @@ def test_every_error_of_an_image_file_names_file_line_and_key(tmp_path: Path) ->
     assert errors == [
         f"{path}:2: unknown key Imagee= in [Image]; did you mean Image=?",
         f"{path}:3: invalid Arch=: 'a b' is not a platform name (letters, digits, _ - . /)",
-        f"{path}:4: key DecryptionKey= in [Image] is a Quadlet key that sdcontainer does not support: "
-        "encrypted images are not supported yet",
+        f"{path}:4: key DecryptionKey= in [Image] is a Quadlet key that sdcontainer does not support yet "
+        "(encrypted images are not supported yet)",
         f"{path}:5: invalid Retry=: 'many' is not a whole number",
         f"{path}:6: invalid TLSVerify=: " + errors[4].partition("invalid TLSVerify=: ")[2],
         f"{path}:8: User= in [Service] is not allowed here: the pull writes root's image store",
@@ -127,7 +127,7 @@ def test_quadlets_image_files_are_accepted_or_refused_naming_the_key() -> None:
     assert "no Image=" in outcomes.pop("no-image.image")
     refused = {name: why for name, why in outcomes.items() if why != "ok"}
     for name, why in refused.items():
-        assert "is a Quadlet key that sdcontainer does not support" in why or "DynamicUser=" in why, (name, why)
+        assert "is a Quadlet key that sdcontainer does not support yet" in why or "DynamicUser=" in why, (name, why)
     assert set(refused) == {
         "containersconfmodule.image",
         "decrypt.image",
@@ -272,3 +272,38 @@ def test_registry_digest_asks_without_pulling(tmp_path: Path, registry: reg.Regi
         del os.environ["CONTAINERS_REGISTRIES_CONF"]
     assert digest.startswith("sha256:") and len(digest) == 71
     assert len(registry.requests("/blobs/")) == before
+
+
+# --- the man page against the table -----------------------------------------------------------
+
+IMAGE_PAGE = CHECKOUT / "man" / "sdcontainer.image.5.scd"
+
+
+def test_every_image_key_has_a_term_line_and_every_term_line_is_a_key() -> None:
+    from tests.test_man import KEY_TERM
+
+    terms = KEY_TERM.findall(section_of(IMAGE_PAGE.read_text(encoding="utf-8"), "# [IMAGE] SECTION"))
+    assert sorted(terms) == sorted(key.name for key in IMAGE_KEYS)
+    assert len(terms) == len(set(terms))
+
+
+def test_the_refused_quadlet_image_keys_are_listed_exactly() -> None:
+    import re
+
+    from sdcontainer.imagefile import QUADLET_ONLY_IMAGE_KEYS
+
+    text = section_of(IMAGE_PAGE.read_text(encoding="utf-8"), "## Quadlet keys not supported")
+    assert set(re.findall(r"([A-Z][A-Za-z0-9]*)=", text)) == set(QUADLET_ONLY_IMAGE_KEYS)
+
+
+def test_the_image_page_builds_with_scdoc() -> None:
+    from tests.test_man import test_no_text_line_starts_with_a_roff_control_character, test_page_builds_with_scdoc
+
+    test_page_builds_with_scdoc(IMAGE_PAGE)
+    test_no_text_line_starts_with_a_roff_control_character(IMAGE_PAGE)
+
+
+def section_of(text: str, header: str) -> str:
+    from tests.test_man import section
+
+    return section(text, header)
