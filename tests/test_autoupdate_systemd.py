@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+import time
 from typing import Any
 
 import pytest
@@ -89,7 +90,10 @@ def stored_id(bed: Testbed, name: str) -> str:
 
 
 def auto_update(bed: Testbed, *args: str, status: int = 0) -> dict[str, dict[str, str]]:
+    started = time.monotonic()
     done = bed.run(["sdcontainer", "auto-update", "--format", "json", *args], check=False)
+    # how long each run took, for the record (pytest -s shows it); no threshold
+    print(f"\nsdcontainer auto-update {' '.join(args)}: {time.monotonic() - started:.2f} s")
     assert done.returncode == status, (done.stdout, done.stderr)
     return {report["unit"]: report for report in json.loads(done.stdout)}
 
