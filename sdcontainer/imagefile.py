@@ -201,7 +201,8 @@ IMAGE_KEYS: tuple[Key, ...] = (
         parse_host_path,
         option="--cert-dir",
         metavar="PATH",
-        doc="A directory of certificates (files ending in .crt, .cert and .key) for the registry (skopeo's *--cert-dir*).",
+        doc="A directory of certificates (files ending in .crt, .cert and .key) for the registry "
+        "(skopeo's *--cert-dir*).",
     ),
     Key(
         "Creds",
