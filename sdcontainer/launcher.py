@@ -658,6 +658,8 @@ def _usage() -> str:
         f"       {PROG} health --unit UNIT [--retries N] [--timeout MS] [--start-period MS]",
         "                 [--on-failure none|kill|restart|stop] [--notify-healthy] -- CHECK...",
         f"       {PROG} exec --unit UNIT -- COMMAND [ARG...]",
+        f"       {PROG} pull [--tag NAME] [--all-tags] [--policy P] [registry options] -- IMAGE",
+        "                 (the NAME-image.service of a .image file, see sdcontainer.image(5))",
         "",
         "Runs a container as the calling systemd unit's main process; without $NOTIFY_SOCKET it",
         "stays in the foreground and exits with the container's status. Options (one per",
