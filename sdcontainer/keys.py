@@ -168,7 +168,8 @@ KEYS: tuple[Key, ...] = (
         "system is an overlay of its layers with an upper layer in memory. Its config supplies "
         "the defaults of *Entrypoint=*, *Exec=* (its Cmd), *Environment=*, *WorkingDir=* and "
         "*User=*. A short name (no registry) is looked up as localhost/NAME, then in the "
-        "unqualified-search-registries of registries.conf (docker.io when none is set).",
+        "unqualified-search-registries of registries.conf (docker.io when none is set). _NAME_*.image* "
+        "runs the image of that .image file, after its _NAME_-image.service pulled it.",
     ),
     Key(
         "Pull",

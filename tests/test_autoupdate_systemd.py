@@ -203,3 +203,13 @@ def test_auto_update_local_restarts_on_the_store_image(bed: Testbed) -> None:
     assert auto_update(bed)["loc.service"]["updated"] == "true"
     assert page(bed, 8092) == "two\n"
     assert record_of(bed, "loc.service")["image_id"] == new
+
+
+def test_make_install_installs_the_daily_timer_and_its_service_runs(bed: Testbed) -> None:
+    timer = bed.run(["systemctl", "cat", "sdcontainer-auto-update.timer"]).stdout
+    assert "OnCalendar=daily" in timer and "WantedBy=timers.target" in timer, timer
+    service = bed.run(["systemctl", "cat", "sdcontainer-auto-update.service"]).stdout
+    assert "ExecStart=/usr/local/bin/sdcontainer auto-update" in service, service
+    bed.systemctl("start", "sdcontainer-auto-update.service")  # a oneshot: returns when it is done
+    assert bed.show("sdcontainer-auto-update.service", "Result") == "success"
+    assert "loc.service" in bed.journal("sdcontainer-auto-update.service")
