@@ -30,6 +30,7 @@ import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 REALWORLD = CHECKOUT / "tests" / "realworld"
@@ -182,7 +183,7 @@ def measure(root: Path = REALWORLD) -> list[Outcome]:
     return outcomes
 
 
-def summary(outcomes: list[Outcome]) -> dict[str, object]:
+def summary(outcomes: list[Outcome]) -> dict[str, Any]:
     containers = [o for o in outcomes if o.kind == ".container"]
     accepted = [o for o in containers if o.accepted]
     blocks: Counter[str] = Counter()
@@ -247,22 +248,18 @@ def report(outcomes: list[Outcome]) -> str:
     s = summary(outcomes)
     out = [table(outcomes), ""]
     out.append(
-        f"{s['accepted']} of {s['containers']} .container files accepted ({float(s['share']):.1%}),"  # type: ignore[arg-type]
+        f"{s['accepted']} of {s['containers']} .container files accepted ({float(s['share']):.1%}),"
         f" from {s['projects']} repositories; {s['with_notes']} have lines whose meaning differs from"
         f" Quadlet's ({s['accepted_with_notes']} of them accepted)"
     )
     other = s["other_kinds"]
-    assert isinstance(other, dict)
     if other:
         out.append(
-            "other unit files: "
-            + ", ".join(f"{v['accepted']} of {v['files']} {k} accepted" for k, v in other.items())
+            "other unit files: " + ", ".join(f"{v['accepted']} of {v['files']} {k} accepted" for k, v in other.items())
         )
     out.append("")
     out.append("blocking keys (files refused with it; alone: files refused for it only)")
-    ranking = s["ranking"]
-    assert isinstance(ranking, list)
-    for row in ranking:
+    for row in s["ranking"]:
         out.append(f"  {row['key']:<40} {row['blocks']:>3}   alone {row['alone']:>3}")
     return "\n".join(out)
 
