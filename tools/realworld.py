@@ -9,7 +9,7 @@ how many files it blocks alone (supporting that key would let the file through, 
 the generator's checks, which stop at the first broken key of a file, can tell).
 
 It measures generation only: an accepted file has a unit, which says nothing yet about
-whether the container starts (tools/realworld_start.py, in the testbed) or behaves as Quadlet
+whether the container starts (tests/test_realworld_systemd.py, in the testbed) or behaves as Quadlet
 documents. For the second, it lists per file the places where Quadlet's meaning is known to
 differ from ours ("notes"): a `$` in a [Container] value (Quadlet puts the value on
 ExecStart=, where systemd expands `$VAR` and `${VAR}` from the service's environment and turns
