@@ -17,6 +17,7 @@ test checks that it names every file. Quadlet's own test inputs are a different 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -91,3 +92,27 @@ def test_blockers_come_from_the_line_of_each_error(tmp_path: Path) -> None:
     notes = realworld.meaning_notes([path], tmp_path)
     assert [note.split(": ", 1)[0] for note in notes] == ["web.container:4", "web.container:5", "web.container:9"]
     assert "User=10001" in notes[2]
+
+
+def test_details_name_the_kind_of_value_and_json_carries_everything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sdcontainer.errors import ConfigError
+
+    path = tmp_path / "web.container"
+    path.write_text(
+        "[Container]\nVolume=${DATA}/x:/x\nVolume=data.volume:/d\nVolume=cache:/c\nNetwork=app.network\n"
+        "PodmanArgs=--memory=1G \\\n  --env A=$B\n"
+    )
+    found = [realworld.details_of(ConfigError("bad", str(path), line)) for line in (2, 3, 4, 5, 6)]
+    assert found == [
+        ["Volume=${VAR}/... (a path from the environment)"],
+        ["Volume=NAME.volume:..."],
+        ["Volume=NAME:... (a named volume)"],
+        ["Network=NAME.network"],
+        ["PodmanArgs=--env", "PodmanArgs=--memory"],
+    ]
+    assert realworld.main(["--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["summary"]["containers"] == len([f for f in data["files"] if f["kind"] == ".container"])
+    assert {"file", "accepted", "errors", "blockers", "notes", "details"} <= set(data["files"][0])

@@ -50,30 +50,30 @@ class Outcome:
     errors: list[str] = field(default_factory=list)  # FILE:LINE: message, paths relative
     blockers: list[str] = field(default_factory=list)  # sorted, unique: key names or short reasons
     notes: list[str] = field(default_factory=list)  # where Quadlet's meaning differs
+    details: list[str] = field(default_factory=list)  # what of the blocking values, sorted
 
     @property
     def expectation(self) -> str:
         return "accepted" if self.accepted else "refused:" + ",".join(self.blockers)
 
 
-def _section_and_key(path: Path, line: int) -> tuple[str, str] | None:
-    """The section and key of the entry on `line` (1-based) of `path`."""
+def _entry_at(path: Path, line: int) -> tuple[str, str, str] | None:
+    """The section, key and value (continuations joined) of the entry on `line` of `path`."""
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        lines = _logical_lines(path)
     except OSError:
         return None
-    if not 0 < line <= len(lines):
-        return None
-    text = lines[line - 1]
-    if "=" not in text or text.lstrip().startswith(("#", ";", "[")):
-        return None
     section = ""
-    for earlier in reversed(lines[: line - 1]):
-        match = SECTION_RE.match(earlier)
+    for number, text in lines:
+        match = SECTION_RE.match(text)
         if match:
             section = match.group(1)
-            break
-    return section, text.split("=", 1)[0].strip()
+        elif number == line:
+            if "=" not in text or text.lstrip().startswith(("#", ";")):
+                return None
+            key, value = (part.strip() for part in text.split("=", 1))
+            return section, key, value
+    return None
 
 
 def _short_reason(message: str) -> str:
@@ -84,15 +84,50 @@ def _short_reason(message: str) -> str:
 def blocker_of(error: object, root: Path) -> str:
     """What an error blames: `Key` for a [Container] key, `Section.Key` for another
     section's, else a short reason."""
+    return _blame(error)[0]
+
+
+def details_of(error: object) -> list[str]:
+    """What of the value an error blames, for the second ranking: the kind of Volume=,
+    Network= or Image= value, each flag of PodmanArgs=; else the key itself."""
+    blamed, key, value = _blame(error)
+    if key == "Volume":
+        source = value.split(":", 1)[0]
+        if "$" in source:
+            return ["Volume=${VAR}/... (a path from the environment)"]
+        if source.endswith(".volume"):
+            return ["Volume=NAME.volume:..."]
+        if not source.startswith(("/", ".", "%")):
+            return ["Volume=NAME:... (a named volume)"]
+        return ["Volume= with an option not supported"]
+    if key == "Network":
+        if value.endswith(".network"):
+            return ["Network=NAME.network"]
+        if value.split(":", 1)[0] in ("slirp4netns", "pasta"):
+            return ["Network=slirp4netns|pasta"]
+        return ["Network=NAME (a network made outside)"]
+    if key == "Image":
+        if value.endswith((".image", ".build")):
+            return ["Image=NAME.image"]
+        if "$" in value:
+            return ["Image= with ${VAR}"]
+    if key == "PodmanArgs":
+        flags = sorted({word.split("=", 1)[0] for word in value.split() if word.startswith("--")})
+        return [f"PodmanArgs={flag}" for flag in flags] or ["PodmanArgs="]
+    return [blamed]
+
+
+def _blame(error: object) -> tuple[str, str, str]:
+    """(blocker, key, value) of an error; key and value empty for an error of no line."""
     path = getattr(error, "path", None)
     line = getattr(error, "line", None)
     message = getattr(error, "message", str(error))
     if path and line:
-        found = _section_and_key(Path(path), line)
+        found = _entry_at(Path(path), line)
         if found:
-            section, key = found
-            return key if section == "Container" else f"{section}.{key}"
-    return _short_reason(message)
+            section, key, value = found
+            return (key if section == "Container" else f"{section}.{key}"), key, value
+    return _short_reason(message), "", ""
 
 
 def _relative(text: str, root: Path) -> str:
@@ -176,8 +211,9 @@ def measure(root: Path = REALWORLD) -> list[Outcome]:
             except ConfigError as first:
                 errors = diagnose(source, known, index) or [first]
                 blockers = sorted({blocker_of(error, root) for error in errors})
+                details = sorted({detail for error in errors for detail in details_of(error)})
                 shown = [_relative(str(error), root) for error in errors]
-                outcomes.append(Outcome(name, kind, False, shown, blockers, notes))
+                outcomes.append(Outcome(name, kind, False, shown, blockers, notes, details))
                 continue
             outcomes.append(Outcome(name, kind, True, [], [], notes))
     return outcomes
@@ -196,6 +232,9 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
         {"key": key, "blocks": count, "alone": alone[key]}
         for key, count in sorted(blocks.items(), key=lambda item: (-item[1], -alone[item[0]], item[0]))
     ]
+    by_value: Counter[str] = Counter()
+    for outcome in containers:
+        by_value.update(outcome.details)
     others = Counter(o.kind for o in outcomes if o.kind != ".container")
     others_accepted = Counter(o.kind for o in outcomes if o.kind != ".container" and o.accepted)
     return {
@@ -206,6 +245,9 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
         "with_notes": sum(1 for o in containers if o.notes),
         "accepted_with_notes": sum(1 for o in accepted if o.notes),
         "ranking": ranking,
+        "by_value": [
+            {"value": v, "files": n} for v, n in sorted(by_value.items(), key=lambda item: (-item[1], item[0]))
+        ],
         "other_kinds": {kind: {"files": n, "accepted": others_accepted[kind]} for kind, n in sorted(others.items())},
     }
 
@@ -261,6 +303,10 @@ def report(outcomes: list[Outcome]) -> str:
     out.append("blocking keys (files refused with it; alone: files refused for it only)")
     for row in s["ranking"]:
         out.append(f"  {row['key']:<40} {row['blocks']:>3}   alone {row['alone']:>3}")
+    out.append("")
+    out.append("what of the values blocks (files)")
+    for row in s["by_value"]:
+        out.append(f"  {row['value']:<48} {row['files']:>3}")
     return "\n".join(out)
 
 
