@@ -155,6 +155,11 @@ def meaning_notes(paths: list[Path], root: Path) -> list[str]:
                     f"{where}: $ in {key}=: Quadlet lets systemd expand it (from [Service] environment;"
                     " $$ becomes $), here it reaches the container unchanged"
                 )
+            if key == "Label" and value.strip('"').startswith("io.containers.autoupdate="):
+                notes.append(
+                    f"{where}: Label=io.containers.autoupdate=: podman auto-update acts on it as on AutoUpdate=,"
+                    " here it is only a label"
+                )
             if key == "User":
                 user = value
             if key == "AddCapability":
@@ -232,6 +237,15 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
         {"key": key, "blocks": count, "alone": alone[key]}
         for key, count in sorted(blocks.items(), key=lambda item: (-item[1], -alone[item[0]], item[0]))
     ]
+    # the share if the keys of the ranking were supported one after the other, in its order
+    # (an upper bound: the generator's checks of a whole file run only once every key of it
+    # is good, so a file may meet another refusal then)
+    supported: set[str] = set()
+    cumulative = []
+    for row in ranking:
+        supported.add(row["key"])
+        through = sum(1 for o in containers if o.accepted or set(o.blockers) <= supported)
+        cumulative.append({"with": row["key"], "accepted": through})
     by_value: Counter[str] = Counter()
     for outcome in containers:
         by_value.update(outcome.details)
@@ -245,6 +259,7 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
         "with_notes": sum(1 for o in containers if o.notes),
         "accepted_with_notes": sum(1 for o in accepted if o.notes),
         "ranking": ranking,
+        "cumulative": cumulative,
         "by_value": [
             {"value": v, "files": n} for v, n in sorted(by_value.items(), key=lambda item: (-item[1], item[0]))
         ],
@@ -303,6 +318,10 @@ def report(outcomes: list[Outcome]) -> str:
     out.append("blocking keys (files refused with it; alone: files refused for it only)")
     for row in s["ranking"]:
         out.append(f"  {row['key']:<40} {row['blocks']:>3}   alone {row['alone']:>3}")
+    out.append("")
+    out.append("accepted if the keys above were supported, down to each (no refusal of another kind met then)")
+    for row in s["cumulative"]:
+        out.append(f"  + {row['with']:<38} {row['accepted']:>3} of {s['containers']}")
     out.append("")
     out.append("what of the values blocks (files)")
     for row in s["by_value"]:
