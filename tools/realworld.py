@@ -155,11 +155,6 @@ def meaning_notes(paths: list[Path], root: Path) -> list[str]:
                     f"{where}: $ in {key}=: Quadlet lets systemd expand it (from [Service] environment;"
                     " $$ becomes $), here it reaches the container unchanged"
                 )
-            if key == "Label" and value.strip('"').startswith("io.containers.autoupdate="):
-                notes.append(
-                    f"{where}: Label=io.containers.autoupdate=: podman auto-update acts on it as on AutoUpdate=,"
-                    " here it is only a label"
-                )
             if key == "User":
                 user = value
             if key == "AddCapability":
