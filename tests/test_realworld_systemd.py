@@ -95,6 +95,17 @@ def bed(
     return bed
 
 
+# Accepted files that need what only their author's host has. They are started all the same,
+# and each must fail for that reason (the needle, in systemctl's or the unit's messages).
+NEEDS_THEIR_HOST = {
+    # Requires= a mount unit and a unit of that host; ConditionPathExists= a file of its setup
+    "gitea.service": "var-lib-virtiofs-data.mount",
+    "home-assistant.service": "var-lib-virtiofs-data.mount",
+    # Volume=%t/podman/podman.sock: the socket of a rootless podman (it proxies podman's API)
+    "socket-proxy.service": "volume source /run/podman/podman.sock",
+}
+
+
 def substituted(text: str) -> str:
     """The file with its image replaced by the stand-in (only in [Container])."""
     out, section = [], ""
@@ -169,6 +180,11 @@ def test_accepted_real_world_files_start_with_a_stand_in_image(
     for service in services:
         result = bed.systemctl("start", service, check=False)
         state = bed.show(service, "ActiveState")
+        if service in NEEDS_THEIR_HOST:
+            bed.systemctl("stop", service, check=False)
+            if state == "active" or NEEDS_THEIR_HOST[service] not in result.stderr + bed.journal(service):
+                failed[service] = f"{state}, not for want of {NEEDS_THEIR_HOST[service]}: {result.stderr}"
+            continue
         given = "stand-in for the image's program, given: " + " ".join(exec_words(ROOT / services[service].file))
         if result.returncode != 0 or state != "active" or given.rstrip() not in bed.journal(service):
             failed[service] = f"{state}: {bed.journal(service)[-2000:]}"
@@ -177,9 +193,10 @@ def test_accepted_real_world_files_start_with_a_stand_in_image(
         if bed.show(service, "ActiveState") != "inactive":
             failed[service] = f"did not stop cleanly: {bed.show(service, 'Result')}: {bed.journal(service)[-2000:]}"
     with capsys.disabled():
-        started = len(services) - len(failed)
+        started = len(services) - len(failed) - len(NEEDS_THEIR_HOST)
         print(
             f"\nreal-world set, image substituted: {started} of {len(services)} accepted .container files"
-            f" start and stop cleanly ({len(templates)} templates not started)"
+            f" start and stop cleanly ({len(templates)} templates not started; {len(NEEDS_THEIR_HOST)} need"
+            " their author's host and fail for that reason)"
         )
     assert failed == {}
