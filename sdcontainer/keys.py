@@ -20,6 +20,7 @@ from sdcontainer.values import (
     DEFAULT_NETWORK,
     ULIMIT_SETTINGS,
     ParseContext,
+    has_variable,
     is_bridge,
     is_service_unit_name,
     parse_abs_path,
@@ -130,6 +131,8 @@ def parse_image(value: str, ctx: ParseContext) -> str:
     nothing of the image code."""
     if value.endswith((".image", ".build")):
         raise ValueError(f"{value}: .image and .build units are not supported yet; name the image itself")
+    if not ctx.expanded and has_variable(value):
+        return value  # repo:${TAG}: the launcher checks what systemd made of it
     from sdcontainer.reference import parse_reference
 
     parse_reference(value)
