@@ -39,6 +39,7 @@ from sdcontainer.unitfile import (
     unit_name_problem,
     unit_path_problem,
 )
+from sdcontainer.values import has_variable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -306,7 +307,7 @@ class HealthUnits:
         argv += ["--timeout", str(timeout), "--start-period", str(start_period), "--on-failure", str(on_failure)]
         if spec.notify == "healthy":
             argv.append("--notify-healthy")
-        argv += ["--", *(spec.health_cmd or ())]
+        argv.append("--")
         out = self._header("Health check")
         out += [
             # checks run every few seconds: no start limit, and only the failures in the journal
@@ -314,7 +315,8 @@ class HealthUnits:
             "",
             "[Service]",
             "Type=oneshot",
-            "ExecStart=" + exec_line(argv),
+            # the check's words are the file's value: its `$` is systemd's, as Exec='s
+            "ExecStart=" + exec_line(argv, list(spec.health_cmd or ())),
             f"TimeoutStartSec={_ms(timeout + 30_000)}",
             "LogLevelMax=notice",
             "SyslogLevel=warning",
@@ -339,7 +341,7 @@ def generate(source: Source, known: set[str], dropin_index: dict[str, list[str]]
         from sdcontainer.imagefile import resolve
 
         spec = resolve(source, unit, spec, known, dropin_index)
-    if spec.image and spec.stop_signal is None:
+    if spec.image and spec.stop_signal is None and not has_variable(spec.image):
         spec = _image_stop_signal(spec)
     generated = render(source, unit, spec, known)
     _check_other_names(source, generated)

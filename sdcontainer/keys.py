@@ -20,6 +20,7 @@ from sdcontainer.values import (
     DEFAULT_NETWORK,
     ULIMIT_SETTINGS,
     ParseContext,
+    has_variable,
     is_bridge,
     is_service_unit_name,
     parse_abs_path,
@@ -136,6 +137,8 @@ def parse_image(value: str, ctx: ParseContext) -> str:
         if "/" in value or value.startswith(".") or "@" in value:
             raise ValueError(f"{value}: a .image file is named by its file name (NAME.image), not a template or path")
         return value
+    if not ctx.expanded and has_variable(value):
+        return value  # repo:${TAG}: the launcher checks what systemd made of it
     from sdcontainer.reference import parse_reference
 
     parse_reference(value)
