@@ -321,9 +321,15 @@ def _ids_in_use() -> dict[str, str]:
     default=None,
     help="Require HTTPS and a valid certificate (default: registries.conf).",
 )
-@click.option("--retry", type=click.IntRange(0), default=3, show_default=True, help="Attempts after a failed one.")
+@click.option(
+    "--retry",
+    type=click.IntRange(0),
+    default=3,
+    show_default=True,
+    help="Attempts after a failed one (a registry that cannot be reached at all: none, unless given).",
+)
 @click.option("--retry-delay", metavar="DURATION", help="Wait between attempts (default: 2s, doubling).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress; print only the image id.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress line (none either when stderr is not a terminal).")
 def pull(reference: str, tls_verify: bool | None, retry: int, retry_delay: str | None, quiet: bool) -> None:
     """Pull REFERENCE from its registry into the store (with skopeo).
 
@@ -344,6 +350,9 @@ def pull(reference: str, tls_verify: bool | None, retry: int, retry_delay: str |
         retry_delay=delay,
         tls_verify=tls_verify,
         quiet=quiet or not sys.stderr.isatty(),
+        # typed by hand, a pull with no network says so at once; --retry N waits for one
+        retry_unreachable=click.get_current_context().get_parameter_source("retry")
+        == click.core.ParameterSource.COMMANDLINE,
     )
     click.echo(record["id"])
 

@@ -60,7 +60,7 @@ def script(text: str) -> str:
             # the line on lines of its own: its comment must not swallow the rest
             out.append(
                 f"echo '@@start {n}'; for try in 1 2 3 4 5 6 7 8 9 10; do (\n{cmd}\n) 2>&1; s=$?\n"
-                f"[ $s = {want} ] && break; sleep 1; done; echo \"@@end {n} $s\""
+                f'[ $s = {want} ] && break; sleep 1; done; echo "@@end {n} $s"'
             )
     return "\n".join(out) + "\n"
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -43,7 +42,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "systemctl, journalctl), the README's example root in /srv/rootfs/busybox and FILEs in "
         "/etc/sdcontainer. Nothing is kept: state between sessions is not supported.",
     )
-    parser.add_argument("files", nargs="*", metavar="FILE", help=".container files (and drop-ins) to put in place (default: examples/*.container)")
+    parser.add_argument(
+        "files", nargs="*", metavar="FILE", help=".container files to put in place (default: examples/*.container)"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no banner and no setup lines")
     if "--" in argv:
         at = argv.index("--")
