@@ -21,7 +21,7 @@ from tests.test_images import BASE_ENV, base_layer, pull_env, registry, sdc, sto
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the store and unshare need root")
 
 
-def pull_on_a_terminal(store: Path, name: str, env: dict[str, str]) -> tuple[int, str, str]:
+def pull_on_a_terminal(store: Path, name: str, env: dict[str, str]) -> tuple[int, str, str]:  # noqa: F811
     """Pull with stderr on a pseudo-terminal (stdout piped, as in `id=$(sdcontainer pull ...)`)."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(
