@@ -3,7 +3,8 @@ with this checkout installed), so that they stay true (issue 14).
 
 A fenced block preceded by ``<!-- try -->`` is run line by line, in the checkout, by bash
 in that system; ``<!-- try: file PATH -->`` marks the contents of the file at PATH (which
-examples/ must hold too). A line whose comment says ``exit status N`` must end with N, any
+examples/ must hold too), ``<!-- try: check -->`` a .container file that ``sdcontainer check``
+must pass. A line whose comment says ``exit status N`` must end with N, any
 other with 0; a line with ``-it`` runs on a terminal (``script``) and gets ``exit`` as input.
 A failure names the README's line.
 """
@@ -20,11 +21,11 @@ import pytest
 from tests.helpers import CHECKOUT
 
 README = CHECKOUT / "README.md"
-MARK = re.compile(r"<!-- try(?:: file (\S+))? -->")
+MARK = re.compile(r"<!-- try(?:: (file \S+|check))? -->")
 
 
 def blocks(text: str) -> list[tuple[str | None, int, list[str]]]:
-    """(file path or None for commands, line number of the block's first line, its lines)."""
+    """(file path, "check" or None for commands; the line number of the block's first line; its lines)."""
     lines = text.splitlines()
     found = []
     for i, line in enumerate(lines):
@@ -34,7 +35,8 @@ def blocks(text: str) -> list[tuple[str | None, int, list[str]]]:
         if i + 1 >= len(lines) or not lines[i + 1].startswith("```"):
             raise AssertionError(f"README.md:{i + 1}: a try mark must come right before a fenced block")
         end = next(j for j in range(i + 2, len(lines)) if lines[j].startswith("```"))
-        found.append((m.group(1), i + 3, lines[i + 2 : end]))
+        what = m.group(1)
+        found.append((what[len("file ") :] if what and what.startswith("file ") else what, i + 3, lines[i + 2 : end]))
     return found
 
 
@@ -47,6 +49,13 @@ def script(text: str) -> str:
     """A bash script that runs every marked line and reports each one's status."""
     out = ["set +e"]
     for path, first, lines in blocks(text):
+        if path == "check":  # a .container file that `sdcontainer check` must pass
+            body = "\n".join(lines)
+            out.append(
+                f"echo '@@start {first}'; cat > /tmp/readme-{first}.container <<'README_EOF'\n{body}\nREADME_EOF\n"
+                f'sdcontainer check /tmp/readme-{first}.container 2>&1; echo "@@end {first} $?"'
+            )
+            continue
         if path is not None:
             continue
         for n, line in enumerate(lines, first):
@@ -110,6 +119,11 @@ def test_every_marked_readme_line_works_in_the_try_shell(wheelhouse: Path) -> No
     lines = text.splitlines()
     failures = []
     for path, first, block in blocks(text):
+        if path == "check":
+            status, out = got.get(first, (-1, "(not run)"))
+            if status != 0:
+                failures.append(f"README.md:{first}: this .container file fails `sdcontainer check`:\n{out}")
+            continue
         if path is not None:
             continue
         for n, line in enumerate(block, first):
@@ -126,3 +140,6 @@ def test_every_marked_readme_line_works_in_the_try_shell(wheelhouse: Path) -> No
     assert "hello" in by_line["sdcontainer list"]
     assert "ExecStart=" in by_line["sdcontainer unit /etc/sdcontainer/hello.container"]
     assert "hi" in by_line["sdcontainer run /srv/rootfs/busybox /bin/sh -c 'echo hi; exit 3'"]
+    assert by_line["sdcontainer run busybox:1 /bin/echo hi from an image"].strip() == "hi from an image"
+    checks = [first for path, first, _lines in blocks(text) if path == "check"]
+    assert len(checks) == 2 and all(got[n][0] == 0 for n in checks)
