@@ -36,3 +36,13 @@ def test_the_generators_messages_are_read_where_the_generator_sends_them() -> No
     page = (CHECKOUT / "man" / "sdcontainer-generator.8.scd").read_text()
     debugging = page[page.index("# DEBUGGING") : page.index("# FILES")]
     assert f"journalctl -b -t {generator.PROGRAM}" in debugging
+
+
+def test_the_container_pages_web_server_is_the_readmes_example() -> None:
+    page = (CHECKOUT / "man" / "sdcontainer.container.5.scd").read_text()
+    block = page[page.index("# The example from the README") :].split("```", 1)[0]
+
+    def lines(text: str) -> list[str]:
+        return [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+    assert lines(block) == lines((CHECKOUT / "examples" / "hello.container").read_text())
