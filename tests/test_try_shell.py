@@ -97,11 +97,19 @@ def test_the_interactive_shell_on_a_terminal(wheelhouse: Path) -> None:
             break
         out += chunk
         if not sent and b"[sdcontainer-try " in out:  # the prompt
-            os.write(fd, b"systemctl start hello && systemctl is-active hello; exit 3\n")
+            # `run` attached binds this terminal into its container: it must be one the
+            # testbed can see (before tools/shell gave it one of its own: "No such device")
+            os.write(
+                fd,
+                b"systemctl start hello && systemctl is-active hello; "
+                b"sdcontainer run /srv/rootfs/busybox /bin/sh -c 'echo run-on-a-tty; exit 4'; "
+                b"echo status=$?; exit 3\n",
+            )
             sent = True
     _, status = os.waitpid(pid, 0)
     text = out.decode(errors="replace")
     assert sent, text
     assert os.waitstatus_to_exitcode(status) == 3, text
-    assert "active\r\nexit" in text and "job control" not in text, text
+    assert "active\r\n" in text and "job control" not in text, text
+    assert "run-on-a-tty\r\nstatus=4\r\n" in text, text
     assert "the throwaway system is gone" in text

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import time
@@ -89,6 +90,11 @@ def run_inside(bed: Testbed, argv: list[str], env: dict[str, str]) -> int:
     # ^C belongs to the shell inside; this process must outlive it to tear the testbed down
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
+        if sys.stdin.isatty():
+            # a terminal of the testbed's own devpts (script(1) relays this one to it): this
+            # one is not visible in there, and `sdcontainer run` binds its terminal into the
+            # container, which a terminal it cannot see makes fail
+            argv = ["script", "-qefc", shlex.join(argv), "/dev/null"]
         # env -C, not popen's cwd=: nsenter opens its --wd in this mount namespace, not the testbed's
         proc = bed.popen(["env", "-C", bed.project_dir_inside, *argv], env=env, stdin=None)
         return proc.wait()
