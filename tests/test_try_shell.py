@@ -113,3 +113,18 @@ def test_the_interactive_shell_on_a_terminal(wheelhouse: Path) -> None:
     assert "active\r\n" in text and "job control" not in text, text
     assert "run-on-a-tty\r\nstatus=4\r\n" in text, text
     assert "the throwaway system is gone" in text
+
+
+def test_keep_saves_the_files_the_roots_and_the_store_and_nothing_else(wheelhouse: Path, tmp_path: Path) -> None:
+    keep = tmp_path / "keep"
+    first = (
+        "echo mine > /srv/mine; echo gone > /etc/gone; "
+        "tar -C /srv/rootfs/busybox -cf /tmp/r.tar . && sdcontainer image import /tmp/r.tar keepme:1"
+    )
+    r = shell("--keep", str(keep), "--", "sh", "-c", first)
+    assert "all but /etc/sdcontainer, /srv, /var/lib/sdcontainer" in r.stderr.splitlines()[0]
+    assert (keep / "state.tar").is_file() and not (keep / "state.tar.tmp").exists()
+    r = shell("--keep", str(keep), "--", "sh", "-c", "cat /srv/mine; ls /etc/gone; sdcontainer images")
+    assert r.stdout.startswith("mine\n") and "localhost/keepme" in r.stdout, r.stdout
+    assert "cannot access '/etc/gone'" in r.stderr  # only what --keep names is kept
+    assert "restored /etc/sdcontainer, /srv, /var/lib/sdcontainer from" in r.stderr

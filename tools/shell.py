@@ -18,6 +18,7 @@ import argparse
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +35,40 @@ BANNER = (
     "installed; everything in it is thrown away on exit"
 )
 PS1 = r"[sdcontainer-try \W]# "
+#: What --keep keeps: the files, the roots and pages beside them, the image store. Not the
+#: rest (the journal, /run, the installed checkout: installed afresh each time).
+KEPT = ("/etc/sdcontainer", "/srv", "/var/lib/sdcontainer")
+
+
+def restore(bed: Testbed, keep: Path) -> bool:
+    archive = keep / "state.tar"
+    if not archive.exists():
+        return False
+    with archive.open("rb") as f:
+        r = subprocess.run(
+            bed.command(["tar", "-C", "/", "--numeric-owner", "-xpf", "-"]),
+            stdin=f, capture_output=True, text=True, env=bed.env(),
+        )  # fmt: skip
+    if r.returncode != 0:
+        raise TestbedError(f"restoring {archive}: {r.stderr.strip()}")
+    return True
+
+
+def save(bed: Testbed, keep: Path) -> None:
+    """Into keep/state.tar, replaced only once the new one is complete. --one-file-system:
+    not the checkout, which shows under /srv when it lives under /tmp."""
+    keep.mkdir(parents=True, exist_ok=True)
+    paths = [p.lstrip("/") for p in KEPT if bed.exists(p)]
+    tmp = keep / "state.tar.tmp"
+    with tmp.open("wb") as f:
+        r = subprocess.run(
+            bed.command(["tar", "-C", "/", "--one-file-system", "--numeric-owner", "-cf", "-", *paths]),
+            stdout=f, stderr=subprocess.PIPE, text=True, env=bed.env(),
+        )  # fmt: skip
+    if r.returncode != 0:
+        tmp.unlink()
+        raise TestbedError(f"saving into {keep}: {r.stderr.strip()}")
+    os.replace(tmp, keep / "state.tar")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -41,12 +76,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="tools/shell",
         description="A shell in a throwaway systemd with this checkout installed (sdcontainer on PATH, "
         "systemctl, journalctl), the README's example root in /srv/rootfs/busybox and FILEs in "
-        "/etc/sdcontainer. Nothing is kept: state between sessions is not supported.",
+        "/etc/sdcontainer. Nothing is kept unless --keep says where.",
     )
     parser.add_argument(
         "files", nargs="*", metavar="FILE", help=".container files to put in place (default: examples/*.container)"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no banner and no setup lines")
+    parser.add_argument(
+        "--keep",
+        metavar="DIR",
+        help=f"keep {', '.join(KEPT)} between sessions, in DIR/state.tar (saved at exit, restored at start); "
+        "everything else is thrown away all the same",
+    )
     if "--" in argv:
         at = argv.index("--")
         args = parser.parse_args(argv[:at])
@@ -110,17 +151,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"try: {text}", file=sys.stderr, flush=True)
 
     if not args.quiet:
-        print(BANNER, file=sys.stderr, flush=True)
+        banner = BANNER if not args.keep else BANNER.replace("everything in it", f"all but {', '.join(KEPT)}")
+        print(banner, file=sys.stderr, flush=True)
     t0 = time.monotonic()
     try:
         with Testbed(network=True) as bed:
             say(f"systemd booted: {bed.boot_seconds or 0:.1f} s")
+            keep = Path(args.keep).resolve() if args.keep else None
+            if keep is not None and restore(bed, keep):
+                say(f"restored {', '.join(KEPT)} from {keep}/state.tar")
             prepare(bed, args.files, say)
             say(f"ready in {time.monotonic() - t0:.1f} s; {EXAMPLE_ROOT} and {UNIT_DIR} are in place")
-            if args.command:
-                return run_inside(bed, args.command, interactive_env())
-            shell = os.environ.get("SHELL_IN_TRY", "/bin/bash")
-            return run_inside(bed, [shell, "--norc", "-i"], interactive_env())
+            argv = args.command or [os.environ.get("SHELL_IN_TRY", "/bin/bash"), "--norc", "-i"]
+            status = run_inside(bed, argv, interactive_env())
+            if keep is not None:
+                save(bed, keep)
+                say(f"kept {', '.join(KEPT)} in {keep}/state.tar")
+            return status
     except TestbedError as error:
         print(f"tools/shell: cannot boot the throwaway systemd: {error}", file=sys.stderr)
         return 1
