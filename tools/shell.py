@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"restored {', '.join(KEPT)} from {keep}/state.tar")
             prepare(bed, args.files, say)
             say(f"ready in {time.monotonic() - t0:.1f} s; {EXAMPLE_ROOT} and {UNIT_DIR} are in place")
-            argv = args.command or [os.environ.get("SHELL_IN_TRY", "/bin/bash"), "--norc", "-i"]
+            argv = args.command or ["/bin/bash", "--norc", "-i"]
             status = run_inside(bed, argv, interactive_env())
             if keep is not None:
                 save(bed, keep)
