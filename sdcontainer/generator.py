@@ -1,4 +1,5 @@
-"""systemd generator: `.container` files in, `.service` units out.
+"""systemd generator: `.container` files (and the other kinds of sdcontainer.sources) in,
+`.service` units out.
 
 systemd runs this at boot and on every daemon-reload, in parallel with the other generators,
 and waits for the slowest; it imports only the standard library and the parsing modules.
@@ -15,6 +16,18 @@ import sys
 from sdcontainer.errors import ConfigError, ErrorList, ImageError, TooManyErrors, UsageError, run_main
 from sdcontainer.keys import did_you_mean, section_errors, spec_from_unit
 from sdcontainer.service import ServicePolicy, exec_line, launcher_command, service_policy
+from sdcontainer.sources import (
+    CONTAINER,
+    DEPENDENCY_KEYS,
+    Generated,
+    Known,
+    Source,
+    find_dropins,
+    find_sources,
+    install_links,
+    load,
+    translate_dependency,
+)
 from sdcontainer.spec import ContainerSpec
 from sdcontainer.text import nearest, printable, shown
 from sdcontainer.unitfile import (
@@ -23,7 +36,6 @@ from sdcontainer.unitfile import (
     escape_specifiers,
     parse_boolean,
     parse_file,
-    split_words,
     unit_name_problem,
     unit_path_problem,
 )
@@ -34,34 +46,14 @@ if TYPE_CHECKING:
 
     from sdcontainer.sockets import SocketPlan
 
+# the names tests and tools import from here, which moved to sdcontainer.sources
+__all__ = ["Generated", "Source", "find_dropins", "find_sources", "install_links", "load"]
+SUFFIX = CONTAINER.suffix
+
 PROGRAM = "sdcontainer-generator"
-SUFFIX = ".container"
 SYSTEM_UNIT_PATH = ("/etc/sdcontainer", "/run/sdcontainer/units", "/usr/lib/sdcontainer/units")
-# How many levels of subdirectories below a search directory are searched. People sort
-# files into a level or two (Quadlet's users/UID/); the bound keeps a runaway tree (thousands
-# of nested directories, a path past PATH_MAX) from costing more than a few hundred entries.
-MAX_DEPTH = 16
 
 PASS_THROUGH_SECTIONS = ("Unit", "Service", "Install")
-DEPENDENCY_KEYS = frozenset(
-    [
-        "After",
-        "Before",
-        "BindsTo",
-        "Conflicts",
-        "OnFailure",
-        "OnSuccess",
-        "PartOf",
-        "PropagatesReloadTo",
-        "PropagatesStopTo",
-        "ReloadPropagatedFrom",
-        "Requires",
-        "Requisite",
-        "StopPropagatedFrom",
-        "Upholds",
-        "Wants",
-    ]
-)
 # [Service] settings the generated unit relies on; a file may not replace them.
 FORBIDDEN_SERVICE_KEYS = {
     "ExecStart": "the container's command is Exec= in [Container]",
@@ -96,170 +88,6 @@ def _launcher() -> list[str]:
         # literal paths on Exec*= lines, where systemd would expand a % in them
         _launcher_cache.append([escape_specifiers(word) for word in launcher_command()])
     return _launcher_cache[0]
-
-
-class Source:
-    """One `.container` file found on the search path."""
-
-    def __init__(self, name: str, path: str) -> None:
-        self.name = name  # file name, e.g. web@.container
-        self.path = path
-
-    @property
-    def stem(self) -> str:
-        return self.name[: -len(SUFFIX)]
-
-    @property
-    def template(self) -> str | None:
-        """`foo@.container` for an instance `foo@bar.container`, else None."""
-        prefix, at, instance = self.stem.partition("@")
-        return f"{prefix}@{SUFFIX}" if at and instance else None
-
-    @property
-    def service(self) -> str:
-        return self.stem + ".service"
-
-    @property
-    def source_path(self) -> str:
-        """The path as SourcePath= takes it: systemd expands specifiers there."""
-        return escape_specifiers(self.path)
-
-    def check_names(self) -> None:
-        """Refuse a file whose path or name cannot be written into a unit as it is."""
-        problem = unit_path_problem(self.path)
-        if problem:
-            raise ConfigError(problem, self.path)
-        problem = unit_name_problem(self.service)
-        if problem is None and self.stem.startswith("."):
-            problem = 'it starts with "." (a hidden file)'
-        if problem:
-            raise ConfigError(f"{shown(self.service)} is not a valid unit name: {problem}", self.path)
-
-
-def find_sources(
-    search_path: list[str], problems: list[str] | None = None
-) -> tuple[list[Source], dict[str, list[str]]]:
-    """Every `.container` file, subdirectories walked (depth first, a directory's own files
-    before its subdirectories', names sorted), the first file of a name winning; and every
-    drop-in directory (`*.d`) by name, in search-path order.
-
-    The walk is a loop over a stack, not a recursion, and goes at most MAX_DEPTH levels
-    below a search directory. A symlink to a directory is followed only if it leads to a
-    directory inside the search path; each directory is visited once (by device and inode),
-    so a symlink loop ends. A directory not searched for either reason, or not readable, is
-    added to `problems` as a message naming it. Symlinks to files are followed wherever they
-    point, as are drop-in directories, which are only listed."""
-    seen: dict[str, Source] = {}
-    dropin_index: dict[str, list[str]] = {}
-    visited: set[tuple[int, int]] = set()
-    roots = [os.path.realpath(top) for top in search_path]
-    note = problems.append if problems is not None else (lambda message: None)
-    for top in search_path:
-        try:
-            info = os.stat(top)
-        except OSError:
-            continue  # not there: nothing to find
-        if not stat.S_ISDIR(info.st_mode):
-            continue
-        stack = [(top, 0, (info.st_dev, info.st_ino))]
-        while stack:
-            directory, depth, inode = stack.pop()
-            if inode in visited:
-                continue
-            visited.add(inode)
-            try:
-                with os.scandir(directory) as listing:
-                    entries = sorted(listing, key=_entry_name)
-            except OSError as error:
-                note(f"{shown(directory)}: cannot read the directory: {error.strerror}")
-                continue
-            subdirectories = []
-            for entry in entries:
-                name = entry.name
-                try:
-                    is_dir = entry.is_dir()  # d_type; a stat() for symlinks only
-                except OSError:
-                    is_dir = False
-                if not is_dir:
-                    if name.endswith(SUFFIX) and len(name) > len(SUFFIX) and name not in seen:
-                        seen[name] = Source(name, entry.path)
-                elif name.endswith(".d"):
-                    dropin_index.setdefault(name, []).append(entry.path)
-                elif depth >= MAX_DEPTH:
-                    where = f"more than {MAX_DEPTH} levels of directories below {shown(top)}"
-                    note(f"{shown(entry.path)}: {where}; not searched")
-                elif entry.is_symlink() and not _inside(real := os.path.realpath(entry.path), roots):
-                    where = f"a symbolic link to a directory outside the search path ({shown(real)})"
-                    note(f"{shown(entry.path)}: {where}; not followed")
-                else:
-                    try:
-                        found = entry.stat()
-                    except OSError:
-                        continue  # gone since it was listed
-                    subdirectories.append((entry.path, depth + 1, (found.st_dev, found.st_ino)))
-            stack.extend(reversed(subdirectories))  # the first in name order is walked next
-    return sorted(seen.values(), key=lambda s: s.name), dropin_index
-
-
-def _entry_name(entry: os.DirEntry[str]) -> str:
-    return entry.name
-
-
-def _inside(path: str, roots: list[str]) -> bool:
-    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
-
-
-def dropin_dirs(source: Source) -> list[str]:
-    """Drop-in directory names, most specific first: the unit's own, its template's, the
-    dash-truncated prefixes (as systemd does for `foo-bar-baz.service`), then `container.d`."""
-    names = [source.name + ".d"]
-    if source.template:
-        names.append(source.template + ".d")
-    prefix = source.stem.partition("@")[0]
-    while "-" in prefix.rstrip("-"):
-        prefix = prefix.rstrip("-").rpartition("-")[0] + "-"
-        names.append(prefix + SUFFIX + ".d")
-    names.append(SUFFIX[1:] + ".d")
-    return names
-
-
-def find_dropins(source: Source, dropin_index: dict[str, list[str]]) -> list[str]:
-    """`*.conf` files applying to a source, in the order they are merged: sorted by file
-    name, a name in a more specific directory (or earlier search path) shadowing the rest."""
-    chosen: dict[str, str] = {}
-    for dirname in dropin_dirs(source):
-        for directory in dropin_index.get(dirname, ()):
-            try:
-                files = os.listdir(directory)
-            except OSError:
-                continue
-            for conf in files:
-                if conf.endswith(".conf") and conf not in chosen:
-                    chosen[conf] = os.path.join(directory, conf)
-    return [chosen[name] for name in sorted(chosen)]
-
-
-def load(source: Source, dropin_index: dict[str, list[str]]) -> UnitFile:
-    unit = parse_file(source.path)
-    for conf in find_dropins(source, dropin_index):
-        unit.merge(parse_file(conf))
-    return unit
-
-
-class Generated:
-    def __init__(
-        self,
-        service: str,
-        text: str,
-        links: list[tuple[str, str]],
-        others: list[tuple[str, str]] | None = None,
-        policy: ServicePolicy | None = None,
-    ) -> None:
-        self.service = service
-        self.text = text
-        self.links = links  # (link path, target), relative to the output directory
-        self.others = others or []  # (file name, text) of the units written beside the service
-        self.policy = policy  # what the service's [Unit] and [Service] got from sdcontainer.service
 
 
 KNOWN_SECTIONS = ("Container", "Quadlet", "Socket", *PASS_THROUGH_SECTIONS)
@@ -300,17 +128,6 @@ def _quadlet_setting(entry: Entry) -> bool:
         return parse_boolean(entry.value)
     except ValueError as error:
         raise entry.error(f"invalid DefaultDependencies=: {error}") from None
-
-
-def _translate_dependency(entry: Entry, known: set[str]) -> str:
-    words = []
-    for word in entry.value.split():
-        if word.endswith(SUFFIX):
-            if word not in known:
-                raise entry.error(f"{entry.key}= names {word}, but no such file is on the search path")
-            word = word[: -len(SUFFIX)] + ".service"
-        words.append(word)
-    return " ".join(words)
 
 
 def _check_service_entry(entry: Entry) -> None:
@@ -379,10 +196,15 @@ def _unit_section(
     service), then ours."""
     out = ["", "[Unit]"]
     for entry in unit.section("Unit"):
-        value = _translate_dependency(entry, known) if entry.key in DEPENDENCY_KEYS else entry.value
+        value = translate_dependency(entry, known) if entry.key in DEPENDENCY_KEYS else entry.value
         out.append(f"{entry.key}={value}")
     out.append(f"SourcePath={source.source_path}")
     out += [f"{name}={value}" for name, value in (*policy.unit_file_only, *policy.unit)]
+    image = unit.lookup_last("Container", "Image")
+    if image is not None and image.value.endswith(".image"):
+        from sdcontainer.imagefile import image_unit_lines  # Image=NAME.image: its service
+
+        out += image_unit_lines(unit)
     if sockets is not None:
         out += sockets.service_unit_lines()
     if health is not None and health.timer_text is not None:
@@ -506,60 +328,45 @@ class HealthUnits:
         return files
 
 
-def install_links(service: str, unit: UnitFile) -> list[tuple[str, str]]:
-    """The symlinks `systemctl enable` would create for the unit `service` (the .service, or
-    the .socket of a file with a [Socket] section), relative to the output directory."""
-    suffix_of_unit = service[service.rindex(".") :]
-    name = service
-    if service.endswith("@" + suffix_of_unit):
-        default_instance = unit.lookup_last("Install", "DefaultInstance")
-        if default_instance is None or not default_instance.value:
-            return []  # a template without DefaultInstance= is not enabled by itself
-        name = service.replace("@" + suffix_of_unit, f"@{default_instance.value}{suffix_of_unit}")
-        problem = _link_name_problem(name)
-        if problem:
-            raise default_instance.error(f"DefaultInstance= makes {shown(name)}, not a valid unit name: {problem}")
-    links = []
-    for key, suffix in (("WantedBy", ".wants"), ("RequiredBy", ".requires"), ("UpheldBy", ".upholds")):
-        for entry in unit.lookup_all("Install", key):
-            for target in split_words(entry.value, entry):
-                if "/" in target:
-                    raise entry.error(f"{key}={target}: a unit name cannot contain '/'")
-                problem = _link_name_problem(target)
-                if problem:
-                    raise entry.error(f"{key}={shown(target)}: not a valid unit name: {problem}")
-                links.append((f"{target}{suffix}/{name}", f"../{service}"))
-    for entry in unit.lookup_all("Install", "Alias"):
-        for alias in split_words(entry.value, entry):
-            parts = alias.split("/")
-            if alias.startswith("/") or ".." in parts or not alias.endswith(suffix_of_unit):
-                raise entry.error(f"Alias={shown(alias)}: must be a relative name ending in {suffix_of_unit}")
-            problem = unit_path_problem(alias) or _link_name_problem(parts[-1])
-            if problem:
-                raise entry.error(f"Alias={shown(alias)}: not a valid unit name: {problem}")
-            links.append((alias, "../" * (len(parts) - 1) + service))
-    return links
-
-
-def _link_name_problem(name: str) -> str | None:
-    """A unit name of [Install] (a link's name in the output directory). Specifiers are
-    not expanded there; a % is let through as it always was."""
-    return unit_name_problem(name.replace("%", "_"))
-
-
 def generate(source: Source, known: set[str], dropin_index: dict[str, list[str]]) -> Generated:
     source.check_names()
+    if source.kind is not CONTAINER:
+        return _generate_other(source, known, dropin_index)
     unit = load(source, dropin_index)
     _check_sections(unit)
     spec = spec_from_unit(unit)
+    if spec.image and spec.image.endswith(".image"):
+        from sdcontainer.imagefile import resolve
+
+        spec = resolve(source, unit, spec, known, dropin_index)
     if spec.image and spec.stop_signal is None:
         spec = _image_stop_signal(spec)
     generated = render(source, unit, spec, known)
+    _check_other_names(source, generated)
+    return generated
+
+
+def _generate_other(source: Source, known: set[str], dropin_index: dict[str, list[str]]) -> Generated:
+    """A file of another kind than .container: its kind's module renders it."""
+    kind = source.kind
+    if kind.module is None:
+        from sdcontainer.sources import KINDS
+
+        supported = ", ".join(k.suffix for k in KINDS if k.module is not None)
+        raise ConfigError(f"{kind.suffix} files are not supported yet (only {supported})", source.path)
+    from importlib import import_module
+
+    render_kind = import_module(kind.module).render
+    generated: Generated = render_kind(source, load(source, dropin_index), known)
+    _check_other_names(source, generated)
+    return generated
+
+
+def _check_other_names(source: Source, generated: Generated) -> None:
     for name, _ in generated.others:  # the service's own name is checked: the file's
         problem = unit_name_problem(name)
         if problem:  # NAME-health.service, NAME-proxy.service: longer than the file's own
             raise ConfigError(f"would write {shown(name)}, not a valid unit name: {problem}", source.path)
-    return generated
 
 
 def _image_stop_signal(spec: ContainerSpec) -> ContainerSpec:
@@ -611,7 +418,7 @@ def refused_unit(source: Source, messages: list[str]) -> Generated | None:
         "",
         "[Unit]",
         f"Description=Refused by {PROGRAM}: {description}",
-        "Documentation=man:sdcontainer-generator(8) man:sdcontainer.container(5)",
+        f"Documentation=man:sdcontainer-generator(8) man:sdcontainer{source.suffix}(5)",
     ]
     if unit_path_problem(source.path) is None:
         out.append(f"SourcePath={source.source_path}")
@@ -717,6 +524,9 @@ def _diagnose(
         else:
             unit.merge(part)
     assert unit is not None
+    if source.kind is not CONTAINER:
+        _diagnose_other(source, unit, known, dropin_index, errors)
+        return
     for header in unit.headers:
         if header.section not in KNOWN_SECTIONS and not header.section.startswith("X-"):
             errors.append(header.error(_unknown_section(header.section)))
@@ -727,7 +537,7 @@ def _diagnose(
     checks: list[tuple[Callable[[Entry], object], list[Entry]]] = [
         (_quadlet_setting, unit.section("Quadlet")),
         (_check_service_entry, unit.section("Service")),
-        (lambda entry: _translate_dependency(entry, known), dependencies),
+        (lambda entry: translate_dependency(entry, known), dependencies),
     ]
     section_errors(unit, errors, whole=False)
     for check, entries in checks:
@@ -739,6 +549,25 @@ def _diagnose(
     if errors:
         return
     section_errors(unit, errors, whole=True)  # the checks between keys, now that each key is good
+    if not errors:
+        try:
+            generate(source, known, dropin_index)
+        except ConfigError as error:
+            errors.append(error)
+
+
+def _diagnose_other(
+    source: Source, unit: UnitFile, known: set[str], dropin_index: dict[str, list[str]], errors: ErrorList
+) -> None:
+    """Another kind's errors: its module's diagnose(source, unit, known, errors) if it has one
+    (every error it can find), else the first error of generating it."""
+    if source.kind.module is not None and not errors:
+        from importlib import import_module
+
+        diagnose_kind = getattr(import_module(source.kind.module), "diagnose", None)
+        if diagnose_kind is not None:
+            diagnose_kind(source, unit, known, errors)
+            return
     if not errors:
         try:
             generate(source, known, dropin_index)
@@ -769,7 +598,7 @@ def host_warnings(source: Source, dropin_index: dict[str, list[str]]) -> list[st
         if problem:
             warnings.append(str(rootfs.error(f"warning: Rootfs={shown(path)} {problem}")))
     image = unit.lookup_last("Container", "Image")
-    if spec.image and image is not None and "%" not in spec.image:
+    if spec.image and image is not None and "%" not in spec.image and not spec.image.endswith(".image"):
         from sdcontainer.store import find_image, storage_dir
 
         try:
@@ -889,7 +718,7 @@ def _generate_all(args: list[str]) -> int:
     sources, dropin_index = find_sources(unit_search_path(), problems)
     for problem in problems:
         report(problem)
-    known = {s.name for s in sources}
+    known = Known(sources)
     failed = 0
     for source in sources:
         try:
@@ -916,7 +745,7 @@ def _generate_all(args: list[str]) -> int:
             report(f"{shown(source.path)}: cannot write {generated.service}: a name in it is not UTF-8")
             failed += 1
     if failed:
-        report(f"{failed} of {len(sources)} .container files failed; the others were generated")
+        report(f"{failed} of {len(sources)} unit files failed; the others were generated")
     return 1 if failed or problems else 0
 
 
