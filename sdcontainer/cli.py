@@ -322,9 +322,15 @@ def _ids_in_use() -> dict[str, str]:
     default=None,
     help="Require HTTPS and a valid certificate (default: registries.conf).",
 )
-@click.option("--retry", type=click.IntRange(0), default=3, show_default=True, help="Attempts after a failed one.")
+@click.option(
+    "--retry",
+    type=click.IntRange(0),
+    default=3,
+    show_default=True,
+    help="Attempts after a failed one (a registry that cannot be reached at all: none, unless given).",
+)
 @click.option("--retry-delay", metavar="DURATION", help="Wait between attempts (default: 2s, doubling).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress; print only the image id.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress line (none either when stderr is not a terminal).")
 def pull(reference: str, tls_verify: bool | None, retry: int, retry_delay: str | None, quiet: bool) -> None:
     """Pull REFERENCE from its registry into the store (with skopeo).
 
@@ -345,6 +351,9 @@ def pull(reference: str, tls_verify: bool | None, retry: int, retry_delay: str |
         retry_delay=delay,
         tls_verify=tls_verify,
         quiet=quiet or not sys.stderr.isatty(),
+        # typed by hand, a pull with no network says so at once; --retry N waits for one
+        retry_unreachable=click.get_current_context().get_parameter_source("retry")
+        == click.core.ParameterSource.COMMANDLINE,
     )
     click.echo(record["id"])
 
@@ -542,9 +551,34 @@ def exec_(
     sys.exit(status)
 
 
+@cli.command(name="try", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def try_(args: tuple[str, ...]) -> None:
+    """Try sdcontainer in a throwaway systemd: tools/shell of this checkout.
+
+    Boots systemd as PID 1 of private namespaces, installs this checkout into it, puts the
+    example root and the given .container FILEs in place and opens a shell there, or runs
+    `-- COMMAND`; everything is thrown away on exit. Needs a checkout (an editable install,
+    .venv/bin/sdcontainer): see tools/shell --help.
+    """
+    _try(list(args))  # reached only through click: _invoke passes `try` on before click sees `--`
+
+
+def _try(args: list[str]) -> None:
+    shell = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "shell")
+    if not os.access(shell, os.X_OK):
+        raise SdcontainerError(
+            "try needs a checkout of sdcontainer (it installs that checkout into a throwaway systemd); "
+            "run tools/shell, or .venv/bin/sdcontainer try, from one"
+        )
+    os.execv(shell, [shell, "--no-setup", *args])
+
+
 def _invoke(args: list[str]) -> int:
     """The command line through click, whose own mistakes (an unknown option, a missing
     argument) click reports itself, with the command's usage; ours become SdcontainerError."""
+    if args[:1] == ["try"] and not {"-h", "--help"} & set(args[1 : (args + ["--"]).index("--")]):
+        _try(args[1:])  # as typed: click would swallow the `--` before a command
     try:
         cli(args, standalone_mode=False)
     except click.exceptions.Abort:  # click's form of a ^C (it has echoed the newline)

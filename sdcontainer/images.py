@@ -469,6 +469,41 @@ _PERMANENT = (
 )
 
 
+# skopeo's words for a registry that could not be reached at all (no network, nothing
+# listening, a name that does not resolve); skopeo itself calls these "Error parsing image name"
+_UNREACHABLE = (
+    "dial tcp",
+    "no such host",
+    "connection refused",
+    "network is unreachable",
+    "no route to host",
+    "i/o timeout",
+    "server misbehaving",
+    "temporary failure in name resolution",
+)
+
+
+def _unreachable(message: str) -> str | None:
+    """For a registry skopeo could not reach, a message that says so; else None."""
+    lower = message.lower()
+    if not any(word in lower for word in _UNREACHABLE):
+        return None
+    host = ""
+    if (at := message.find("pinging container registry ")) >= 0:
+        host = message[at + len("pinging container registry ") :].split(":", 1)[0]
+        host = message[at + len("pinging container registry ") :].split(": ", 1)[0] or host
+    cause = message[message.find("dial ") :] if "dial " in message else message
+    if "network is unreachable" in lower or "no route to host" in lower:
+        why = "this machine has no route there: no network?"
+    elif "lookup " in lower or "no such host" in lower or "name resolution" in lower:
+        why = "the name does not resolve: no network, or a wrong name?"
+    elif "connection refused" in lower:
+        why = "nothing listens there: the registry is down, or a wrong address?"
+    else:
+        why = "no network, or the registry is down?"
+    return f"cannot reach the registry{' ' + host if host else ''} ({cause}; {why})"
+
+
 def skopeo_path() -> str:
     path = shutil.which("skopeo")
     if path is None:
@@ -503,45 +538,49 @@ def _tree_size(path: str) -> int:
 
 
 def _run_skopeo(
-    args: list[str], tick: Callable[[], None] | None, quiet: bool, watch: str | None = None
+    args: list[str],
+    tick: Callable[[], None] | None,
+    watch: str | None = None,
+    show: Callable[[int], None] | None = None,
 ) -> tuple[int, bytes, str]:
     """Run skopeo; every 5 s call `tick` (which extends the unit's start timeout) while it
     makes progress: always for a short request, while `watch` (the download) grows, and
-    for STALL_SECONDS after it last grew."""
+    for STALL_SECONDS after it last grew. `show` gets the download's size twice a second."""
     import tempfile
+    import threading
 
     with tempfile.TemporaryFile() as err:
         conf = os.environ.get("CONTAINERS_REGISTRIES_CONF")  # skopeo 1.9 reads it only as an option
         proc = subprocess.Popen(
             [skopeo_path(), *(["--registries-conf", conf] if conf else []), *args],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if quiet else None,
+            stdout=subprocess.PIPE,  # never skopeo's own progress bars: ours is one line
             stderr=err,
         )
-        out = b""
         last_size, last_change = -1, time.monotonic()
-        if quiet:
-            import threading
-
-            chunks: list[bytes] = []
-            reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read() if proc.stdout else b""))
-            reader.start()
+        next_tick = last_change + 5
+        chunks: list[bytes] = []
+        reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read() if proc.stdout else b""))
+        reader.start()
         while True:
             try:
-                proc.wait(timeout=5)
+                proc.wait(timeout=0.5 if show is not None else 5)
                 break
             except subprocess.TimeoutExpired:
-                if watch is not None:
+                now = time.monotonic()
+                if watch is not None and (show is not None or now >= next_tick):
                     size = _tree_size(watch)
                     if size != last_size:
-                        last_size, last_change = size, time.monotonic()
-                if tick is not None and time.monotonic() - last_change < STALL_SECONDS:
-                    tick()
-        if quiet:
-            reader.join()
-            out = b"".join(chunks)
+                        last_size, last_change = size, now
+                    if show is not None:
+                        show(size)
+                if now >= next_tick:
+                    next_tick = now + 5
+                    if tick is not None and now - last_change < STALL_SECONDS:
+                        tick()
+        reader.join()
         err.seek(0)
-        return proc.returncode, out, err.read().decode(errors="replace")
+        return proc.returncode, b"".join(chunks), err.read().decode(errors="replace")
 
 
 def skopeo(
@@ -551,19 +590,27 @@ def skopeo(
     retry: int = 3,
     retry_delay: float | None = None,
     tick: Callable[[], None] | None = None,
-    quiet: bool = True,
     watch: str | None = None,
+    show: Callable[[int], None] | None = None,
+    retry_unreachable: bool = True,
 ) -> bytes:
     """Run skopeo, retrying failures that may pass (network) `retry` times: after
-    `retry_delay` seconds each time, or 2 s doubling each time when it is None."""
+    `retry_delay` seconds each time, or 2 s doubling each time when it is None. A registry
+    that cannot be reached at all fails at once unless `retry_unreachable` (a unit starting
+    at boot, before the network is up, waits for it; a command typed by hand does not)."""
     delay = retry_delay if retry_delay is not None else 2.0
     attempt = 0
     while True:
-        code, out, err = _run_skopeo(args, tick, quiet, watch)
+        code, out, err = _run_skopeo(args, tick, watch, show)
         if code == 0:
             return out
         message = _skopeo_message(err)
         permanent = any(word in message.lower() for word in _PERMANENT)
+        if (unreachable := _unreachable(message)) is not None:
+            message = unreachable
+            if not retry_unreachable and not permanent:
+                permanent = True
+                message += "; not retried (--retry N tries again)"
         if permanent or attempt >= retry:
             tries = f" (after {attempt + 1} tries)" if attempt else ""
             hint = ""
@@ -608,8 +655,10 @@ def pull(
     tick: Callable[[], None] | None = None,
     quiet: bool = False,
     root: str | None = None,
+    retry_unreachable: bool = True,
 ) -> dict[str, Any]:
     """Make the image `text` names be in the store, per `policy`; returns its record.
+    Unless `quiet`, a progress line on stderr (a terminal's: it is rewritten in place).
 
     never: it must be there already. missing: pulled only if it is not. always: the
     registry is asked for the name's manifest digest each time, and the image copied when
@@ -630,7 +679,7 @@ def pull(
     errors = []
     for name in names:
         try:
-            return _pull_name(name, policy, retry, retry_delay, tls_verify, tick, quiet, root)
+            return _pull_name(name, policy, retry, retry_delay, tls_verify, tick, quiet, root, retry_unreachable)
         except ImageError as error:
             if len(names) == 1:
                 raise
@@ -647,6 +696,7 @@ def _pull_name(
     tick: Callable[[], None] | None,
     quiet: bool,
     root: str,
+    retry_unreachable: bool = True,
 ) -> dict[str, Any]:
     # tls_verify: a Transport carries the other registry options of a .image file too
     tls, src_tls = _transport(tls_verify).inspect_args(), _transport(tls_verify).copy_args()
@@ -662,6 +712,7 @@ def _pull_name(
                 retry=retry if stored is None else 0,
                 retry_delay=retry_delay,
                 tick=tick,
+                retry_unreachable=retry_unreachable,
             )
         except ImageError as error:
             if stored is not None and policy == "newer":
@@ -677,32 +728,37 @@ def _pull_name(
                 print(f"{name}: up to date ({stored['id'][:12]})", file=sys.stderr)
             return stored
         staging = _staging_dir(root)
+        line = None
         try:
             _reuse_stored_layers(raw, name, tls, root, staging, tick)
+            line = None if quiet else ProgressLine(name, staging, _layer_digests(raw, name))
             skopeo(
-                [
-                    "copy",
-                    "--remove-signatures",
-                    *src_tls,
-                    *(["--quiet"] if quiet else []),
-                    f"docker://{name}",
-                    f"oci:{staging}:image",
-                ],  # fmt: skip
+                ["copy", "--remove-signatures", "--quiet", *src_tls, f"docker://{name}", f"oci:{staging}:image"],
                 f"pulling {name}",
                 retry=retry,
                 retry_delay=retry_delay,
                 tick=tick,
-                quiet=quiet,
                 watch=staging,
+                show=line.download if line is not None else None,
+                retry_unreachable=retry_unreachable,
             )
-            progress = _progress_every(tick) if tick is not None else None
+            if line is not None:
+                line.download(_tree_size(staging))
+            progress = _progress_every(tick) if tick is not None else (line.unpack if line is not None else None)
             layout = DirSource(staging, label=name)
             try:
-                return import_layout(
+                record = import_layout(
                     layout, [name], ref_name="image", sources={name: digest}, progress=progress, root=root
                 )
             finally:
                 layout.close()
+            if line is not None:
+                line.end()
+            return record
+        except BaseException:
+            if line is not None:
+                line.clear()  # the error's line, not half a progress line
+            raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -747,6 +803,75 @@ def _reuse_stored_layers(
                     f.truncate(layer.size)
     except (ImageError, OSError):
         shutil.rmtree(f"{staging}/blobs", ignore_errors=True)  # a plain copy then
+
+
+def _layer_digests(raw: bytes, name: str) -> set[str] | None:
+    """The layers a manifest lists (None for a manifest list: known only once it is chosen)."""
+    try:
+        top = parse(raw, name, "manifest")
+        if top.has("manifests"):
+            return None
+        own = top.get("mediaType").string(optional=True)
+        media_type = own if own in MANIFEST_TYPES else MEDIA_OCI_MANIFEST
+        return {layer.digest for layer in parse_manifest(raw, name, "manifest", media_type).layers}
+    except ImageError:
+        return None
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.3g} {unit}"
+        size /= 1000
+    return f"{size:.3g} GB"
+
+
+class ProgressLine:
+    """`pulling NAME: 1/2 layers, 12.3 MB, 4.1 MB/s`, rewritten in place on stderr while
+    skopeo downloads into `staging` (layers it already has count as done), then the unpacking,
+    then one line that stays: what was fetched, in how long."""
+
+    def __init__(self, name: str, staging: str, layers: set[str] | None) -> None:
+        self.name, self.layers = name, layers
+        self.blobs = f"{staging}/blobs/sha256"
+        self.start = time.monotonic()
+        self.baseline = _tree_size(staging)  # the placeholders of layers the store has
+        self.size = 0
+        self.unpacked = 0
+        self.last = 0.0
+
+    def _write(self, text: str, end: str = "") -> None:
+        sys.stderr.write(f"\r\033[K{text}{end}")
+        sys.stderr.flush()
+
+    def _done(self) -> str:
+        try:
+            names = {f"sha256:{n}" for n in os.listdir(self.blobs) if len(n) == 64}
+        except OSError:
+            names = set()
+        if self.layers is None:
+            return f"{len(names)} blobs"
+        return f"{len(names & self.layers)}/{len(self.layers)} layers"
+
+    def download(self, size: int) -> None:
+        self.size = max(size - self.baseline, 0)
+        seconds = max(time.monotonic() - self.start, 1e-3)
+        rate = human_size(self.size / seconds)
+        self._write(f"pulling {self.name}: {self._done()}, {human_size(self.size)}, {rate}/s")
+
+    def unpack(self, count: int) -> None:
+        self.unpacked += count
+        now = time.monotonic()
+        if now - self.last >= 0.2:
+            self.last = now
+            self._write(f"pulling {self.name}: unpacking, {human_size(self.unpacked)}")
+
+    def clear(self) -> None:
+        self._write("")
+
+    def end(self) -> None:
+        seconds = time.monotonic() - self.start
+        self._write(f"pulled {self.name}: {self._done()}, {human_size(self.size)} in {seconds:.1f} s", "\n")
 
 
 def _progress_every(tick: Callable[[], None], seconds: float = 5.0) -> Callable[[int], None]:

@@ -551,7 +551,10 @@ def run_transient(spec: ContainerSpec, unit: str, *, detach: bool, description: 
     try:
         transient = _Unit(unit)
     except (SystemdError, OSError) as error:
-        raise SystemdError(f"cannot connect to systemd: {error}") from None
+        hint = ""
+        if not os.path.isdir("/run/systemd/system"):  # sd_booted(3)'s test
+            hint = "; PID 1 is not systemd here: try it in a throwaway one with `sdcontainer try` (tools/shell)"
+        raise SystemdError(f"cannot connect to systemd: {error}{hint}") from None
     try:
         try:
             transient.start(properties)

@@ -25,8 +25,8 @@ Rootfs={ROOTFS}
 Exec=/bin/httpd -f -p 8080 -h /www
 Environment=GREETING=hi
 Volume={WWW}:/www:ro
-# the default, Network=none, would keep the server to itself; socket activation is the
-# other way to publish it
+# the host's network: the server is on the host's 127.0.0.1:8080 (the default bridge network
+# would need PublishPort=8080:8080 for that; socket activation is another way)
 Network=host
 # a minimal init as PID 1: forwards systemctl stop's SIGTERM, reaps zombies
 RunInit=yes
