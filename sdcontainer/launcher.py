@@ -82,7 +82,7 @@ from sdcontainer.process import (
 )
 from sdcontainer.record import replace
 from sdcontainer.rootfs import SCRATCH_DIR, TINI, build_root, etc_hosts, etc_resolv_conf, pivot, zone_file
-from sdcontainer.security import capability_mask, confine, load_last, own_bounding_set
+from sdcontainer.security import capability_mask, confine, load_last, own_bounding_set, user_capabilities
 from sdcontainer.spec import ContainerSpec
 from sdcontainer.step import Step, launch_error, outcome_in_child
 from sdcontainer.values import is_bridge
@@ -339,7 +339,8 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
     ident = resolve_identity(plan.user, plan.group, spec.group_add)
     env = build_environment(plan, ident.home, os.environ)
 
-    seccomp = confine(plan.caps, plan.last_cap, spec.no_new_privileges, ident)
+    user_caps = user_capabilities(spec.add_capabilities, plan.caps, plan.last_cap)
+    seccomp = confine(plan.caps, plan.last_cap, spec.no_new_privileges, ident, user_caps)
     workdir = plan.working_dir
     with Step(f"working directory {workdir}"):
         fd = linux.openat2(linux.AT_FDCWD, workdir, os.O_PATH | os.O_DIRECTORY, linux.RESOLVE_NO_MAGICLINKS)

@@ -154,6 +154,26 @@ def capability_mask(add: tuple[str, ...], drop: tuple[str, ...], last_cap: int) 
     return (mask_of(DEFAULT_CAPABILITIES) | mask_of(add)) & ~mask_of(drop) & everything
 
 
+def user_capabilities(add: tuple[str, ...], caps: int, last_cap: int) -> int:
+    """What a non-root user gets, as podman grants it: only the capabilities the file added
+    (never the default set), and of those only what the bounding set `caps` kept, so
+    DropCapability= and the launcher's own bounding set still win."""
+    return _added_mask(add, last_cap) & caps
+
+
+def _added_mask(add: tuple[str, ...], last_cap: int) -> int:
+    everything = (1 << (last_cap + 1)) - 1
+    if "CAP_ALL" in add:
+        return everything
+    mask = 0
+    for name in add:
+        number = CAP_NUMBERS.get(name)
+        if number is None:
+            raise UsageError(f"unknown capability {name}")
+        mask |= 1 << number
+    return mask & everything
+
+
 def own_bounding_set() -> int:
     """The launcher's own bounding set: no capability outside it can be handed on."""
     with open("/proc/self/status", "rb") as f:
@@ -239,10 +259,14 @@ def seccomp_program(caps: int) -> list[linux.Instruction]:
     return _assemble(code)
 
 
-def confine(caps: int, last_cap: int, no_new_privileges: bool, ident: Identity) -> list[linux.Instruction] | None:
+def confine(
+    caps: int, last_cap: int, no_new_privileges: bool, ident: Identity, user_caps: int = 0
+) -> list[linux.Instruction] | None:
     """Everything that makes a process of the container no more privileged than the container:
-    no_new_privs, the bounding set, the user and groups, the capabilities (inheritable and
-    ambient empty), the seccomp filter. The container's init and every `sdcontainer exec`
+    no_new_privs, the bounding set, the user and groups, the capabilities, the seccomp filter.
+    Root gets `caps` (inheritable and ambient empty); any other user gets `user_caps` (the
+    capabilities AddCapability= named, see user_capabilities()) in every set including
+    inheritable and ambient, as podman/crun give them, so they survive the user's execve. The container's init and every `sdcontainer exec`
     process go through this one sequence. Returns the filter still to be loaded with
     load_last() right before execve (with no_new_privs it restricts only what runs next), or
     None when it is in already (without no_new_privs the kernel demands CAP_SYS_ADMIN to
@@ -256,14 +280,25 @@ def confine(caps: int, last_cap: int, no_new_privileges: bool, ident: Identity) 
     if not no_new_privileges:
         with Step("install the seccomp filter"):
             linux.seccomp_load(seccomp)
+    granted = user_caps & caps if ident.uid != 0 else 0
     with Step(f"switch to uid {ident.uid} gid {ident.gid}"):
+        if granted:
+            # without it setuid() to a non-root uid empties the permitted set
+            linux.prctl(linux.PR_SET_KEEPCAPS, 1)
         os.setgroups(ident.groups)
         os.setgid(ident.gid)
         os.setuid(ident.uid)
     with Step("set capabilities"):
-        kept = caps if ident.uid == 0 else 0
-        linux.capset(kept, kept, 0)
+        if ident.uid == 0:
+            linux.capset(caps, caps, 0)
+        else:
+            linux.capset(granted, granted, granted)
         linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
+        for number in range(last_cap + 1):
+            if granted & (1 << number):
+                linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE, number)
+        if granted:
+            linux.prctl(linux.PR_SET_KEEPCAPS, 0)
     return seccomp if no_new_privileges else None
 
 

@@ -256,6 +256,21 @@ def test_notify_healthy_is_ready_after_the_first_passing_check(bed: Testbed) -> 
     assert active(bed, "slow-health.timer") == "inactive"
 
 
+@pytest.mark.parametrize(
+    ("name", "check"), [("dshell", "CMD-SHELL test -d /tmp && test -e /bin/sh"), ("dcmd", "CMD /bin/test -d /tmp")]
+)
+def test_notify_healthy_with_dockers_text_forms(bed: Testbed, name: str, check: str) -> None:
+    """HealthCmd=CMD-SHELL ... and CMD ... as podman reads them: the prefix is no program,
+    so the first check passes and the unit gets ready."""
+    add_container(bed, name, container("/bin/sleep 1000", f"Notify=healthy\nHealthCmd={check}\nHealthInterval=1s\n"))
+    bed.systemctl("start", "--no-block", f"{name}.service")
+    assert wait_for(lambda: active(bed, f"{name}.service") == "active", timeout=60), bed.journal(
+        f"{name}-health.service"
+    )
+    assert bed.show(f"{name}.service", "StatusText") == "healthy"
+    bed.systemctl("stop", f"{name}.service")
+
+
 def test_health_on_failure_kill(bed: Testbed) -> None:
     add_container(
         bed,

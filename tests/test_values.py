@@ -562,6 +562,25 @@ def test_health_cmd() -> None:
             ('["/bin/check"]', ("/bin/check",)),
         ],
     )
+
+
+def test_health_cmd_docker_text_forms() -> None:
+    """podman's text forms of docker's HEALTHCHECK: the prefix is not the program."""
+    accepts(
+        v.parse_health_cmd,
+        [
+            ("CMD-SHELL test -e /tmp/x || true", ("/bin/sh", "-c", "test -e /tmp/x || true")),
+            ("cmd-shell  curl -f 'http://x/'", ("/bin/sh", "-c", " curl -f 'http://x/'")),
+            ("CMD /bin/check -q  --now", ("/bin/check", "-q", "--now")),
+            ("cmd pg_isready", ("pg_isready",)),
+            ("NONE whatever", ()),
+            ("CMDX run", ("/bin/sh", "-c", "CMDX run")),
+        ],
+    )
+    refuses(
+        v.parse_health_cmd,
+        [("CMD ", "CMD needs a program after it"), ("CMD-SHELL  ", "CMD-SHELL needs a command line after it")],
+    )
     refuses(
         v.parse_health_cmd,
         [
