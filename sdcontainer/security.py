@@ -268,9 +268,10 @@ def confine(
     capabilities AddCapability= named, see user_capabilities()) in every set including
     inheritable and ambient, as podman/crun give them, so they survive the user's execve.
     The container's init and every `sdcontainer exec` process go through this one sequence.
-    Returns the filter still to be loaded with load_last() right before execve (with no_new_privs it restricts only what runs next), or
-    None when it is in already (without no_new_privs the kernel demands CAP_SYS_ADMIN to
-    load it, so it goes in before the capabilities are dropped)."""
+    Returns the filter still to be loaded with load_last() right before execve (with
+    no_new_privs it restricts only what runs next), or None when it is in already (without
+    no_new_privs the kernel demands CAP_SYS_ADMIN to load it, so it goes in before the
+    capabilities are dropped)."""
     seccomp = seccomp_program(caps)
     with Step("set no_new_privs"):
         if no_new_privileges:
