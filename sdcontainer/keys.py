@@ -895,9 +895,54 @@ def _spec_error(error: SpecError, grouped: dict[str, list[Entry]], unit: UnitFil
     return ConfigError(f"[{section}]: {error}", unit.path)
 
 
+# the keys that mount something at a destination in the container (Mount= once it is a key)
+_MOUNT_FIELDS = ("volumes", "tmpfs", "mounts")
+
+
+def _duplicate_destinations(unit: UnitFile, section: str) -> list[ConfigError]:
+    """Two mounts on one destination, as podman refuses them ("duplicate mount destination"):
+    one error for each later line, naming the earlier one (a drop-in's line counts as later)."""
+    ctx = ParseContext(unit_dir=escape_specifiers(os.path.dirname(os.path.abspath(unit.path))))
+    seen: dict[str, Entry] = {}
+    found: list[ConfigError] = []
+    for entry in unit.section(section):
+        key = KEYS_BY_NAME.get(entry.key)
+        if key is None or key.field not in _MOUNT_FIELDS:
+            continue
+        if entry.value == "":  # Key= resets the list: its earlier mounts are gone
+            seen = {target: earlier for target, earlier in seen.items() if earlier.key != entry.key}
+            continue
+        try:
+            values = split_words(entry.value, entry) if key.kind is Kind.WORDS else [unquote(entry.value)]
+        except ConfigError:
+            continue  # reported as a bad value
+        for value in values:
+            try:
+                target = getattr(key.parse(value, ctx), "target", None)
+            except ValueError:
+                continue  # reported as a bad value
+            if not isinstance(target, str):
+                continue
+            target = os.path.normpath(target)
+            earlier = seen.get(target)
+            if earlier is None:
+                seen[target] = entry
+                continue
+            found.append(
+                entry.error(
+                    f"{entry.key}={entry.value}: {target} is already the destination of "
+                    f"{earlier.key}={earlier.value} at {earlier.path}:{earlier.line}; "
+                    "two mounts on one destination are refused, as podman does"
+                )
+            )
+    return found
+
+
 def spec_from_unit(unit: UnitFile, section: str = "Container") -> ContainerSpec:
     """Validate the [Container] section of a parsed unit file into a spec."""
     values, grouped = _section_values(unit, section, None)
+    for duplicate in _duplicate_destinations(unit, section):
+        raise duplicate
     spec = ContainerSpec(**values)
     try:
         validate(spec)
@@ -913,6 +958,7 @@ def section_errors(unit: UnitFile, errors: list[ConfigError], section: str = "Co
     line would turn into noise)."""
     found = len(errors)
     values, grouped = _section_values(unit, section, errors)
+    errors.extend(_duplicate_destinations(unit, section))
     if not whole or len(errors) > found:
         return
     spec = ContainerSpec(**values)

@@ -167,6 +167,19 @@ def test_dropins_most_specific_wins_and_lists_merge(tmp_path: Path) -> None:
     assert (out / "multi-user.target.wants" / "web-front.service").is_symlink()
 
 
+def test_a_dropins_mount_on_a_taken_destination_names_both_lines(tmp_path: Path) -> None:
+    units = tmp_path / "units"
+    main = write(units / "web.container", GOOD + "Volume=/srv/a:/data\n")
+    dropin = write(units / "web.container.d" / "10-data.conf", "[Container]\n\nTmpfs=/data:size=1M\n")
+    out, result = generate_into(tmp_path, [units])
+    assert stand_ins(out) == ["web.service"]
+    line = len((GOOD + "Volume=/srv/a:/data\n").splitlines())
+    assert (
+        f"{dropin}:3: Tmpfs=/data:size=1M: /data is already the destination of Volume=/srv/a:/data at {main}:{line}"
+        in (result.stderr)
+    )
+
+
 def test_templates_and_instances(tmp_path: Path) -> None:
     units = tmp_path / "units"
     write(

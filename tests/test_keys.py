@@ -309,3 +309,26 @@ def test_launcher_requires_absolute_paths_after_expansion() -> None:
 def test_launcher_refuses_a_unit_name_systemd_would_not_give(unit: str) -> None:
     with pytest.raises(UsageError, match="is not a service unit name"):
         spec_from_argv(["--unit", unit, "--rootfs", "/r", "--", "true"])
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "earlier"),
+    [
+        (
+            "Rootfs=/r\nExec=x\nVolume=/a:/data\nVolume=/b:/data/\n",
+            5,
+            "Volume=/a:/data at /etc/sdcontainer/t.container:4",
+        ),
+        ("Rootfs=/r\nExec=x\nTmpfs=/run/x\nVolume=/b:/run/x:ro\n", 5, "Tmpfs=/run/x at /etc/sdcontainer/t.container:4"),
+    ],
+)
+def test_two_mounts_on_one_destination_name_both_lines(body: str, line: int, earlier: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        spec(body)
+    assert str(caught.value).startswith(f"/etc/sdcontainer/t.container:{line}: ")
+    assert earlier in str(caught.value) and "two mounts on one destination" in str(caught.value)
+
+
+def test_a_reset_list_frees_its_destinations() -> None:
+    assert spec("Rootfs=/r\nExec=x\nVolume=/a:/data\nVolume=\nVolume=/b:/data\n").volumes == (BindMount("/b", "/data"),)
+    assert len(spec("Rootfs=/r\nExec=x\nVolume=/a:/data\nTmpfs=/data2\n").volumes) == 1
