@@ -791,9 +791,26 @@ _HINTS = {
 }
 
 
+# systemd 252's unit specifiers (systemd.unit(5)): any other %X in a value that reaches the
+# generated unit makes systemd log "Failed to resolve specifiers" and drop the setting or the
+# unit, long after `check` said the file was fine. A % at the end of a value stays literal.
+SPECIFIERS = frozenset("aAbBCdEfgGhHiIjJlLmMnNopPqsStTuUvVwWyY%")
+
+
+def _check_specifiers(entry: Entry) -> None:
+    value, at = entry.value, 0
+    while (at := entry.value.find("%", at)) != -1 and at + 1 < len(value):
+        if value[at + 1] not in SPECIFIERS:
+            raise entry.error(
+                f"{entry.key}={value}: %{value[at + 1]} is not a systemd specifier (write %% for a literal %)"
+            )
+        at += 2
+
+
 def _check_key(entry: Entry) -> Key:
     key = KEYS_BY_NAME.get(entry.key)
     if key is not None:
+        _check_specifiers(entry)
         return key
     if entry.key in QUADLET_ONLY_KEYS:
         hint = _HINTS.get(entry.key)

@@ -658,7 +658,7 @@ def parse_health_cmd(value: str, ctx: ParseContext) -> tuple[str, ...]:
     if not value.startswith("["):
         # podman's text forms, docker's words first: "CMD prog args" is split on white space
         # (no shell, no quoting), "CMD-SHELL line" runs the rest by /bin/sh -c, "NONE ..." is off.
-        first, _, rest = value.partition(" ")
+        first, _, line = value.partition(" ")
         kind = first.upper()
         if kind == "NONE":
             return ()
@@ -667,9 +667,9 @@ def parse_health_cmd(value: str, ctx: ParseContext) -> tuple[str, ...]:
                 raise ValueError("CMD needs a program after it")
             return tuple(value.split()[1:])
         if kind == "CMD-SHELL":
-            if not rest.strip():
+            if not line.strip():
                 raise ValueError("CMD-SHELL needs a command line after it")
-            return ("/bin/sh", "-c", rest)
+            return ("/bin/sh", "-c", line)
         return ("/bin/sh", "-c", value)
     parsed = _json_words(value, non_empty=True)
     kind, rest = parsed[0], parsed[1:]

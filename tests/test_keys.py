@@ -332,3 +332,27 @@ def test_two_mounts_on_one_destination_name_both_lines(body: str, line: int, ear
 def test_a_reset_list_frees_its_destinations() -> None:
     assert spec("Rootfs=/r\nExec=x\nVolume=/a:/data\nVolume=\nVolume=/b:/data\n").volumes == (BindMount("/b", "/data"),)
     assert len(spec("Rootfs=/r\nExec=x\nVolume=/a:/data\nTmpfs=/data2\n").volumes) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ("Exec=/bin/date +%F\n", "Exec=/bin/date +%F: %F is not a systemd specifier (write %% for a literal %)"),
+        ("Exec=x\nEnvironment=P=50%z\n", "Environment=P=50%z: %z is not a systemd specifier"),
+    ],
+)
+def test_a_percent_that_is_no_specifier_names_the_line(body: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        spec("Rootfs=/r\n" + body)
+    assert fragment in str(caught.value)
+    assert str(caught.value).startswith(f"/etc/sdcontainer/t.container:{body.count(chr(10)) + 2}: ")
+
+
+def test_known_specifiers_and_a_literal_percent_pass() -> None:
+    assert spec("Rootfs=/r\nExec=/bin/date +%%F %i %N %%\nEnvironment=P=100%\n").exec == (
+        "/bin/date",
+        "+%%F",
+        "%i",
+        "%N",
+        "%%",
+    )
