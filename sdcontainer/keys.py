@@ -584,7 +584,8 @@ KEYS: tuple[Key, ...] = (
         parse_capability,
         option="--cap-add",
         metavar="CAPABILITY",
-        doc="Capabilities added to the default set (CAP_ prefix optional, any case).",
+        doc="Capabilities added to the default set (CAP_ prefix optional, any case); a non-root "
+        "User= gets exactly these, ambient included, as in podman.",
     ),
     Key(
         "DropCapability",

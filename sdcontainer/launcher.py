@@ -40,7 +40,8 @@ Ordering inside the child follows runc's, for reasons worth keeping:
     by fd, so an image symlink can never redirect a mount outside the new root (see
     sdcontainer.rootfs);
   * the bounding set is dropped while CAP_SETPCAP is still held, then setgroups/setgid/
-    setuid, then capset (inheritable and ambient always empty, CVE-2022-29162);
+    setuid, then capset (for root inheritable and ambient empty, CVE-2022-29162; a non-root
+    User= gets only AddCapability='s capabilities, ambient included, as podman gives them);
   * with NoNewPrivileges=yes the seccomp filter is installed last, right before execve, so
     it restricts only the container; with NoNewPrivileges=no the kernel demands
     CAP_SYS_ADMIN to install it, so it goes in before the capabilities are dropped;
