@@ -313,6 +313,22 @@ def test_user_app_has_its_groups_and_no_caps(busybox_rootfs: str) -> None:
     assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"
 
 
+def test_a_user_gets_exactly_the_added_capabilities_ambient_included(busybox_rootfs: str) -> None:
+    """As podman: a non-root user gets AddCapability='s capabilities (minus DropCapability=)
+    in every set, so a program it execs keeps them; never the default set."""
+    script = "cat /proc/self/status"  # cat is exec'd by the user's shell: ambient carried it
+    added = ("CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_TIME")
+    status = status_fields(
+        ok(sh(busybox_rootfs, script, user="app", add_capabilities=added, drop_capabilities=("CAP_SYS_TIME",)))
+    )
+    expected = ((1 << 10) | (1 << 13)) & _host_bounding_set()
+    for field in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+        assert int(status[field], 16) == expected, field
+    assert status["NoNewPrivs"] == "1"
+    root = status_fields(ok(sh(busybox_rootfs, script, add_capabilities=added)))
+    assert int(root["CapInh"], 16) == 0 and int(root["CapAmb"], 16) == 0
+
+
 def test_group_and_numeric_user(busybox_rootfs: str) -> None:
     assert ok(sh(busybox_rootfs, "id -u; id -g", user="app", group="staff")).split() == ["1000", "50"]
     assert ok(sh(busybox_rootfs, "id -u; id -g; echo $HOME", user="4321")).split() == ["4321", "0", "/"]
