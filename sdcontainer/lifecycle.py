@@ -156,7 +156,7 @@ class Unit:
         return [*(spec.entrypoint or ()), *(spec.exec or ())]
 
     def status(self, now: float) -> str:
-        """podman's STATUS: Up 5m; Exited (3) 2m ago; Failed (signal 9) 1h ago; starting."""
+        """podman's STATUS: Up 5m; Exited (3) 2m ago; Failed (signal 9) 1h ago; Starting; Stopped."""
         active = self["ActiveState"]
         if active == "active":
             return f"Up {age(now - self['ActiveEnterTimestamp'] / 1e6)}" if self["ActiveEnterTimestamp"] else "Up"
@@ -170,10 +170,12 @@ class Unit:
             how += f" ({status})"
         elif active == "failed":
             how += f" ({self['Result']})"
-        else:
-            how = "Created" if not self["InactiveEnterTimestamp"] else how
+        elif not self["InactiveEnterTimestamp"]:
+            # never started, or stopped and then unloaded by systemd, which keeps no history
+            # of an unreferenced inactive unit: only the journal still knows
+            return "Stopped"
         ended = self["InactiveEnterTimestamp"]
-        return f"{how} {age(now - ended / 1e6)} ago" if ended and how != "Created" else how
+        return f"{how} {age(now - ended / 1e6)} ago" if ended else how
 
     def to_dict(self, now: float) -> dict[str, Any]:
         """`ps --format json`: one object per unit."""

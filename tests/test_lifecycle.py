@@ -98,7 +98,7 @@ def test_status_reads_like_podmans() -> None:
     assert failed.status(now) == "Failed (signal 9) 3m ago"
     never = unit("failed", ExecMainCode=0, InactiveEnterTimestamp=ended, Result="resources")
     assert never.status(now) == "Failed (resources) 3m ago"
-    assert unit("inactive", ExecMainCode=0, InactiveEnterTimestamp=0).status(now) == "Created"
+    assert unit("inactive", ExecMainCode=0, InactiveEnterTimestamp=0).status(now) == "Stopped"
     assert [age(s) for s in (0, 119, 120, 7199, 7200, 172800, -5)] == ["0s", "119s", "2m", "119m", "2h", "2d", "0s"]
 
 
