@@ -190,6 +190,7 @@ class Unit:
             "result": self["Result"],
             "exit_code": self["ExecMainStatus"] if self["ExecMainCode"] == 1 else None,
             "pid": self["MainPID"] or None,
+            "image_id": self.record.image_id if self.record is not None else None,
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started / 1e6)) if started else None,
             "ports": self.ports,
             "network": getattr(self.spec, "network", None),

@@ -60,7 +60,9 @@ def test_a_container_files_life_through_the_verbs(bed: Testbed) -> None:
     assert lines[0].split() == ["NAME", "UNIT", "IMAGE", "STATUS", "PORTS", "COMMAND"]
     row = next((line for line in lines if " web.service " in line), None)
     assert row is not None, (lines, sdc(bed, "inspect", "web"))
-    assert re.match(rf"web\s+web\.service\s+{ROOTFS}\s+Up \d+s\s+0\.0\.0\.0:8080->80/tcp\s+/dev/init -- /bin/sh -c ", row), row
+    assert re.match(
+        rf"web\s+web\.service\s+{ROOTFS}\s+Up \d+s\s+0\.0\.0\.0:8080->80/tcp\s+/dev/init -- /bin/sh -c ", row
+    ), row
     assert sdc(bed, "list") == sdc(bed, "ps")  # the alias
     listed = ps_json(bed)["web.service"]
     assert listed["pid"] == int(pid) and listed["state"] == "active" and listed["ports"] == ["0.0.0.0:8080->80/tcp"]
