@@ -96,7 +96,7 @@ def find(name: str) -> state.ContainerRecord:
         raise ExecError(str(error)) from None
     if record is None:
         also = f"; {len(unreadable)} unreadable record(s): {unreadable[0]}" if unreadable else ""
-        raise ExecError(f"no running container {name!r} (sdcontainer list shows them){also}")
+        raise ExecError(f"no running container {name!r} (sdcontainer ps shows them){also}")
     return record
 
 

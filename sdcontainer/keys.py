@@ -318,7 +318,7 @@ KEYS: tuple[Key, ...] = (
         parse_name,
         option="--name",
         metavar="NAME",
-        doc="The container's name, shown by *sdcontainer list*. Default: the unit name without its suffix (%N).",
+        doc="The container's name, shown by *sdcontainer ps*. Default: the unit name without its suffix (%N).",
     ),
     Key(
         "Volume",
@@ -485,7 +485,7 @@ KEYS: tuple[Key, ...] = (
         parse_label,
         option="--label",
         metavar="KEY=VALUE",
-        doc="Labels recorded with the running container (see *sdcontainer list*).",
+        doc="Labels recorded with the running container (see *sdcontainer inspect*).",
     ),
     Key(
         "Annotation",

@@ -155,6 +155,12 @@ class Unit:
             return []
         return [*(spec.entrypoint or ()), *(spec.exec or ())]
 
+    @property
+    def labels(self) -> dict[str, str]:
+        if self.record is not None:
+            return dict(self.record.labels)
+        return dict(label.partition("=")[::2] for label in getattr(self.spec, "labels", ()))
+
     def status(self, now: float) -> str:
         """podman's STATUS: Up 5m; Exited (3) 2m ago; Failed (signal 9) 1h ago; Starting; Stopped."""
         active = self["ActiveState"]
@@ -195,6 +201,7 @@ class Unit:
             "ports": self.ports,
             "network": getattr(self.spec, "network", None),
             "command": self.command,
+            "labels": self.labels,
             "transient": bool(self["Transient"]),
             "source": self["SourcePath"] or None,
         }

@@ -4,7 +4,7 @@ That directory is the unit's RuntimeDirectory= (the generated unit and `sdcontai
 ask for it): systemd creates it before the launcher runs and removes it, with everything in
 it, whenever the unit stops, also after a crash, a SIGKILL or a failed start, so no process
 runs at stop to clean up. In it: `record.json`, written by the launcher once systemd knows
-the container's pid (read by `sdcontainer list`, `exec`, health checks, `rmi`), `health`,
+the container's pid (read by `sdcontainer ps`, `inspect`, `exec`, health checks, `rmi`), `health`,
 the health check's failure count, and with Notify=yes `notify/notify.sock`, the socket the
 launcher relays the container's notifications from (sdcontainer.notify.Relay). The record
 and the count are root's alone (0600, in a 0700 directory): the record tells the
