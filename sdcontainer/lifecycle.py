@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from sdcontainer import state
-from sdcontainer.errors import RecordError, SdcontainerError, SystemdError, UsageError
+from sdcontainer.errors import RecordError, SdcontainerError, SystemdError
 from sdcontainer.transient import MANAGER, MANAGER_PATH, MEMBER, PROPERTIES_INTERFACE, SERVICE, UNIT, Bus
 
 JOB = "org.freedesktop.systemd1.Job"
@@ -36,20 +36,6 @@ class NoSuchContainer(SdcontainerError):
 
 class NotAContainer(NoSuchContainer):
     """NAME names a unit, but not one whose main process is a container of ours."""
-
-
-# --- names ----------------------------------------------------------------------------------
-
-
-def unit_of(name: str) -> str:
-    """The service NAME means: `web` and `web.service` are web.service. UsageError for a
-    name that is no service name (a path, a dot first, a space)."""
-    unit = name if name.endswith(".service") else f"{name}.service"
-    from sdcontainer.values import is_service_unit_name
-
-    if not name or "/" in name or not is_service_unit_name(unit):
-        raise UsageError(f"{name!r} is not a container name (web, or web.service)")
-    return unit
 
 
 # --- what the launcher's options say ---------------------------------------------------------
@@ -298,7 +284,7 @@ def resolve(systemd: Systemd, name: str) -> Unit:
     """The container NAME means, as every verb reads it: the unit `NAME.service` (or NAME,
     when it ends in .service), else the running container whose ContainerName= is NAME.
     NoSuchContainer when neither exists; also when the unit is not a container of ours."""
-    unit_name = unit_of(name)
+    unit_name = state.unit_of(name)
     unit = systemd.unit(unit_name)
     if unit["LoadState"] == "not-found" and not name.endswith(".service"):
         matches = [r.unit for r in _records() if r.name == name]
@@ -516,7 +502,7 @@ def logs_unit(name: str) -> str:
     except NotAContainer:
         raise
     except NoSuchContainer:
-        unit = unit_of(name)
+        unit = state.unit_of(name)
         probe = subprocess.run(
             ["journalctl", f"_SYSTEMD_UNIT={unit}", "--no-pager", "-q", "-o", "cat", "--lines", "1"],
             capture_output=True,

@@ -21,9 +21,9 @@ from sdcontainer.lifecycle import (
     port_text,
     process_line,
     table,
-    unit_of,
 )
 from sdcontainer.spec import ContainerSpec
+from sdcontainer.state import unit_of
 
 
 @pytest.mark.parametrize(
