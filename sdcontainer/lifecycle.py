@@ -19,6 +19,8 @@ from sdcontainer.errors import RecordError, SdcontainerError, SystemdError
 from sdcontainer.transient import MANAGER, MANAGER_PATH, MEMBER, PROPERTIES_INTERFACE, SERVICE, UNIT, Bus
 
 JOB = "org.freedesktop.systemd1.Job"
+GENERATOR_DIRS = ("/run/systemd/generator", "/run/systemd/generator.early", "/run/systemd/generator.late")
+WINDOW = 64  # calls sent before their replies are read (the system bus allows 128)
 WAIT_SECONDS = 1.0  # between checks of a job whose JobRemoved signal we may have missed
 
 #: The properties read for each unit, by interface; `Unit.from_properties` turns them into a Unit.
@@ -220,40 +222,71 @@ class Systemd:
         serial = self.bus.call(MANAGER_PATH, MANAGER, member, signature, *args)
         return self.bus.reply(serial, what or member)
 
-    def units(self, names: list[str]) -> list[Unit]:
-        """Each unit, loaded if it was not (LoadUnit), with its properties."""
-        loads = [self.bus.call(MANAGER_PATH, MANAGER, "LoadUnit", "s", name) for name in names]
-        paths = [self.bus.reply(serial, f"loading {name}")[0] for serial, name in zip(loads, names, strict=True)]
-        gets: list[list[tuple[str, int]]] = []
-        for path in paths:
-            calls = [(p, self.bus.call(path, PROPERTIES_INTERFACE, "Get", "ss", UNIT, p)) for p in UNIT_PROPERTIES]
-            calls += [
-                (p, self.bus.call(path, PROPERTIES_INTERFACE, "Get", "ss", SERVICE, p)) for p in SERVICE_PROPERTIES
-            ]
-            gets.append(calls)
+    def pipeline(self, calls: list[tuple[str, str, str, str, tuple[Any, ...]]]) -> list[Any]:
+        """Each call (path, interface, member, signature, args): its reply's first value, or
+        None for an error. At most WINDOW calls wait for their replies at once: the system
+        bus refuses more than 128 from one connection (max_replies_per_connection)."""
+        results: list[Any] = []
+        serials: list[int] = []
+
+        def collect() -> None:
+            try:
+                results.append(self.bus.reply(serials[len(results)], "a property")[0])
+            except SystemdError:
+                results.append(None)  # no such property: a unit that is not loaded has no Service
+
+        for path, interface, member, signature, args in calls:
+            serials.append(self.bus.call(path, interface, member, signature, *args))
+            if len(serials) - len(results) >= WINDOW:
+                collect()
+        while len(results) < len(serials):
+            collect()
+        return results
+
+    def units(self, names: dict[str, str | None], *, ours_only: bool = False) -> list[Unit]:
+        """Each unit, by name and object path (None: load it, LoadUnit), with its
+        properties; with `ours_only`, only the containers of ours, the others' properties
+        unread but for ExecStart."""
+        missing = [name for name, path in names.items() if not path]
+        loaded = self.pipeline([(MANAGER_PATH, MANAGER, "LoadUnit", "s", (name,)) for name in missing])
+        paths = {**names, **dict(zip(missing, loaded, strict=True))}
+        listed = [(name, path) for name, path in paths.items() if path]
+        exec_starts = self.pipeline(
+            [(path, PROPERTIES_INTERFACE, "Get", "ss", (SERVICE, "ExecStart")) for _, path in listed]
+        )
+        wanted = [
+            (name, path, exec_start)
+            for (name, path), exec_start in zip(listed, exec_starts, strict=True)
+            if not ours_only or launcher_options(exec_start or []) is not None
+        ]
+        reads = [(UNIT, prop) for prop in UNIT_PROPERTIES] + [(SERVICE, prop) for prop in SERVICE_PROPERTIES[1:]]
+        values = self.pipeline(
+            [(path, PROPERTIES_INTERFACE, "Get", "ss", read) for _, path, _ in wanted for read in reads]
+        )
         units = []
-        for name, calls in zip(names, gets, strict=True):
-            properties = {}
-            for prop, serial in calls:
-                try:
-                    properties[prop] = self.bus.reply(serial, f"reading {prop} of {name}")[0]
-                except SystemdError:
-                    properties[prop] = None  # a unit that is not loaded has no Service interface
-            units.append(Unit(name, properties))
+        for number, (name, _, exec_start) in enumerate(wanted):
+            properties = dict(zip((prop for _, prop in reads), values[number * len(reads) :], strict=False))
+            units.append(Unit(name, {**properties, "ExecStart": exec_start}))
         return units
 
     def unit(self, name: str) -> Unit:
-        return self.units([name])[0]
+        return self.units({name: None})[0]
 
-    def service_names(self, *, every: bool) -> list[str]:
-        """The loaded services; with `every`, also those of the generators' files that are
-        not loaded (a .container file's unit that was never started)."""
+    def service_names(self, *, every: bool) -> dict[str, str | None]:
+        """The loaded services, with their object paths; with `every`, also those of the
+        generators' files that are not loaded (a .container file's unit never started)."""
         loaded = self.call("ListUnitsByPatterns", "asas", [], ["*.service"], what="listing units")[0]
-        names = {entry[0] for entry in loaded if every or entry[3] in RUNNING_STATES}
-        if every:
-            files = self.call("ListUnitFilesByPatterns", "asas", ["generated"], ["*.service"], what="listing units")
-            names |= {os.path.basename(path) for path, _ in files[0]}
-        return sorted(names)
+        names: dict[str, str | None] = {entry[0]: entry[6] for entry in loaded if every or entry[3] in RUNNING_STATES}
+        if every:  # (ListUnitFilesByPatterns would say the same, in ~0.4 s of systemd's time)
+            for directory in GENERATOR_DIRS:
+                try:
+                    files = os.listdir(directory)
+                except OSError:
+                    continue
+                for file in files:
+                    if file.endswith(".service") and not file.endswith("@.service"):
+                        names.setdefault(file, None)
+        return dict(sorted(names.items()))
 
     def job(self, method: str, unit: str) -> str:
         """Run StartUnit/StopUnit/RestartUnit on `unit` and wait for the job: its result
@@ -324,7 +357,7 @@ def ps(*, every: bool) -> list[Unit]:
     """The containers of sdcontainer's that run (with `every`, also those that do not):
     every service whose ExecStart is the launcher, by unit name."""
     with Systemd() as systemd:
-        units = [u for u in systemd.units(systemd.service_names(every=every)) if u.ours]
+        units = systemd.units(systemd.service_names(every=every), ours_only=True)
     for unit in units:
         if unit.running:
             unit.record = _record(unit.name)
