@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
-from sdcontainer.errors import UsageError
+from sdcontainer.errors import SystemdError, UsageError
 from sdcontainer.keys import spec_to_argv
 from sdcontainer.lifecycle import (
+    WINDOW,
+    Systemd,
     Unit,
     age,
     cgroup_pids,
@@ -143,3 +145,34 @@ def test_process_line_of_a_real_process() -> None:
     assert pid == str(os.getpid()) and uid == str(os.geteuid())
     assert inside.isdigit() and cpu.count(":") == 1 and "pytest" in command
     assert process_line(2**22 + 1) is None  # above pid_max: no such process
+
+
+class CountingBus:
+    """Stands in for transient.Bus: counts the calls waiting for their replies."""
+
+    def __init__(self) -> None:
+        self.serial = 0
+        self.pending: set[int] = set()
+        self.most = 0
+
+    def call(self, path: str, interface: str, member: str, signature: str = "", *args: Any) -> int:
+        self.serial += 1
+        self.pending.add(self.serial)
+        self.most = max(self.most, len(self.pending))
+        return self.serial
+
+    def reply(self, serial: int, what: str) -> list[Any]:
+        self.pending.remove(serial)
+        if serial % 7 == 0:
+            raise SystemdError(f"{what}: no such property")
+        return [serial * 10]
+
+
+def test_the_pipeline_keeps_under_the_buses_limit_of_pending_replies() -> None:
+    """The system bus answers a 129th pending call of one connection with an error (its
+    max_replies_per_connection): ps lost units at random when it sent every Get at once."""
+    systemd = Systemd.__new__(Systemd)
+    systemd.bus = CountingBus()  # type: ignore[assignment]
+    results = systemd.pipeline([("/p", "i", "Get", "ss", ("a", "b"))] * 1000)
+    assert systemd.bus.most == WINDOW <= 128  # type: ignore[attr-defined]
+    assert results == [None if n % 7 == 0 else n * 10 for n in range(1, 1001)]
