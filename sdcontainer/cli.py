@@ -25,8 +25,10 @@ def cli() -> None:
     """Run containers as plain systemd services, with no daemon.
 
     Write a .container file in /etc/sdcontainer, run `systemctl daemon-reload`, then
-    `systemctl start NAME`: the container's init is the service's main process. See
-    sdcontainer.container(5) for the file format and sdcontainer(1) for these commands.
+    `systemctl start NAME`: the container's init is the service's main process. `ps`,
+    `logs`, `stop` and the other verbs work as podman's, as thin layers over systemctl and
+    journalctl. See sdcontainer.container(5) for the file format and sdcontainer(1) for
+    these commands.
     """
 
 
