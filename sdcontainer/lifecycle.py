@@ -251,6 +251,7 @@ class Systemd:
         loaded = self.pipeline([(MANAGER_PATH, MANAGER, "LoadUnit", "s", (name,)) for name in missing])
         paths = {**names, **dict(zip(missing, loaded, strict=True))}
         listed = [(name, path) for name, path in paths.items() if path]
+        unloadable = [Unit(name, {"LoadState": "not-found"}) for name, path in paths.items() if not path]
         exec_starts = self.pipeline(
             [(path, PROPERTIES_INTERFACE, "Get", "ss", (SERVICE, "ExecStart")) for _, path in listed]
         )
@@ -267,7 +268,7 @@ class Systemd:
         for number, (name, _, exec_start) in enumerate(wanted):
             properties = dict(zip((prop for _, prop in reads), values[number * len(reads) :], strict=False))
             units.append(Unit(name, {**properties, "ExecStart": exec_start}))
-        return units
+        return units if ours_only else [*units, *unloadable]
 
     def unit(self, name: str) -> Unit:
         return self.units({name: None})[0]
@@ -296,7 +297,8 @@ class Systemd:
         subscribe = self.bus.call(MANAGER_PATH, MANAGER, "Subscribe")
         self.bus.reply(match, "subscribing to jobs")
         self.bus.reply(subscribe, "subscribing to jobs")
-        job = self.call(method, "ss", unit, "replace", what=f"{method} {unit}")[0]
+        verb = {"StartUnit": "start", "StopUnit": "stop", "RestartUnit": "restart"}[method]
+        job = self.call(method, "ss", unit, "replace", what=f"cannot {verb} {unit}")[0]
         while True:
             message = self.bus.next_signal(WAIT_SECONDS)
             if message is None:

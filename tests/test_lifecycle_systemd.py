@@ -200,6 +200,13 @@ def test_a_failed_detached_run_stays_until_rm_unless_rm(bed: Testbed) -> None:
     assert ps_json(bed, "-a")["failing.service"]["status"].startswith("Failed (3)")  # type: ignore[union-attr]
     bed.run(["journalctl", "--sync"])
     assert sdc(bed, "logs", "failing") == "bye\n"
+    # it stays loaded, so it can be started again (a new invocation, with the same unit)
+    first = bed.show("failing.service", "InvocationID")
+    assert sdc(bed, "start", "failing") == "failing.service\n"
+    wait_for(lambda: bed.show("failing.service", "InvocationID") != first)
+    wait_for(lambda: bed.show("failing.service", "ActiveState") == "failed")
+    bed.run(["journalctl", "--sync"])
+    assert sdc(bed, "logs", "failing") == "bye\nbye\n"
     assert sdc(bed, "rm", "failing") == "failing.service\n"
     assert bed.show("failing.service", "LoadState") == "not-found"
 
