@@ -203,8 +203,10 @@ EXEC = Case("exec", "sdcontainer container for exec (same file as the sdcontaine
 def run_to_end_commands() -> list[tuple[str, str, list[str]]]:
     true = "/bin/true"
     return [
-        ("sdcontainer", "`sdcontainer run ROOTFS /bin/true` (transient unit over D-Bus, waits, collects)",
-         ["sdcontainer", "run", ROOTFS, true]),
+        # --network none: as the others here (PrivateNetwork=yes, podman's --network=none); run's
+        # default is the bridge network, as podman run's
+        ("sdcontainer", "`sdcontainer run --network none ROOTFS /bin/true` (transient unit over D-Bus, waits, "
+         "collects)", ["sdcontainer", "run", "--network", "none", ROOTFS, true]),
         ("systemd_run", "`systemd-run --wait -q -p RootDirectory=ROOTFS -p MountAPIVFS=yes -p PrivateNetwork=yes`",
          ["systemd-run", "--wait", "-q", "-p", f"RootDirectory={ROOTFS}", "-p", "MountAPIVFS=yes",
           "-p", "PrivateNetwork=yes", true]),

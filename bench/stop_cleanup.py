@@ -61,7 +61,7 @@ def main() -> int:
             units["legacy"] = "stopbench-legacy.service"
         log(f"{args.warmup}+{args.runs} interleaved start/stop rounds of {', '.join(units)}")
         raw = inner(tb, "start_stop", units=list(units.values()), warmup=args.warmup, runs=args.runs, settle=0.05)
-        run = ["sdcontainer", "run", ROOTFS, "/bin/true"]
+        run = ["sdcontainer", "run", "--network", "none", ROOTFS, "/bin/true"]  # as before run's bridge default
         log(f"{args.warmup}+{args.runs} runs of {' '.join(run)}")
         spawned = inner(tb, "spawn_times", commands={"run": run}, warmup=args.warmup, runs=args.runs)
         left = tb.run(["sh", "-c", "ls -A /run/sdcontainer/containers 2>/dev/null | wc -l"]).stdout.strip()

@@ -25,8 +25,10 @@ def cli() -> None:
     """Run containers as plain systemd services, with no daemon.
 
     Write a .container file in /etc/sdcontainer, run `systemctl daemon-reload`, then
-    `systemctl start NAME`: the container's init is the service's main process. See
-    sdcontainer.container(5) for the file format and sdcontainer(1) for these commands.
+    `systemctl start NAME`: the container's init is the service's main process. `ps`,
+    `logs`, `stop` and the other verbs work as podman's, as thin layers over systemctl and
+    journalctl. See sdcontainer.container(5) for the file format and sdcontainer(1) for
+    these commands.
     """
 
 
@@ -125,38 +127,148 @@ def _running() -> list[state.ContainerRecord]:
     return containers
 
 
-def _uptime(started: str, now: float) -> str:
-    """`started` is the launcher's UTC timestamp, 2026-11-27T17:31:31Z."""
-    import calendar
-
-    try:
-        seconds = int(now - calendar.timegm(time.strptime(started, "%Y-%m-%dT%H:%M:%SZ")))
-    except ValueError:
-        return "-"
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    return f"{seconds // 3600}h"
+# --- the lifecycle verbs (sdcontainer.lifecycle): thin layers over systemd --------------------
 
 
-@cli.command(name="list")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def list_(fmt: str) -> None:
-    """List running containers (from the launcher's records in /run/sdcontainer)."""
-    _need_root("list")  # an empty list would say that nothing runs
-    containers = _running()
+def _ps_options(function: Any) -> Any:
+    function = click.option("-a", "--all", "every", is_flag=True, help="Also the containers that do not run.")(function)
+    return click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)(
+        function
+    )
+
+
+def _ps(every: bool, fmt: str) -> None:
+    from sdcontainer.lifecycle import ps as list_units
+    from sdcontainer.lifecycle import table
+
+    units = list_units(every=every)
+    now = time.time()
     if fmt == "json":
         import json
 
-        listed = [{k: v for k, v in state.to_dict(r).items() if k != "version"} for r in containers]
-        click.echo(json.dumps(listed, indent=2))
+        click.echo(json.dumps([unit.to_dict(now) for unit in units], indent=2))
         return
-    click.echo(f"{'NAME':<24} {'UNIT':<32} {'PID':>8} {'UP':>8}  COMMAND")
-    now = time.time()
-    for record in containers:
-        up = _uptime(record.started, now)
-        click.echo(f"{record.name:<24} {record.unit:<32} {record.pid:>8} {up:>8}  {' '.join(record.command)}")
+    for line in table(units, now):
+        click.echo(line)
+
+
+@cli.command()
+@_ps_options
+def ps(every: bool, fmt: str) -> None:
+    """List the containers: every service whose main process is sdcontainer's launcher.
+
+    The columns: NAME (ContainerName=), UNIT, IMAGE (or the Rootfs= directory), STATUS
+    (Up 5m, Exited (3) 2m ago, Failed ...), PORTS (PublishPort=) and COMMAND. What a
+    container is comes from its unit's ExecStart=, whether it runs from systemd (over
+    D-Bus); `systemctl list-units 'sdcontainer-run-*'` and `systemctl status UNIT` say more.
+    """
+    _ps(every, fmt)
+
+
+@cli.command(name="list")
+@_ps_options
+def list_(every: bool, fmt: str) -> None:
+    """The same as ps (its name in earlier versions)."""
+    _ps(every, fmt)
+
+
+@cli.command()
+@click.option("-f", "--follow", is_flag=True, help="Go on printing new lines as they come (journalctl --follow).")
+@click.option("-n", "--tail", "lines", type=click.IntRange(0), metavar="N", help="Only the last N lines.")
+@click.option("--since", metavar="TIME", help="Lines since TIME: 2026-12-04 10:00, -1h, today (journalctl's).")
+@click.option("-t", "--timestamps", is_flag=True, help="With the time and the process of each line.")
+@click.argument("name")
+def logs(name: str, follow: bool, lines: int | None, since: str | None, timestamps: bool) -> None:
+    """Print what the container NAME wrote: exec's `journalctl _SYSTEMD_UNIT=UNIT -o cat`
+    (with the options above), the lines of the unit's own processes.
+
+    `journalctl -u UNIT` is the fuller answer: systemd's lines about the unit too (started,
+    failed, why), and all of journalctl's filters (-b, --grep, -p, -o verbose). The lines of
+    a `sdcontainer run` that has ended stay in the journal and are shown too.
+    """
+    from sdcontainer.lifecycle import journalctl_argv, logs_unit
+
+    argv = journalctl_argv(logs_unit(name), follow=follow, lines=lines, since=since, timestamps=timestamps)
+    sys.stdout.flush()
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as error:
+        raise SdcontainerError(f"cannot run journalctl: {error.strerror}") from None
+
+
+def _job(method: str, names: tuple[str, ...]) -> None:
+    from sdcontainer.lifecycle import lifecycle_job
+
+    for name in names:
+        click.echo(lifecycle_job(method, name))
+
+
+@cli.command()
+@click.argument("names", nargs=-1, required=True)
+def start(names: tuple[str, ...]) -> None:
+    """Start each container NAME (web, or web.service) and wait until it has started:
+    `systemctl start UNIT`, over D-Bus. Prints the unit.
+
+    A `sdcontainer run` container is gone once it stopped: start works on the units of
+    .container files (and on a failed run, which stays until rm).
+    """
+    _job("StartUnit", names)
+
+
+@cli.command()
+@click.argument("names", nargs=-1, required=True)
+def stop(names: tuple[str, ...]) -> None:
+    """Stop each container NAME and wait until it has stopped: `systemctl stop UNIT`, over
+    D-Bus (the unit's StopSignal=, then SIGKILL after StopTimeout=). Prints the unit."""
+    _job("StopUnit", names)
+
+
+@cli.command()
+@click.argument("names", nargs=-1, required=True)
+def restart(names: tuple[str, ...]) -> None:
+    """Restart each container NAME (a new container from the same unit) and wait until it
+    has started: `systemctl restart UNIT`, over D-Bus. Prints the unit."""
+    _job("RestartUnit", names)
+
+
+@cli.command()
+@click.option("-f", "--force", is_flag=True, help="Stop a running container first.")
+@click.argument("names", nargs=-1, required=True)
+def rm(names: tuple[str, ...], force: bool) -> None:
+    """Remove each stopped container NAME of `sdcontainer run`: what systemd keeps of a
+    failed one (`systemctl reset-failed UNIT`). A running one is refused unless --force;
+    a .container file's unit is refused (remove the file, then systemctl daemon-reload)."""
+    from sdcontainer.lifecycle import remove
+
+    for name in names:
+        click.echo(remove(name, force=force))
+
+
+@cli.command()
+@click.argument("name")
+def inspect(name: str) -> None:
+    """Print what is known of the container NAME as JSON: ps's fields, the launcher's
+    record while it runs ("record"), the spec its ExecStart= carries ("spec") and the
+    unit's state ("systemd"). `systemctl show UNIT` has every property of the unit."""
+    import json
+
+    from sdcontainer.lifecycle import inspect as inspect_unit
+
+    click.echo(json.dumps(inspect_unit(name), indent=2))
+
+
+@cli.command()
+@click.argument("name")
+def top(name: str) -> None:
+    """List the processes of the running container NAME: every process in its unit's
+    cgroup, with its pid on the host and in the container (CPID), its uid on the host and
+    its CPU time. `systemctl status UNIT` shows the same tree."""
+    from sdcontainer.lifecycle import top as processes
+
+    rows = processes(name)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join([*(cell.rjust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]))
 
 
 def _plain(doc: str) -> str:
@@ -181,10 +293,51 @@ def _key_options() -> list[click.Option]:
             flag = key.option[2:]
             options.append(click.Option([f"--{flag}/--no-{flag}", key.field], default=None, help=help_text))
         else:
+            names = [key.short] if key.short else []
             options.append(
-                click.Option([key.option, key.field], multiple=key.repeated, metavar=key.metavar, help=help_text)
+                click.Option(
+                    [*names, key.option, key.field], multiple=key.repeated, metavar=key.metavar, help=help_text
+                )
             )
     return options
+
+
+#: podman run's options that have no key here, and what to do instead
+PODMAN_ONLY = {
+    "--privileged": "there is no privileged mode; add capabilities with --cap-add, or --unmask paths",
+    "--mount": "use --volume SOURCE:TARGET[:OPTIONS] or --tmpfs PATH",
+    "--restart": "a transient container is not restarted; write a .container file with Restart= in [Service]",
+    "--pod": "pods are not supported yet",
+    "--userns": "user namespaces are not supported yet",
+    "--device": "devices are not supported yet (AddDevice=)",
+    "--security-opt": "use --no-new-privileges, --cap-drop, --mask; seccomp and SELinux profiles are fixed",
+    "--cpus": "set CPUQuota= with systemctl set-property UNIT, or in a .container file's [Service]",
+    "--log-driver": "the container's output goes to the journal (sdcontainer logs NAME)",
+}
+
+
+def _unknown_option(option: str, known: list[str]) -> str:
+    """The error for an option `run` does not know: podman's own with what to do instead,
+    else the nearest option (or key: --working-dir is WorkingDir=, --workdir)."""
+    from sdcontainer.keys import KEYS, QUADLET_ONLY_KEYS
+    from sdcontainer.text import nearest
+
+    message = f"no such option: {option}"
+    flag = option.partition("=")[0]
+    if flag in PODMAN_ONLY:
+        return f"{message} (podman's; {PODMAN_ONLY[flag]})"
+    found = nearest(flag, known)
+    if found is not None:
+        return f"{message}; did you mean {found}?"
+    bare = flag.lstrip("-").replace("-", "").lower()
+    by_name = {key.name.lower(): key for key in KEYS if key.option}
+    key = by_name.get(bare) or by_name.get(nearest(bare, list(by_name)) or "")
+    if key is not None:
+        return f"{message}; did you mean {key.option} ({key.name}= in a .container file)?"
+    quadlet = {name.lower(): name for name in QUADLET_ONLY_KEYS}
+    if bare in quadlet:
+        return f"{message}: {quadlet[bare]}= is not supported yet"
+    return f"{message} (sdcontainer run --help lists them)"
 
 
 def _freeze_garbage_collection() -> None:
@@ -218,12 +371,29 @@ class _RunCommand(click.Command):
     def params(self, value: list[click.Parameter]) -> None:
         self._params = value
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as error:
+            known = [o for param in self.params if isinstance(param, click.Option) for o in param.opts]
+            raise click.UsageError(_unknown_option(error.option_name, known), ctx) from None
+
 
 @cli.command(cls=_RunCommand, context_settings={"allow_interspersed_args": False})
 @click.option(
     "--unit", "unit_name", metavar="NAME", help="Name of the transient service (default: sdcontainer-run-RANDOM)."
 )
 @click.option("-d", "--detach", is_flag=True, help="Return once the container runs, instead of attaching to it.")
+@click.option("-i", "--interactive", is_flag=True, help="Give the container this stdin (else /dev/null).")
+@click.option(
+    "-t", "--tty", is_flag=True, help="Accepted for podman's -it: the container uses this terminal itself, if any."
+)
+@click.option(
+    "--rm",
+    "remove",
+    is_flag=True,
+    help="Detached: remove the unit even if it fails (attached, it is always removed when it ends).",
+)
 @click.option("--stop-signal", metavar="SIGNAL", help="Signal that stops the container (StopSignal=).")
 @click.option("--stop-timeout", type=int, metavar="SECONDS", help="Seconds before SIGKILL on stop (StopTimeout=).")
 @click.option("--memory", metavar="SIZE", help="Memory limit of the service: 512m, 1g (Memory=, MemoryMax=).")
@@ -236,6 +406,9 @@ def run(
     command: tuple[str, ...],
     unit_name: str | None,
     detach: bool,
+    interactive: bool,
+    tty: bool,
+    remove: bool,
     stop_signal: str | None,
     stop_timeout: int | None,
     memory: str | None,
@@ -247,9 +420,12 @@ def run(
     when missing, per --pull), as a transient service.
 
     Like systemd-run: the container is a unit with a cgroup, a journal and
-    `systemctl status`. Attached (the default), it uses this terminal's stdin, stdout and
-    stderr and the exit status is the container's. An argument that is a directory is a
-    ROOTFS, anything else an IMAGE reference; without COMMAND an image's own runs.
+    `systemctl status` (sdcontainer ps, logs, stop). Attached (the default), it writes to
+    this terminal's stdout and stderr, reads its stdin with -i, and the exit status is the
+    container's; its unit goes when it ends, as with podman's --rm. An argument that is a
+    directory is a ROOTFS, anything else an IMAGE reference; without COMMAND an image's own
+    runs. The network is the default bridge network, as for podman run and a .container
+    file without Network=; --name names the unit too (--unit overrides).
     """
     _freeze_garbage_collection()
     from sdcontainer.keys import KEYS, spec_from_argv
@@ -257,7 +433,9 @@ def run(
     from sdcontainer.transient import run_transient
     from sdcontainer.transient import unit_name as make_unit_name
     from sdcontainer.values import (
+        DEFAULT_NETWORK,
         ParseContext,
+        is_service_unit_name,
         parse_memory,
         parse_pids_limit,
         parse_seconds,
@@ -273,6 +451,20 @@ def run(
         argv = ["--rootfs", os.path.abspath(rootfs)]
     else:
         argv = ["--image", rootfs]
+    # podman's -e KEY: this process's value (a unit's environment is the service manager's)
+    options["environment"] = tuple(
+        f"{item}={os.environ[item]}" if "=" not in item and item in os.environ else item
+        for item in options.get("environment") or ()
+    )
+    user = options.get("user")
+    if user and ":" in user and not options.get("group"):  # podman's -u USER:GROUP
+        options["user"], options["group"] = user.split(":", 1)
+    if options.get("network") is None:
+        options["network"] = DEFAULT_NETWORK  # podman run's default, and a file's
+    if unit_name is None and options.get("name"):
+        if not is_service_unit_name(f"{options['name']}.service"):
+            raise click.UsageError(f"--name {options['name']!r} cannot name a unit: give --unit too")
+        unit_name = options["name"]
     for key in KEYS:
         value = options.get(key.field)
         if key.option is None or value is None or value == ():
@@ -295,7 +487,7 @@ def run(
         spec = replace(spec, ulimits=tuple(parse_ulimit(item, ParseContext()) for item in items))
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    sys.exit(run_transient(spec, make_unit_name(unit_name), detach=detach))
+    sys.exit(run_transient(spec, make_unit_name(unit_name), detach=detach, stdin=interactive, remove=remove))
 
 
 # --- images ---------------------------------------------------------------------------------

@@ -80,12 +80,13 @@ PROG = "sdcontainer-launcher exec"  # its messages, in the journal of the unit r
 def find(name: str) -> state.ContainerRecord:
     """The record of the container called `name`: a unit (web, web.service) or a ContainerName=.
     `run` checks it against the live process."""
-    if not name or "/" in name or name.startswith("."):
-        raise ExecError(f"invalid container name {name!r}")
-    unit = name if name.endswith(".service") else f"{name}.service"
+    try:
+        unit = state.unit_of(name)
+    except UsageError as error:
+        raise ExecError(str(error)) from None
     unreadable: list[RecordError] = []
     try:
-        record = state.read(unit) if "%" not in unit else None
+        record = state.read(unit)
         if record is None:
             matches = [r for r in state.records(unreadable) if r.name == name]
             if len(matches) > 1:
@@ -96,7 +97,7 @@ def find(name: str) -> state.ContainerRecord:
         raise ExecError(str(error)) from None
     if record is None:
         also = f"; {len(unreadable)} unreadable record(s): {unreadable[0]}" if unreadable else ""
-        raise ExecError(f"no running container {name!r} (sdcontainer list shows them){also}")
+        raise ExecError(f"no running container {name!r} (sdcontainer ps shows them){also}")
     return record
 
 

@@ -115,6 +115,8 @@ class Key:
     # Each line (or word) holds several values joined by this, as podman's comma-separated
     # flags (--dns 1.1.1.1,8.8.8.8) and colon-separated masks do; each is parsed alone.
     separator: str | None = None
+    # podman's one-letter form of `option` for `sdcontainer run` (-e, -v, -p, -w, -u)
+    short: str | None = None
 
     @property
     def repeated(self) -> bool:
@@ -230,6 +232,7 @@ KEYS: tuple[Key, ...] = (
         parse_env_assignment,
         option="--env",
         metavar="KEY=VALUE",
+        short="-e",
         doc="Environment variables for the container, space-separated, quoted the systemd "
         "way. A bare _KEY_ passes that variable's value from the unit's environment "
         "(*Environment=* in *[Service]*). Later assignments override earlier ones and "
@@ -263,6 +266,7 @@ KEYS: tuple[Key, ...] = (
         parse_abs_path,
         option="--workdir",
         metavar="PATH",
+        short="-w",
         doc="The directory the command starts in, inside the container. Default: /.",
     ),
     Key(
@@ -272,6 +276,7 @@ KEYS: tuple[Key, ...] = (
         parse_string,
         option="--user",
         metavar="USER",
+        short="-u",
         doc="The user the command runs as: a name looked up in the container's own "
         "/etc/passwd, or a number. Default: root (uid 0).",
     ),
@@ -323,7 +328,7 @@ KEYS: tuple[Key, ...] = (
         parse_name,
         option="--name",
         metavar="NAME",
-        doc="The container's name, shown by *sdcontainer list*. Default: the unit name without its suffix (%N).",
+        doc="The container's name, shown by *sdcontainer ps*. Default: the unit name without its suffix (%N).",
     ),
     Key(
         "Volume",
@@ -332,6 +337,7 @@ KEYS: tuple[Key, ...] = (
         parse_volume,
         option="--volume",
         metavar="SOURCE:TARGET[:OPTIONS]",
+        short="-v",
         doc="Bind-mounts the host path _SOURCE_ at _TARGET_. _OPTIONS_ is a comma-separated "
         "list of ro, rw (the default), nosuid, nodev, noexec; z and Z are accepted and "
         "ignored (no SELinux relabelling). A relative _SOURCE_ (./dir) is taken from the "
@@ -409,6 +415,7 @@ KEYS: tuple[Key, ...] = (
         parse_publish_port,
         option="--publish",
         metavar="[[IP:]HOSTPORT:]CONTAINERPORT[/PROTO]",
+        short="-p",
         doc="Forwards the host's port _HOSTPORT_ (on every address of the host, or only on "
         "_IP_) to _CONTAINERPORT_ of a container on a bridge network, for tcp (the default) "
         "or udp; ranges such as 8080-8082:80-82 map port by port. Reachable from other hosts, "
@@ -488,7 +495,7 @@ KEYS: tuple[Key, ...] = (
         parse_label,
         option="--label",
         metavar="KEY=VALUE",
-        doc="Labels recorded with the running container (see *sdcontainer list*).",
+        doc="Labels recorded with the running container (see *sdcontainer inspect*).",
     ),
     Key(
         "AutoUpdate",

@@ -4,13 +4,14 @@ That directory is the unit's RuntimeDirectory= (the generated unit and `sdcontai
 ask for it): systemd creates it before the launcher runs and removes it, with everything in
 it, whenever the unit stops, also after a crash, a SIGKILL or a failed start, so no process
 runs at stop to clean up. In it: `record.json`, written by the launcher once systemd knows
-the container's pid (read by `sdcontainer list`, `exec`, health checks, `rmi`), `health`,
+the container's pid (read by `sdcontainer ps`, `inspect`, `exec`, health checks, `rmi`), `health`,
 the health check's failure count, and with Notify=yes `notify/notify.sock`, the socket the
 launcher relays the container's notifications from (sdcontainer.notify.Relay). The record
 and the count are root's alone (0600, in a 0700 directory): the record tells the
 container's user, capabilities and command to no one else. This module is THE layout:
-every reader goes through it. It imports nothing beyond `os`, the error classes and the
-frozen-record decorator (it is on the launcher's start path and every health check's).
+every reader goes through it. It imports nothing beyond `os`, the error classes, the
+frozen-record decorator and `text`'s grammar of unit names (it is on the launcher's start
+path and every health check's).
 
 The record is a ContainerRecord: `write(record)` is its one writer (the launcher's), `read(unit)`
 and `records()` its readers. Its JSON carries `version` (VERSION); a record of a newer version
@@ -35,6 +36,17 @@ NOTIFY = "notify"  # Notify=yes: a directory (root's only) with the relay's sock
 PROG = "sdcontainer-launcher"
 DIR_MODE = 0o700  # of the container's directory (systemd makes a RuntimeDirectory= 0755)
 FILE_MODE = 0o600  # of the record and the health count
+
+
+def unit_of(name: str) -> str:
+    """The service a container NAME means, for every verb that takes one (exec, logs, stop,
+    ...): web and web.service are web.service. UsageError for a name that is no service name."""
+    from sdcontainer.text import is_service_unit_name
+
+    unit = name if name.endswith(".service") else f"{name}.service"
+    if not name or "/" in name or not is_service_unit_name(unit):
+        raise UsageError(f"{name!r} is not a container name (web, or web.service)")
+    return unit
 
 
 def runtime_directory(unit: str) -> str:

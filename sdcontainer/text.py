@@ -29,6 +29,12 @@ def word(value: str, first: str, rest: str, max_length: int | None = None) -> bo
     return max_length is None or len(value) <= max_length
 
 
+def is_service_unit_name(name: str) -> bool:
+    """A service name as systemd spells them (it also names the launcher's state record)."""
+    stem = name[: -len(".service")] if name.endswith(".service") else ""
+    return word(stem, ALNUM + ":_\\-@", ALNUM + ":_.\\-@", 247)
+
+
 _SHOWN_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 

@@ -428,12 +428,19 @@ class Bus:
 
 
 def transient_properties(
-    spec: ContainerSpec, unit: str, *, stdio: tuple[int, int, int] | None, description: str | None
+    spec: ContainerSpec,
+    unit: str,
+    *,
+    stdio: tuple[int | None, int, int] | None,
+    description: str | None,
+    remove: bool = False,
 ) -> dict[bytes, Any]:
     """The unit's D-Bus properties: the service policy a generated unit has (but for its
     `unit_file_only` settings), and, with `stdio` (attached), the caller's
-    stdin/stdout/stderr and a reference that keeps the unit loaded until its exit status
-    has been read."""
+    stdin (None: /dev/null, systemd's StandardInput=null)/stdout/stderr and a reference that
+    keeps the unit loaded until its exit status has been read. `remove` (detached): the
+    unit goes when it stops even if it failed (by default a failed one stays, for ps -a,
+    logs and rm)."""
     policy = service_policy(spec, launcher_command(), unit=unit)
     properties: dict[bytes, Any] = {
         b"Description": (description or f"sdcontainer run {' '.join(spec.command)}").encode(),
@@ -445,7 +452,10 @@ def transient_properties(
         properties[b"AddRef"] = True
         properties[b"CollectMode"] = b"inactive-or-failed"
         for name, fd in zip(("Input", "Output", "Error"), stdio, strict=True):
-            properties[f"Standard{name}FileDescriptor".encode()] = fd
+            if fd is not None:
+                properties[f"Standard{name}FileDescriptor".encode()] = fd
+    elif remove:
+        properties[b"CollectMode"] = b"inactive-or-failed"
     return properties
 
 
@@ -540,14 +550,23 @@ class _Unit:
         self.bus.close()
 
 
-def run_transient(spec: ContainerSpec, unit: str, *, detach: bool, description: str | None = None) -> int:
+def run_transient(
+    spec: ContainerSpec,
+    unit: str,
+    *,
+    detach: bool,
+    description: str | None = None,
+    stdin: bool = True,
+    remove: bool = False,
+) -> int:
     """Start `spec` as the transient service `unit`. Attached (the default), the container
-    gets this terminal's stdin/stdout/stderr and the exit status is the container's;
-    detached, return once the start job is done (like `systemctl start`)."""
+    gets this terminal's stdout/stderr (and its stdin, if `stdin`; else /dev/null) and the
+    exit status is the container's; detached, return once the start job is done (like
+    `systemctl start`), and with `remove` the unit goes even if it fails."""
     stem = unit[: -len(".service")]
     spec = replace(spec, unit=unit, name=spec.name if spec.name != "%N" else stem)
-    stdio = None if detach else (sys.stdin.fileno(), sys.stdout.fileno(), sys.stderr.fileno())
-    properties = transient_properties(spec, unit, stdio=stdio, description=description)
+    stdio = None if detach else (sys.stdin.fileno() if stdin else None, sys.stdout.fileno(), sys.stderr.fileno())
+    properties = transient_properties(spec, unit, stdio=stdio, description=description, remove=remove)
     try:
         transient = _Unit(unit)
     except (SystemdError, OSError) as error:

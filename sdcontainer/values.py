@@ -20,6 +20,7 @@ from sdcontainer.inet import canonical
 from sdcontainer.record import record
 from sdcontainer.spec import BindMount, TmpfsMount
 from sdcontainer.text import ALNUM, DIGITS, LOWER, SIGNAL_NAMES, SIGNALS, UPPER, check_glob, ip_address, only, word
+from sdcontainer.text import is_service_unit_name as is_service_unit_name  # its home is text (state needs it)
 from sdcontainer.unitfile import parse_boolean
 
 
@@ -121,12 +122,6 @@ def parse_name(value: str, ctx: ParseContext) -> str:
     if not word(value, ALNUM + "%", ALNUM + "%@_.:-"):
         raise ValueError(f"{value!r} is not a valid container name (letters, digits and @_.:-)")
     return value
-
-
-def is_service_unit_name(name: str) -> bool:
-    """A service name as systemd spells them (it also names the launcher's state record)."""
-    stem = name[: -len(".service")] if name.endswith(".service") else ""
-    return word(stem, ALNUM + ":_\\-@", ALNUM + ":_.\\-@", 247)
 
 
 def parse_group_add(value: str, ctx: ParseContext) -> str:

@@ -67,6 +67,7 @@ LAYERS = (
     "generator",  # .container -> units
     "launcher",  # ExecStart: builds the plan, pulls when it must, runs the steps
     "transient",  # sdcontainer run: the generator's unit, as a transient one
+    "lifecycle",  # ps, logs, start, stop, rm...: systemd's view over transient's D-Bus client
     "autoupdate",  # sdcontainer auto-update: AutoUpdate= units' images compared, pulled, restarted, rolled back
     "cli",  # sdcontainer
 )
@@ -222,6 +223,7 @@ def test_the_launcher_loads_only_its_start_path() -> None:
             "sockets",
             "generator",
             "transient",
+            "lifecycle",
             "cli",
         )
     }

@@ -162,8 +162,8 @@ def test_the_issue_example_runs_with_the_host_network(bed: Testbed) -> None:
         assert v2_line(bed, main_pid) == "0::/sdcontainer.slice/u2-hello.service"
         names = sorted(bed.read_file(f"/proc/{p}/comm").strip() for p in unit_processes(bed, "u2-hello.service"))
         assert names == ["httpd", "init"], names
-        listed = bed.run(["sdcontainer", "list"]).stdout
-        assert re.search(rf"^u2-hello\s+u2-hello\.service\s+{main_pid}\s", listed, re.M), listed
+        listed = bed.run(["sdcontainer", "top", "u2-hello"]).stdout
+        assert re.search(rf"^\s*{main_pid}\s+1\s+0\s", listed, re.M), listed  # top reads the cgroup2 tree
     finally:
         bed.systemctl("stop", "u2-hello.service")
     assert bed.show("u2-hello.service", "Result") == "success"

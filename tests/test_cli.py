@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from sdcontainer import state
 from sdcontainer.cli import cli
 from sdcontainer.keys import KEYS
 
@@ -37,41 +34,38 @@ def test_keys_lists_the_table() -> None:
     assert [line.split()[0] for line in result.output.splitlines()] == [k.name + "=" for k in KEYS]
 
 
-def test_list_shows_the_readable_records_and_reports_the_others(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A record of this very process stands in for a running container (the real-systemd
-    tests start real ones); a record of a newer sdcontainer beside it is reported, not shown."""
-    if os.geteuid() != 0:
-        pytest.skip("list needs root")
-    monkeypatch.setattr(state, "STATE_DIR", str(tmp_path))
-    record = state.ContainerRecord(
-        name="web", unit="web.service", pid=os.getpid(), rootfs="/srv/rootfs/web", image=None, image_id=None,
-        command=("/bin/httpd", "-f"), hostname="web", network="none", labels=(("app", "web"),), annotations=(),
-        started="2020-01-01T00:00:00Z", user=None, group=None, group_add=(), caps=0, no_new_privileges=True,
-        working_dir="/", notify="no", notify_socket=None,
-    )  # fmt: skip
-    state.write(record)
-    newer = {**state.to_dict(record), "unit": "new.service", "version": state.VERSION + 1}
-    (tmp_path / "new.service").mkdir()
-    (tmp_path / "new.service" / "record.json").write_text(json.dumps(newer))
-    warning = (
-        "sdcontainer: new.service: record written by a newer sdcontainer (record version 2, this one reads up to 1);"
-        " restart the container or upgrade\n"
-    )
-    table = CliRunner().invoke(cli, ["list"])
-    assert table.exit_code == 0 and table.stderr == warning
-    name, unit, pid, up, *command = table.stdout.splitlines()[1].split()
-    assert [name, unit, pid, command] == ["web", "web.service", str(os.getpid()), ["/bin/httpd", "-f"]]
-    assert up.endswith("h") and len(table.stdout.splitlines()) == 2  # started long ago; new.service not shown
-    listed = CliRunner().invoke(cli, ["list", "--format", "json"])
-    assert listed.exit_code == 0 and listed.stderr == warning
-    assert json.loads(listed.stdout) == [
-        {
-            "name": "web", "unit": "web.service", "pid": os.getpid(), "rootfs": "/srv/rootfs/web", "image": None,
-            "image_id": None, "command": ["/bin/httpd", "-f"], "hostname": "web", "network": "none",
-            "labels": {"app": "web"}, "annotations": {}, "started": "2020-01-01T00:00:00Z", "user": None,
-            "group": None, "group_add": [], "caps": 0, "no_new_privileges": True, "working_dir": "/",
-            "notify": "no", "notify_socket": None,
-        }
-    ]  # fmt: skip  # the keys the launcher's dict had, and no others
+# --- run speaks podman ------------------------------------------------------------------------
+
+
+def test_run_has_podmans_short_options_from_the_key_table() -> None:
+    from sdcontainer.cli import run
+
+    opts = {o: p for p in run.params for o in p.opts}
+    for key in KEYS:
+        if key.short:
+            assert opts[key.short] is opts[key.option], key.name  # one option, two spellings
+    assert {"-e", "-v", "-p", "-w", "-u", "-i", "-t", "-d", "--rm", "--name", "--network"} <= set(opts)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--privileged"], "no such option: --privileged (podman's; there is no privileged mode; add capabilities"),
+        (["--mount", "type=bind"], "no such option: --mount (podman's; use --volume SOURCE:TARGET[:OPTIONS]"),
+        (["--rmm"], "no such option: --rmm; did you mean --rm?"),
+        (["--working-dir", "/"], "no such option: --working-dir; did you mean --workdir?"),
+        (["--enviroment", "A=1"], "no such option: --enviroment; did you mean --env (Environment= in a .container"),
+        (["--uidmap", "0:1:1"], "no such option: --uidmap: UIDMap= is not supported yet"),
+        (["--frobnicate"], "no such option: --frobnicate (sdcontainer run --help lists them)"),
+    ],
+)
+def test_run_names_the_nearest_option_or_key_for_an_unknown_one(argv: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli, ["run", *argv, "/srv/rootfs", "/bin/true"])
+    assert result.exit_code == 2
+    assert f"Error: {message}" in result.output, result.output
+    assert "Did you mean" not in result.output  # not click's own suggestion
+
+
+def test_run_name_must_be_able_to_name_the_unit() -> None:
+    result = CliRunner().invoke(cli, ["run", "--name", "a b", "/srv/rootfs", "/bin/true"])
+    assert result.exit_code == 2 and "--name 'a b' cannot name a unit: give --unit too" in result.output

@@ -51,8 +51,12 @@ def test_the_issue_example_runs_as_a_service(bed: Testbed) -> None:
     limit = bed.run(["cat", f"/sys/fs/cgroup/memory{cgroup}/memory.limit_in_bytes"]).stdout.strip()
     assert int(limit) == 64 * 1024 * 1024
 
-    listed = bed.run(["sdcontainer", "list"]).stdout
-    assert re.search(rf"^hello\s+hello\.service\s+{main_pid}\s", listed, re.M), listed
+    listed = bed.run(["sdcontainer", "ps"]).stdout
+    assert re.search(rf"^hello\s+hello\.service\s+{ROOTFS}\s+Up ", listed, re.M), listed
+    (entry,) = [
+        e for e in json.loads(bed.run(["sdcontainer", "ps", "--format", "json"]).stdout) if e["name"] == "hello"
+    ]
+    assert entry["pid"] == int(main_pid)
 
     bed.systemctl("stop", "hello.service")
     assert bed.show("hello.service", "ActiveState") == "inactive"
