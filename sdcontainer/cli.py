@@ -504,6 +504,71 @@ def exec_(
     sys.exit(status)
 
 
+@cli.group()
+def secret() -> None:
+    """Secrets for Secret= (create, ls, inspect, rm): stored root-only, given to units as
+    systemd credentials."""
+
+
+def _secrets_need_root(command: str) -> None:
+    if not os.environ.get("SDCONTAINER_SECRETS"):  # tests use a store of their own
+        _need_root(f"secret {command}")
+
+
+@secret.command(name="create")
+@click.option("--replace", is_flag=True, help="Change the value of a secret that exists.")
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+def secret_create(name: str, file: str, replace: bool) -> None:
+    """Store the contents of FILE (- for standard input) as secret NAME. A container that
+    names it in Secret= gets it at its next start."""
+    from sdcontainer import secrets
+
+    _secrets_need_root("create")
+    secrets.check_name(name)  # before reading a value that would be thrown away
+    if file == "-":
+        data = sys.stdin.buffer.read(secrets.SIZE_MAX + 1)
+    else:
+        with open(file, "rb") as f:
+            data = f.read(secrets.SIZE_MAX + 1)
+    secrets.create(name, data, replace=replace)
+    click.echo(name)
+
+
+@secret.command(name="ls")
+def secret_ls() -> None:
+    """The names of the stored secrets."""
+    from sdcontainer import secrets
+
+    _secrets_need_root("ls")
+    for name in secrets.names():
+        click.echo(name)
+
+
+@secret.command(name="inspect")
+@click.argument("names", nargs=-1, required=True)
+def secret_inspect(names: tuple[str, ...]) -> None:
+    """What is known of each secret, as JSON: never its value."""
+    import json
+
+    from sdcontainer import secrets
+
+    _secrets_need_root("inspect")
+    click.echo(json.dumps([secrets.info(name) for name in names], indent=2))
+
+
+@secret.command(name="rm")
+@click.argument("names", nargs=-1, required=True)
+def secret_rm(names: tuple[str, ...]) -> None:
+    """Remove secrets. A running container keeps the copy it has; its next start fails."""
+    from sdcontainer import secrets
+
+    _secrets_need_root("rm")
+    for name in names:
+        secrets.remove(name)
+        click.echo(name)
+
+
 def _invoke(args: list[str]) -> int:
     """The command line through click, whose own mistakes (an unknown option, a missing
     argument) click reports itself, with the command's usage; ours become SdcontainerError."""

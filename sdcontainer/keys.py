@@ -14,7 +14,7 @@ import os
 from sdcontainer.errors import ConfigError, UsageError
 from sdcontainer.record import record
 from sdcontainer.spec import ContainerSpec
-from sdcontainer.text import nearest
+from sdcontainer.text import ALNUM, nearest, only
 from sdcontainer.unitfile import Entry, UnitFile, escape_specifiers, split_words, unquote
 from sdcontainer.values import (
     DEFAULT_NETWORK,
@@ -53,6 +53,7 @@ from sdcontainer.values import (
     parse_retries,
     parse_retry_delay,
     parse_seconds,
+    parse_secret,
     parse_shm_size,
     parse_signal,
     parse_string,
@@ -134,6 +135,51 @@ def parse_image(value: str, ctx: ParseContext) -> str:
 
     parse_reference(value)
     return value
+
+
+# --- issue 13: Secret=, LogDriver=/LogOpt=, SecurityLabel*= ----------------------------------
+
+SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
+
+
+def _without_selinux(parse: Callable[[str, ParseContext], Any]) -> Callable[[str, ParseContext], Any]:
+    """A SecurityLabel*= key: its value checked, and accepted as the no-op podman makes of it
+    where SELinux is off; refused where SELinux is on, since no label would be applied."""
+
+    def check(value: str, ctx: ParseContext) -> Any:
+        parsed = parse(value, ctx)
+        if not ctx.expanded and os.path.exists(SELINUX_ENFORCE):
+            raise ValueError("SELinux is enabled on this host, and sdcontainer applies no SELinux labels")
+        return parsed
+
+    return check
+
+
+LOG_DRIVERS = ("journald", "passthrough", "none")
+
+
+def parse_log_driver(value: str, ctx: ParseContext) -> str:
+    if value in ("k8s-file", "json-file"):
+        raise ValueError(
+            f"{value} (log files for podman logs) is not supported: the container's output goes to "
+            "the journal (journalctl -u UNIT); LogDriver=none drops it"
+        )
+    if value not in LOG_DRIVERS:
+        raise ValueError(f"{value!r} is not one of {', '.join(LOG_DRIVERS)}")
+    return value
+
+
+def parse_log_opt(value: str, ctx: ParseContext) -> str:
+    name, eq, text = value.partition("=")
+    if name != "tag" or not eq:
+        why = "options of file log drivers" if name in ("path", "max-size", "size") else "not a journald option"
+        raise ValueError(f"{name}= is not supported ({why}); only tag=NAME is")
+    if "{{" in text or not text or not only(text, SYSLOG_IDENTIFIER_CHARACTERS):
+        raise ValueError(f"tag={text!r}: only a plain name (letters, digits, _.-), no podman template")
+    return value
+
+
+SYSLOG_IDENTIFIER_CHARACTERS = ALNUM + "_.-"
 
 
 # --- the table ----------------------------------------------------------------------------
@@ -708,6 +754,89 @@ KEYS: tuple[Key, ...] = (
         "journal of the check's service), *kill* (SIGKILL to its init: the unit fails, and "
         "*Restart=* applies), *restart* (systemctl restart) or *stop* (systemctl stop).",
     ),
+    # --- Secret=, logging, SELinux labels (issue 13) ---
+    Key(
+        "Secret",
+        Kind.LIST,
+        "secrets",
+        parse_secret,
+        option="--secret",
+        metavar="NAME[,OPTIONS]",
+        doc="Gives the container the secret _NAME_, stored with *sdcontainer secret create* (see "
+        "sdcontainer(1)): with *type=mount* (the default) as the file /run/secrets/_NAME_ "
+        "(*target=* another path; a relative one is under /run/secrets), read-only, owned by "
+        "*uid=* and *gid=* (default 0) with mode *mode=* (octal, default 444); with *type=env* as "
+        "the environment variable _NAME_ (or *target=*) of the container only. systemd hands it "
+        "to the unit as a credential (*LoadCredential=*), so the value is never in the unit, "
+        "*systemctl show*, or the launcher's command line or environment. A start fails naming a "
+        "secret that does not exist. _NAME_ may also be given as *source=*_NAME_.",
+    ),
+    Key(
+        "LogDriver",
+        Kind.SINGLE,
+        "log_driver",
+        parse_log_driver,
+        option="--log-driver",
+        metavar="DRIVER",
+        doc="Where the container's output goes. *journald* and *passthrough* (the default and "
+        "only way here): the unit's standard output and error, so the journal (*journalctl -u* "
+        "_UNIT_). *none*: the container's standard output and error are /dev/null (the "
+        "launcher's own errors still reach the journal). *k8s-file* and *json-file* (log files "
+        "for *podman logs*) are refused.",
+    ),
+    Key(
+        "LogOpt",
+        Kind.LIST,
+        "log_opts",
+        parse_log_opt,
+        metavar="tag=NAME",
+        doc="*tag=*_NAME_: the journal's identifier of the container's lines (systemd's "
+        "*SyslogIdentifier=*, *journalctl -t* _NAME_; default: the unit name without its "
+        "suffix). podman's templates ({{...}}) and the options of file log drivers (*path=*, "
+        "*max-size=*) are refused.",
+    ),
+    Key(
+        "SecurityLabelDisable",
+        Kind.SINGLE,
+        "security_label_disable",
+        _without_selinux(parse_bool),
+        metavar="BOOL",
+        doc="Accepted and ignored where SELinux is off, as podman ignores it there: sdcontainer "
+        "applies no SELinux labels. Refused on a host with SELinux enabled.",
+    ),
+    Key(
+        "SecurityLabelType",
+        Kind.SINGLE,
+        "security_label_type",
+        _without_selinux(parse_string),
+        metavar="TYPE",
+        doc="As *SecurityLabelDisable=*: ignored where SELinux is off, refused where it is on.",
+    ),
+    Key(
+        "SecurityLabelFileType",
+        Kind.SINGLE,
+        "security_label_file_type",
+        _without_selinux(parse_string),
+        metavar="TYPE",
+        doc="As *SecurityLabelDisable=*: ignored where SELinux is off, refused where it is on.",
+    ),
+    Key(
+        "SecurityLabelLevel",
+        Kind.SINGLE,
+        "security_label_level",
+        _without_selinux(parse_string),
+        metavar="LEVEL",
+        doc="As *SecurityLabelDisable=*: ignored where SELinux is off, refused where it is on.",
+    ),
+    Key(
+        "SecurityLabelNested",
+        Kind.SINGLE,
+        "security_label_nested",
+        _without_selinux(parse_bool),
+        metavar="BOOL",
+        doc="As *SecurityLabelDisable=*: ignored where SELinux is off, refused where it is on.",
+    ),
+    # --- end of issue 13's Secret=/logging/SELinux keys ---
 )
 
 KEYS_BY_NAME = {key.name: key for key in KEYS}
@@ -735,8 +864,6 @@ QUADLET_ONLY_KEYS = frozenset(
         "HealthStartupTimeout",
         "HttpProxy",
         "IP6",
-        "LogDriver",
-        "LogOpt",
         "Mount",
         "NetworkAlias",
         "Pod",
@@ -746,12 +873,6 @@ QUADLET_ONLY_KEYS = frozenset(
         "RemapUidSize",
         "RemapUsers",
         "SeccompProfile",
-        "Secret",
-        "SecurityLabelDisable",
-        "SecurityLabelFileType",
-        "SecurityLabelLevel",
-        "SecurityLabelNested",
-        "SecurityLabelType",
         "ServiceName",
         "StartWithPod",
         "SubGIDMap",
@@ -996,6 +1117,24 @@ def service_settings(spec: ContainerSpec) -> list[tuple[str, str]]:
         settings += limits.items()
     if spec.reload_signal:
         settings.append(("ExecReload", f"/bin/kill -s {spec.reload_signal} $MAINPID"))
+    settings += _secret_and_log_settings(spec)
+    return settings
+
+
+def _secret_and_log_settings(spec: ContainerSpec) -> list[tuple[str, str]]:
+    """Secret=: each secret's file loaded as a credential of the unit, with an empty one in its
+    place when the file is missing (SetCredential= is LoadCredential='s fallback), which the
+    launcher reports naming the secret; LogOpt=tag=: the journal's identifier."""
+    settings = []
+    if spec.secrets:
+        from sdcontainer.secrets import SYSTEM_SECRETS_DIR, credential_id, secret_path
+        from sdcontainer.values import secret_ref
+
+        for name in dict.fromkeys(secret_ref(item).name for item in spec.secrets):
+            settings.append(("LoadCredential", f"{credential_id(name)}:{secret_path(name, SYSTEM_SECRETS_DIR)}"))
+            settings.append(("SetCredential", f"{credential_id(name)}:"))
+    for option in spec.log_opts:
+        settings.append(("SyslogIdentifier", option.partition("=")[2]))
     return settings
 
 

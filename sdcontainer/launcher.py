@@ -176,6 +176,7 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
     # on a host that lacks one) keeps what there is rather than failing in capset.
     caps = capability_mask(spec.add_capabilities, spec.drop_capabilities, last_cap) & own_bounding_set()
     listen_fds = _listen_fds()
+    secret_files, secret_env = _read_secrets(spec) if spec.secrets else ((), ())
     addresses: tuple[str, ...] = ()
     gateway = None
     if is_bridge(spec.network):
@@ -205,7 +206,35 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
         resolv_conf=etc_resolv_conf(spec),
         localtime=zone_file(spec.timezone) if spec.timezone else None,
         addresses=addresses,
+        secret_files=secret_files,
+        secret_env=secret_env,
     )
+
+
+def _read_secrets(spec: ContainerSpec) -> tuple[tuple[tuple[str, bytes], ...], tuple[tuple[str, str], ...]]:
+    """Secret=: each value, from the unit's credentials (sdcontainer.secrets); a missing
+    secret fails the start naming it, before any namespace exists."""
+    from sdcontainer.secrets import read_for_start
+    from sdcontainer.values import secret_ref
+
+    files: list[tuple[str, bytes]] = []
+    env: list[tuple[str, str]] = []
+    for item in spec.secrets:
+        ref = secret_ref(item)
+        try:
+            with Step(f"read secret {ref.name}"):
+                data = read_for_start(ref.name)
+        except LookupError:
+            raise launch_error(
+                f"secret {ref.name} does not exist: create it with 'sdcontainer secret create {ref.name} FILE'"
+            ) from None
+        if ref.type == "env":
+            if b"\0" in data:
+                raise launch_error(f"secret {ref.name}: a value with a NUL byte cannot be an environment variable")
+            env.append((ref.destination, data.decode("utf-8", "surrogateescape")))
+        else:
+            files.append((item, data))
+    return tuple(files), tuple(env)
 
 
 def _strings(value: object) -> tuple[str, ...]:
@@ -361,9 +390,21 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
         # launcher (a subreaper in this mode), the "parent" whose death counts was that one.
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     os.umask(0o022)
+    if spec.log_driver == "none":
+        _discard_output()
     _close_fds(3 + plan.listen_fds, sync_fd)
     load_last(seccomp)
     execve(program, list(plan.command), env, PROG)
+
+
+def _discard_output() -> None:
+    """LogDriver=none: the container's stdout and stderr go nowhere (the container's own
+    /dev/null), from the last moment on: every error before the exec still reached the journal."""
+    with Step("LogDriver=none: open /dev/null"):
+        null = os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
 
 
 def _child(plan: Plan, sync_fd: int, go_fd: int) -> None:

@@ -219,6 +219,7 @@ def build_environment(plan: Plan, home: str, launcher_env: Mapping[str, str]) ->
             env[key] = value
         elif key in launcher_env and not key.startswith(LISTEN_PREFIX):
             env[key] = launcher_env[key]
+    env.update(plan.secret_env)  # Secret=...,type=env: over Environment=, as podman's --secret
     if plan.notify_socket:
         # loaded already (the launcher imports it): this runs after pivot_root, where the
         # host's files are out of reach; `sdcontainer exec` never gets here and skips it
