@@ -1123,16 +1123,16 @@ def service_settings(spec: ContainerSpec) -> list[tuple[str, str]]:
 
 def _secret_and_log_settings(spec: ContainerSpec) -> list[tuple[str, str]]:
     """Secret=: each secret's file loaded as a credential of the unit, with an empty one in its
-    place when the file is missing (SetCredential= is LoadCredential='s fallback), which the
-    launcher reports naming the secret; LogOpt=tag=: the journal's identifier."""
+    place when the file is missing (SetCredential= is LoadCredential='s fallback: see
+    sdcontainer.secrets), which the launcher reports naming the secret; LogOpt=tag=: the journal's identifier."""
     settings = []
     if spec.secrets:
-        from sdcontainer.secrets import SYSTEM_SECRETS_DIR, credential_id, secret_path
+        from sdcontainer.secrets import MISSING_SETTING, SYSTEM_SECRETS_DIR, credential_id, secret_path
         from sdcontainer.values import secret_ref
 
         for name in dict.fromkeys(secret_ref(item).name for item in spec.secrets):
             settings.append(("LoadCredential", f"{credential_id(name)}:{secret_path(name, SYSTEM_SECRETS_DIR)}"))
-            settings.append(("SetCredential", f"{credential_id(name)}:"))
+            settings.append(("SetCredential", f"{credential_id(name)}:{MISSING_SETTING}"))
     for option in spec.log_opts:
         settings.append(("SyslogIdentifier", option.partition("=")[2]))
     return settings

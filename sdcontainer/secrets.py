@@ -12,8 +12,10 @@ The files are stored in plain text, as podman's default file driver stores them,
 encrypted with systemd-creds: encryption with the host key only protects against someone
 who can read the disk but not /var/lib/systemd/credential.secret beside it, and a TPM is
 not on every host; root can read either way. A missing secret must fail the start naming
-it: `SetCredential=ID:` (empty) is the fallback systemd uses when LoadCredential='s file is
-missing, and an empty secret cannot be created, so an empty credential means "missing".
+it, where systemd would fail it with "Failed to set up credentials: Protocol error":
+`SetCredential=ID:\\x00` is the value systemd falls back to when LoadCredential='s file is
+missing (an empty one is not valid before systemd 253), a single NUL byte that cannot be
+created as a secret, so it means "missing" to the launcher.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from sdcontainer.values import secret_name_problem
 SYSTEM_SECRETS_DIR = "/var/lib/sdcontainer/secrets"
 CREDENTIAL_PREFIX = "sdcontainer-secret-"
 SIZE_MAX = 512_000  # podman's limit; systemd's for a credential is 1 MiB
+MISSING = b"\0"  # SetCredential='s fallback: what the unit gets in place of a missing secret
+MISSING_SETTING = "\\x00"  # MISSING as SetCredential= spells it (C escapes are decoded)
 
 
 def secrets_dir() -> str:
@@ -73,6 +77,8 @@ def create(name: str, data: bytes, *, replace: bool = False) -> None:
     check_name(name)
     if not data:
         raise UsageError(f"secret {name}: the value is empty")
+    if data == MISSING:
+        raise UsageError(f"secret {name}: a lone NUL byte is reserved (it marks a missing secret)")
     if len(data) > SIZE_MAX:
         raise UsageError(f"secret {name}: the value is {len(data)} bytes, more than {SIZE_MAX}")
     fd = _open_dir(create=True)
@@ -164,6 +170,6 @@ def read_for_start(name: str) -> bytes:
             data = f.read(SIZE_MAX + 1)
     except FileNotFoundError:
         raise LookupError(name) from None
-    if not data:  # SetCredential='s empty fallback: LoadCredential= found no file
+    if data in (b"", MISSING):  # SetCredential='s fallback: LoadCredential= found no file
         raise LookupError(name)
     return data

@@ -76,9 +76,10 @@ def _soft_limit(value: str) -> int:
 
 
 def _credential(value: str) -> list[tuple[bytes, bytes]]:
-    """LoadCredential=ID:PATH and SetCredential=ID:VALUE (Secret=: never a secret's value)."""
+    """LoadCredential=ID:PATH, and SetCredential=ID:VALUE with VALUE's C escapes decoded
+    (Secret='s fallback \\x00: never a secret's value)."""
     name, _, rest = value.partition(":")
-    return [(name.encode(), rest.encode())]
+    return [(name.encode(), rest.encode("latin-1", "backslashreplace").decode("unicode_escape").encode("latin-1"))]
 
 
 Conversion = tuple[bytes, bytes, Callable[[str], Any]]  # D-Bus property, signature, converter
