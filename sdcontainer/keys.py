@@ -836,10 +836,235 @@ KEYS: tuple[Key, ...] = (
         metavar="BOOL",
         doc="As *SecurityLabelDisable=*: ignored where SELinux is off, refused where it is on.",
     ),
+    Key(
+        "PodmanArgs",
+        Kind.WORDS,
+        "podman_args",
+        parse_string,
+        metavar="FLAGS",
+        doc="Flags of *podman run*, split the systemd way, each read as the key it stands for, as "
+        "if that key had been written after all the file's other lines (see PODMAN FLAGS): "
+        "*--memory 1g* is *Memory=1g*, *--cap-add NET_ADMIN* is *AddCapability=NET_ADMIN*, "
+        "*--security-opt no-new-privileges* is *NoNewPrivileges=yes*. A flag without such a key "
+        "is refused, naming it (and the supported flag it may be a misspelling of).",
+    ),
     # --- end of issue 13's Secret=/logging/SELinux keys ---
 )
 
 KEYS_BY_NAME = {key.name: key for key in KEYS}
+
+# --- podman run's flags: the one table of which flag is which key (issue 13) ----------------
+
+# podman run's flags and the [Container] key each one is (Quadlet's own mapping, read
+# backwards). PodmanArgs= reads its words with it, and `sdcontainer run` can take the same
+# short flags from it (podman_flags). A key not in KEYS yet (Mount, AddDevice, ...) makes
+# its flag a refusal saying so.
+PODMAN_FLAGS: dict[str, str] = {
+    "--add-host": "AddHost",
+    "--annotation": "Annotation",
+    "--cap-add": "AddCapability",
+    "--cap-drop": "DropCapability",
+    "--cgroups": "CgroupsMode",
+    "--device": "AddDevice",
+    "--dns": "DNS",
+    "--dns-option": "DNSOption",
+    "--dns-search": "DNSSearch",
+    "--entrypoint": "Entrypoint",
+    "--env": "Environment",
+    "-e": "Environment",
+    "--env-file": "EnvironmentFile",
+    "--env-host": "EnvironmentHost",
+    "--expose": "ExposeHostPort",
+    "--gidmap": "GIDMap",
+    "--group-add": "GroupAdd",
+    "--health-cmd": "HealthCmd",
+    "--health-interval": "HealthInterval",
+    "--health-on-failure": "HealthOnFailure",
+    "--health-retries": "HealthRetries",
+    "--health-start-period": "HealthStartPeriod",
+    "--health-startup-cmd": "HealthStartupCmd",
+    "--health-startup-interval": "HealthStartupInterval",
+    "--health-startup-retries": "HealthStartupRetries",
+    "--health-startup-success": "HealthStartupSuccess",
+    "--health-startup-timeout": "HealthStartupTimeout",
+    "--health-timeout": "HealthTimeout",
+    "--hostname": "HostName",
+    "-h": "HostName",
+    "--http-proxy": "HttpProxy",
+    "--image-volume": "ImageVolume",
+    "--init": "RunInit",
+    "--ip": "IP",
+    "--ip6": "IP6",
+    "--label": "Label",
+    "-l": "Label",
+    "--log-driver": "LogDriver",
+    "--log-opt": "LogOpt",
+    "--memory": "Memory",
+    "-m": "Memory",
+    "--mount": "Mount",
+    "--name": "ContainerName",
+    "--network": "Network",
+    "--net": "Network",
+    "--network-alias": "NetworkAlias",
+    "--pids-limit": "PidsLimit",
+    "--pod": "Pod",
+    "--publish": "PublishPort",
+    "-p": "PublishPort",
+    "--pull": "Pull",
+    "--read-only": "ReadOnly",
+    "--read-only-tmpfs": "ReadOnlyTmpfs",
+    "--retry": "Retry",
+    "--retry-delay": "RetryDelay",
+    "--secret": "Secret",
+    "--shm-size": "ShmSize",
+    "--stop-signal": "StopSignal",
+    "--stop-timeout": "StopTimeout",
+    "--subgidname": "SubGIDMap",
+    "--subuidname": "SubUIDMap",
+    "--sysctl": "Sysctl",
+    "--tmpfs": "Tmpfs",
+    "--tz": "Timezone",
+    "--uidmap": "UIDMap",
+    "--ulimit": "Ulimit",
+    "--user": "User",
+    "-u": "User",
+    "--userns": "UserNS",
+    "--volume": "Volume",
+    "-v": "Volume",
+    "--workdir": "WorkingDir",
+    "-w": "WorkingDir",
+}
+_BOOL_FLAGS = ("--env-host", "--init", "--read-only", "--read-only-tmpfs")
+# what Quadlet itself passes to every podman run: nothing to add here
+PODMAN_NO_OP_FLAGS = ("--rm", "--replace", "-d", "--detach")
+# --security-opt's values, each the key (and value) it is
+_SECURITY_OPTS = {
+    "no-new-privileges": "NoNewPrivileges",
+    "label": None,  # label=disable, label=type:T, ...: SecurityLabel*=
+    "mask": "Mask",
+    "unmask": "Unmask",
+    "seccomp": "SeccompProfile",
+    "apparmor": "AppArmor",
+}
+_LABEL_OPTS = {"disable": "SecurityLabelDisable", "nested": "SecurityLabelNested", "type": "SecurityLabelType",
+               "filetype": "SecurityLabelFileType", "level": "SecurityLabelLevel"}  # fmt: skip
+_SDNOTIFY = {"container": "yes", "conmon": "no", "healthy": "healthy"}
+
+
+def podman_flags(key_name: str) -> list[str]:
+    """podman run's flags for a key, long ones first (for `sdcontainer run`'s short options)."""
+    return sorted((flag for flag, name in PODMAN_FLAGS.items() if name == key_name), key=lambda f: (len(f) < 3, f))
+
+
+def _supported_flags() -> list[str]:
+    return [flag for flag, name in PODMAN_FLAGS.items() if name in KEYS_BY_NAME and flag.startswith("--")]
+
+
+def _podman_entry(entry: Entry, key_name: str, value: str, flag: str) -> Entry:
+    """A line KEY=VALUE standing for `flag` of the PodmanArgs= line `entry` (its file and
+    line), quoted so that the key's reading gives back `value` as one item."""
+    key = KEYS_BY_NAME.get(key_name)
+    if key is None:
+        why = (
+            "is a Quadlet key that sdcontainer does not support yet"
+            if key_name in QUADLET_ONLY_KEYS
+            else "is not supported"
+        )
+        raise entry.error(f"PodmanArgs= {flag}: its key {key_name}= {why}")
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"') if key.kind is Kind.WORDS else value
+    return Entry(entry.section, key_name, f'"{escaped}"', entry.path, entry.line)
+
+
+def _bool_flag(entry: Entry, flag: str, value: str | None) -> str:
+    if value is None:
+        return "true"
+    try:
+        parse_bool(value, ParseContext())
+    except ValueError:
+        raise entry.error(f"PodmanArgs= {flag}={value}: not a boolean") from None
+    return value
+
+
+def podman_args_entries(entry: Entry) -> list[Entry]:
+    """The lines a PodmanArgs= line stands for, in its order; ConfigError names the first flag
+    that stands for no supported key."""
+    words = split_words(entry.value, entry)
+    out: list[Entry] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        flag, eq, inline = word.partition("=")
+        if not flag.startswith("-") or flag in ("-", "--"):
+            raise entry.error(f"PodmanArgs= {word!r} is not a flag (the command and its arguments go in Exec=)")
+        if flag in PODMAN_NO_OP_FLAGS and not eq:
+            continue
+        key_name = PODMAN_FLAGS.get(flag)
+        if flag != "--security-opt" and flag != "--sdnotify" and key_name is None:
+            found = nearest(flag, _supported_flags())
+            raise entry.error(f"PodmanArgs= {flag} is not supported" + (f"; did you mean {found}?" if found else ""))
+        if flag in _BOOL_FLAGS:  # podman's boolean flags take no separate word: --init, --init=false
+            out.append(_podman_entry(entry, key_name or "", _bool_flag(entry, flag, inline if eq else None), flag))
+            continue
+        if eq:
+            value = inline
+        elif i < len(words):
+            value = words[i]
+            i += 1
+        else:
+            raise entry.error(f"PodmanArgs= {flag} needs a value")
+        if flag == "--security-opt":
+            out += _security_opt(entry, value)
+        elif flag == "--sdnotify":
+            if value not in _SDNOTIFY:
+                raise entry.error(f"PodmanArgs= --sdnotify={value} is not supported (container, conmon or healthy)")
+            out.append(_podman_entry(entry, "Notify", _SDNOTIFY[value], flag))
+        elif key_name == "User" and ":" in value:  # --user UID:GID is User= and Group=
+            user, _, group = value.partition(":")
+            out += [_podman_entry(entry, "User", user, flag), _podman_entry(entry, "Group", group, flag)]
+        else:
+            out.append(_podman_entry(entry, key_name or "", value, flag))
+    return out
+
+
+def _security_opt(entry: Entry, value: str) -> list[Entry]:
+    name, eq, rest = value.partition("=")
+    flag = f"--security-opt {value}"
+    if name not in _SECURITY_OPTS:
+        found = nearest(name, list(_SECURITY_OPTS))
+        raise entry.error(f"PodmanArgs= {flag} is not supported" + (f"; did you mean {found}?" if found else ""))
+    if name == "no-new-privileges":
+        return [_podman_entry(entry, "NoNewPrivileges", rest if eq else "true", flag)]
+    if name == "label":
+        kind, colon, text = rest.partition(":")
+        if kind not in _LABEL_OPTS:
+            raise entry.error(f"PodmanArgs= {flag} is not supported")
+        return [_podman_entry(entry, _LABEL_OPTS[kind], text if colon else "true", flag)]
+    return [_podman_entry(entry, _SECURITY_OPTS[name] or "", rest, flag)]
+
+
+def expand_podman_args(entries: list[Entry], errors: list[ConfigError] | None) -> list[Entry]:
+    """The section's lines with each PodmanArgs= line replaced by the lines it stands for, put
+    after all the others (Quadlet passes PodmanArgs= last to podman run, where a later flag
+    wins)."""
+    kept: list[Entry] = []
+    added: list[Entry] = []
+    for entry in entries:
+        if entry.key != "PodmanArgs":
+            kept.append(entry)
+            continue
+        if entry.value == "":
+            added = []  # PodmanArgs= resets, as every list key
+            continue
+        try:
+            added += podman_args_entries(entry)
+        except ConfigError as error:
+            if errors is None:
+                raise
+            errors.append(error)
+    return kept + added
+
+
 KEYS_BY_OPTION = {key.option: key for key in KEYS if key.option}
 
 # Keys Quadlet accepts in [Container] that sdcontainer does not implement yet: a file using
@@ -867,7 +1092,6 @@ QUADLET_ONLY_KEYS = frozenset(
         "Mount",
         "NetworkAlias",
         "Pod",
-        "PodmanArgs",
         "RemapGid",
         "RemapUid",
         "RemapUidSize",
@@ -957,7 +1181,7 @@ def _section_values(
     # systemd (ExecStart=, RequiresMountsFor=) where a % in it would be a specifier
     ctx = ParseContext(unit_dir=escape_specifiers(os.path.dirname(os.path.abspath(unit.path))))
     grouped: dict[str, list[Entry]] = {}
-    for entry in unit.section(section):
+    for entry in expand_podman_args(unit.section(section), errors):
         try:
             field = _check_key(entry).field
         except ConfigError as error:
