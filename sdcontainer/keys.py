@@ -14,7 +14,7 @@ import os
 from sdcontainer.errors import ConfigError, UsageError
 from sdcontainer.record import record
 from sdcontainer.spec import ContainerSpec
-from sdcontainer.text import ALNUM, nearest, only
+from sdcontainer.text import nearest
 from sdcontainer.unitfile import Entry, UnitFile, escape_specifiers, split_words, unquote
 from sdcontainer.values import (
     DEFAULT_NETWORK,
@@ -41,6 +41,8 @@ from sdcontainer.values import (
     parse_hostname,
     parse_ipv4,
     parse_label,
+    parse_log_driver,
+    parse_log_opt,
     parse_memory,
     parse_name,
     parse_network,
@@ -139,47 +141,7 @@ def parse_image(value: str, ctx: ParseContext) -> str:
 
 # --- issue 13: Secret=, LogDriver=/LogOpt=, SecurityLabel*= ----------------------------------
 
-SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
-
-
-def _without_selinux(parse: Callable[[str, ParseContext], Any]) -> Callable[[str, ParseContext], Any]:
-    """A SecurityLabel*= key: its value checked, and accepted as the no-op podman makes of it
-    where SELinux is off; refused where SELinux is on, since no label would be applied."""
-
-    def check(value: str, ctx: ParseContext) -> Any:
-        parsed = parse(value, ctx)
-        if not ctx.expanded and os.path.exists(SELINUX_ENFORCE):
-            raise ValueError("SELinux is enabled on this host, and sdcontainer applies no SELinux labels")
-        return parsed
-
-    return check
-
-
-LOG_DRIVERS = ("journald", "passthrough", "none")
-
-
-def parse_log_driver(value: str, ctx: ParseContext) -> str:
-    if value in ("k8s-file", "json-file"):
-        raise ValueError(
-            f"{value} (log files for podman logs) is not supported: the container's output goes to "
-            "the journal (journalctl -u UNIT); LogDriver=none drops it"
-        )
-    if value not in LOG_DRIVERS:
-        raise ValueError(f"{value!r} is not one of {', '.join(LOG_DRIVERS)}")
-    return value
-
-
-def parse_log_opt(value: str, ctx: ParseContext) -> str:
-    name, eq, text = value.partition("=")
-    if name != "tag" or not eq:
-        why = "options of file log drivers" if name in ("path", "max-size", "size") else "not a journald option"
-        raise ValueError(f"{name}= is not supported ({why}); only tag=NAME is")
-    if "{{" in text or not text or not only(text, SYSLOG_IDENTIFIER_CHARACTERS):
-        raise ValueError(f"tag={text!r}: only a plain name (letters, digits, _.-), no podman template")
-    return value
-
-
-SYSLOG_IDENTIFIER_CHARACTERS = ALNUM + "_.-"
+SELINUX_ENFORCE = "/sys/fs/selinux/enforce"  # exists where SELinux is enabled
 
 
 # --- the table ----------------------------------------------------------------------------
@@ -799,7 +761,7 @@ KEYS: tuple[Key, ...] = (
         "SecurityLabelDisable",
         Kind.SINGLE,
         "security_label_disable",
-        _without_selinux(parse_bool),
+        parse_bool,
         metavar="BOOL",
         doc="Accepted and ignored where SELinux is off, as podman ignores it there: sdcontainer "
         "applies no SELinux labels. Refused on a host with SELinux enabled.",
@@ -808,7 +770,7 @@ KEYS: tuple[Key, ...] = (
         "SecurityLabelType",
         Kind.SINGLE,
         "security_label_type",
-        _without_selinux(parse_string),
+        parse_string,
         metavar="TYPE",
         doc="As *SecurityLabelDisable=*: ignored where SELinux is off, refused where it is on.",
     ),
@@ -816,7 +778,7 @@ KEYS: tuple[Key, ...] = (
         "SecurityLabelFileType",
         Kind.SINGLE,
         "security_label_file_type",
-        _without_selinux(parse_string),
+        parse_string,
         metavar="TYPE",
         doc="As *SecurityLabelDisable=*: ignored where SELinux is off, refused where it is on.",
     ),
@@ -824,7 +786,7 @@ KEYS: tuple[Key, ...] = (
         "SecurityLabelLevel",
         Kind.SINGLE,
         "security_label_level",
-        _without_selinux(parse_string),
+        parse_string,
         metavar="LEVEL",
         doc="As *SecurityLabelDisable=*: ignored where SELinux is off, refused where it is on.",
     ),
@@ -832,7 +794,7 @@ KEYS: tuple[Key, ...] = (
         "SecurityLabelNested",
         Kind.SINGLE,
         "security_label_nested",
-        _without_selinux(parse_bool),
+        parse_bool,
         metavar="BOOL",
         doc="As *SecurityLabelDisable=*: ignored where SELinux is off, refused where it is on.",
     ),
@@ -1311,6 +1273,26 @@ def unit_problems(spec: ContainerSpec) -> Iterator[SpecError]:
     if spec.reload_cmd and spec.reload_signal:
         # Quadlet refuses the pair too: a reload does one thing
         yield SpecError("ReloadCmd= and ReloadSignal= exclude each other; set one of them", "reload_cmd")
+    yield from _selinux_problems(spec)
+
+
+_SECURITY_LABEL_FIELDS = (
+    ("security_label_disable", "SecurityLabelDisable"),
+    ("security_label_type", "SecurityLabelType"),
+    ("security_label_file_type", "SecurityLabelFileType"),
+    ("security_label_level", "SecurityLabelLevel"),
+    ("security_label_nested", "SecurityLabelNested"),
+)
+
+
+def _selinux_problems(spec: ContainerSpec) -> Iterator[SpecError]:
+    """SecurityLabel*= are the no-ops podman makes of them where SELinux is off; where it is
+    on, a label asked for would silently not be applied: refused."""
+    for field, key in _SECURITY_LABEL_FIELDS:
+        if getattr(spec, field) is not None and os.path.exists(SELINUX_ENFORCE):
+            yield SpecError(
+                f"{key}=: SELinux is enabled on this host, and sdcontainer applies no SELinux labels", field
+            )
 
 
 # --- spec -> [Service] settings -------------------------------------------------------------

@@ -802,3 +802,32 @@ def secret_ref(value: str) -> SecretRef:
 
 def parse_secret(value: str, ctx: ParseContext) -> str:
     return str(secret_ref(value))
+
+
+# --- logging (LogDriver=, LogOpt=) -----------------------------------------------------------
+
+LOG_DRIVERS = ("journald", "passthrough", "none")
+
+
+def parse_log_driver(value: str, ctx: ParseContext) -> str:
+    if value in ("k8s-file", "json-file"):
+        raise ValueError(
+            f"{value} (log files for podman logs) is not supported: the container's output goes to "
+            "the journal (journalctl -u UNIT); LogDriver=none drops it"
+        )
+    if value not in LOG_DRIVERS:
+        raise ValueError(f"{value!r} is not one of {', '.join(LOG_DRIVERS)}")
+    return value
+
+
+def parse_log_opt(value: str, ctx: ParseContext) -> str:
+    name, eq, text = value.partition("=")
+    if name != "tag" or not eq:
+        why = "options of file log drivers" if name in ("path", "max-size", "size") else "not a journald option"
+        raise ValueError(f"{name}= is not supported ({why}); only tag=NAME is")
+    if "{{" in text or not text or not only(text, SYSLOG_IDENTIFIER_CHARACTERS):
+        raise ValueError(f"tag={text!r}: only a plain name (letters, digits, _.-), no podman template")
+    return value
+
+
+SYSLOG_IDENTIFIER_CHARACTERS = ALNUM + "_.-"
