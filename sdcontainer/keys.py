@@ -853,7 +853,6 @@ PODMAN_FLAGS: dict[str, str] = {
     "--hostname": "HostName",
     "-h": "HostName",
     "--http-proxy": "HttpProxy",
-    "--image-volume": "ImageVolume",
     "--init": "RunInit",
     "--ip": "IP",
     "--ip6": "IP6",
