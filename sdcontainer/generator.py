@@ -63,7 +63,8 @@ FORBIDDEN_SERVICE_KEYS = {
     "RootImage": "the container's root is Rootfs= in [Container]",
 }
 ALLOWED_SERVICE_VALUES = {
-    "Type": ("notify",),
+    # oneshot: the launcher stays and ends with the container; simple and exec: see _service_type
+    "Type": ("notify", "oneshot", "simple", "exec"),
     "NotifyAccess": ("all",),
     "KillMode": ("mixed", "control-group"),
     # the container's record lives in its RuntimeDirectory=: kept after a stop, it would be stale
@@ -142,6 +143,7 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
     scalar such as TimeoutStopSec= wins), [Install] and X- sections as written; and the
     units beside it (socket, proxy, health check)."""
     default_dependencies = _quadlet_default_dependencies(unit)
+    _oneshot_problems(unit, spec)
     sockets = _socket_plan(source, unit, spec)
     health = HealthUnits(source, spec) if spec.health_cmd else None
     policy = service_policy(
@@ -216,9 +218,48 @@ def _service_section(unit: UnitFile, policy: ServicePolicy) -> list[str]:
         _check_service_entry(entry)
     out = ["", "[Service]"]
     out += [f"{name}={value}" for name, value in policy.service]
-    out += [f"{e.key}={e.value}" for e in service_entries]
+    out += [f"{e.key}={e.value}" if e.key != "Type" else _service_type(e) for e in service_entries]
+    if service_type(unit) == "oneshot":
+        out.append("NotifyAccess=none")
     out += [f"{name}={value}" for name, value in policy.service_last]
     return out
+
+
+def service_type(unit: UnitFile) -> str:
+    entry = unit.lookup_last("Service", "Type")
+    return entry.value if entry is not None else "notify"
+
+
+def _service_type(entry: Entry) -> str:
+    """[Service] Type=, as our launcher makes it true. notify: what the unit has anyway.
+    oneshot (a container run to completion, Quadlet's oneshot.container): the launcher stays
+    in the foreground as the main process and exits with the container's status, which is
+    what it does when systemd gives it no notification socket (NotifyAccess=none). simple and
+    exec: taken as notify, which counts the unit started once the container's command has been
+    executed, as exec does; simple counts it at the fork, before podman had even run, so a
+    container that cannot start failed after its unit was "active": here the start fails."""
+    if entry.value in ("simple", "exec"):
+        return f"# Type={entry.value} (line {entry.line}): taken as Type=notify, see sdcontainer.container(5)"
+    return f"Type={entry.value}"
+
+
+def _oneshot_problems(unit: UnitFile, spec: ContainerSpec) -> None:
+    """Type=oneshot: the launcher keeps the container as its child and writes no record, so
+    nothing can find the container to enter it, and systemd reads no readiness from it."""
+    if service_type(unit) != "oneshot":
+        return
+    entry = unit.lookup_last("Service", "Type")
+    for present, what in (
+        (spec.notify != "no", f"Notify={spec.notify}"),
+        (spec.health_cmd, "HealthCmd="),
+        (spec.reload_cmd, "ReloadCmd="),
+        (unit.lookup_last("Service", "NotifyAccess") is not None, "NotifyAccess="),
+    ):
+        if present and entry is not None:
+            raise entry.error(
+                f"Type=oneshot cannot be combined with {what}: a oneshot container is the launcher's "
+                "child, which systemd takes no notification from and nothing can enter"
+            )
 
 
 def _socket_units(source: Source, unit: UnitFile, sockets: SocketPlan) -> list[tuple[str, str]]:

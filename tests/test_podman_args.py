@@ -234,3 +234,39 @@ def test_security_labels_are_no_ops_without_selinux(monkeypatch: pytest.MonkeyPa
         error
         == f"{PATH}:4: SecurityLabelType=: SELinux is enabled on this host, and sdcontainer applies no SELinux labels"
     )
+
+
+# --- [Service] Type= ----------------------------------------------------------------------
+
+
+def _generate(tmp_path: Path, text: str) -> str:
+    from sdcontainer.generator import find_sources, generate
+
+    (tmp_path / "t.container").write_text(text)
+    (source,), index = find_sources([str(tmp_path)])
+    return generate(source, {source.name}, index).text
+
+
+def test_service_types(tmp_path: Path) -> None:
+    body = "[Container]\nRootfs=/r\nExec=x\n"
+    oneshot = _generate(tmp_path, body + "[Service]\nType=oneshot\nRemainAfterExit=yes\n").splitlines()
+    # the file's Type= over the policy's, and no notification socket: the launcher stays, in the foreground
+    assert oneshot.index("Type=oneshot") > oneshot.index("Type=notify") and "NotifyAccess=none" in oneshot
+    simple = _generate(tmp_path, body + "[Service]\nType=simple\n").splitlines()
+    assert "Type=simple" not in simple and "Type=notify" in simple
+    assert "# Type=simple (line 5): taken as Type=notify, see sdcontainer.container(5)" in simple
+    path = tmp_path / "t.container"
+    for service, message in (
+        (
+            "Type=forking",
+            f"{path}:5: Type=forking in [Service] is not supported; allowed: notify, oneshot, simple, exec",
+        ),
+        (
+            "Type=oneshot\n[Container]\nHealthCmd=true",
+            f"{path}:5: Type=oneshot cannot be combined with HealthCmd=: a oneshot container is the launcher's child",
+        ),
+        ("Type=oneshot\n[Container]\nNotify=yes", f"{path}:5: Type=oneshot cannot be combined with Notify=yes"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            _generate(tmp_path, body + "[Service]\n" + service + "\n")
+        assert str(caught.value).startswith(message), str(caught.value)

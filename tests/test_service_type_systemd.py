@@ -1,0 +1,62 @@
+"""[Service] Type= as Quadlet files use it, and PodmanArgs=, in a real systemd
+(tests/testbed.py; issue 13)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.containers import ROOTFS, add_container, container, run_to_end, wait_for
+from tests.testbed import Testbed
+
+
+@pytest.fixture(scope="module")
+def bed(installed_testbed: Testbed, busybox_rootfs: str) -> Testbed:
+    installed_testbed.copy_in(busybox_rootfs, ROOTFS)
+    return installed_testbed
+
+
+def test_a_oneshot_container_runs_to_completion(bed: Testbed) -> None:
+    add_container(
+        bed,
+        "job",
+        container("/bin/sh -c 'sleep 1; echo job-done'", service="Type=oneshot\nRemainAfterExit=yes"),
+    )
+    # systemctl start returns once the container has ended, as for any oneshot service
+    bed.systemctl("start", "job.service")
+    assert "job-done" in bed.journal("job.service").splitlines()
+    assert bed.show("job.service", "ActiveState") == "active"  # RemainAfterExit=yes
+    assert bed.show("job.service", "Result") == "success"
+    bed.systemctl("stop", "job.service")
+    add_container(bed, "badjob", container("/bin/sh -c 'exit 3'", service="Type=oneshot"))
+    start = bed.systemctl("start", "badjob.service", check=False)
+    assert start.returncode != 0
+    assert bed.show("badjob.service", "ExecMainStatus") == "3"
+    assert bed.show("badjob.service", "Result") == "exit-code"
+
+
+@pytest.mark.parametrize("kind", ["simple", "exec"])
+def test_type_simple_and_exec_are_the_container_as_main_process(bed: Testbed, kind: str) -> None:
+    add_container(bed, kind, container("/bin/sleep 1000", service=f"Type={kind}"))
+    bed.systemctl("start", f"{kind}.service")
+    try:
+        assert bed.show(f"{kind}.service", "Type") == "notify"
+        main = wait_for(lambda: bed.show(f"{kind}.service", "MainPID"))
+        assert bed.read_bytes(f"/proc/{main}/cmdline").split(b"\0")[0] == b"/bin/sleep"
+    finally:
+        bed.systemctl("stop", f"{kind}.service")
+
+
+def test_podman_args_mean_their_keys(bed: Testbed) -> None:
+    add_container(
+        bed,
+        "pa",
+        container(
+            "/bin/sh -c 'echo A=$A; hostname; cat /sys/fs/cgroup/memory.max 2>/dev/null || true'",
+            "PodmanArgs=--env A=1 --memory 64m -h podbox --read-only\n",
+        ),
+    )
+    run_to_end(bed, "pa.service")
+    assert bed.show("pa.service", "Result") == "success", bed.journal("pa.service")
+    lines = bed.journal("pa.service").splitlines()
+    assert "A=1" in lines and "podbox" in lines, lines
+    assert bed.show("pa.service", "MemoryMax") == str(64 * 1024 * 1024)
