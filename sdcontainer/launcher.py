@@ -170,6 +170,8 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
     for path in spec.environment_files:
         file_env.update(parse_env_file(path))
     name = container_name(spec)
+    if "%" not in spec.name:  # ContainerName=: no other running container may have it
+        _check_name_free(name, spec.unit)
     hostname = spec.hostname or sanitize_hostname(name)
     last_cap = linux.cap_last_cap()
     # A capability the launcher does not hold cannot be handed on; asking for it (CAP_ALL
@@ -209,6 +211,16 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
         secret_files=secret_files,
         secret_env=secret_env,
     )
+
+
+def _check_name_free(name: str, unit: str) -> None:
+    """podman refuses a second container of one name (Quadlet's --replace would remove the
+    first instead, stopping another unit's container behind its back): the start fails
+    naming the unit whose running container has the name. Two starting at the same moment
+    can both pass; `sdcontainer exec NAME` then refuses to guess."""
+    for record in state.records():
+        if record.name == name and record.unit != unit and os.path.exists(f"/proc/{record.pid}"):
+            raise launch_error(f"ContainerName={name} is in use by the running container of {record.unit}")
 
 
 def _read_secrets(spec: ContainerSpec) -> tuple[tuple[tuple[str, bytes], ...], tuple[tuple[str, str], ...]]:

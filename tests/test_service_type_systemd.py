@@ -60,3 +60,20 @@ def test_podman_args_mean_their_keys(bed: Testbed) -> None:
     lines = bed.journal("pa.service").splitlines()
     assert "A=1" in lines and "podbox" in lines, lines
     assert bed.show("pa.service", "MemoryMax") == str(64 * 1024 * 1024)
+
+
+def test_a_container_name_in_use_fails_the_second_start(bed: Testbed) -> None:
+    add_container(bed, "first", container("/bin/sleep 1000", "ContainerName=shared\n"))
+    add_container(bed, "second", container("/bin/sleep 1000", "ContainerName=shared\n"))
+    bed.systemctl("start", "first.service")
+    try:
+        assert bed.systemctl("start", "second.service", check=False).returncode != 0
+        assert "ContainerName=shared is in use by the running container of first.service" in bed.journal(
+            "second.service"
+        )
+        assert bed.show("first.service", "ActiveState") == "active"  # untouched, unlike podman's --replace
+    finally:
+        bed.systemctl("stop", "first.service")
+    bed.systemctl("reset-failed", "second.service", check=False)
+    bed.systemctl("start", "second.service")  # free again
+    bed.systemctl("stop", "second.service")
