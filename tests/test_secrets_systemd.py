@@ -119,3 +119,15 @@ def test_log_driver_none_and_log_opt_tag(bed: Testbed) -> None:
     bed.run(["journalctl", "--sync"], check=False)
     out = bed.run(["journalctl", "-t", "mytag", "-o", "cat", "--no-pager"], check=False).stdout
     assert "tagged-line" in out.splitlines(), out
+
+
+def test_sdcontainer_run_takes_secrets_too(bed: Testbed) -> None:
+    result = bed.run(
+        ["sdcontainer", "run", "--secret", "db-pw", "--secret", "db-pw,type=env,target=PW", ROOTFS]
+        + ["/bin/sh", "-c", "cat /run/secrets/db-pw; echo; echo env=$PW"],
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [VALUE, f"env={VALUE}"], result.stdout
+    missing = bed.run(["sdcontainer", "run", "--secret", "absent", ROOTFS, "/bin/true"], check=False)
+    assert missing.returncode != 0 and "secret absent does not exist" in missing.stdout + missing.stderr
