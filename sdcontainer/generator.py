@@ -203,7 +203,10 @@ def _unit_section(
     out += [f"{name}={value}" for name, value in (*policy.unit_file_only, *policy.unit)]
     if sockets is not None:
         out += sockets.service_unit_lines()
-    if health is not None and health.timer_text is not None:
+    if health is not None and health.startup is not None:
+        # HealthStartupCmd=: its timer starts with the service; the check starts the regular one
+        out.append(f"Wants={health.startup.timer}")
+    elif health is not None and health.timer_text is not None:
         # started with the service, and started again should it stop while the service runs
         out += [f"Wants={health.timer}", f"Upholds={health.timer}"]
     return out
@@ -307,6 +310,7 @@ class HealthUnits:
         self.spec = spec
         interval = spec.health_interval if spec.health_interval is not None else HEALTH_INTERVAL
         self.timer_text = None if interval == 0 else self._timer(interval)
+        self.startup = StartupHealthUnits(self) if spec.health_startup_cmd else None
 
     def _header(self, what: str) -> list[str]:
         return [
@@ -360,7 +364,53 @@ class HealthUnits:
         files = [(self.file_names[0], self._service())]
         if self.timer_text is not None:
             files.append((self.file_names[1], self.timer_text))
-        return files
+        return files + (self.startup.files() if self.startup is not None else [])
+
+
+class StartupHealthUnits:
+    """NAME-health-startup.timer and .service: HealthStartupCmd=, podman's startup check. Its
+    timer is wanted by the container's service and bound to it (not upheld: it stops itself);
+    the check runs every HealthStartupInterval= until it has passed HealthStartupSuccess=
+    times in a row, then starts the regular check's timer and stops its own; after
+    HealthStartupRetries= failures in a row it restarts the service, which starts it again."""
+
+    def __init__(self, health: HealthUnits) -> None:
+        source, spec = health.source, health.spec
+        prefix, at, instance = source.stem.partition("@")
+        name = f"{prefix}-health-startup@{instance}" if at else f"{source.stem}-health-startup"
+        reference = f"{prefix}-health-startup@%i" if at else name
+        self.file_names = (f"{name}.service", f"{name}.timer")
+        self.timer, self.service = f"{reference}.timer", f"{reference}.service"
+        self.health = health
+        self.interval = spec.health_startup_interval or HEALTH_INTERVAL
+        self.timeout = spec.health_startup_timeout or HEALTH_TIMEOUT
+
+    def files(self) -> list[tuple[str, str]]:
+        health, spec = self.health, self.health.spec
+        timer = health._header("Startup health check timer") + [
+            f"BindsTo={health.container_unit}",
+            "",
+            "[Timer]",
+            f"OnActiveSec={_ms(self.interval)}",
+            f"OnUnitInactiveSec={_ms(self.interval)}",
+            "AccuracySec=1ms",
+            f"Unit={self.service}",
+        ]
+        argv = [*_launcher(), "health", "--unit", health.container_unit, "--startup", "--timeout", str(self.timeout)]
+        argv += ["--retries", str(spec.health_startup_retries or 0), "--success", str(spec.health_startup_success or 1)]
+        if health.timer_text is not None:
+            argv += ["--then-start", health.timer]
+        argv += ["--then-stop", self.timer, "--", *(spec.health_startup_cmd or ())]
+        service = health._header("Startup health check") + [
+            "StartLimitIntervalSec=0",
+            "",
+            "[Service]",
+            "Type=oneshot",
+            "ExecStart=" + exec_line(argv),
+            f"TimeoutStartSec={_ms(self.timeout + 30_000)}",
+            "SyslogLevel=warning",
+        ]
+        return [(self.file_names[0], "\n".join(service) + "\n"), (self.file_names[1], "\n".join(timer) + "\n")]
 
 
 def generate(source: Source, known: set[str], dropin_index: dict[str, list[str]]) -> Generated:

@@ -810,6 +810,50 @@ KEYS: tuple[Key, ...] = (
         "*--security-opt no-new-privileges* is *NoNewPrivileges=yes*. A flag without such a key "
         "is refused, naming it (and the supported flag it may be a misspelling of).",
     ),
+    Key(
+        "HealthStartupCmd",
+        Kind.SINGLE,
+        "health_startup_cmd",
+        parse_health_cmd,
+        metavar="COMMAND|JSON",
+        doc="A startup check, written as *HealthCmd=*, run every *HealthStartupInterval=* from the "
+        "start of the container until it passes (*HealthStartupSuccess=* times); only then does the "
+        "*HealthCmd=* check begin, which it requires. See HEALTH CHECKS.",
+    ),
+    Key(
+        "HealthStartupInterval",
+        Kind.SINGLE,
+        "health_startup_interval",
+        parse_positive_duration,
+        metavar="DURATION",
+        doc="Time from the end of one startup check to the start of the next, and from the start of "
+        "the container to the first. Default: 30s.",
+    ),
+    Key(
+        "HealthStartupRetries",
+        Kind.SINGLE,
+        "health_startup_retries",
+        parse_count,
+        metavar="N",
+        doc="Consecutive failed startup checks after which the service is restarted (*systemctl "
+        "restart*). Default: 0, never.",
+    ),
+    Key(
+        "HealthStartupSuccess",
+        Kind.SINGLE,
+        "health_startup_success",
+        parse_count,
+        metavar="N",
+        doc="Consecutive passing startup checks after which the regular check begins. Default: 0, which means 1.",
+    ),
+    Key(
+        "HealthStartupTimeout",
+        Kind.SINGLE,
+        "health_startup_timeout",
+        parse_positive_duration,
+        metavar="DURATION",
+        doc="A startup check still running after this long is killed and counts as failed. Default: 30s.",
+    ),
     # --- end of issue 13's Secret=/logging/SELinux keys ---
 )
 
@@ -1043,11 +1087,6 @@ QUADLET_ONLY_KEYS = frozenset(
         "HealthLogDestination",
         "HealthMaxLogCount",
         "HealthMaxLogSize",
-        "HealthStartupCmd",
-        "HealthStartupInterval",
-        "HealthStartupRetries",
-        "HealthStartupSuccess",
-        "HealthStartupTimeout",
         "HttpProxy",
         "IP6",
         "Mount",
@@ -1273,6 +1312,26 @@ def unit_problems(spec: ContainerSpec) -> Iterator[SpecError]:
         # Quadlet refuses the pair too: a reload does one thing
         yield SpecError("ReloadCmd= and ReloadSignal= exclude each other; set one of them", "reload_cmd")
     yield from _selinux_problems(spec)
+    yield from _startup_problems(spec)
+
+
+_STARTUP_FIELDS = (
+    ("health_startup_interval", "HealthStartupInterval"),
+    ("health_startup_retries", "HealthStartupRetries"),
+    ("health_startup_success", "HealthStartupSuccess"),
+    ("health_startup_timeout", "HealthStartupTimeout"),
+)
+
+
+def _startup_problems(spec: ContainerSpec) -> Iterator[SpecError]:
+    """podman refuses a startup check without a regular one: it is what the startup gates."""
+    if spec.health_startup_cmd and not spec.health_cmd:
+        yield SpecError(
+            "HealthStartupCmd= needs HealthCmd=: the startup check gates the regular one", "health_startup_cmd"
+        )
+    for field, key in _STARTUP_FIELDS:
+        if getattr(spec, field) is not None and not spec.health_startup_cmd:
+            yield SpecError(f"{key}= needs HealthStartupCmd=", field)
 
 
 _SECURITY_LABEL_FIELDS = (

@@ -98,6 +98,11 @@ class ContainerSpec:
     security_label_file_type: str | None = None
     security_label_level: str | None = None
     security_label_nested: bool | None = None
+    health_startup_cmd: tuple[str, ...] | None = None  # HealthStartup*=: the check that gates HealthCmd=
+    health_startup_interval: int | None = None  # milliseconds
+    health_startup_retries: int | None = None  # failures before a restart; 0: never
+    health_startup_success: int | None = None  # passes before the regular check; 0: 1
+    health_startup_timeout: int | None = None  # milliseconds
 
     @property
     def command(self) -> tuple[str, ...]:

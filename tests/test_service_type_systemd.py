@@ -77,3 +77,45 @@ def test_a_container_name_in_use_fails_the_second_start(bed: Testbed) -> None:
     bed.systemctl("reset-failed", "second.service", check=False)
     bed.systemctl("start", "second.service")  # free again
     bed.systemctl("stop", "second.service")
+
+
+def test_a_startup_check_gates_the_health_check(bed: Testbed) -> None:
+    add_container(
+        bed,
+        "slow",
+        container(
+            "/bin/sh -c 'sleep 3; touch /tmp/up; exec sleep 1000'",
+            "HealthCmd=true\nHealthInterval=1s\nHealthStartupCmd=test -e /tmp/up\n"
+            "HealthStartupInterval=1s\nHealthStartupSuccess=2\n",
+        ),
+    )
+    bed.systemctl("start", "slow.service")
+    try:
+        assert bed.show("slow-health-startup.timer", "ActiveState") == "active"
+        assert bed.show("slow-health.timer", "ActiveState") == "inactive"  # not before the startup check passed
+        assert wait_for(lambda: bed.show("slow-health.timer", "ActiveState") == "active", timeout=30)
+        assert wait_for(lambda: bed.show("slow-health-startup.timer", "ActiveState") == "inactive")
+        journal = bed.journal("slow-health-startup.service")
+        assert "startup check failed (1)" in journal and "startup check passed; the health check begins" in journal
+    finally:
+        bed.systemctl("stop", "slow.service")
+    assert bed.show("slow-health.timer", "ActiveState") == "inactive"  # bound to the service
+
+
+def test_failing_startup_checks_restart_the_service(bed: Testbed) -> None:
+    add_container(
+        bed,
+        "never",
+        container(
+            "/bin/sleep 1000",
+            "HealthCmd=true\nHealthStartupCmd=false\nHealthStartupInterval=1s\nHealthStartupRetries=2\n",
+        ),
+    )
+    bed.systemctl("start", "never.service")
+    try:
+        first = bed.show("never.service", "MainPID")
+        assert wait_for(lambda: bed.show("never.service", "MainPID") not in (first, "0"), timeout=30)
+        assert "startup checks failed; restarting it" in bed.journal("never-health-startup.service")
+        assert bed.show("never-health.timer", "ActiveState") == "inactive"
+    finally:
+        bed.systemctl("stop", "never.service")
