@@ -270,3 +270,19 @@ def test_service_types(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as caught:
             _generate(tmp_path, body + "[Service]\n" + service + "\n")
         assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_startup_checks_need_their_command_and_a_health_check() -> None:
+    s = spec("HealthCmd=true\nHealthStartupCmd=test -e /up\nHealthStartupInterval=2s\nHealthStartupRetries=3\n")
+    assert s.health_startup_cmd == ("/bin/sh", "-c", "test -e /up") and s.health_startup_interval == 2000
+    assert s.health_startup_retries == 3 and s.health_startup_success is None
+    assert refused("HealthStartupCmd=true\n") == (
+        f"{PATH}:4: HealthStartupCmd= needs HealthCmd=: the startup check gates the regular one"
+    )
+    assert (
+        refused("HealthCmd=true\nHealthStartupRetries=2\n")
+        == f"{PATH}:5: HealthStartupRetries= needs HealthStartupCmd="
+    )
+    assert "invalid HealthStartupInterval=: " in refused(
+        "HealthCmd=true\nHealthStartupCmd=x\nHealthStartupInterval=0\n"
+    )
