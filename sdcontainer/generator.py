@@ -695,6 +695,31 @@ def host_warnings(source: Source, dropin_index: dict[str, list[str]]) -> list[st
                 warnings.append(
                     str(image.error(f"note: {spec.image} is not in the image store: the first start pulls it"))
                 )
+    warnings += _secret_warnings(unit, spec)
+    return warnings
+
+
+def _secret_warnings(unit: UnitFile, spec: ContainerSpec) -> list[str]:
+    """Secret=: a secret not stored on this host (the start would fail naming it)."""
+    if not spec.secrets:
+        return []
+    from sdcontainer.secrets import SYSTEM_SECRETS_DIR, secret_path
+    from sdcontainer.values import secret_ref
+
+    warnings = []
+    for entry in unit.section("Container"):
+        if entry.key != "Secret" or not entry.value:
+            continue
+        name = secret_ref(entry.value.strip('"')).name
+        path = secret_path(name, os.environ.get("SDCONTAINER_SECRETS") or SYSTEM_SECRETS_DIR)
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            warnings.append(
+                str(entry.error(f"warning: secret {name} does not exist on this host: the unit cannot start here"))
+            )
+        except OSError as error:
+            warnings.append(str(entry.error(f"warning: secret {name} cannot be checked: {error.strerror}")))
     return warnings
 
 

@@ -286,3 +286,16 @@ def test_startup_checks_need_their_command_and_a_health_check() -> None:
     assert "invalid HealthStartupInterval=: " in refused(
         "HealthCmd=true\nHealthStartupCmd=x\nHealthStartupInterval=0\n"
     )
+
+
+def test_check_warns_of_a_secret_not_stored_here(store: Path, tmp_path: Path) -> None:
+    from sdcontainer.generator import find_sources, host_warnings
+
+    units = tmp_path / "units"
+    units.mkdir()
+    (units / "t.container").write_text(f"[Container]\nRootfs={tmp_path}\nExec=x\nSecret=pw\nSecret=db,type=env\n")
+    secrets.create("pw", b"x")
+    (source,), index = find_sources([str(units)])
+    assert host_warnings(source, index) == [
+        f"{units}/t.container:5: warning: secret db does not exist on this host: the unit cannot start here"
+    ]
