@@ -53,7 +53,7 @@ def check(files: tuple[str, ...]) -> None:
 
     Every error of a file is reported (an unknown key with the key it may be a misspelling
     of), and for a good file what would keep it from starting on this host (a missing
-    Rootfs= directory, an image not in the store) as a warning. Drop-ins beside each file
+    Rootfs= directory, an image not in the store, a secret not stored) as a warning. Drop-ins beside each file
     (NAME.container.d/, container.d/) are applied, as the generator would. The exit status
     is non-zero if any file has an error; warnings do not change it.
     """
