@@ -703,7 +703,7 @@ def _secret_warnings(unit: UnitFile, spec: ContainerSpec) -> list[str]:
     """Secret=: a secret not stored on this host (the start would fail naming it)."""
     if not spec.secrets:
         return []
-    from sdcontainer.secrets import SYSTEM_SECRETS_DIR, secret_path
+    from sdcontainer.secrets import secret_path
     from sdcontainer.values import secret_ref
 
     warnings = []
@@ -711,7 +711,7 @@ def _secret_warnings(unit: UnitFile, spec: ContainerSpec) -> list[str]:
         if entry.key != "Secret" or not entry.value:
             continue
         name = secret_ref(entry.value.strip('"')).name
-        path = secret_path(name, os.environ.get("SDCONTAINER_SECRETS") or SYSTEM_SECRETS_DIR)
+        path = secret_path(name)  # the store `secret create` writes (SDCONTAINER_SECRETS in tests)
         try:
             os.stat(path)
         except FileNotFoundError:
