@@ -20,6 +20,7 @@ from sdcontainer.sources import (
     CONTAINER,
     DEPENDENCY_KEYS,
     Generated,
+    Known,
     Source,
     find_dropins,
     find_sources,
@@ -38,6 +39,7 @@ from sdcontainer.unitfile import (
     unit_name_problem,
     unit_path_problem,
 )
+from sdcontainer.values import has_variable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -201,6 +203,11 @@ def _unit_section(
         out.append(f"{entry.key}={value}")
     out.append(f"SourcePath={source.source_path}")
     out += [f"{name}={value}" for name, value in (*policy.unit_file_only, *policy.unit)]
+    image = unit.lookup_last("Container", "Image")
+    if image is not None and image.value.endswith(".image"):
+        from sdcontainer.imagefile import image_unit_lines  # Image=NAME.image: its service
+
+        out += image_unit_lines(unit)
     if sockets is not None:
         out += sockets.service_unit_lines()
     if health is not None and health.startup is not None:
@@ -345,7 +352,7 @@ class HealthUnits:
         argv += ["--timeout", str(timeout), "--start-period", str(start_period), "--on-failure", str(on_failure)]
         if spec.notify == "healthy":
             argv.append("--notify-healthy")
-        argv += ["--", *(spec.health_cmd or ())]
+        argv.append("--")
         out = self._header("Health check")
         out += [
             # checks run every few seconds: no start limit, and only the failures in the journal
@@ -353,7 +360,8 @@ class HealthUnits:
             "",
             "[Service]",
             "Type=oneshot",
-            "ExecStart=" + exec_line(argv),
+            # the check's words are the file's value: its `$` is systemd's, as Exec='s
+            "ExecStart=" + exec_line(argv, list(spec.health_cmd or ())),
             f"TimeoutStartSec={_ms(timeout + 30_000)}",
             "LogLevelMax=notice",
             "SyslogLevel=warning",
@@ -420,7 +428,11 @@ def generate(source: Source, known: set[str], dropin_index: dict[str, list[str]]
     unit = load(source, dropin_index)
     _check_sections(unit)
     spec = spec_from_unit(unit)
-    if spec.image and spec.stop_signal is None:
+    if spec.image and spec.image.endswith(".image"):
+        from sdcontainer.imagefile import resolve
+
+        spec = resolve(source, unit, spec, known, dropin_index)
+    if spec.image and spec.stop_signal is None and not has_variable(spec.image):
         spec = _image_stop_signal(spec)
     generated = render(source, unit, spec, known)
     _check_other_names(source, generated)
@@ -679,7 +691,7 @@ def host_warnings(source: Source, dropin_index: dict[str, list[str]]) -> list[st
         if problem:
             warnings.append(str(rootfs.error(f"warning: Rootfs={shown(path)} {problem}")))
     image = unit.lookup_last("Container", "Image")
-    if spec.image and image is not None and "%" not in spec.image:
+    if spec.image and image is not None and "%" not in spec.image and not spec.image.endswith(".image"):
         from sdcontainer.store import find_image, storage_dir
 
         try:
@@ -824,7 +836,7 @@ def _generate_all(args: list[str]) -> int:
     sources, dropin_index = find_sources(unit_search_path(), problems)
     for problem in problems:
         report(problem)
-    known = {s.name for s in sources}
+    known = Known(sources)
     failed = 0
     for source in sources:
         try:

@@ -29,7 +29,7 @@ from sdcontainer.keys import spec_to_argv
 from sdcontainer.record import record
 from sdcontainer.state import runtime_directory
 from sdcontainer.unitfile import quote_exec_word, quote_list_word
-from sdcontainer.values import is_bridge
+from sdcontainer.values import has_variable, is_bridge
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -78,10 +78,13 @@ def stop_exit_status(spec: ContainerSpec) -> int:
     return 128 + SIGNALS[spec.stop_signal or "SIGTERM"]
 
 
-def exec_line(argv: list[str]) -> str:
-    """An Exec*= value that systemd splits back into `argv` (`$` doubled, so it stays
-    literal; `%` left for systemd to expand in a unit file)."""
-    return " ".join(quote_exec_word(w) for w in argv)
+def exec_line(argv: list[str], values: list[str] | None = None) -> str:
+    """An Exec*= value that systemd splits back into `argv` followed by `values` (`%` left for
+    systemd to expand in a unit file). In `argv`, `$` is doubled so that it stays literal;
+    `values` are a unit file's values, whose `$` stays for systemd to expand (Quadlet's meaning:
+    `${VAR}` anywhere and `$VAR` as a whole word, from [Service] Environment=; `$$` is a `$`)."""
+    words = [quote_exec_word(w) for w in argv] + [quote_exec_word(w, variables=True) for w in values or ()]
+    return " ".join(words)
 
 
 @record
@@ -142,17 +145,21 @@ def service_policy(
         ("SuccessExitStatus", str(stop_exit_status(spec))),
     ]
     service += [(name, value) for name, value in key_settings(spec) if name != "TimeoutStopSec"]
+    # a unit file's values keep their `$` for systemd to expand, as Quadlet's do; a transient
+    # unit's come from a command line, where the shell has expanded what it was going to
+    file_values = unit == "%n"
     if spec.reload_cmd:
         # run inside the container as `sdcontainer exec` runs it; its words are quoted as
-        # ExecStart= quotes Exec='s: `$` stays literal (systemd would expand $VAR), `%` is a specifier
-        service.append(("ExecReload", exec_line([*launcher, "exec", "--unit", unit, "--", *spec.reload_cmd])))
+        # ExecStart= quotes Exec='s
+        reload = [*launcher, "exec", "--unit", unit, "--"]
+        service.append(("ExecReload", _exec_line(reload, list(spec.reload_cmd), file_values)))
     argv_spec = spec
     if private_network:
         from sdcontainer.record import replace
 
         service.append(("PrivateNetwork", "yes"))
         argv_spec = replace(spec, network="host")
-    service.append(("ExecStart", exec_line([*launcher, "start", *spec_to_argv(argv_spec)])))
+    service.append(("ExecStart", _exec_line([*launcher, "start"], spec_to_argv(argv_spec), file_values)))
     if is_bridge(argv_spec.network):
         # after any end of the run (a stop, a crash, kill -9, a failed start): its address
         # lease and published ports go (sdcontainer.network); its veth died with the netns
@@ -160,6 +167,10 @@ def service_policy(
     # the container's record (sdcontainer.state), removed by systemd at every stop
     service_last = (("RuntimeDirectory", runtime_directory(unit)),)
     return ServicePolicy((), tuple(unit_file_only), tuple(service), service_last)
+
+
+def _exec_line(argv: list[str], values: list[str], file_values: bool) -> str:
+    return exec_line(argv, values) if file_values else exec_line(argv + values)
 
 
 def _requires_mounts_for(spec: ContainerSpec) -> list[str]:
@@ -170,4 +181,5 @@ def _requires_mounts_for(spec: ContainerSpec) -> list[str]:
         from sdcontainer.secrets import SYSTEM_SECRETS_DIR
 
         paths.append(SYSTEM_SECRETS_DIR)
-    return [quote_list_word(p) for p in paths if p.startswith("/")]
+    # a path with a variable in it is known at start only: systemd does not expand it here
+    return [quote_list_word(p) for p in paths if p.startswith("/") and not has_variable(p)]

@@ -321,12 +321,19 @@ _EXEC_ESCAPES = {ord('"'): '\\"', ord("\\"): "\\\\", ord("$"): "$$", ord("\n"): 
 _EXEC_ESCAPES.update({c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if c not in _EXEC_ESCAPES})
 
 
-def quote_exec_word(word: str) -> str:
+# the same, with `$` left as it is: for a unit file's values, where `${VAR}` (and `$VAR` as
+# a word of its own) is systemd's to expand and `$$` is a literal `$`, as in Quadlet
+_EXEC_ESCAPES_VARIABLES = {c: escape for c, escape in _EXEC_ESCAPES.items() if c != ord("$")}
+
+
+def quote_exec_word(word: str, *, variables: bool = False) -> str:
     """Quote one argument for an Exec*= line so systemd hands it over unchanged, except for
-    `%` specifiers, which are left for systemd to expand (as in Quadlet)."""
+    `%` specifiers, which are left for systemd to expand (as in Quadlet); with `variables`,
+    except for `$` too: the word came from a unit file's value, in which systemd expands
+    `${VAR}` and a word `$VAR` at start, as it does on the podman command line Quadlet writes."""
     if word and only(word, _PLAIN_WORD):
         return word
-    return '"' + word.translate(_EXEC_ESCAPES) + '"'
+    return '"' + word.translate(_EXEC_ESCAPES_VARIABLES if variables else _EXEC_ESCAPES) + '"'
 
 
 _LIST_ESCAPES = {ord('"'): '\\"', ord("\\"): "\\\\"}

@@ -44,14 +44,41 @@ class ParseContext:
     expanded: bool = False
 
 
+# --- systemd's variables -----------------------------------------------------------------
+
+
+def has_variable(value: str) -> bool:
+    """Whether systemd expands something in `value`, a word of an Exec*= line, at start:
+    `${NAME}` anywhere, or the whole word `$NAME`; `$$` is a literal `$`. A unit file's
+    values reach the launcher's command line this way, as they reach podman's in Quadlet, so
+    such a value is checked by the launcher, once it is known."""
+    if value.startswith("$") and value[1:2] not in ("{", "$"):
+        return True  # the word $NAME (split at whitespace by systemd; gone if NAME is unset)
+    i = value.find("$")
+    while i != -1:
+        if value.startswith("$$", i):
+            i = value.find("$", i + 2)
+            continue
+        if value.startswith("${", i) and "}" in value[i + 2 :]:
+            return True
+        i = value.find("$", i + 1)
+    return False
+
+
+def _deferred(value: str, ctx: ParseContext) -> bool:
+    """In the generator, a value systemd completes at start (a variable in it): the launcher
+    checks it then, with the value it gets."""
+    return not ctx.expanded and has_variable(value)
+
+
 # --- paths, strings, booleans ------------------------------------------------------------
 
 
 def _path(value: str, ctx: ParseContext, *, relative_ok: bool = False) -> str:
     if not value:
         raise ValueError("a path is required")
-    if value.startswith("%") and not ctx.expanded:
-        return value  # a specifier such as %h or %S; systemd makes it absolute
+    if (value.startswith("%") and not ctx.expanded) or _deferred(value, ctx):
+        return value  # a specifier such as %h or %S, or ${DIR}: systemd makes it absolute
     if not value.startswith("/"):
         if relative_ok and not ctx.expanded:
             return os.path.normpath(os.path.join(ctx.unit_dir, value))
@@ -95,7 +122,7 @@ def parse_label(value: str, ctx: ParseContext) -> str:
 
 
 def parse_hostname(value: str, ctx: ParseContext) -> str:
-    if not ctx.expanded and "%" in value:
+    if (not ctx.expanded and "%" in value) or _deferred(value, ctx):
         return value
     if not word(value, ALNUM, ALNUM + ".-", 63):
         raise ValueError(f"{value!r} is not a valid host name (letters, digits, '-' and '.', at most 63)")
@@ -162,7 +189,7 @@ def parse_volume(value: str, ctx: ParseContext) -> BindMount:
     if len(parts) > 3:
         raise ValueError(f"{value!r} is not SOURCE:TARGET[:OPTIONS]")
     source, target = parts[0], parts[1]
-    if not (source.startswith(("/", "./", "../", "%")) or source in (".", "..")):
+    if not (source.startswith(("/", "./", "../", "%")) or source in (".", "..") or _deferred(source, ctx)):
         raise ValueError(f"named volume {source!r} is not supported yet; give a host path")
     readonly = False
     options: list[str] = []
@@ -666,6 +693,18 @@ PULL_POLICIES = ("never", "missing", "always", "newer")
 def parse_pull(value: str, ctx: ParseContext) -> str:
     if value not in PULL_POLICIES:
         raise ValueError(f"{value!r} is not one of {', '.join(PULL_POLICIES)}")
+    return value
+
+
+AUTO_UPDATE_POLICIES = ("registry", "local")
+
+
+def parse_auto_update(value: str, ctx: ParseContext) -> str:
+    """AutoUpdate=: podman's policies of `auto-update` (podman's "image" is its old name of registry)."""
+    if value == "image":
+        return "registry"
+    if value not in AUTO_UPDATE_POLICIES:
+        raise ValueError(f"{value!r} is not one of {', '.join(AUTO_UPDATE_POLICIES)}")
     return value
 
 

@@ -67,7 +67,9 @@ def test_an_empty_podman_args_drops_the_lines_before_it() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ("--privileged", "PodmanArgs= --privileged is not supported"),
+        ("--privileged", "PodmanArgs= --privileged is not supported; add what the container needs with --cap-add"),
+        ("--restart=always", "PodmanArgs= --restart is not supported; set Restart= in [Service]"),
+        ("--umask 022", "PodmanArgs= --umask is not supported"),
         ("--cap-ad NET_ADMIN", "PodmanArgs= --cap-ad is not supported; did you mean --cap-add?"),
         ("--memroy 1g", "did you mean --memory?"),
         ("--device /dev/fuse", "--device: its key AddDevice= is a Quadlet key that sdcontainer does not support yet"),

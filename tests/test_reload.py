@@ -84,8 +84,9 @@ def test_exec_reload_runs_the_command_through_the_launchers_exec(tmp_path: Path)
 
 
 def test_exec_reload_words_are_quoted_as_exec_start_words(tmp_path: Path) -> None:
-    """`$` is doubled (systemd would expand $VAR and drop an unknown one), quotes, spaces and
-    backslashes are escaped, `%` specifiers are left for systemd: the same as the Exec= words."""
+    """`$` is left for systemd (`$(` is nothing to it; `${VAR}` would be expanded, as in
+    Quadlet), quotes, spaces and backslashes are escaped, `%` specifiers are left for
+    systemd: the same as the Exec= words."""
     words = r'/bin/sh -c "kill -HUP $(cat /run/app.pid) && echo \"done\" in %N" "a\\b"'
     text, result = service(
         tmp_path, "web.container", f"[Container]\nRootfs=/srv/rootfs\nExec={words}\nReloadCmd={words}\n"
@@ -93,7 +94,7 @@ def test_exec_reload_words_are_quoted_as_exec_start_words(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     (reload_line,) = exec_reload_lines(text)
     (start_line,) = [line for line in text.splitlines() if line.startswith("ExecStart=")]
-    quoted = r'/bin/sh -c "kill -HUP $$(cat /run/app.pid) && echo \"done\" in %N" "a\\b"'
+    quoted = r'/bin/sh -c "kill -HUP $(cat /run/app.pid) && echo \"done\" in %N" "a\\b"'
     assert reload_line == f"ExecReload={LAUNCHER} exec --unit %n -- {quoted}"
     assert start_line.endswith(f" -- {quoted}")
 

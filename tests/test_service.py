@@ -162,8 +162,8 @@ DRIFTS: dict[str, tuple[Callable[[dict[bytes, Any]], None], str]] = {
     "a timeout in the wrong unit": (_set(b"TimeoutStopUSec", 30), "TimeoutStopSec: unit text ['30'] != D-Bus"),
     "a device left out": (lambda p: p[b"DeviceAllow"].pop(), "DeviceAllow: unit text"),
     "a soft limit lost": (_set(b"LimitNOFILESoft", 2048), "LimitNOFILE: unit text ['1024:2048']"),
-    "an argument unescaped": (
-        lambda p: p[b"ExecStart"][0][1].__setitem__(-1, p[b"ExecStart"][0][1][-1].replace(b"$$", b"$")),
+    "an argument's $ doubled": (
+        lambda p: p[b"ExecStart"][0][1].__setitem__(-1, p[b"ExecStart"][0][1][-1].replace(b"$", b"$$")),
         "ExecStart: unit text",
     ),
     "a property the file has not": (_set(b"RestartUSec", 1), "RestartUSec"),
