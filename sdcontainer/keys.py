@@ -879,6 +879,17 @@ KEYS: tuple[Key, ...] = (
         metavar="DURATION",
         doc="A startup check still running after this long is killed and counts as failed. Default: 30s.",
     ),
+    Key(
+        "HttpProxy",
+        Kind.SINGLE,
+        "http_proxy",
+        parse_bool,
+        option="--http-proxy",
+        metavar="BOOL",
+        doc="Passes the proxy variables of the unit's environment (http_proxy, https_proxy, "
+        "ftp_proxy, no_proxy, in either case; set with *Environment=* in *[Service]*) to the "
+        "container, under its own *Environment=*, as podman does. Default: yes.",
+    ),
     # --- end of issue 13's Secret=/logging/SELinux keys ---
 )
 
@@ -1035,6 +1046,15 @@ def podman_args_entries(entry: Entry) -> list[Entry]:
             raise entry.error(f"PodmanArgs= {word!r} is not a flag (the command and its arguments go in Exec=)")
         if flag in PODMAN_NO_OP_FLAGS and not eq:
             continue
+        if flag == "--image-volume":  # the image's VOLUMEs are never made into volumes here
+            value = inline if eq else (words[i] if i < len(words) else "")
+            i += 0 if eq else 1
+            if value != "ignore":
+                raise entry.error(
+                    f"PodmanArgs= --image-volume {value}: not supported; the image's volumes are always "
+                    "ignored here (--image-volume=ignore)"
+                )
+            continue
         key_name = PODMAN_FLAGS.get(flag)
         if flag != "--security-opt" and flag != "--sdnotify" and key_name is None:
             if flag in _FLAG_HINTS:
@@ -1119,7 +1139,6 @@ QUADLET_ONLY_KEYS = frozenset(
         "HealthLogDestination",
         "HealthMaxLogCount",
         "HealthMaxLogSize",
-        "HttpProxy",
         "IP6",
         "Mount",
         "NetworkAlias",

@@ -99,6 +99,7 @@ class ContainerSpec:
     security_label_file_type: str | None = None
     security_label_level: str | None = None
     security_label_nested: bool | None = None
+    http_proxy: bool = True  # HttpProxy=: the unit's proxy variables reach the container
     health_startup_cmd: tuple[str, ...] | None = None  # HealthStartup*=: the check that gates HealthCmd=
     health_startup_interval: int | None = None  # milliseconds
     health_startup_retries: int | None = None  # failures before a restart; 0: never

@@ -865,8 +865,8 @@ def parse_log_opt(value: str, ctx: ParseContext) -> str:
         why = "options of file log drivers" if name in ("path", "max-size", "size") else "not a journald option"
         raise ValueError(f"{name}= is not supported ({why}); only tag=NAME is")
     if "{{" in text or not text or not only(text, SYSLOG_IDENTIFIER_CHARACTERS):
-        raise ValueError(f"tag={text!r}: only a plain name (letters, digits, _.-), no podman template")
+        raise ValueError(f"tag={text!r}: only a plain name (letters, digits, _.-@:, specifiers), no podman template")
     return value
 
 
-SYSLOG_IDENTIFIER_CHARACTERS = ALNUM + "_.-"
+SYSLOG_IDENTIFIER_CHARACTERS = ALNUM + "_.-%@:"  # % for a specifier (tag=web-%i), systemd's to expand

@@ -301,3 +301,31 @@ def test_check_warns_of_a_secret_not_stored_here(store: Path, tmp_path: Path) ->
     assert host_warnings(source, index) == [
         f"{units}/t.container:5: warning: secret db does not exist on this host: the unit cannot start here"
     ]
+
+
+def test_http_proxy_image_volume_ignore_and_a_tag_with_a_specifier() -> None:
+    assert spec("").http_proxy is True  # podman's default
+    assert spec("PodmanArgs=--http-proxy=false\n").http_proxy is False
+    assert "--http-proxy" in keys.spec_to_argv(spec("HttpProxy=no\n"))
+    assert spec("PodmanArgs=--image-volume=ignore --image-volume ignore\n") == spec("")
+    error = refused("PodmanArgs=--image-volume bind\n")
+    assert "--image-volume bind: not supported; the image's volumes are always ignored here" in error
+    assert ("SyslogIdentifier", "minecraft-%i") in service_settings(spec("LogOpt=tag=minecraft-%i\n"))
+
+
+def test_the_proxy_variables_reach_the_container_unless_http_proxy_is_off() -> None:
+    from sdcontainer.plan import Plan
+    from sdcontainer.process import build_environment
+
+    def env(s: ContainerSpec) -> dict[str, str]:
+        plan = Plan(
+            spec=s, foreground=True, rootfs="/", layers=None, image_id=None, image_env=("https_proxy=image",),
+            working_dir="/", user=None, group=None, command=("x",), file_env={}, name="t", hostname="t",
+            last_cap=40, caps=0, listen_fds=0, listen_fdnames=None, hosts="", resolv_conf=None, localtime=None,
+        )  # fmt: skip
+        return build_environment(plan, "/root", {"https_proxy": "http://proxy:3128", "NO_PROXY": "local", "X": "1"})
+
+    on = env(spec("Environment=NO_PROXY=mine\n"))
+    assert (on["https_proxy"], on["NO_PROXY"], "X" in on) == ("http://proxy:3128", "mine", False)
+    off = env(spec("HttpProxy=no\n"))
+    assert off["https_proxy"] == "image" and "NO_PROXY" not in off
