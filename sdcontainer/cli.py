@@ -55,7 +55,7 @@ def check(files: tuple[str, ...]) -> None:
 
     Every error of a file is reported (an unknown key with the key it may be a misspelling
     of), and for a good file what would keep it from starting on this host (a missing
-    Rootfs= directory, an image not in the store) as a warning. Drop-ins beside each file
+    Rootfs= directory, an image not in the store, a secret not stored) as a warning. Drop-ins beside each file
     (NAME.container.d/, container.d/) are applied, as the generator would. The exit status
     is non-zero if any file has an error; warnings do not change it.
     """
@@ -764,6 +764,71 @@ def _try(args: list[str]) -> None:
             "run tools/shell, or .venv/bin/sdcontainer try, from one"
         )
     os.execv(shell, [shell, "--no-setup", *args])
+
+
+@cli.group()
+def secret() -> None:
+    """Secrets for Secret= (create, ls, inspect, rm): stored root-only, given to units as
+    systemd credentials."""
+
+
+def _secrets_need_root(command: str) -> None:
+    if not os.environ.get("SDCONTAINER_SECRETS"):  # tests use a store of their own
+        _need_root(f"secret {command}")
+
+
+@secret.command(name="create")
+@click.option("--replace", is_flag=True, help="Change the value of a secret that exists.")
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+def secret_create(name: str, file: str, replace: bool) -> None:
+    """Store the contents of FILE (- for standard input) as secret NAME. A container that
+    names it in Secret= gets it at its next start."""
+    from sdcontainer import secrets
+
+    _secrets_need_root("create")
+    secrets.check_name(name)  # before reading a value that would be thrown away
+    if file == "-":
+        data = sys.stdin.buffer.read(secrets.SIZE_MAX + 1)
+    else:
+        with open(file, "rb") as f:
+            data = f.read(secrets.SIZE_MAX + 1)
+    secrets.create(name, data, replace=replace)
+    click.echo(name)
+
+
+@secret.command(name="ls")
+def secret_ls() -> None:
+    """The names of the stored secrets."""
+    from sdcontainer import secrets
+
+    _secrets_need_root("ls")
+    for name in secrets.names():
+        click.echo(name)
+
+
+@secret.command(name="inspect")
+@click.argument("names", nargs=-1, required=True)
+def secret_inspect(names: tuple[str, ...]) -> None:
+    """What is known of each secret, as JSON: never its value."""
+    import json
+
+    from sdcontainer import secrets
+
+    _secrets_need_root("inspect")
+    click.echo(json.dumps([secrets.info(name) for name in names], indent=2))
+
+
+@secret.command(name="rm")
+@click.argument("names", nargs=-1, required=True)
+def secret_rm(names: tuple[str, ...]) -> None:
+    """Remove secrets. A running container keeps the copy it has; its next start fails."""
+    from sdcontainer import secrets
+
+    _secrets_need_root("rm")
+    for name in names:
+        secrets.remove(name)
+        click.echo(name)
 
 
 def _invoke(args: list[str]) -> int:

@@ -65,7 +65,8 @@ FORBIDDEN_SERVICE_KEYS = {
     "RootImage": "the container's root is Rootfs= in [Container]",
 }
 ALLOWED_SERVICE_VALUES = {
-    "Type": ("notify",),
+    # oneshot: the launcher stays and ends with the container; simple and exec: see _service_type
+    "Type": ("notify", "oneshot", "simple", "exec"),
     "NotifyAccess": ("all",),
     "KillMode": ("mixed", "control-group"),
     # the container's record lives in its RuntimeDirectory=: kept after a stop, it would be stale
@@ -144,6 +145,7 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
     scalar such as TimeoutStopSec= wins), [Install] and X- sections as written; and the
     units beside it (socket, proxy, health check)."""
     default_dependencies = _quadlet_default_dependencies(unit)
+    _oneshot_problems(unit, spec)
     sockets = _socket_plan(source, unit, spec)
     health = HealthUnits(source, spec) if spec.health_cmd else None
     policy = service_policy(
@@ -208,7 +210,10 @@ def _unit_section(
         out += image_unit_lines(unit)
     if sockets is not None:
         out += sockets.service_unit_lines()
-    if health is not None and health.timer_text is not None:
+    if health is not None and health.startup is not None:
+        # HealthStartupCmd=: its timer starts with the service; the check starts the regular one
+        out.append(f"Wants={health.startup.timer}")
+    elif health is not None and health.timer_text is not None:
         # started with the service, and started again should it stop while the service runs
         out += [f"Wants={health.timer}", f"Upholds={health.timer}"]
     return out
@@ -223,9 +228,48 @@ def _service_section(unit: UnitFile, policy: ServicePolicy) -> list[str]:
         _check_service_entry(entry)
     out = ["", "[Service]"]
     out += [f"{name}={value}" for name, value in policy.service]
-    out += [f"{e.key}={e.value}" for e in service_entries]
+    out += [f"{e.key}={e.value}" if e.key != "Type" else _service_type(e) for e in service_entries]
+    if service_type(unit) == "oneshot":
+        out.append("NotifyAccess=none")
     out += [f"{name}={value}" for name, value in policy.service_last]
     return out
+
+
+def service_type(unit: UnitFile) -> str:
+    entry = unit.lookup_last("Service", "Type")
+    return entry.value if entry is not None else "notify"
+
+
+def _service_type(entry: Entry) -> str:
+    """[Service] Type=, as our launcher makes it true. notify: what the unit has anyway.
+    oneshot (a container run to completion, Quadlet's oneshot.container): the launcher stays
+    in the foreground as the main process and exits with the container's status, which is
+    what it does when systemd gives it no notification socket (NotifyAccess=none). simple and
+    exec: taken as notify, which counts the unit started once the container's command has been
+    executed, as exec does; simple counts it at the fork, before podman had even run, so a
+    container that cannot start failed after its unit was "active": here the start fails."""
+    if entry.value in ("simple", "exec"):
+        return f"# Type={entry.value} (line {entry.line}): taken as Type=notify, see sdcontainer.container(5)"
+    return f"Type={entry.value}"
+
+
+def _oneshot_problems(unit: UnitFile, spec: ContainerSpec) -> None:
+    """Type=oneshot: the launcher keeps the container as its child and writes no record, so
+    nothing can find the container to enter it, and systemd reads no readiness from it."""
+    if service_type(unit) != "oneshot":
+        return
+    entry = unit.lookup_last("Service", "Type")
+    for present, what in (
+        (spec.notify != "no", f"Notify={spec.notify}"),
+        (spec.health_cmd, "HealthCmd="),
+        (spec.reload_cmd, "ReloadCmd="),
+        (unit.lookup_last("Service", "NotifyAccess") is not None, "NotifyAccess="),
+    ):
+        if present and entry is not None:
+            raise entry.error(
+                f"Type=oneshot cannot be combined with {what}: a oneshot container is the launcher's "
+                "child, which systemd takes no notification from and nothing can enter"
+            )
 
 
 def _socket_units(source: Source, unit: UnitFile, sockets: SocketPlan) -> list[tuple[str, str]]:
@@ -273,6 +317,7 @@ class HealthUnits:
         self.spec = spec
         interval = spec.health_interval if spec.health_interval is not None else HEALTH_INTERVAL
         self.timer_text = None if interval == 0 else self._timer(interval)
+        self.startup = StartupHealthUnits(self) if spec.health_startup_cmd else None
 
     def _header(self, what: str) -> list[str]:
         return [
@@ -327,7 +372,53 @@ class HealthUnits:
         files = [(self.file_names[0], self._service())]
         if self.timer_text is not None:
             files.append((self.file_names[1], self.timer_text))
-        return files
+        return files + (self.startup.files() if self.startup is not None else [])
+
+
+class StartupHealthUnits:
+    """NAME-health-startup.timer and .service: HealthStartupCmd=, podman's startup check. Its
+    timer is wanted by the container's service and bound to it (not upheld: it stops itself);
+    the check runs every HealthStartupInterval= until it has passed HealthStartupSuccess=
+    times in a row, then starts the regular check's timer and stops its own; after
+    HealthStartupRetries= failures in a row it restarts the service, which starts it again."""
+
+    def __init__(self, health: HealthUnits) -> None:
+        source, spec = health.source, health.spec
+        prefix, at, instance = source.stem.partition("@")
+        name = f"{prefix}-health-startup@{instance}" if at else f"{source.stem}-health-startup"
+        reference = f"{prefix}-health-startup@%i" if at else name
+        self.file_names = (f"{name}.service", f"{name}.timer")
+        self.timer, self.service = f"{reference}.timer", f"{reference}.service"
+        self.health = health
+        self.interval = spec.health_startup_interval or HEALTH_INTERVAL
+        self.timeout = spec.health_startup_timeout or HEALTH_TIMEOUT
+
+    def files(self) -> list[tuple[str, str]]:
+        health, spec = self.health, self.health.spec
+        timer = health._header("Startup health check timer") + [
+            f"BindsTo={health.container_unit}",
+            "",
+            "[Timer]",
+            f"OnActiveSec={_ms(self.interval)}",
+            f"OnUnitInactiveSec={_ms(self.interval)}",
+            "AccuracySec=1ms",
+            f"Unit={self.service}",
+        ]
+        argv = [*_launcher(), "health", "--unit", health.container_unit, "--startup", "--timeout", str(self.timeout)]
+        argv += ["--retries", str(spec.health_startup_retries or 0), "--success", str(spec.health_startup_success or 1)]
+        if health.timer_text is not None:
+            argv += ["--then-start", health.timer]
+        argv += ["--then-stop", self.timer, "--", *(spec.health_startup_cmd or ())]
+        service = health._header("Startup health check") + [
+            "StartLimitIntervalSec=0",
+            "",
+            "[Service]",
+            "Type=oneshot",
+            "ExecStart=" + exec_line(argv),
+            f"TimeoutStartSec={_ms(self.timeout + 30_000)}",
+            "SyslogLevel=warning",
+        ]
+        return [(self.file_names[0], "\n".join(service) + "\n"), (self.file_names[1], "\n".join(timer) + "\n")]
 
 
 def generate(source: Source, known: set[str], dropin_index: dict[str, list[str]]) -> Generated:
@@ -616,6 +707,31 @@ def host_warnings(source: Source, dropin_index: dict[str, list[str]]) -> list[st
                 warnings.append(
                     str(image.error(f"note: {spec.image} is not in the image store: the first start pulls it"))
                 )
+    warnings += _secret_warnings(unit, spec)
+    return warnings
+
+
+def _secret_warnings(unit: UnitFile, spec: ContainerSpec) -> list[str]:
+    """Secret=: a secret not stored on this host (the start would fail naming it)."""
+    if not spec.secrets:
+        return []
+    from sdcontainer.secrets import secret_path
+    from sdcontainer.values import secret_ref
+
+    warnings = []
+    for entry in unit.section("Container"):
+        if entry.key != "Secret" or not entry.value:
+            continue
+        name = secret_ref(entry.value.strip('"')).name
+        path = secret_path(name)  # the store `secret create` writes (SDCONTAINER_SECRETS in tests)
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            warnings.append(
+                str(entry.error(f"warning: secret {name} does not exist on this host: the unit cannot start here"))
+            )
+        except OSError as error:
+            warnings.append(str(entry.error(f"warning: secret {name} cannot be checked: {error.strerror}")))
     return warnings
 
 

@@ -36,8 +36,9 @@ class Options:
     def __init__(self, args: list[str]) -> None:
         from sdcontainer.verbs import parse
 
-        got = parse(args, options=("--unit", "--retries", "--timeout", "--start-period", "--on-failure"),
-                    flags=("--notify-healthy",))  # fmt: skip
+        got = parse(args, options=("--unit", "--retries", "--timeout", "--start-period", "--on-failure",
+                                   "--success", "--then-start", "--then-stop"),
+                    flags=("--notify-healthy", "--startup"))  # fmt: skip
 
         def number(name: str, default: int) -> int:
             value = got.options.get(name)
@@ -53,6 +54,13 @@ class Options:
         if self.on_failure not in ("none", "kill", "restart", "stop"):
             raise UsageError(f"--on-failure {self.on_failure!r}: expected none, kill, restart or stop")
         self.notify_healthy = "--notify-healthy" in got.options
+        # HealthStartupCmd=: --retries 0 is never restart; passes needed, the units to switch
+        self.startup = "--startup" in got.options
+        if self.startup:
+            self.retries = number("--retries", 0)
+        self.success = max(1, number("--success", 1))
+        self.then_start = got.options.get("--then-start")
+        self.then_stop = got.options.get("--then-stop")
         self.argv = got.command or []
         if not self.unit:
             raise UsageError("--unit UNIT is required")
@@ -150,6 +158,55 @@ def check(options: Options) -> int:
     return 1
 
 
+def check_startup(options: Options) -> int:
+    """One run of HealthStartupCmd=: counts passes and failures in a row for the container's
+    current init; enough passes start the regular check's timer and stop the startup timer,
+    too many failures restart the service (whose new init starts from zero)."""
+    from sdcontainer.enter import Request, run
+
+    container = state.read(options.unit)
+    if container is None:
+        print(f"{PROG}: {options.unit} is not running; nothing to check", file=sys.stderr)
+        return 1
+    failures = passes = 0
+    try:
+        with open(state.startup_health_path(options.unit), encoding="ascii") as f:
+            fields = f.read().split()
+        if len(fields) == 3 and all(x.isdigit() for x in fields) and int(fields[0]) == container.pid:
+            failures, passes = int(fields[1]), int(fields[2])
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    request = Request(options.argv, timeout=options.timeout_ms / 1000, capture=True, prog=PROG)
+    status = run(container, request)
+    if status == 0:
+        failures, passes = 0, passes + 1
+        if passes >= options.success:
+            print(f"{PROG}: {options.unit}: startup check passed; the health check begins", file=sys.stderr)
+            for action, unit in (("start", options.then_start), ("stop", options.then_stop)):
+                if unit:
+                    _systemctl(action, unit)
+    else:
+        failures, passes = failures + 1, 0
+        of = f" of {options.retries}" if options.retries else ""
+        why = _why(status, request)
+        print(f"{PROG}: {options.unit}: startup check failed ({failures}{of}): {why}", file=sys.stderr)
+        if options.retries and failures >= options.retries:
+            print(f"{PROG}: {options.unit}: startup checks failed; restarting it", file=sys.stderr)
+            _systemctl("restart", options.unit)
+            failures = 0
+    state.write_startup_health(options.unit, f"{container.pid} {failures} {passes}\n")
+    return 0 if status == 0 else 1
+
+
+def _systemctl(action: str, unit: str) -> None:
+    import subprocess
+
+    # --no-block: this service is not to wait for what it sets off (a restart ends it too)
+    result = subprocess.run(["systemctl", "--no-block", action, unit], capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"{PROG}: systemctl {action} {unit}: {result.stderr.strip()}", file=sys.stderr)
+
+
 def _why(status: int, request: object) -> str:
     from sdcontainer.enter import Request
 
@@ -208,7 +265,7 @@ def check_command(args: list[str]) -> int:
     not run is a failed check, 1, whatever stopped it; only a bad command line is 2."""
     options = Options(args)
     try:
-        return check(options)
+        return check_startup(options) if options.startup else check(options)
     except UsageError:
         raise
     except SdcontainerError as error:

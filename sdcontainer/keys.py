@@ -43,6 +43,8 @@ from sdcontainer.values import (
     parse_hostname,
     parse_ipv4,
     parse_label,
+    parse_log_driver,
+    parse_log_opt,
     parse_memory,
     parse_name,
     parse_network,
@@ -55,6 +57,7 @@ from sdcontainer.values import (
     parse_retries,
     parse_retry_delay,
     parse_seconds,
+    parse_secret,
     parse_shm_size,
     parse_signal,
     parse_string,
@@ -145,6 +148,11 @@ def parse_image(value: str, ctx: ParseContext) -> str:
 
     parse_reference(value)
     return value
+
+
+# --- issue 13: Secret=, LogDriver=/LogOpt=, SecurityLabel*= ----------------------------------
+
+SELINUX_ENFORCE = "/sys/fs/selinux/enforce"  # exists where SELinux is enabled
 
 
 # --- the table ----------------------------------------------------------------------------
@@ -741,9 +749,388 @@ KEYS: tuple[Key, ...] = (
         "journal of the check's service), *kill* (SIGKILL to its init: the unit fails, and "
         "*Restart=* applies), *restart* (systemctl restart) or *stop* (systemctl stop).",
     ),
+    # --- Secret=, logging, SELinux labels (issue 13) ---
+    Key(
+        "Secret",
+        Kind.LIST,
+        "secrets",
+        parse_secret,
+        option="--secret",
+        metavar="NAME[,OPTIONS]",
+        doc="Gives the container the secret _NAME_, stored with *sdcontainer secret create* (see "
+        "sdcontainer(1)): with *type=mount* (the default) as the file /run/secrets/_NAME_ "
+        "(*target=* another path; a relative one is under /run/secrets), read-only, owned by "
+        "*uid=* and *gid=* (default 0) with mode *mode=* (octal, default 444); with *type=env* as "
+        "the environment variable _NAME_ (or *target=*) of the container only. systemd hands it "
+        "to the unit as a credential (*LoadCredential=*), so the value is never in the unit, "
+        "*systemctl show*, or the launcher's command line or environment. A start fails naming a "
+        "secret that does not exist. _NAME_ may also be given as *source=*_NAME_.",
+    ),
+    Key(
+        "LogDriver",
+        Kind.SINGLE,
+        "log_driver",
+        parse_log_driver,
+        option="--log-driver",
+        metavar="DRIVER",
+        doc="Where the container's output goes. *journald* and *passthrough* (the default and "
+        "only way here): the unit's standard output and error, so the journal (*journalctl -u* "
+        "_UNIT_). *none*: the container's standard output and error are /dev/null (the "
+        "launcher's own errors still reach the journal). *k8s-file* and *json-file* (log files "
+        "for *podman logs*) are refused.",
+    ),
+    Key(
+        "LogOpt",
+        Kind.LIST,
+        "log_opts",
+        parse_log_opt,
+        metavar="tag=NAME",
+        doc="*tag=*_NAME_: the journal's identifier of the container's lines (systemd's "
+        "*SyslogIdentifier=*, *journalctl -t* _NAME_; default: the unit name without its "
+        "suffix). podman's templates ({{...}}) and the options of file log drivers (*path=*, "
+        "*max-size=*) are refused.",
+    ),
+    Key(
+        "SecurityLabelDisable",
+        Kind.SINGLE,
+        "security_label_disable",
+        parse_bool,
+        metavar="BOOL",
+        doc="Accepted and ignored where SELinux is off, as podman ignores it there: sdcontainer "
+        "applies no SELinux labels. Refused on a host with SELinux enabled.",
+    ),
+    Key(
+        "SecurityLabelType",
+        Kind.SINGLE,
+        "security_label_type",
+        parse_string,
+        metavar="TYPE",
+        doc="As *SecurityLabelDisable=*: ignored where SELinux is off, refused where it is on.",
+    ),
+    Key(
+        "SecurityLabelFileType",
+        Kind.SINGLE,
+        "security_label_file_type",
+        parse_string,
+        metavar="TYPE",
+        doc="As *SecurityLabelDisable=*: ignored where SELinux is off, refused where it is on.",
+    ),
+    Key(
+        "SecurityLabelLevel",
+        Kind.SINGLE,
+        "security_label_level",
+        parse_string,
+        metavar="LEVEL",
+        doc="As *SecurityLabelDisable=*: ignored where SELinux is off, refused where it is on.",
+    ),
+    Key(
+        "SecurityLabelNested",
+        Kind.SINGLE,
+        "security_label_nested",
+        parse_bool,
+        metavar="BOOL",
+        doc="As *SecurityLabelDisable=*: ignored where SELinux is off, refused where it is on.",
+    ),
+    Key(
+        "PodmanArgs",
+        Kind.WORDS,
+        "podman_args",
+        parse_string,
+        metavar="FLAGS",
+        doc="Flags of *podman run*, split the systemd way, each read as the key it stands for, as "
+        "if that key had been written after all the file's other lines (see PODMAN FLAGS): "
+        "*--memory 1g* is *Memory=1g*, *--cap-add NET_ADMIN* is *AddCapability=NET_ADMIN*, "
+        "*--security-opt no-new-privileges* is *NoNewPrivileges=yes*. A flag without such a key "
+        "is refused, naming it (and the supported flag it may be a misspelling of).",
+    ),
+    Key(
+        "HealthStartupCmd",
+        Kind.SINGLE,
+        "health_startup_cmd",
+        parse_health_cmd,
+        metavar="COMMAND|JSON",
+        doc="A startup check, written as *HealthCmd=*, run every *HealthStartupInterval=* from the "
+        "start of the container until it passes (*HealthStartupSuccess=* times); only then does the "
+        "*HealthCmd=* check begin, which it requires. See HEALTH CHECKS.",
+    ),
+    Key(
+        "HealthStartupInterval",
+        Kind.SINGLE,
+        "health_startup_interval",
+        parse_positive_duration,
+        metavar="DURATION",
+        doc="Time from the end of one startup check to the start of the next, and from the start of "
+        "the container to the first. Default: 30s.",
+    ),
+    Key(
+        "HealthStartupRetries",
+        Kind.SINGLE,
+        "health_startup_retries",
+        parse_count,
+        metavar="N",
+        doc="Consecutive failed startup checks after which the service is restarted (*systemctl "
+        "restart*). Default: 0, never.",
+    ),
+    Key(
+        "HealthStartupSuccess",
+        Kind.SINGLE,
+        "health_startup_success",
+        parse_count,
+        metavar="N",
+        doc="Consecutive passing startup checks after which the regular check begins. Default: 0, which means 1.",
+    ),
+    Key(
+        "HealthStartupTimeout",
+        Kind.SINGLE,
+        "health_startup_timeout",
+        parse_positive_duration,
+        metavar="DURATION",
+        doc="A startup check still running after this long is killed and counts as failed. Default: 30s.",
+    ),
+    Key(
+        "HttpProxy",
+        Kind.SINGLE,
+        "http_proxy",
+        parse_bool,
+        option="--http-proxy",
+        metavar="BOOL",
+        doc="Passes the proxy variables of the unit's environment (http_proxy, https_proxy, "
+        "ftp_proxy, no_proxy, in either case; set with *Environment=* in *[Service]*) to the "
+        "container, under its own *Environment=*, as podman does. Default: yes.",
+    ),
+    # --- end of issue 13's Secret=/logging/SELinux keys ---
 )
 
 KEYS_BY_NAME = {key.name: key for key in KEYS}
+
+# --- podman run's flags: the one table of which flag is which key (issue 13) ----------------
+
+# podman run's flags and the [Container] key each one is (Quadlet's own mapping, read
+# backwards). PodmanArgs= reads its words with it, and `sdcontainer run` can take the same
+# short flags from it (podman_flags). A key not in KEYS yet (Mount, AddDevice, ...) makes
+# its flag a refusal saying so.
+PODMAN_FLAGS: dict[str, str] = {
+    "--add-host": "AddHost",
+    "--annotation": "Annotation",
+    "--cap-add": "AddCapability",
+    "--cap-drop": "DropCapability",
+    "--cgroups": "CgroupsMode",
+    "--device": "AddDevice",
+    "--dns": "DNS",
+    "--dns-option": "DNSOption",
+    "--dns-search": "DNSSearch",
+    "--entrypoint": "Entrypoint",
+    "--env": "Environment",
+    "-e": "Environment",
+    "--env-file": "EnvironmentFile",
+    "--env-host": "EnvironmentHost",
+    "--expose": "ExposeHostPort",
+    "--gidmap": "GIDMap",
+    "--group-add": "GroupAdd",
+    "--health-cmd": "HealthCmd",
+    "--health-interval": "HealthInterval",
+    "--health-on-failure": "HealthOnFailure",
+    "--health-retries": "HealthRetries",
+    "--health-start-period": "HealthStartPeriod",
+    "--health-startup-cmd": "HealthStartupCmd",
+    "--health-startup-interval": "HealthStartupInterval",
+    "--health-startup-retries": "HealthStartupRetries",
+    "--health-startup-success": "HealthStartupSuccess",
+    "--health-startup-timeout": "HealthStartupTimeout",
+    "--health-timeout": "HealthTimeout",
+    "--hostname": "HostName",
+    "-h": "HostName",
+    "--http-proxy": "HttpProxy",
+    "--init": "RunInit",
+    "--ip": "IP",
+    "--ip6": "IP6",
+    "--label": "Label",
+    "-l": "Label",
+    "--log-driver": "LogDriver",
+    "--log-opt": "LogOpt",
+    "--memory": "Memory",
+    "-m": "Memory",
+    "--mount": "Mount",
+    "--name": "ContainerName",
+    "--network": "Network",
+    "--net": "Network",
+    "--network-alias": "NetworkAlias",
+    "--pids-limit": "PidsLimit",
+    "--pod": "Pod",
+    "--publish": "PublishPort",
+    "-p": "PublishPort",
+    "--pull": "Pull",
+    "--read-only": "ReadOnly",
+    "--read-only-tmpfs": "ReadOnlyTmpfs",
+    "--retry": "Retry",
+    "--retry-delay": "RetryDelay",
+    "--secret": "Secret",
+    "--shm-size": "ShmSize",
+    "--stop-signal": "StopSignal",
+    "--stop-timeout": "StopTimeout",
+    "--subgidname": "SubGIDMap",
+    "--subuidname": "SubUIDMap",
+    "--sysctl": "Sysctl",
+    "--tmpfs": "Tmpfs",
+    "--tz": "Timezone",
+    "--uidmap": "UIDMap",
+    "--ulimit": "Ulimit",
+    "--user": "User",
+    "-u": "User",
+    "--userns": "UserNS",
+    "--volume": "Volume",
+    "-v": "Volume",
+    "--workdir": "WorkingDir",
+    "-w": "WorkingDir",
+}
+# flags with no key, where something else does what they ask
+_FLAG_HINTS = {
+    "--restart": "set Restart= in [Service]: systemd restarts the unit",
+    "--privileged": "add what the container needs with --cap-add (AddCapability=)",
+    "--detach-keys": "there is nothing to detach from",
+}
+_BOOL_FLAGS = ("--env-host", "--init", "--read-only", "--read-only-tmpfs")
+# what Quadlet itself passes to every podman run: nothing to add here
+PODMAN_NO_OP_FLAGS = ("--rm", "--replace", "-d", "--detach")
+# --security-opt's values, each the key (and value) it is
+_SECURITY_OPTS = {
+    "no-new-privileges": "NoNewPrivileges",
+    "label": None,  # label=disable, label=type:T, ...: SecurityLabel*=
+    "mask": "Mask",
+    "unmask": "Unmask",
+    "seccomp": "SeccompProfile",
+    "apparmor": "AppArmor",
+}
+_LABEL_OPTS = {"disable": "SecurityLabelDisable", "nested": "SecurityLabelNested", "type": "SecurityLabelType",
+               "filetype": "SecurityLabelFileType", "level": "SecurityLabelLevel"}  # fmt: skip
+_SDNOTIFY = {"container": "yes", "conmon": "no", "healthy": "healthy"}
+
+
+def podman_flags(key_name: str) -> list[str]:
+    """podman run's flags for a key, long ones first (for `sdcontainer run`'s short options)."""
+    return sorted((flag for flag, name in PODMAN_FLAGS.items() if name == key_name), key=lambda f: (len(f) < 3, f))
+
+
+def _supported_flags() -> list[str]:
+    return [flag for flag, name in PODMAN_FLAGS.items() if name in KEYS_BY_NAME and flag.startswith("--")]
+
+
+def _podman_entry(entry: Entry, key_name: str, value: str, flag: str) -> Entry:
+    """A line KEY=VALUE standing for `flag` of the PodmanArgs= line `entry` (its file and
+    line), quoted so that the key's reading gives back `value` as one item."""
+    key = KEYS_BY_NAME.get(key_name)
+    if key is None:
+        why = (
+            "is a Quadlet key that sdcontainer does not support yet"
+            if key_name in QUADLET_ONLY_KEYS
+            else "is not supported"
+        )
+        raise entry.error(f"PodmanArgs= {flag}: its key {key_name}= {why}")
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"') if key.kind is Kind.WORDS else value
+    return Entry(entry.section, key_name, f'"{escaped}"', entry.path, entry.line)
+
+
+def _bool_flag(entry: Entry, flag: str, value: str | None) -> str:
+    if value is None:
+        return "true"
+    try:
+        parse_bool(value, ParseContext())
+    except ValueError:
+        raise entry.error(f"PodmanArgs= {flag}={value}: not a boolean") from None
+    return value
+
+
+def podman_args_entries(entry: Entry) -> list[Entry]:
+    """The lines a PodmanArgs= line stands for, in its order; ConfigError names the first flag
+    that stands for no supported key."""
+    words = split_words(entry.value, entry)
+    out: list[Entry] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        flag, eq, inline = word.partition("=")
+        if not flag.startswith("-") or flag in ("-", "--"):
+            raise entry.error(f"PodmanArgs= {word!r} is not a flag (the command and its arguments go in Exec=)")
+        if flag in PODMAN_NO_OP_FLAGS and not eq:
+            continue
+        if flag == "--image-volume":  # the image's VOLUMEs are never made into volumes here
+            value = inline if eq else (words[i] if i < len(words) else "")
+            i += 0 if eq else 1
+            if value != "ignore":
+                raise entry.error(
+                    f"PodmanArgs= --image-volume {value}: not supported; the image's volumes are always "
+                    "ignored here (--image-volume=ignore)"
+                )
+            continue
+        key_name = PODMAN_FLAGS.get(flag)
+        if flag != "--security-opt" and flag != "--sdnotify" and key_name is None:
+            if flag in _FLAG_HINTS:
+                raise entry.error(f"PodmanArgs= {flag} is not supported; {_FLAG_HINTS[flag]}")
+            found = nearest(flag, _supported_flags())
+            raise entry.error(f"PodmanArgs= {flag} is not supported" + (f"; did you mean {found}?" if found else ""))
+        if flag in _BOOL_FLAGS:  # podman's boolean flags take no separate word: --init, --init=false
+            out.append(_podman_entry(entry, key_name or "", _bool_flag(entry, flag, inline if eq else None), flag))
+            continue
+        if eq:
+            value = inline
+        elif i < len(words):
+            value = words[i]
+            i += 1
+        else:
+            raise entry.error(f"PodmanArgs= {flag} needs a value")
+        if flag == "--security-opt":
+            out += _security_opt(entry, value)
+        elif flag == "--sdnotify":
+            if value not in _SDNOTIFY:
+                raise entry.error(f"PodmanArgs= --sdnotify={value} is not supported (container, conmon or healthy)")
+            out.append(_podman_entry(entry, "Notify", _SDNOTIFY[value], flag))
+        elif key_name == "User" and ":" in value:  # --user UID:GID is User= and Group=
+            user, _, group = value.partition(":")
+            out += [_podman_entry(entry, "User", user, flag), _podman_entry(entry, "Group", group, flag)]
+        else:
+            out.append(_podman_entry(entry, key_name or "", value, flag))
+    return out
+
+
+def _security_opt(entry: Entry, value: str) -> list[Entry]:
+    name, eq, rest = value.partition("=")
+    flag = f"--security-opt {value}"
+    if name not in _SECURITY_OPTS:
+        found = nearest(name, list(_SECURITY_OPTS))
+        raise entry.error(f"PodmanArgs= {flag} is not supported" + (f"; did you mean {found}?" if found else ""))
+    if name == "no-new-privileges":
+        return [_podman_entry(entry, "NoNewPrivileges", rest if eq else "true", flag)]
+    if name == "label":
+        kind, colon, text = rest.partition(":")
+        if kind not in _LABEL_OPTS:
+            raise entry.error(f"PodmanArgs= {flag} is not supported")
+        return [_podman_entry(entry, _LABEL_OPTS[kind], text if colon else "true", flag)]
+    return [_podman_entry(entry, _SECURITY_OPTS[name] or "", rest, flag)]
+
+
+def expand_podman_args(entries: list[Entry], errors: list[ConfigError] | None) -> list[Entry]:
+    """The section's lines with each PodmanArgs= line replaced by the lines it stands for, put
+    after all the others (Quadlet passes PodmanArgs= last to podman run, where a later flag
+    wins)."""
+    kept: list[Entry] = []
+    added: list[Entry] = []
+    for entry in entries:
+        if entry.key != "PodmanArgs":
+            kept.append(entry)
+            continue
+        if entry.value == "":
+            added = []  # PodmanArgs= resets, as every list key
+            continue
+        try:
+            added += podman_args_entries(entry)
+        except ConfigError as error:
+            if errors is None:
+                raise
+            errors.append(error)
+    return kept + added
+
+
 KEYS_BY_OPTION = {key.option: key for key in KEYS if key.option}
 
 # Keys Quadlet accepts in [Container] that sdcontainer does not implement yet: a file using
@@ -760,30 +1147,15 @@ QUADLET_ONLY_KEYS = frozenset(
         "HealthLogDestination",
         "HealthMaxLogCount",
         "HealthMaxLogSize",
-        "HealthStartupCmd",
-        "HealthStartupInterval",
-        "HealthStartupRetries",
-        "HealthStartupSuccess",
-        "HealthStartupTimeout",
-        "HttpProxy",
         "IP6",
-        "LogDriver",
-        "LogOpt",
         "Mount",
         "NetworkAlias",
         "Pod",
-        "PodmanArgs",
         "RemapGid",
         "RemapUid",
         "RemapUidSize",
         "RemapUsers",
         "SeccompProfile",
-        "Secret",
-        "SecurityLabelDisable",
-        "SecurityLabelFileType",
-        "SecurityLabelLevel",
-        "SecurityLabelNested",
-        "SecurityLabelType",
         "ServiceName",
         "StartWithPod",
         "SubGIDMap",
@@ -885,7 +1257,7 @@ def _section_values(
     # systemd (ExecStart=, RequiresMountsFor=) where a % in it would be a specifier
     ctx = ParseContext(unit_dir=escape_specifiers(os.path.dirname(os.path.abspath(unit.path))))
     grouped: dict[str, list[Entry]] = {}
-    for entry in unit.section(section):
+    for entry in expand_podman_args(unit.section(section), errors):
         try:
             field = _check_key(entry).field
         except ConfigError as error:
@@ -1074,6 +1446,46 @@ def unit_problems(spec: ContainerSpec) -> Iterator[SpecError]:
     if spec.reload_cmd and spec.reload_signal:
         # Quadlet refuses the pair too: a reload does one thing
         yield SpecError("ReloadCmd= and ReloadSignal= exclude each other; set one of them", "reload_cmd")
+    yield from _selinux_problems(spec)
+    yield from _startup_problems(spec)
+
+
+_STARTUP_FIELDS = (
+    ("health_startup_interval", "HealthStartupInterval"),
+    ("health_startup_retries", "HealthStartupRetries"),
+    ("health_startup_success", "HealthStartupSuccess"),
+    ("health_startup_timeout", "HealthStartupTimeout"),
+)
+
+
+def _startup_problems(spec: ContainerSpec) -> Iterator[SpecError]:
+    """podman refuses a startup check without a regular one: it is what the startup gates."""
+    if spec.health_startup_cmd and not spec.health_cmd:
+        yield SpecError(
+            "HealthStartupCmd= needs HealthCmd=: the startup check gates the regular one", "health_startup_cmd"
+        )
+    for field, key in _STARTUP_FIELDS:
+        if getattr(spec, field) is not None and not spec.health_startup_cmd:
+            yield SpecError(f"{key}= needs HealthStartupCmd=", field)
+
+
+_SECURITY_LABEL_FIELDS = (
+    ("security_label_disable", "SecurityLabelDisable"),
+    ("security_label_type", "SecurityLabelType"),
+    ("security_label_file_type", "SecurityLabelFileType"),
+    ("security_label_level", "SecurityLabelLevel"),
+    ("security_label_nested", "SecurityLabelNested"),
+)
+
+
+def _selinux_problems(spec: ContainerSpec) -> Iterator[SpecError]:
+    """SecurityLabel*= are the no-ops podman makes of them where SELinux is off; where it is
+    on, a label asked for would silently not be applied: refused."""
+    for field, key in _SECURITY_LABEL_FIELDS:
+        if getattr(spec, field) is not None and os.path.exists(SELINUX_ENFORCE):
+            yield SpecError(
+                f"{key}=: SELinux is enabled on this host, and sdcontainer applies no SELinux labels", field
+            )
 
 
 # --- spec -> [Service] settings -------------------------------------------------------------
@@ -1104,6 +1516,24 @@ def service_settings(spec: ContainerSpec) -> list[tuple[str, str]]:
         settings += limits.items()
     if spec.reload_signal:
         settings.append(("ExecReload", f"/bin/kill -s {spec.reload_signal} $MAINPID"))
+    settings += _secret_and_log_settings(spec)
+    return settings
+
+
+def _secret_and_log_settings(spec: ContainerSpec) -> list[tuple[str, str]]:
+    """Secret=: each secret's file loaded as a credential of the unit, with an empty one in its
+    place when the file is missing (SetCredential= is LoadCredential='s fallback: see
+    sdcontainer.secrets), which the launcher reports naming the secret; LogOpt=tag=: the journal's identifier."""
+    settings = []
+    if spec.secrets:
+        from sdcontainer.secrets import MISSING_SETTING, SYSTEM_SECRETS_DIR, credential_id, secret_path
+        from sdcontainer.values import secret_ref
+
+        for name in dict.fromkeys(secret_ref(item).name for item in spec.secrets):
+            settings.append(("LoadCredential", f"{credential_id(name)}:{secret_path(name, SYSTEM_SECRETS_DIR)}"))
+            settings.append(("SetCredential", f"{credential_id(name)}:{MISSING_SETTING}"))
+    for option in spec.log_opts:
+        settings.append(("SyslogIdentifier", option.partition("=")[2]))
     return settings
 
 

@@ -171,12 +171,15 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
     for path in spec.environment_files:
         file_env.update(parse_env_file(path))
     name = container_name(spec)
+    if "%" not in spec.name:  # ContainerName=: no other running container may have it
+        _check_name_free(name, spec.unit)
     hostname = spec.hostname or sanitize_hostname(name)
     last_cap = linux.cap_last_cap()
     # A capability the launcher does not hold cannot be handed on; asking for it (CAP_ALL
     # on a host that lacks one) keeps what there is rather than failing in capset.
     caps = capability_mask(spec.add_capabilities, spec.drop_capabilities, last_cap) & own_bounding_set()
     listen_fds = _listen_fds()
+    secret_files, secret_env = _read_secrets(spec) if spec.secrets else ((), ())
     addresses: tuple[str, ...] = ()
     gateway = None
     if is_bridge(spec.network):
@@ -206,7 +209,45 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
         resolv_conf=etc_resolv_conf(spec),
         localtime=zone_file(spec.timezone) if spec.timezone else None,
         addresses=addresses,
+        secret_files=secret_files,
+        secret_env=secret_env,
     )
+
+
+def _check_name_free(name: str, unit: str) -> None:
+    """podman refuses a second container of one name (Quadlet's --replace would remove the
+    first instead, stopping another unit's container behind its back): the start fails
+    naming the unit whose running container has the name. Two starting at the same moment
+    can both pass; `sdcontainer exec NAME` then refuses to guess."""
+    for record in state.records():
+        if record.name == name and record.unit != unit and os.path.exists(f"/proc/{record.pid}"):
+            raise launch_error(f"ContainerName={name} is in use by the running container of {record.unit}")
+
+
+def _read_secrets(spec: ContainerSpec) -> tuple[tuple[tuple[str, bytes], ...], tuple[tuple[str, str], ...]]:
+    """Secret=: each value, from the unit's credentials (sdcontainer.secrets); a missing
+    secret fails the start naming it, before any namespace exists."""
+    from sdcontainer.secrets import read_for_start
+    from sdcontainer.values import secret_ref
+
+    files: list[tuple[str, bytes]] = []
+    env: list[tuple[str, str]] = []
+    for item in spec.secrets:
+        ref = secret_ref(item)
+        try:
+            with Step(f"read secret {ref.name}"):
+                data = read_for_start(ref.name)
+        except LookupError:
+            raise launch_error(
+                f"secret {ref.name} does not exist: create it with 'sdcontainer secret create {ref.name} FILE'"
+            ) from None
+        if ref.type == "env":
+            if b"\0" in data:
+                raise launch_error(f"secret {ref.name}: a value with a NUL byte cannot be an environment variable")
+            env.append((ref.destination, data.decode("utf-8", "surrogateescape")))
+        else:
+            files.append((item, data))
+    return tuple(files), tuple(env)
 
 
 def _strings(value: object) -> tuple[str, ...]:
@@ -363,9 +404,21 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
         # launcher (a subreaper in this mode), the "parent" whose death counts was that one.
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     os.umask(0o022)
+    if spec.log_driver == "none":
+        _discard_output()
     _close_fds(3 + plan.listen_fds, sync_fd)
     load_last(seccomp)
     execve(program, list(plan.command), env, PROG)
+
+
+def _discard_output() -> None:
+    """LogDriver=none: the container's stdout and stderr go nowhere (the container's own
+    /dev/null), from the last moment on: every error before the exec still reached the journal."""
+    with Step("LogDriver=none: open /dev/null"):
+        null = os.open("/dev/null", os.O_WRONLY | os.O_CLOEXEC)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
 
 
 def _child(plan: Plan, sync_fd: int, go_fd: int) -> None:

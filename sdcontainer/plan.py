@@ -51,3 +51,7 @@ class Plan:
     watchdog_usec: str | None = None
     # a bridge network: the container's leased addresses ('10.88.0.2/16'), for eth0 and /etc/hosts
     addresses: tuple[str, ...] = ()
+    # Secret=: (SecretRef as written, value) of each type=mount secret, and the variables of
+    # the type=env ones; read from the unit's credentials, they live only in this process's memory
+    secret_files: tuple[tuple[str, bytes], ...] = ()
+    secret_env: tuple[tuple[str, str], ...] = ()

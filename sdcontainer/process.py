@@ -200,9 +200,23 @@ def host_environment(launcher_env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+# HttpProxy=: podman's list, in both cases
+PROXY_VARIABLES = (
+    "http_proxy",
+    "https_proxy",
+    "ftp_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "FTP_PROXY",
+    "NO_PROXY",
+)
+
+
 def build_environment(plan: Plan, home: str, launcher_env: Mapping[str, str]) -> dict[str, str]:
     """A fresh environment: nothing of the launcher's leaks (NOTIFY_SOCKET, INVOCATION_ID,
-    JOURNAL_STREAM, ...) except TERM, what Environment= names on purpose and, with
+    JOURNAL_STREAM, ...) except TERM, the proxy variables (HttpProxy=, as podman), what
+    Environment= names on purpose and, with
     EnvironmentHost=yes, all the rest but systemd's service variables."""
     env = {"PATH": DEFAULT_PATH, "container": "sdcontainer", "HOSTNAME": plan.hostname, "HOME": home}
     for item in plan.image_env:  # the image's Env: over the defaults, under everything the unit says
@@ -210,6 +224,8 @@ def build_environment(plan: Plan, home: str, launcher_env: Mapping[str, str]) ->
         env[key] = value
     if plan.spec.env_host:
         env.update(host_environment(launcher_env))  # over the defaults, as podman's --env-host
+    if plan.spec.http_proxy:  # HttpProxy=, podman's default: under everything the unit says
+        env.update((key, launcher_env[key]) for key in PROXY_VARIABLES if key in launcher_env)
     if "TERM" in launcher_env:
         env["TERM"] = launcher_env["TERM"]
     env.update(plan.file_env)
@@ -219,6 +235,7 @@ def build_environment(plan: Plan, home: str, launcher_env: Mapping[str, str]) ->
             env[key] = value
         elif key in launcher_env and not key.startswith(LISTEN_PREFIX):
             env[key] = launcher_env[key]
+    env.update(plan.secret_env)  # Secret=...,type=env: over Environment=, as podman's --secret
     if plan.notify_socket:
         # loaded already (the launcher imports it): this runs after pivot_root, where the
         # host's files are out of reach; `sdcontainer exec` never gets here and skips it

@@ -414,6 +414,29 @@ def _write_etc_files(plan: Plan, root_fd: int, scratch: str) -> None:
         os.close(etc)
 
 
+def _mount_secrets(plan: Plan, root_fd: int, scratch: str) -> None:
+    """Secret=...,type=mount: each value written into the scratch tmpfs (this mount namespace's
+    own, gone with it) with its owner and mode, and bound read-only on its target."""
+    from sdcontainer.values import secret_ref
+
+    os.mkdir(f"{scratch}/secrets", 0o700)
+    for index, (item, data) in enumerate(plan.secret_files):
+        ref = secret_ref(item)
+        source = f"{scratch}/secrets/{index}"
+        with Step(f"secret {ref.name} on {ref.destination}"):
+            fd = os.open(source, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fchown(fd, ref.uid, ref.gid)
+                os.fchmod(fd, ref.mode)
+            finally:
+                os.close(fd)
+            flags = linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC
+            _bind(source, root_fd, ref.destination, "file", flags)
+
+
 def mount_layers(layers: Sequence[str], upper: str, work: str, target: str) -> None:
     """An overlay of an image's layers (`layers` from the base up) on `target`, nodev.
 
@@ -483,6 +506,8 @@ def build_root(plan: Plan) -> str:
                 flags = linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC
                 _bind(plan.notify_socket, root_fd, NOTIFY_SOCKET_INSIDE, "file", flags)
         _write_etc_files(plan, root_fd, SCRATCH_DIR)
+        if plan.secret_files:
+            _mount_secrets(plan, root_fd, SCRATCH_DIR)
         if spec.run_init:
             with Step(f"bind {TINI} on /dev/init"):
                 # read-only, so the container cannot rewrite the host's tini (CVE-2019-5736)

@@ -177,5 +177,9 @@ def _requires_mounts_for(spec: ContainerSpec) -> list[str]:
     from sdcontainer.store import SYSTEM_STORAGE
 
     paths = [spec.rootfs or (SYSTEM_STORAGE if spec.image else "")] + [v.source for v in spec.volumes]
+    if spec.secrets:  # LoadCredential= reads them before the launcher runs
+        from sdcontainer.secrets import SYSTEM_SECRETS_DIR
+
+        paths.append(SYSTEM_SECRETS_DIR)
     # a path with a variable in it is known at start only: systemd does not expand it here
     return [quote_list_word(p) for p in paths if p.startswith("/") and not has_variable(p)]

@@ -90,6 +90,21 @@ class ContainerSpec:
     health_timeout: int | None = None  # milliseconds
     health_start_period: int | None = None  # milliseconds
     health_on_failure: str | None = None  # none, kill, restart, stop
+    # issue 13: Secret=, LogDriver=/LogOpt=, SecurityLabel*=
+    secrets: tuple[str, ...] = ()  # Secret=, as values.SecretRef writes them; the values come as credentials
+    log_driver: str | None = None  # journald, passthrough (what always happens), none
+    log_opts: tuple[str, ...] = ()  # "tag=NAME": SyslogIdentifier=
+    security_label_disable: bool | None = None  # SecurityLabel*=: accepted, no-ops without SELinux
+    security_label_type: str | None = None
+    security_label_file_type: str | None = None
+    security_label_level: str | None = None
+    security_label_nested: bool | None = None
+    http_proxy: bool = True  # HttpProxy=: the unit's proxy variables reach the container
+    health_startup_cmd: tuple[str, ...] | None = None  # HealthStartup*=: the check that gates HealthCmd=
+    health_startup_interval: int | None = None  # milliseconds
+    health_startup_retries: int | None = None  # failures before a restart; 0: never
+    health_startup_success: int | None = None  # passes before the regular check; 0: 1
+    health_startup_timeout: int | None = None  # milliseconds
 
     @property
     def command(self) -> tuple[str, ...]:

@@ -106,6 +106,19 @@ def write_health(unit: str, text: str) -> None:
         pass  # the container stopped meanwhile: nothing left to count for
 
 
+def startup_health_path(unit: str) -> str:
+    """HealthStartupCmd='s counts, beside the record (`PID FAILURES PASSES`)."""
+    return f"{container_dir(unit)}/{HEALTH}-startup"
+
+
+def write_startup_health(unit: str, text: str) -> None:
+    """As write_health: atomically, and a no-op once the container's directory is gone."""
+    try:  # noqa: SIM105 - contextlib is one more import
+        _write_private(startup_health_path(unit), text)
+    except FileNotFoundError:
+        pass
+
+
 def _write_private(path: str, text: str) -> None:
     """Replace `path` atomically with a file only root can read, whatever the umask."""
     tmp = f"{path}.{os.getpid()}.tmp"

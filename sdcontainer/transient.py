@@ -75,6 +75,13 @@ def _soft_limit(value: str) -> int:
     return _number(value.partition(":")[0])
 
 
+def _credential(value: str) -> list[tuple[bytes, bytes]]:
+    """LoadCredential=ID:PATH, and SetCredential=ID:VALUE with VALUE's C escapes decoded
+    (Secret='s fallback \\x00: never a secret's value)."""
+    name, _, rest = value.partition(":")
+    return [(name.encode(), rest.encode("latin-1", "backslashreplace").decode("unicode_escape").encode("latin-1"))]
+
+
 Conversion = tuple[bytes, bytes, Callable[[str], Any]]  # D-Bus property, signature, converter
 
 #: Each setting of the service policy (sdcontainer.service), as the D-Bus properties it
@@ -104,6 +111,8 @@ PROPERTIES: dict[str, tuple[Conversion, ...]] = {
     "ExecStart": ((b"ExecStart", b"a(sasb)", _command),),
     "ExecStopPost": ((b"ExecStopPost", b"a(sasb)", _command),),
     "RuntimeDirectory": ((b"RuntimeDirectory", b"as", _words),),
+    "LoadCredential": ((b"LoadCredential", b"a(ss)", _credential),),
+    "SetCredential": ((b"SetCredential", b"a(say)", _credential),),
 }
 
 #: The properties only a transient unit has, and their signatures.

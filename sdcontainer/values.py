@@ -19,7 +19,19 @@ import os
 from sdcontainer.inet import canonical
 from sdcontainer.record import record
 from sdcontainer.spec import BindMount, TmpfsMount
-from sdcontainer.text import ALNUM, DIGITS, LOWER, SIGNAL_NAMES, SIGNALS, UPPER, check_glob, ip_address, only, word
+from sdcontainer.text import (
+    ALNUM,
+    DIGITS,
+    LOWER,
+    OCTAL,
+    SIGNAL_NAMES,
+    SIGNALS,
+    UPPER,
+    check_glob,
+    ip_address,
+    only,
+    word,
+)
 from sdcontainer.text import is_service_unit_name as is_service_unit_name  # its home is text (state needs it)
 from sdcontainer.unitfile import parse_boolean
 
@@ -734,3 +746,136 @@ def parse_health_on_failure(value: str, ctx: ParseContext) -> str:
     if value not in HEALTH_ACTIONS:
         raise ValueError(f"{value!r} is not one of {', '.join(HEALTH_ACTIONS)}")
     return value
+
+
+# --- secrets (Secret=) ---------------------------------------------------------------------
+
+# podman's secret names, which here are also file names in the store and part of a systemd
+# credential's name: no '/', no leading '.', nothing systemd or a shell would read differently
+SECRET_NAME_MAX = 253
+SECRET_MOUNT_DIR = "/run/secrets"  # podman's: where type=mount puts NAME, or a relative target=
+
+
+def secret_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a secret, or None."""
+    if not word(name, ALNUM, ALNUM + "_.-", SECRET_NAME_MAX):
+        return (
+            f"{name!r} is not a valid secret name (a letter or digit, then letters, digits, "
+            f"'_', '.' and '-', at most {SECRET_NAME_MAX})"
+        )
+    return None
+
+
+@record
+class SecretRef:
+    """One Secret= value: podman's --secret NAME[,type=mount|env][,target=][,uid=][,gid=][,mode=]."""
+
+    name: str
+    type: str = "mount"
+    target: str | None = None  # mount: a path (relative: under /run/secrets); env: the variable
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0o444  # podman's default for a mounted secret
+
+    @property
+    def destination(self) -> str:
+        """mount: the path in the container; env: the variable's name."""
+        if self.type == "env":
+            return self.target or self.name
+        target = self.target or self.name
+        return target if target.startswith("/") else f"{SECRET_MOUNT_DIR}/{target}"
+
+    def __str__(self) -> str:
+        out = [self.name]
+        if self.type != "mount":
+            out.append(f"type={self.type}")
+        if self.target is not None:
+            out.append(f"target={self.target}")
+        if self.type == "mount":
+            out += [f"{k}={v}" for k, v in (("uid", self.uid), ("gid", self.gid)) if v]
+            if self.mode != 0o444:
+                out.append(f"mode={self.mode:o}")
+        return ",".join(out)
+
+
+def _secret_id(text: str, what: str) -> int:
+    if not word(text, DIGITS, DIGITS, 10) or int(text) > 0xFFFFFFFE:
+        raise ValueError(f"{what}={text!r} is not a number")
+    return int(text)
+
+
+def secret_ref(value: str) -> SecretRef:
+    """A Secret= value read; ValueError names what is wrong in it."""
+    parts = value.split(",")
+    name = parts[0]
+    options = parts[1:]
+    if "=" in name:  # source=NAME,... : the name given as an option, anywhere
+        options, name = parts, ""
+    fields: dict[str, str] = {}
+    for option in options:
+        key, eq, text = option.partition("=")
+        if not eq or key not in ("source", "type", "target", "uid", "gid", "mode"):
+            raise ValueError(f"{option!r} is not one of source=, type=, target=, uid=, gid=, mode=")
+        if key in fields:
+            raise ValueError(f"{key}= is given twice")
+        fields[key] = text
+    if "source" in fields:
+        if name:
+            raise ValueError("the name is given twice (first, and as source=)")
+        name = fields.pop("source")
+    problem = secret_name_problem(name)
+    if problem:
+        raise ValueError(problem)
+    kind = fields.pop("type", "mount")
+    if kind not in ("mount", "env"):
+        raise ValueError(f"type={kind!r} is not mount or env")
+    target = fields.pop("target", None)
+    if kind == "env":
+        if fields:
+            raise ValueError(f"{', '.join(k + '=' for k in fields)} only apply to type=mount")
+        if target is not None and not word(target, UPPER + LOWER + "_", ALNUM + "_"):
+            raise ValueError(f"target={target!r} is not an environment variable name")
+        return SecretRef(name, "env", target)
+    if target is not None:
+        full = target if target.startswith("/") else f"{SECRET_MOUNT_DIR}/{target}"
+        if not target or "\0" in target or any(p in (".", "..") for p in full.split("/")) or full.endswith("/"):
+            raise ValueError(f"target={target!r} is not a file path")
+    mode_text = fields.get("mode", "444")
+    if not word(mode_text, OCTAL, OCTAL, 4) or int(mode_text, 8) > 0o777:
+        raise ValueError(f"mode={mode_text!r} is not an octal file mode (at most 777)")
+    uid = _secret_id(fields["uid"], "uid") if "uid" in fields else 0
+    gid = _secret_id(fields["gid"], "gid") if "gid" in fields else 0
+    return SecretRef(name, "mount", target, uid, gid, int(mode_text, 8))
+
+
+def parse_secret(value: str, ctx: ParseContext) -> str:
+    return str(secret_ref(value))
+
+
+# --- logging (LogDriver=, LogOpt=) -----------------------------------------------------------
+
+LOG_DRIVERS = ("journald", "passthrough", "none")
+
+
+def parse_log_driver(value: str, ctx: ParseContext) -> str:
+    if value in ("k8s-file", "json-file"):
+        raise ValueError(
+            f"{value} (log files for podman logs) is not supported: the container's output goes to "
+            "the journal (journalctl -u UNIT); LogDriver=none drops it"
+        )
+    if value not in LOG_DRIVERS:
+        raise ValueError(f"{value!r} is not one of {', '.join(LOG_DRIVERS)}")
+    return value
+
+
+def parse_log_opt(value: str, ctx: ParseContext) -> str:
+    name, eq, text = value.partition("=")
+    if name != "tag" or not eq:
+        why = "options of file log drivers" if name in ("path", "max-size", "size") else "not a journald option"
+        raise ValueError(f"{name}= is not supported ({why}); only tag=NAME is")
+    if "{{" in text or not text or not only(text, SYSLOG_IDENTIFIER_CHARACTERS):
+        raise ValueError(f"tag={text!r}: only a plain name (letters, digits, _.-@:, specifiers), no podman template")
+    return value
+
+
+SYSLOG_IDENTIFIER_CHARACTERS = ALNUM + "_.-%@:"  # % for a specifier (tag=web-%i), systemd's to expand

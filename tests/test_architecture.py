@@ -39,6 +39,7 @@ LAYERS = (
     "inet",  # addresses and subnets without the ipaddress module (PublishPort='s grammar needs it)
     "values",  # the value grammars of the keys
     # the file side
+    "secrets",  # Secret=: the root-only store, and the credential each unit loads
     "keys",  # the key table: file <-> spec <-> launcher options
     "sockets",  # [Socket] and SocketProxy= units
     # images

@@ -225,7 +225,7 @@ def test_dependency_on_a_missing_container_fails(tmp_path: Path) -> None:
     [
         ("ExecStart=/bin/false", "ExecStart= in [Service] is not allowed"),
         ("User=nobody", "User= in [Service] is not allowed"),
-        ("Type=simple", "Type=simple in [Service] is not supported"),
+        ("Type=forking", "Type=forking in [Service] is not supported"),
         ("KillMode=process", "KillMode=process in [Service] is not supported"),
         ("RuntimeDirectoryPreserve=yes", "RuntimeDirectoryPreserve=yes in [Service] is not supported"),
     ],
