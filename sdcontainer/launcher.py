@@ -85,7 +85,7 @@ from sdcontainer.rootfs import SCRATCH_DIR, TINI, build_root, etc_hosts, etc_res
 from sdcontainer.security import capability_mask, confine, load_last, own_bounding_set
 from sdcontainer.spec import ContainerSpec
 from sdcontainer.step import Step, launch_error, outcome_in_child
-from sdcontainer.values import is_bridge
+from sdcontainer.values import is_bridge, joins_container
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -178,11 +178,15 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
     listen_fds = _listen_fds()
     addresses: tuple[str, ...] = ()
     gateway = None
+    netns_fd, names = -1, hostname
+    joined_addresses: tuple[str, ...] = ()
     if is_bridge(spec.network):
         from sdcontainer import network
 
         addresses = network.lease(spec)  # released by the unit's ExecStopPost= (network.release)
         gateway = network.gateways(spec.network)[0]
+    elif joins_container(spec.network):
+        netns_fd, joined_addresses, names, gateway = _join_plan(spec, hostname)
     return Plan(
         spec=spec,
         foreground=foreground,
@@ -201,11 +205,24 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
         caps=caps,
         listen_fds=listen_fds,
         listen_fdnames=_listen_fdnames(listen_fds),
-        hosts=etc_hosts(hostname, spec.add_hosts, addresses, gateway),
+        hosts=etc_hosts(names, spec.add_hosts, addresses or joined_addresses, gateway),
         resolv_conf=etc_resolv_conf(spec),
         localtime=zone_file(spec.timezone) if spec.timezone else None,
         addresses=addresses,
+        netns_fd=netns_fd,
+        joined_addresses=joined_addresses,
     )
+
+
+def _join_plan(spec: ContainerSpec, hostname: str) -> tuple[int, tuple[str, ...], str, str | None]:
+    """Network=container:NAME: the other container's netns (an fd), its addresses, the names
+    for /etc/hosts at them (this container's host name and that one's) and the gateway."""
+    from sdcontainer import network
+
+    fd, other = network.join_target(spec.network)
+    names = hostname if other.hostname in ("", hostname) else f"{hostname} {other.hostname}"
+    gateway = network.gateways(other.network)[0] if other.network in network.NETWORKS else None
+    return fd, other.addresses, names, gateway
 
 
 def _strings(value: object) -> tuple[str, ...]:
@@ -325,7 +342,10 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
         signal.signal(sig, signal.SIG_DFL)  # python ignores SIGPIPE/SIGXFSZ; ignoring survives exec
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
-    if spec.network != "host":
+    if plan.netns_fd >= 0:
+        with Step(f"join the network namespace of Network={spec.network}"):
+            linux.setns(plan.netns_fd, linux.CLONE_NEWNET)
+    elif spec.network != "host":
         flags |= linux.CLONE_NEWNET  # a bridge network's veth comes in from the launcher
     # nothing in the container may open this process's /proc/PID/exe (the host's python)
     linux.prctl(linux.PR_SET_DUMPABLE, 0)
@@ -441,7 +461,7 @@ def _wait_foreground(pid: int) -> int:
     return exit_status(wait_status)
 
 
-def write_state(plan: Plan, pid: int) -> None:
+def write_state(plan: Plan, pid: int, ports: tuple[str, ...] = ()) -> None:
     import time
 
     spec = plan.spec
@@ -467,6 +487,8 @@ def write_state(plan: Plan, pid: int) -> None:
         working_dir=plan.working_dir,
         notify=spec.notify,
         notify_socket=os.environ.get("NOTIFY_SOCKET"),
+        addresses=plan.addresses or plan.joined_addresses,
+        ports=ports,
     )
     state.write(record)
 
@@ -503,14 +525,15 @@ def _start(plan: Plan, notifier: Notifier | None) -> int:
             relay = Relay(state.notify_dir(spec.unit))
         plan = replace(plan, notify_socket=relay.path, watchdog_usec=_watchdog_usec())
     pid, sync_r, go_w = _fork_container(plan, warm_hand_off=notifier is not None)
+    ports: tuple[str, ...] = ()
     if plan.addresses and pid is not None:
-        _connect(plan, pid)
+        ports = _connect(plan, pid)
     pidfd = -1
     if notifier is not None and pid is not None:
         try:
             if relay is not None:
                 pidfd = linux.pidfd_open(pid)  # the relay ends with the container's init
-            write_state(plan, pid)
+            write_state(plan, pid, ports)
             # Notify=yes: the container says READY=1 itself; Notify=healthy: the health check does
             notifier.send(f"MAINPID={pid}\nREADY=1" if spec.notify == "no" else f"MAINPID={pid}")
             if not notifier.barrier(5.0):
@@ -542,15 +565,16 @@ def _start(plan: Plan, notifier: Notifier | None) -> int:
     return 0
 
 
-def _connect(plan: Plan, pid: int) -> None:
+def _connect(plan: Plan, pid: int) -> tuple[str, ...]:
     """A bridge network: the container's init has unshared its netns and waits; give it
-    its eth0 (sdcontainer.network). On failure the init is killed before it ran anything."""
+    its eth0 (sdcontainer.network). On failure the init is killed before it ran anything.
+    Returns the published ports, for the record."""
     from sdcontainer import network
 
     spec = plan.spec
     try:
         with Step(f"connect the container to network {spec.network}"):
-            network.connect(spec, pid, plan.addresses)
+            return tuple(network.port_text(p) for p in network.connect(spec, pid, plan.addresses))
     except BaseException:
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         os.kill(pid, signal.SIGKILL)
@@ -583,6 +607,8 @@ def _fork_container(plan: Plan, *, warm_hand_off: bool) -> tuple[int | None, int
         _intermediate(plan, sync_w, pid_w, go_r)
     for fd in (sync_w, pid_w, go_r):
         os.close(fd)
+    if plan.netns_fd >= 0:
+        os.close(plan.netns_fd)  # the init has its copy, which it joins
     if warm_hand_off:
         # Loaded while the child builds the container, on the other CPU, rather than after
         # its READY line, where the hand-off to systemd waits for it: the JSON encoder of

@@ -51,3 +51,7 @@ class Plan:
     watchdog_usec: str | None = None
     # a bridge network: the container's leased addresses ('10.88.0.2/16'), for eth0 and /etc/hosts
     addresses: tuple[str, ...] = ()
+    # Network=container:NAME: an fd of that container's network namespace, which the init
+    # joins instead of unsharing one (-1: none), and that container's addresses (its record)
+    netns_fd: int = -1
+    joined_addresses: tuple[str, ...] = ()

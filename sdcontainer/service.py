@@ -29,7 +29,7 @@ from sdcontainer.keys import spec_to_argv
 from sdcontainer.record import record
 from sdcontainer.state import runtime_directory
 from sdcontainer.unitfile import quote_exec_word, quote_list_word
-from sdcontainer.values import is_bridge
+from sdcontainer.values import is_bridge, joined_unit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -128,6 +128,8 @@ def service_policy(
     if default_dependencies and (spec.network != "none" or (spec.image and spec.pull != "never")):
         unit_file_only += [("Wants", "network-online.target"), ("After", "network-online.target")]
 
+    unit_file_only += _joined_container_dependencies(spec)
+
     timeout = spec.stop_timeout if spec.stop_timeout is not None else DEFAULT_STOP_TIMEOUT
     service: list[Setting] = [
         ("Type", "notify"),
@@ -160,6 +162,13 @@ def service_policy(
     # the container's record (sdcontainer.state), removed by systemd at every stop
     service_last = (("RuntimeDirectory", runtime_directory(unit)),)
     return ServicePolicy((), tuple(unit_file_only), tuple(service), service_last)
+
+
+def _joined_container_dependencies(spec: ContainerSpec) -> list[Setting]:
+    """Network=NAME.container, as Quadlet: the other container's service is required and
+    started first (its network namespace must exist to be joined)."""
+    other = joined_unit(spec.network)
+    return [("Requires", other), ("After", other)] if other else []
 
 
 def _requires_mounts_for(spec: ContainerSpec) -> list[str]:
