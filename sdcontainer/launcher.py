@@ -97,6 +97,7 @@ PROG = state.PROG
 STATE_DIR = state.STATE_DIR
 
 READY_LINE = b"R\n"  # from the child: set up, waiting for the go to exec
+GO = b"G"  # to the child, before the go pipe closes: EOF alone means the launcher died
 
 # --- the container's name ------------------------------------------------------------------
 
@@ -371,11 +372,15 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
             raise launch_error(f"working directory {workdir}: outside the container")
     program = find_program(plan.command[0], env.get("PATH", DEFAULT_PATH))
     # Everything that can fail has been done: tell the launcher, and wait until it has told
-    # systemd who we are (it closes its end of go_fd) before running anything of the image's.
+    # systemd who we are (it writes GO and closes its end of go_fd) before running anything of the image's.
     os.write(sync_fd, READY_LINE)
-    while os.read(go_fd, 64):
-        pass
+    go = b""
+    while chunk := os.read(go_fd, 64):
+        go += chunk
     os.close(go_fd)
+    if go != GO:
+        # killed mid-setup (its network half made, systemd not told): never run the payload
+        raise launch_error("the launcher ended before the container could start")
     if plan.foreground:
         # Only now: until the intermediate process exited and we were reparented to the
         # launcher (a subreaper in this mode), the "parent" whose death counts was that one.
@@ -542,6 +547,7 @@ def _start(plan: Plan, notifier: Notifier | None) -> int:
             os.kill(pid, signal.SIGKILL)
             state.remove(spec.unit)
             raise SystemdError(f"telling systemd the container's pid: {reason(error)}") from None
+    os.write(go_w, GO)
     os.close(go_w)
     if not plan.foreground:
         # Done: systemd supervises the container now. Waiting to see the execve would keep
