@@ -168,7 +168,7 @@ def record_of(bed: Testbed, unit: str) -> dict[str, object]:
 
 def test_network_container_joins_the_other_containers_namespace(bed: Testbed) -> None:
     add_container(bed, "api", API)
-    add_container(bed, "side", container("/bin/sleep infinity", "Network=api.container\nHostName=side\n"))
+    add_container(bed, "side", container("/bin/sleep infinity", "Network=api.container\nHostName=side\nRunInit=yes\n"))
     unit_text = bed.systemctl("cat", "side.service").stdout
     assert "Requires=api.service" in unit_text and "After=api.service" in unit_text
     assert "ExecStopPost" not in unit_text  # nothing leased: nothing to release
@@ -190,7 +190,7 @@ def test_network_container_joins_the_other_containers_namespace(bed: Testbed) ->
     assert not bed.exists(f"{LEASES}/units/side.service")
 
     # container:NAME, by ContainerName= (or unit); stopping api stops side (Requires=)
-    add_container(bed, "peer", container("/bin/sleep infinity", "Network=container:api\n"))
+    add_container(bed, "peer", container("/bin/sleep infinity", "Network=container:api\nRunInit=yes\n"))
     bed.start_unit("peer.service")
     peer_pid = bed.show("peer.service", "MainPID")
     assert (

@@ -253,7 +253,12 @@ def test_network() -> None:
          "container:db.service"), ("db.container", "db.container"), ("db@%i.container", "db@%i.container")],
     )  # fmt: skip
     assert [v.joined_unit(n) for n in ("db.container", "container:db", "sdcontainer")] == ["db.service", None, None]
-    assert [v.is_bridge(n) for n in ("sdcontainer", "container:db", "db.container", "none")] == [True, False, False, False]
+    assert [v.is_bridge(n) for n in ("sdcontainer", "container:db", "db.container", "none")] == [
+        True,
+        False,
+        False,
+        False,
+    ]
     refuses(
         v.parse_network,
         [
