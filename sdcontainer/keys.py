@@ -950,10 +950,10 @@ def problems(spec: ContainerSpec) -> Iterator[SpecError]:
     if not is_bridge(spec.network) and not joins_container(spec.network):
         for field, key in (("publish_ports", "PublishPort"), ("ip", "IP")):
             if getattr(spec, field):
-                raise SpecError(f"{key}= needs a bridge network, not Network={spec.network}", field)
+                yield SpecError(f"{key}= needs a bridge network, not Network={spec.network}", field)
     for port in spec.publish_ports:
         if port.startswith("["):
-            raise SpecError(
+            yield SpecError(
                 f"PublishPort={port}: IPv6 is not supported yet (the default network has no IPv6 subnet)",
                 "publish_ports",
             )

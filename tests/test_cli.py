@@ -56,7 +56,7 @@ def test_list_shows_the_readable_records_and_reports_the_others(
     (tmp_path / "new.service").mkdir()
     (tmp_path / "new.service" / "record.json").write_text(json.dumps(newer))
     warning = (
-        "sdcontainer: new.service: record written by a newer sdcontainer (record version 2, this one reads up to 1);"
+        "sdcontainer: new.service: record written by a newer sdcontainer (record version 3, this one reads up to 2);"
         " restart the container or upgrade\n"
     )
     table = CliRunner().invoke(cli, ["list"])
@@ -72,6 +72,6 @@ def test_list_shows_the_readable_records_and_reports_the_others(
             "image_id": None, "command": ["/bin/httpd", "-f"], "hostname": "web", "network": "none",
             "labels": {"app": "web"}, "annotations": {}, "started": "2020-01-01T00:00:00Z", "user": None,
             "group": None, "group_add": [], "caps": 0, "no_new_privileges": True, "working_dir": "/",
-            "notify": "no", "notify_socket": None,
+            "notify": "no", "notify_socket": None, "addresses": [], "ports": [],
         }
     ]  # fmt: skip  # the keys the launcher's dict had, and no others
