@@ -1,7 +1,7 @@
 """A container's bridge network, at start and at stop: netlink, ipam and firewall together.
 
     start (launcher, in the host netns)           stop (ExecStopPost=, `release` verb)
-    lease(spec)        before the fork: the        release(unit): the unit's leases (of
+    lease(spec)        before the fork: the        release(unit) (sdcontainer.release): the unit's leases (of
                        address goes into            this invocation) and its published
                        /etc/hosts                   ports; the veth died with the netns
     connect(spec, pid) once the container's
@@ -207,27 +207,7 @@ def _running_record(name: str) -> state.ContainerRecord | None:
 
 
 def release(unit: str, tag: str | None = None) -> tuple[list[str], list[str]]:
-    """Drop what `unit` holds: its leases on every network (only this run's, with `tag`) and
-    its published ports. Idempotent. Returns (addresses, ports) released."""
-    addresses: list[str] = []
-    for name in NETWORKS:
-        addresses += ipam(name).release(unit, tag)
-    from sdcontainer.firewall import Firewall
+    """Drop what `unit` holds (sdcontainer.release, the ExecStopPost= verb's module)."""
+    from sdcontainer.release import release as release_unit
 
-    with Firewall() as fw:
-        ports = [str(p) for p in fw.release(unit)]
-    return addresses, ports
-
-
-def release_command(args: list[str]) -> int:
-    """`sdcontainer-launcher release --unit UNIT`: the ExecStopPost= of a container on a bridge
-    network (its leases of this run, $INVOCATION_ID, and its published ports)."""
-    from sdcontainer.errors import UsageError
-    from sdcontainer.verbs import parse
-
-    usage = "usage: release --unit UNIT"
-    unit = parse(args, options=("--unit",), usage=usage).options.get("--unit")
-    if unit is None:
-        raise UsageError(usage)
-    release(unit, _tag() or None)
-    return 0
+    return release_unit(unit, tag)
