@@ -83,7 +83,7 @@ KINDS = (
     CONTAINER,
     UnitKind(".network", "Network", "-network", None),
     UnitKind(".volume", "Volume", "-volume", None),
-    UnitKind(".image", "Image", "-image", None),
+    UnitKind(".image", "Image", "-image", "sdcontainer.imagefile"),
     UnitKind(".pod", "Pod", "-pod", None),
     UnitKind(".kube", "Kube", "", None),
     UnitKind(".build", "Build", "-build", None),
@@ -230,6 +230,15 @@ def find_sources(
                     subdirectories.append((entry.path, depth + 1, (found.st_dev, found.st_ino)))
             stack.extend(reversed(subdirectories))  # the first in name order is walked next
     return sorted(seen.values(), key=lambda s: s.name), dropin_index
+
+
+class Known(set[str]):
+    """The names of the unit files found (the `known` every renderer gets is a set of them),
+    with where each is: a file that names another (Image=NAME.image) reads it from there."""
+
+    def __init__(self, sources: list[Source] | tuple[Source, ...] = ()) -> None:
+        super().__init__(source.name for source in sources)
+        self.paths = {source.name: source.path for source in sources}
 
 
 def _entry_name(entry: os.DirEntry[str]) -> str:

@@ -683,6 +683,18 @@ def parse_pull(value: str, ctx: ParseContext) -> str:
     return value
 
 
+AUTO_UPDATE_POLICIES = ("registry", "local")
+
+
+def parse_auto_update(value: str, ctx: ParseContext) -> str:
+    """AutoUpdate=: podman's policies of `auto-update` (podman's "image" is its old name of registry)."""
+    if value == "image":
+        return "registry"
+    if value not in AUTO_UPDATE_POLICIES:
+        raise ValueError(f"{value!r} is not one of {', '.join(AUTO_UPDATE_POLICIES)}")
+    return value
+
+
 def parse_count(value: str, ctx: ParseContext) -> int:
     if not word(value, DIGITS, DIGITS, 6):
         raise ValueError(f"{value!r} is not a whole number")
