@@ -28,7 +28,9 @@ different host addresses; "any" conflicts with every address. The check reads th
 the change is one transaction, both under a flock of their own (`/run/sdcontainer/
 firewall.lock`) held for about a millisecond, never across a whole start. A conflict with a
 unit that `alive` says is gone removes that unit's elements instead (the reclaim after a
-`kill -9`); otherwise NetworkError names both units.
+`kill -9`); otherwise NetworkError names both units. A mapping without a host port
+(PublishPort=80) gets one under the same lock (choose_ports): a port of the kernel's
+ephemeral range that nothing on the host is bound to and no running unit publishes.
 
 nft is driven in-process through libnftables (`libnftables.so.1`, Debian's libnftables1)
 with JSON commands, loaded with the same ctypes subset as sdcontainer.linux; without the
