@@ -28,7 +28,9 @@ different host addresses; "any" conflicts with every address. The check reads th
 the change is one transaction, both under a flock of their own (`/run/sdcontainer/
 firewall.lock`) held for about a millisecond, never across a whole start. A conflict with a
 unit that `alive` says is gone removes that unit's elements instead (the reclaim after a
-`kill -9`); otherwise NetworkError names both units.
+`kill -9`); otherwise NetworkError names both units. A mapping without a host port
+(PublishPort=80) gets one under the same lock (choose_ports): a port of the kernel's
+ephemeral range that nothing on the host is bound to and no running unit publishes.
 
 nft is driven in-process through libnftables (`libnftables.so.1`, Debian's libnftables1)
 with JSON commands, loaded with the same ctypes subset as sdcontainer.linux; without the
@@ -377,11 +379,16 @@ class Firewall:
     ) -> list[Published]:
         """Publish `ports` of `unit`, whose container has addresses `ipv4`/`ipv6`; replaces
         whatever the unit had published before (a restart, a crash). A port mapping with no
-        host IP is published on every address of each family the container has."""
-        wanted = self._expand(unit, list(ports), ipv4, ipv6)
+        host IP is published on every address of each family the container has; one without
+        a host port (host_port 0) gets free ones (choose_ports), chosen under the lock."""
+        mappings = list(ports)
         lock = self._lock()
         try:
             existing, _ = self._state()
+            if any(m.host_port == 0 for m in mappings):
+                others = [q for q in existing if q.unit != unit and (alive is None or alive(q.unit))]
+                mappings = choose_ports(mappings, others)
+            wanted = self._expand(unit, mappings, ipv4, ipv6)
             gone: set[str] = set()
             for p in wanted:
                 for q in existing:
@@ -530,6 +537,74 @@ class Firewall:
             return True
         finally:
             os.close(lock)
+
+
+# --- free host ports (PublishPort=80) -----------------------------------------------------------
+
+CHOOSE_ATTEMPTS = 64
+
+
+def choose_ports(mappings: list[PortMapping], published: list[Published]) -> list[PortMapping]:
+    """`mappings` with each host_port 0 replaced by free host ports: as podman does, ports of
+    the kernel's ephemeral range that nothing on the host is bound to (a bind test, which
+    asks the kernel for one) and that `published` (the other units' elements, read under the
+    firewall's lock that the caller holds, so two starts never choose the same one) does not
+    hold, nor an earlier mapping of this list. A range gets consecutive ports. NetworkError
+    when none is found."""
+    chosen: list[PortMapping] = []
+    for m in mappings:
+        if m.host_port:
+            chosen.append(m)
+            continue
+        taken = [
+            Published("", c.proto, c.host_ip, c.host_port + i, "", 0) for c in chosen for i in range(c.count)
+        ] + published
+        for _ in range(CHOOSE_ATTEMPTS):
+            first = _bindable(m.proto, m.host_ip, 0) if m.count == 1 else _random_start(m.count)
+            ports = range(first, first + m.count)
+            if first and all(
+                not any(_clash(Published("", m.proto, m.host_ip, port, "", 0), q) for q in taken)
+                and (m.count == 1 or _bindable(m.proto, m.host_ip, port))
+                for port in ports
+            ):
+                chosen.append(PortMapping(first, m.container_port, m.proto, m.host_ip, m.count))
+                break
+        else:
+            raise NetworkError(f"PublishPort={m}: no free host port found ({CHOOSE_ATTEMPTS} tries)")
+    return chosen
+
+
+def _bindable(proto: str, host_ip: str, port: int) -> int:
+    """Bind a socket of `proto` on host_ip (every address when "") and `port` (0: the kernel
+    picks a free one of its ephemeral range), and close it: the port bound, or 0 if taken.
+    IP_FREEBIND: a host address that is not up yet may still be published."""
+    import _socket
+
+    family = _socket.AF_INET6 if ":" in host_ip else _socket.AF_INET
+    kind = _socket.SOCK_DGRAM if proto == "udp" else _socket.SOCK_STREAM
+    sock = _socket.socket(family, kind)
+    try:
+        if host_ip:
+            level, option = (_socket.IPPROTO_IPV6, 42) if family == _socket.AF_INET6 else (_socket.IPPROTO_IP, 15)
+            sock.setsockopt(level, option, 1)  # IPV6_FREEBIND / IP_FREEBIND
+        sock.bind((host_ip or ("::" if family == _socket.AF_INET6 else "0.0.0.0"), port))
+        return int(sock.getsockname()[1])
+    except OSError:
+        return 0
+    finally:
+        sock.close()
+
+
+def _random_start(count: int) -> int:
+    """The first port of a random run of `count` inside the ephemeral range."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            low, high = (int(n) for n in f.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    if high - low + 1 < count:
+        return 0
+    return low + int.from_bytes(os.urandom(4), "little") % (high - low + 2 - count)
 
 
 def _clash(p: Published, q: Published) -> bool:

@@ -144,6 +144,7 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
     """The `.service` text: user's [Unit], ours, user's [Service] after ours (so a user's
     scalar such as TimeoutStopSec= wins), [Install] and X- sections as written; and the
     units beside it (socket, proxy, health check)."""
+    _check_joined_container(unit, spec, known)
     default_dependencies = _quadlet_default_dependencies(unit)
     _oneshot_problems(unit, spec)
     sockets = _socket_plan(source, unit, spec)
@@ -173,6 +174,20 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
     others += _socket_units(source, unit, sockets)
     # [Install] belongs to the socket: enabling a socket-activated container means listening
     return Generated(source.service, text, install_links(sockets.socket, unit), others, policy)
+
+
+def _check_joined_container(unit: UnitFile, spec: ContainerSpec, known: set[str]) -> None:
+    """Network=NAME.container names a file on the search path, as a dependency line must
+    (an instance, db@1.container, may come from its template, db@.container)."""
+    name = spec.network
+    if not name.endswith(".container") or "%" in name:
+        return
+    template = name.partition("@")[0] + "@.container" if "@" in name else name
+    if name in known or template in known:
+        return
+    entry = unit.lookup_last("Container", "Network")
+    message = f"Network= names {name}, but no such file is on the search path"
+    raise entry.error(message) if entry else ConfigError(message, unit.path)
 
 
 def _socket_plan(source: Source, unit: UnitFile, spec: ContainerSpec) -> SocketPlan | None:

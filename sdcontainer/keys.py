@@ -23,6 +23,7 @@ from sdcontainer.values import (
     has_variable,
     is_bridge,
     is_service_unit_name,
+    joins_container,
     parse_abs_path,
     parse_add_host,
     parse_auto_update,
@@ -402,8 +403,12 @@ KEYS: tuple[Key, ...] = (
         "eth0, an address from 10.88.0.0/16 on the host's bridge sdcontainer0 (gateway "
         "10.88.0.1), outbound traffic masqueraded. *none*: a network namespace of its own with "
         "only loopback. *host*: the host's network namespace. Without *Network=*, a file with "
-        "*SocketProxy=* gets *none*. Named networks, *.network* files and *container:* are not "
-        "supported yet.",
+        "*SocketProxy=* gets *none*. *container:*_NAME_: the network namespace of the running "
+        "container _NAME_ (its *ContainerName=*, or its unit), shared: its addresses, its "
+        "published ports, its loopback; the start fails when it is not running. "
+        "_NAME_*.container*: the same for the container of that file, whose service this one "
+        "then requires and starts after (as with Quadlet). Named networks and *.network* "
+        "files are not supported yet.",
     ),
     Key(
         "IP",
@@ -422,14 +427,17 @@ KEYS: tuple[Key, ...] = (
         "publish_ports",
         parse_publish_port,
         option="--publish",
-        metavar="[[IP:]HOSTPORT:]CONTAINERPORT[/PROTO]",
+        metavar="[[IP:][HOSTPORT]:]CONTAINERPORT[/PROTO]",
         short="-p",
         doc="Forwards the host's port _HOSTPORT_ (on every address of the host, or only on "
         "_IP_) to _CONTAINERPORT_ of a container on a bridge network, for tcp (the default) "
         "or udp; ranges such as 8080-8082:80-82 map port by port. Reachable from other hosts, "
         "from the host itself (127.0.0.1 too) and from containers. The start fails, naming "
-        "both units, when another running container publishes the same host port. A random "
-        "host port (*PublishPort=80*) is not supported yet.",
+        "both units, when another running container publishes the same host port. Without "
+        "_HOSTPORT_ (*PublishPort=80*, *PublishPort=127.0.0.1::80*), a free host port is "
+        "chosen at each start (one that no other container publishes and nothing on the host "
+        "listens on); the launcher logs it, and *sdcontainer list --format json* shows it "
+        "(*ports*). Not with *Network=container:*.",
     ),
     Key(
         "SocketProxy",
@@ -1412,18 +1420,39 @@ def problems(spec: ContainerSpec) -> Iterator[SpecError]:
             "Sysctl=net.* cannot be combined with SocketProxy=: the container shares the proxy's network namespace",
             "sysctls",
         )
-    if not is_bridge(spec.network):
+    yield from _joined_problems(spec)
+    if not is_bridge(spec.network) and not joins_container(spec.network):
         for field, key in (("publish_ports", "PublishPort"), ("ip", "IP")):
             if getattr(spec, field):
-                raise SpecError(f"{key}= needs a bridge network, not Network={spec.network}", field)
+                yield SpecError(f"{key}= needs a bridge network, not Network={spec.network}", field)
     for port in spec.publish_ports:
         if port.startswith("["):
-            raise SpecError(
+            yield SpecError(
                 f"PublishPort={port}: IPv6 is not supported yet (the default network has no IPv6 subnet)",
                 "publish_ports",
             )
     if "." in spec.dns_search and len(spec.dns_search) > 1:
         yield SpecError("DNSSearch=. (no search domains) cannot be combined with domains", "dns_search")
+
+
+def _joined_problems(spec: ContainerSpec) -> Iterator[SpecError]:
+    """Network=container:NAME: the network is the other container's, and so are its ports,
+    its address and its net.* sysctls (podman refuses these too)."""
+    if not joins_container(spec.network):
+        return
+    other = spec.network.partition(":")[2] if spec.network.startswith("container:") else spec.network
+    for field, key, what in (("publish_ports", "PublishPort", "publish the port"), ("ip", "IP", "set the address")):
+        if getattr(spec, field):
+            yield SpecError(
+                f"{key}= cannot be used with Network={spec.network}: the container shares the network "
+                f"namespace of {other}; {what} there",
+                field,
+            )
+    if any(s.startswith("net.") for s in spec.sysctls):
+        yield SpecError(
+            f"Sysctl=net.* cannot be set with Network={spec.network}: they would change {other}'s network",
+            "sysctls",
+        )
 
 
 def _names_registry(image: str) -> bool:

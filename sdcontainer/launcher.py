@@ -86,7 +86,7 @@ from sdcontainer.rootfs import SCRATCH_DIR, TINI, build_root, etc_hosts, etc_res
 from sdcontainer.security import capability_mask, confine, load_last, own_bounding_set, user_capabilities
 from sdcontainer.spec import ContainerSpec
 from sdcontainer.step import Step, launch_error, outcome_in_child
-from sdcontainer.values import is_bridge
+from sdcontainer.values import is_bridge, joins_container
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -98,6 +98,7 @@ PROG = state.PROG
 STATE_DIR = state.STATE_DIR
 
 READY_LINE = b"R\n"  # from the child: set up, waiting for the go to exec
+GO = b"G"  # to the child, before the go pipe closes: EOF alone means the launcher died
 
 # --- the container's name ------------------------------------------------------------------
 
@@ -182,11 +183,15 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
     secret_files, secret_env = _read_secrets(spec) if spec.secrets else ((), ())
     addresses: tuple[str, ...] = ()
     gateway = None
+    netns_fd, names = -1, hostname
+    joined_addresses: tuple[str, ...] = ()
     if is_bridge(spec.network):
         from sdcontainer import network
 
         addresses = network.lease(spec)  # released by the unit's ExecStopPost= (network.release)
         gateway = network.gateways(spec.network)[0]
+    elif joins_container(spec.network):
+        netns_fd, joined_addresses, names, gateway = _join_plan(spec, hostname)
     return Plan(
         spec=spec,
         foreground=foreground,
@@ -205,12 +210,14 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
         caps=caps,
         listen_fds=listen_fds,
         listen_fdnames=_listen_fdnames(listen_fds),
-        hosts=etc_hosts(hostname, spec.add_hosts, addresses, gateway),
+        hosts=etc_hosts(names, spec.add_hosts, addresses or joined_addresses, gateway),
         resolv_conf=etc_resolv_conf(spec),
         localtime=zone_file(spec.timezone) if spec.timezone else None,
         addresses=addresses,
         secret_files=secret_files,
         secret_env=secret_env,
+        netns_fd=netns_fd,
+        joined_addresses=joined_addresses,
     )
 
 
@@ -248,6 +255,17 @@ def _read_secrets(spec: ContainerSpec) -> tuple[tuple[tuple[str, bytes], ...], t
         else:
             files.append((item, data))
     return tuple(files), tuple(env)
+
+
+def _join_plan(spec: ContainerSpec, hostname: str) -> tuple[int, tuple[str, ...], str, str | None]:
+    """Network=container:NAME: the other container's netns (an fd), its addresses, the names
+    for /etc/hosts at them (this container's host name and that one's) and the gateway."""
+    from sdcontainer import network
+
+    fd, other = network.join_target(spec.network)
+    names = hostname if other.hostname in ("", hostname) else f"{hostname} {other.hostname}"
+    gateway = network.gateways(other.network)[0] if other.network in network.NETWORKS else None
+    return fd, other.addresses, names, gateway
 
 
 def _strings(value: object) -> tuple[str, ...]:
@@ -367,7 +385,10 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
         signal.signal(sig, signal.SIG_DFL)  # python ignores SIGPIPE/SIGXFSZ; ignoring survives exec
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
-    if spec.network != "host":
+    if plan.netns_fd >= 0:
+        with Step(f"join the network namespace of Network={spec.network}"):
+            linux.setns(plan.netns_fd, linux.CLONE_NEWNET)
+    elif spec.network != "host":
         flags |= linux.CLONE_NEWNET  # a bridge network's veth comes in from the launcher
     # nothing in the container may open this process's /proc/PID/exe (the host's python)
     linux.prctl(linux.PR_SET_DUMPABLE, 0)
@@ -394,11 +415,15 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
             raise launch_error(f"working directory {workdir}: outside the container")
     program = find_program(plan.command[0], env.get("PATH", DEFAULT_PATH))
     # Everything that can fail has been done: tell the launcher, and wait until it has told
-    # systemd who we are (it closes its end of go_fd) before running anything of the image's.
+    # systemd who we are (it writes GO and closes its end of go_fd) before running anything of the image's.
     os.write(sync_fd, READY_LINE)
-    while os.read(go_fd, 64):
-        pass
+    go = b""
+    while chunk := os.read(go_fd, 64):
+        go += chunk
     os.close(go_fd)
+    if go != GO:
+        # killed mid-setup (its network half made, systemd not told): never run the payload
+        raise launch_error("the launcher ended before the container could start")
     if plan.foreground:
         # Only now: until the intermediate process exited and we were reparented to the
         # launcher (a subreaper in this mode), the "parent" whose death counts was that one.
@@ -496,7 +521,7 @@ def _wait_foreground(pid: int) -> int:
     return exit_status(wait_status)
 
 
-def write_state(plan: Plan, pid: int) -> None:
+def write_state(plan: Plan, pid: int, ports: tuple[str, ...] = ()) -> None:
     import time
 
     spec = plan.spec
@@ -522,6 +547,8 @@ def write_state(plan: Plan, pid: int) -> None:
         working_dir=plan.working_dir,
         notify=spec.notify,
         notify_socket=os.environ.get("NOTIFY_SOCKET"),
+        addresses=plan.addresses or plan.joined_addresses,
+        ports=ports,
     )
     state.write(record)
 
@@ -569,14 +596,15 @@ def _start(plan: Plan, notifier: Notifier | None) -> int:
             relay = Relay(state.notify_dir(spec.unit))
         plan = replace(plan, notify_socket=relay.path, watchdog_usec=_watchdog_usec())
     pid, sync_r, go_w = _fork_container(plan, warm_hand_off=notifier is not None)
+    ports: tuple[str, ...] = ()
     if plan.addresses and pid is not None:
-        _connect(plan, pid)
+        ports = _connect(plan, pid)
     pidfd = -1
     if notifier is not None and pid is not None:
         try:
             if relay is not None:
                 pidfd = linux.pidfd_open(pid)  # the relay ends with the container's init
-            write_state(plan, pid)
+            write_state(plan, pid, ports)
             # Notify=yes: the container says READY=1 itself; Notify=healthy: the health check does
             notifier.send(f"MAINPID={pid}\nREADY=1" if spec.notify == "no" else f"MAINPID={pid}")
             if not notifier.barrier(5.0):
@@ -585,6 +613,7 @@ def _start(plan: Plan, notifier: Notifier | None) -> int:
             os.kill(pid, signal.SIGKILL)
             state.remove(spec.unit)
             raise SystemdError(f"telling systemd the container's pid: {reason(error)}") from None
+    os.write(go_w, GO)
     os.close(go_w)
     if not plan.foreground:
         # Done: systemd supervises the container now. Waiting to see the execve would keep
@@ -608,15 +637,16 @@ def _start(plan: Plan, notifier: Notifier | None) -> int:
     return 0
 
 
-def _connect(plan: Plan, pid: int) -> None:
+def _connect(plan: Plan, pid: int) -> tuple[str, ...]:
     """A bridge network: the container's init has unshared its netns and waits; give it
-    its eth0 (sdcontainer.network). On failure the init is killed before it ran anything."""
+    its eth0 (sdcontainer.network). On failure the init is killed before it ran anything.
+    Returns the published ports, for the record."""
     from sdcontainer import network
 
     spec = plan.spec
     try:
         with Step(f"connect the container to network {spec.network}"):
-            network.connect(spec, pid, plan.addresses)
+            return tuple(network.port_text(p) for p in network.connect(spec, pid, plan.addresses))
     except BaseException:
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         os.kill(pid, signal.SIGKILL)
@@ -649,6 +679,8 @@ def _fork_container(plan: Plan, *, warm_hand_off: bool) -> tuple[int | None, int
         _intermediate(plan, sync_w, pid_w, go_r)
     for fd in (sync_w, pid_w, go_r):
         os.close(fd)
+    if plan.netns_fd >= 0:
+        os.close(plan.netns_fd)  # the init has its copy, which it joins
     if warm_hand_off:
         # Loaded while the child builds the container, on the other CPU, rather than after
         # its READY line, where the hand-off to systemd waits for it: the JSON encoder of

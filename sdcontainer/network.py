@@ -1,7 +1,7 @@
 """A container's bridge network, at start and at stop: netlink, ipam and firewall together.
 
     start (launcher, in the host netns)           stop (ExecStopPost=, `release` verb)
-    lease(spec)        before the fork: the        release(unit): the unit's leases (of
+    lease(spec)        before the fork: the        release(unit) (sdcontainer.release): the unit's leases (of
                        address goes into            this invocation) and its published
                        /etc/hosts                   ports; the veth died with the netns
     connect(spec, pid) once the container's
@@ -17,6 +17,13 @@ its own published ports, and a lease or port held by a unit that is not running 
 over by whoever needs it (`unit_alive`). Nothing is held across the whole setup: the IPAM
 lock only while an address is chosen, the firewall's only for one nft transaction.
 
+Network=container:NAME and NAME.container join the network namespace of another running
+container (join_target, from its state record) instead: nothing is leased or published.
+
+SDCONTAINER_TEST_KILL_AT=STEP (tests only: tests/test_network_systemd.py) makes the launcher
+SIGKILL itself right after that step of the setup (lease, bridge, veth, firewall, publish),
+to show that what a start leaves half done is released by ExecStopPost= all the same.
+
 A unit is running while its RuntimeDirectory= exists (/run/sdcontainer/containers/UNIT:
 systemd creates it before ExecStart= and removes it after ExecStopPost=), which costs a stat
 rather than a D-Bus round trip.
@@ -25,14 +32,16 @@ rather than a D-Bus round trip.
 from __future__ import annotations
 
 import os
+import sys
 
-from sdcontainer import netlink, state
+from sdcontainer import linux, netlink, state
 from sdcontainer.errors import LaunchError, NetworkError
 from sdcontainer.ipam import Ipam
 from sdcontainer.values import DEFAULT_BRIDGE, DEFAULT_NETWORK, DEFAULT_SUBNET, PortMapping
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from sdcontainer.firewall import Published
     from sdcontainer.spec import ContainerSpec
 
 #: name -> (bridge, subnet): the networks this version knows (named ones come later)
@@ -68,18 +77,28 @@ def lease(spec: ContainerSpec) -> tuple[str, ...]:
         leased = ipam(spec.network).lease(spec.unit, [spec.ip] if spec.ip else [], alive=unit_alive, tag=_tag())
     except NetworkError as error:
         raise NetworkError(f"Network={spec.network}: {error}") from None
+    test_kill_at("lease")
     return tuple(leased)
 
 
-def connect(spec: ContainerSpec, pid: int, addresses: tuple[str, ...]) -> None:
+def test_kill_at(step: str) -> None:
+    """Tests only: SIGKILL this process after `step` when SDCONTAINER_TEST_KILL_AT names it
+    (one dictionary lookup per step otherwise)."""
+    if os.environ.get("SDCONTAINER_TEST_KILL_AT") == step:
+        os.kill(os.getpid(), 9)
+
+
+def connect(spec: ContainerSpec, pid: int, addresses: tuple[str, ...]) -> list[Published]:
     """Put the network namespace of `pid` (the container's init, which unshared it) on the
-    bridge with `addresses`, masquerade the network, publish the unit's ports."""
+    bridge with `addresses`, masquerade the network, publish the unit's ports; returns what
+    was published (host ports chosen for PublishPort=80 included)."""
     from sdcontainer.firewall import Firewall
 
     bridge_name, subnet = NETWORKS[spec.network]
     routers = gateways(spec.network)
     prefix = subnet.partition("/")[2]
     bridge = netlink.ensure_bridge(bridge_name, [f"{g}/{prefix}" for g in routers])
+    test_kill_at("bridge")
     host_ifname = netlink.host_ifname(spec.unit)
     fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -101,35 +120,94 @@ def connect(spec: ContainerSpec, pid: int, addresses: tuple[str, ...]) -> None:
                 netlink.detach(host_ifname)
     finally:
         os.close(fd)
+    test_kill_at("veth")
     with Firewall() as fw:
         fw.add_network(spec.network, [subnet])
-        if spec.publish_ports:
-            ipv4 = next(a.partition("/")[0] for a in addresses if ":" not in a)
-            fw.publish(spec.unit, [PortMapping.parse(p) for p in spec.publish_ports], ipv4=ipv4, alive=unit_alive)
+        test_kill_at("firewall")
+        if not spec.publish_ports:
+            return []
+        ipv4 = next(a.partition("/")[0] for a in addresses if ":" not in a)
+        mappings = [PortMapping.parse(p) for p in spec.publish_ports]
+        published = fw.publish(spec.unit, mappings, ipv4=ipv4, alive=unit_alive)
+    test_kill_at("publish")
+    _log_chosen(mappings, published)
+    return published
+
+
+def _log_chosen(mappings: list[PortMapping], published: list[Published]) -> None:
+    """PublishPort=80: say in the journal which host port it got."""
+    chosen = {(m.proto, m.host_ip, m.container_port + i) for m in mappings if not m.host_port for i in range(m.count)}
+    for p in published:
+        if (p.proto, p.host_ip, p.container_port) in chosen:
+            print(f"{state.PROG}: published {port_text(p)} (a free host port)", file=sys.stderr, flush=True)
+
+
+def port_text(p: Published) -> str:
+    """A published port as the record keeps it and podman shows it: 0.0.0.0:40123->80/tcp."""
+    return f"{p.host()}->{p.container_port}/{p.proto}"
+
+
+# --- Network=container:NAME --------------------------------------------------------------------
+
+
+def join_target(network: str) -> tuple[int, state.ContainerRecord]:
+    """Network=container:NAME or NAME.container: an fd (close-on-exec) of that running
+    container's network namespace, for the init to setns() into, and its record. The
+    container is found by its record (a unit, or a ContainerName=), checked to be its
+    unit's process, and alive still once its namespace is open (a pidfd), so a pid reused
+    meanwhile is never joined. NetworkError when it is not running."""
+    import select
+
+    from sdcontainer.errors import RecordError
+    from sdcontainer.values import joined_unit
+
+    unit = joined_unit(network)
+    name = unit or network.partition(":")[2]
+    try:
+        record = _running_record(name)
+    except RecordError as error:
+        raise NetworkError(f"Network={network}: {error}") from None
+    not_running = NetworkError(f"Network={network}: container {name!r} is not running")
+    if record is None:
+        raise not_running
+    try:
+        pidfd = linux.pidfd_open(record.pid)
+    except OSError:
+        raise not_running from None
+    try:
+        try:
+            with open(f"/proc/{record.pid}/cgroup", encoding="utf-8") as f:
+                if f"/{record.unit}/" not in f.read().replace("\n", "/\n"):
+                    raise not_running
+            fd = os.open(f"/proc/{record.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            raise not_running from None
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if poller.poll(0):  # readable: it exited, and the fd may be of whoever has its pid now
+            os.close(fd)
+            raise not_running
+        return fd, record
+    finally:
+        os.close(pidfd)
+
+
+def _running_record(name: str) -> state.ContainerRecord | None:
+    """The record of the container `name`: a unit (web.service, or web for web.service), else
+    the one container whose ContainerName= it is."""
+    unit = name if name.endswith(".service") else f"{name}.service"
+    record = state.read(unit) if "/" not in unit else None
+    if record is None:
+        matches = [r for r in state.records([]) if r.name == name]
+        if len(matches) > 1:
+            units = ", ".join(r.unit for r in matches)
+            raise NetworkError(f"several containers are called {name!r} ({units}); name the unit")
+        record = matches[0] if matches else None
+    return record
 
 
 def release(unit: str, tag: str | None = None) -> tuple[list[str], list[str]]:
-    """Drop what `unit` holds: its leases on every network (only this run's, with `tag`) and
-    its published ports. Idempotent. Returns (addresses, ports) released."""
-    addresses: list[str] = []
-    for name in NETWORKS:
-        addresses += ipam(name).release(unit, tag)
-    from sdcontainer.firewall import Firewall
+    """Drop what `unit` holds (sdcontainer.release, the ExecStopPost= verb's module)."""
+    from sdcontainer.release import release as release_unit
 
-    with Firewall() as fw:
-        ports = [str(p) for p in fw.release(unit)]
-    return addresses, ports
-
-
-def release_command(args: list[str]) -> int:
-    """`sdcontainer-launcher release --unit UNIT`: the ExecStopPost= of a container on a bridge
-    network (its leases of this run, $INVOCATION_ID, and its published ports)."""
-    from sdcontainer.errors import UsageError
-    from sdcontainer.verbs import parse
-
-    usage = "usage: release --unit UNIT"
-    unit = parse(args, options=("--unit",), usage=usage).options.get("--unit")
-    if unit is None:
-        raise UsageError(usage)
-    release(unit, _tag() or None)
-    return 0
+    return release_unit(unit, tag)

@@ -55,3 +55,7 @@ class Plan:
     # the type=env ones; read from the unit's credentials, they live only in this process's memory
     secret_files: tuple[tuple[str, bytes], ...] = ()
     secret_env: tuple[tuple[str, str], ...] = ()
+    # Network=container:NAME: an fd of that container's network namespace, which the init
+    # joins instead of unsharing one (-1: none), and that container's addresses (its record)
+    netns_fd: int = -1
+    joined_addresses: tuple[str, ...] = ()

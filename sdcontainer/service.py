@@ -29,7 +29,7 @@ from sdcontainer.keys import spec_to_argv
 from sdcontainer.record import record
 from sdcontainer.state import runtime_directory
 from sdcontainer.unitfile import quote_exec_word, quote_list_word
-from sdcontainer.values import has_variable, is_bridge
+from sdcontainer.values import has_variable, is_bridge, joined_unit
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -131,6 +131,8 @@ def service_policy(
     if default_dependencies and (spec.network != "none" or (spec.image and spec.pull != "never")):
         unit_file_only += [("Wants", "network-online.target"), ("After", "network-online.target")]
 
+    unit_file_only += _joined_container_dependencies(spec)
+
     timeout = spec.stop_timeout if spec.stop_timeout is not None else DEFAULT_STOP_TIMEOUT
     service: list[Setting] = [
         ("Type", "notify"),
@@ -171,6 +173,13 @@ def service_policy(
 
 def _exec_line(argv: list[str], values: list[str], file_values: bool) -> str:
     return exec_line(argv, values) if file_values else exec_line(argv + values)
+
+
+def _joined_container_dependencies(spec: ContainerSpec) -> list[Setting]:
+    """Network=NAME.container, as Quadlet: the other container's service is required and
+    started first (its network namespace must exist to be joined)."""
+    other = joined_unit(spec.network)
+    return [("Requires", other), ("After", other)] if other else []
 
 
 def _requires_mounts_for(spec: ContainerSpec) -> list[str]:

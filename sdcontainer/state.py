@@ -183,7 +183,7 @@ def from_json(text: str) -> object:
     return value
 
 
-VERSION = 1  # of the record's fields; 0: a record without `version`, from before there was one
+VERSION = 2  # of the record's fields; 0: a record without `version`, from before there was one
 
 
 @frozen
@@ -213,6 +213,11 @@ class ContainerRecord:
     working_dir: str
     notify: str  # Notify=
     notify_socket: str | None  # the manager's NOTIFY_SOCKET, for health checks to speak to it
+    # since version 2: its addresses ('10.88.0.2/16'; with Network=container:, the other
+    # container's) and its published ports, each 'HOSTIP:HOSTPORT->PORT/PROTO' with the
+    # host port actually published (PublishPort=80 gets a free one at start)
+    addresses: tuple[str, ...] = ()
+    ports: tuple[str, ...] = ()
     version: int = VERSION
 
 
@@ -305,6 +310,9 @@ def _parse(unit: str, text: str, where: str) -> ContainerRecord:
         )
     if version == 0:
         found = _from_version_0(unit, found)
+    if version < 2:  # no network fields yet: what was recorded had none to show
+        found.setdefault("addresses", [])
+        found.setdefault("ports", [])
     kinds = ContainerRecord.__annotations__
     names = [n for n in kinds if n != "version"]
     unknown = [n for n in found if n not in kinds]

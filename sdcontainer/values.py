@@ -242,7 +242,28 @@ _BRIDGE_NAMES = ("bridge", "private", DEFAULT_NETWORK)
 
 def is_bridge(network: str) -> bool:
     """A Network= value (as parsed) that puts the container on a bridge network."""
-    return network not in ("none", "host")
+    return network not in ("none", "host") and not joins_container(network)
+
+
+def joins_container(network: str) -> bool:
+    """Network=container:NAME or NAME.container: the container shares another one's network
+    namespace (sdcontainer.network.join_target finds it)."""
+    return network.startswith("container:") or network.endswith(".container")
+
+
+def joined_unit(network: str) -> str | None:
+    """The service of Network=NAME.container (Quadlet's: the generated unit requires it and
+    starts after it); None for any other value, container:NAME included."""
+    return network[: -len(".container")] + ".service" if network.endswith(".container") else None
+
+
+def _parse_container_network(value: str) -> str:
+    """container:NAME (a ContainerName=, or a unit: web or web.service) or NAME.container (the
+    service of that file), kept as written: the launcher looks the container up at start."""
+    name = value.partition(":")[2] if value.startswith("container:") else value[: -len(".container")]
+    if not word(name, ALNUM + "%", ALNUM + "%@_.:-"):
+        raise ValueError(f"Network={value}: {name!r} is not a container's name (letters, digits and @_.:-)")
+    return value
 
 
 def parse_network(value: str, ctx: ParseContext) -> str:
@@ -257,10 +278,13 @@ def parse_network(value: str, ctx: ParseContext) -> str:
                 f"Network={value}: options of a network ({options}) are not supported yet; use IP= for a static address"
             )
         return DEFAULT_NETWORK
+    if mode == "container" or value.endswith(".container"):
+        return _parse_container_network(value)
     raise ValueError(
         f"Network={value} is not supported yet; this version supports Network=none (a private "
-        f"network namespace with only loopback), Network=host, and the default bridge network "
-        f"(Network=bridge, or no Network= at all: {DEFAULT_SUBNET} on {DEFAULT_BRIDGE})"
+        f"network namespace with only loopback), Network=host, the default bridge network "
+        f"(Network=bridge, or no Network= at all: {DEFAULT_SUBNET} on {DEFAULT_BRIDGE}), and "
+        f"another container's network (Network=container:NAME or Network=NAME.container)"
     )
 
 
@@ -272,16 +296,10 @@ def parse_ipv4(value: str, ctx: ParseContext) -> str:
 
 
 def parse_publish_port(value: str, ctx: ParseContext) -> str:
-    """PublishPort=: [[IP:][HOSTPORT]:]CONTAINERPORT[/PROTO] (PortMapping.parse), with a host
-    port given: a random host port is not supported yet. Kept as PortMapping's own text."""
+    """PublishPort=: [[IP:][HOSTPORT]:]CONTAINERPORT[/PROTO] (PortMapping.parse); without a
+    host port, a free one chosen at start. Kept as PortMapping's own text."""
     if "$" in value or "%" in value:
         raise ValueError(f"{value!r}: variables and specifiers in PublishPort= are not supported yet")
-    spec = value.partition("/")[0]
-    if spec.startswith("["):
-        spec = spec.partition("]:")[2]
-    parts = spec.split(":")
-    if len(parts) == 1 or parts[-2] == "":
-        raise ValueError(f"{value!r}: a random host port is not supported yet; give HOSTPORT:CONTAINERPORT")
     return str(PortMapping.parse(value))
 
 
@@ -293,7 +311,7 @@ class PortMapping:
     """One PublishPort=: host port(s) to container port(s); `count` > 1 is a range, port by
     port (8080-8082:80-82 is 8080->80, 8081->81, 8082->82)."""
 
-    host_port: int
+    host_port: int  # 0: a free one, chosen at start (sdcontainer.firewall.choose_ports)
     container_port: int
     proto: str = "tcp"
     host_ip: str = ""  # "": every address of the host
@@ -303,7 +321,7 @@ class PortMapping:
     def parse(cls, text: str) -> PortMapping:
         """Quadlet's PublishPort= / podman's -p: [[IP:][HOSTPORT]:]CONTAINERPORT[/PROTO], with
         ranges 'A-B' on either side (of equal length), IPv6 as [::1]. A missing host port
-        means the same number as the container's (random host ports are not done here)."""
+        (80, IP::80) is host_port 0: free ones, chosen at start, as podman does."""
         spec, _, proto = text.partition("/")
         proto = proto or "tcp"
         if proto not in PROTOCOLS:
@@ -332,17 +350,25 @@ class PortMapping:
             if host_count != count:
                 raise ValueError(f"PublishPort={text}: the host and container ranges differ in length")
         else:
-            host = container
+            host = 0
         return cls(host, container, proto, host_ip, count)
 
     def __str__(self) -> str:
-        host = f"{self.host_port}" if self.count == 1 else f"{self.host_port}-{self.host_port + self.count - 1}"
+        host = (
+            ""
+            if self.host_port == 0
+            else f"{self.host_port}"
+            if self.count == 1
+            else f"{self.host_port}-{self.host_port + self.count - 1}"
+        )
         cont = (
             f"{self.container_port}"
             if self.count == 1
             else f"{self.container_port}-{self.container_port + self.count - 1}"
         )
         ip = f"[{self.host_ip}]:" if ":" in self.host_ip else f"{self.host_ip}:" if self.host_ip else ""
+        if not host and not ip:
+            return f"{cont}/{self.proto}"
         return f"{ip}{host}:{cont}/{self.proto}"
 
 

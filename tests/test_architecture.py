@@ -52,6 +52,7 @@ LAYERS = (
     "netlink",  # the per-start rtnetlink round trips, stdlib only
     "ipam",  # leases per network, under a file lock
     "firewall",  # table inet sdcontainer through libnftables
+    "release",  # the ExecStopPost= verb: leases and published ports of a unit that ended
     "network",  # a container's bridge network at start and stop: the three above together
     # the launch: the plan, and the steps that carry it out
     "plan",  # Plan: what a start decided on the host

@@ -45,11 +45,12 @@ def nft_table() -> dict[str, Any]:
     ("text", "mapping"),
     [
         ("8080:80", PortMapping(8080, 80)),
-        ("80", PortMapping(80, 80)),
+        ("80", PortMapping(0, 80)),
+        ("80-82/udp", PortMapping(0, 80, "udp", "", 3)),
         ("127.0.0.1:5353:53/udp", PortMapping(5353, 53, "udp", "127.0.0.1")),
         ("0.0.0.0:8080:80", PortMapping(8080, 80)),
         ("[::1]:8080:80/tcp", PortMapping(8080, 80, "tcp", "::1")),
-        ("10.0.0.1::80", PortMapping(80, 80, "tcp", "10.0.0.1")),
+        ("10.0.0.1::80", PortMapping(0, 80, "tcp", "10.0.0.1")),
         ("9000-9002:80-82/udp", PortMapping(9000, 80, "udp", "", 3)),
     ],
 )
@@ -257,3 +258,57 @@ def test_published_ports_and_masquerade_carry_traffic(tmp_path: Path) -> None:
 def test_without_libnftables_the_nft_program_is_used() -> None:
     assert Nft().in_process  # tools/setup installs libnftables1
     assert not Nft(library="libnftables-not-installed.so.0").in_process
+
+
+# --- free host ports (PublishPort=80) ----------------------------------------------------------
+
+
+def test_a_free_host_port_avoids_ports_bound_on_the_host_and_published_by_others(tmp_path: Path) -> None:
+    """In a netns whose ephemeral range is four ports: two bound by host programs (TCP; one
+    only bound, one listening), one published by another unit: PublishPort=80 gets the
+    fourth, a second one finds none; a range gets consecutive ports; UDP is its own space;
+    a unit that is gone does not hold its port."""
+    import socket
+
+    def run() -> dict[str, Any]:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", "w") as f:
+            f.write("40000 40003")
+        held = []
+        for port, listen in ((40000, False), (40001, True)):
+            s = socket.socket()
+            s.bind(("0.0.0.0", port))
+            if listen:
+                s.listen()
+            held.append(s)
+        result: dict[str, Any] = {}
+        with Firewall(lock_path=str(tmp_path / "fw.lock")) as fw:
+            fw.publish("db.service", [PortMapping.parse("40002:5432")], ipv4="10.90.0.9")
+            result["web"] = fw.publish("web.service", [PortMapping.parse("80")], ipv4="10.90.0.10")
+            try:
+                fw.publish("api.service", [PortMapping.parse("80")], ipv4="10.90.0.11")
+            except NetworkError as e:
+                result["none left"] = str(e)
+            # the same unit again (a restart) may get it again: its own old element is not in the way
+            result["again"] = fw.publish("web.service", [PortMapping.parse("127.0.0.1::80")], ipv4="10.90.0.10")
+            result["udp"] = fw.publish("dns.service", [PortMapping.parse("53/udp")], ipv4="10.90.0.12")
+            # db.service is gone: its port may be chosen, and its element goes
+            fw.release("web.service")
+            result["range"] = fw.publish(
+                "rng.service", [PortMapping.parse("80-81")], ipv4="10.90.0.13", alive=lambda u: u != "db.service"
+            )
+            result["table"] = sorted((p.unit, p.host_port, p.proto) for p in fw.published())
+        for s in held:
+            s.close()
+        return result
+
+    r = in_netns(run)
+    assert r["web"] == [Published("web.service", "tcp", "", 40003, "10.90.0.10", 80)]
+    assert r["none left"] == "PublishPort=80/tcp: no free host port found (64 tries)"
+    assert r["again"] == [Published("web.service", "tcp", "127.0.0.1", 40003, "10.90.0.10", 80)]
+    assert r["udp"][0].host_port in range(40000, 40004) and r["udp"][0].proto == "udp"
+    assert [(p.host_port, p.container_port) for p in r["range"]] == [(40002, 80), (40003, 81)]
+    assert r["table"] == [
+        ("dns.service", r["udp"][0].host_port, "udp"),
+        ("rng.service", 40002, "tcp"),
+        ("rng.service", 40003, "tcp"),
+    ]

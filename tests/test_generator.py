@@ -331,3 +331,28 @@ def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
         if ("hello" in line or "db.service" in line or "sdcontainer" in line)
     ]
     assert verify.returncode == 0 and problems == [], verify.stderr
+
+
+def test_network_of_another_container_requires_its_service(tmp_path: Path) -> None:
+    """Quadlet's network.reuse.container: Network=basic.container gives Requires= and After=
+    basic.service (and no release at stop: nothing is leased); container:NAME gives neither;
+    a file that is not there is an error naming the line."""
+    units = tmp_path / "units"
+    write(units / "basic.container", GOOD)
+    write(units / "reuse.container", GOOD + "Network=basic.container\n")
+    write(units / "byname.container", GOOD + "Network=container:basic\n")
+    write(units / "web@.container", GOOD)
+    write(units / "side.container", GOOD + "Network=web@1.container\n")
+    out, result = generate_into(tmp_path, [units])
+    assert result.returncode == 0, result.stderr
+    reuse = (out / "reuse.service").read_text()
+    assert "Requires=basic.service\n" in reuse and "After=basic.service\n" in reuse
+    assert "ExecStopPost" not in reuse and " --network basic.container " in reuse
+    byname = (out / "byname.service").read_text()
+    assert "basic.service" not in byname and "ExecStopPost" not in byname
+    assert "Requires=web@1.service\n" in (out / "side.service").read_text()
+    write(units / "lost.container", GOOD + "Network=gone.container\n")
+    result = run_generator([units], "--dry-run")
+    assert f"{units}/lost.container:4: Network= names gone.container, but no such file is on the search path" in (
+        result.stderr
+    )

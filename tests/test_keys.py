@@ -71,7 +71,23 @@ def test_tmpfs_and_booleans_and_signals() -> None:
     [
         ("Rootfs=/r\nExec=x\nFrobnicate=1\n", 4, "unknown key Frobnicate= in [Container]"),
         ("Rootfs=/r\nExec=x\nIP6=fd00::1\n", 4, "Quadlet key that sdcontainer does not support yet"),
-        ("Rootfs=/r\nExec=x\nPublishPort=80\n", 4, "a random host port is not supported yet"),
+        (
+            "Rootfs=/r\nExec=x\nNetwork=container:db\nPublishPort=80\n",
+            5,
+            "PublishPort= cannot be used with Network=container:db: the container shares the network "
+            "namespace of db; publish the port there",
+        ),
+        (
+            "Rootfs=/r\nExec=x\nNetwork=db.container\nIP=10.88.0.9\n",
+            5,
+            "IP= cannot be used with Network=db.container: the container shares the network namespace "
+            "of db.container; set the address there",
+        ),
+        (
+            "Rootfs=/r\nExec=x\nNetwork=container:db\nSysctl=net.ipv4.ip_forward=1\n",
+            5,
+            "Sysctl=net.* cannot be set with Network=container:db: they would change db's network",
+        ),
         (
             "Rootfs=/r\nExec=x\nNetwork=none\nPublishPort=8080:80\n",
             5,

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.containers import ROOTFS, add_container, container, wait_for
+from tests.containers import ROOTFS, add_container, container, unit_processes, wait_for
 from tests.testbed import Testbed
 
 LEASES = "/run/sdcontainer/networks/sdcontainer"
@@ -155,3 +155,139 @@ def test_kill_9_leaks_nothing_and_the_restart_works(bed: Testbed) -> None:
     assert len(published(bed)) == 1
     bed.systemctl("stop", "api.service")
     assert published(bed) == []
+
+
+# --- Network=container:NAME / NAME.container ------------------------------------------------------
+
+
+def record_of(bed: Testbed, unit: str) -> dict[str, object]:
+    found = json.loads(bed.read_file(f"/run/sdcontainer/containers/{unit}/record.json"))
+    assert isinstance(found, dict)
+    return found
+
+
+def test_network_container_joins_the_other_containers_namespace(bed: Testbed) -> None:
+    add_container(bed, "api", API)
+    add_container(bed, "side", container("/bin/sleep infinity", "Network=api.container\nHostName=side\nRunInit=yes\n"))
+    unit_text = bed.systemctl("cat", "side.service").stdout
+    assert "Requires=api.service" in unit_text and "After=api.service" in unit_text
+    assert "ExecStopPost" not in unit_text  # nothing leased: nothing to release
+    bed.start_unit("side.service")  # starts api.service first
+    assert bed.show("api.service", "ActiveState") == "active"
+    api_pid, side_pid = bed.show("api.service", "MainPID"), bed.show("side.service", "MainPID")
+    assert (
+        bed.run(["readlink", f"/proc/{api_pid}/ns/net"]).stdout
+        == bed.run(["readlink", f"/proc/{side_pid}/ns/net"]).stdout
+    )
+    # the UTS namespace stays its own; api's server answers on side's loopback
+    assert bed.read_file(f"/proc/{side_pid}/root/etc/hostname").strip() == "side"
+    assert wait_for(lambda: get(bed, "http://127.0.0.1:80/", unit="side.service")) == "hello from api\n"
+    address = lease(bed, "api.service")
+    assert f"{address}\tside api\n" in bed.read_file(f"/proc/{side_pid}/root/etc/hosts")
+    side = record_of(bed, "side.service")
+    assert side["network"] == "api.container" and side["addresses"] == [f"{address}/16"] and side["ports"] == []
+    assert record_of(bed, "api.service")["ports"] == ["0.0.0.0:8080->80/tcp"]
+    assert not bed.exists(f"{LEASES}/units/side.service")
+
+    # container:NAME, by ContainerName= (or unit); stopping api stops side (Requires=)
+    add_container(bed, "peer", container("/bin/sleep infinity", "Network=container:api\nRunInit=yes\n"))
+    bed.start_unit("peer.service")
+    peer_pid = bed.show("peer.service", "MainPID")
+    assert (
+        bed.run(["readlink", f"/proc/{peer_pid}/ns/net"]).stdout
+        == bed.run(["readlink", f"/proc/{api_pid}/ns/net"]).stdout
+    )
+    bed.systemctl("stop", "peer.service", "api.service")
+    assert bed.show("side.service", "ActiveState") == "inactive"
+    # not running: a clear error, and nothing started
+    assert bed.systemctl("start", "peer.service", check=False).returncode != 0
+    assert "Network=container:api: container 'api' is not running" in bed.journal("peer.service")
+    assert bed.show("api.service", "ActiveState") != "active"  # container: does not start it
+    assert published(bed) == []
+
+
+def test_publish_port_without_a_host_port_gets_a_free_one(bed: Testbed) -> None:
+    body = "Volume=/srv/www:/www:ro\nPublishPort=80\nPublishPort=127.0.0.1::80/udp\n"
+    add_container(bed, "rnd", container("/bin/httpd -f -p 80 -h /www", body))
+    bed.start_unit("rnd.service")
+    ports = record_of(bed, "rnd.service")["ports"]
+    assert isinstance(ports, list) and len(ports) == 2
+    tcp, udp = ports
+    assert tcp.startswith("0.0.0.0:") and tcp.endswith("->80/tcp") and udp.startswith("127.0.0.1:")
+    host_port = int(tcp.partition(":")[2].partition("-")[0])
+    low, high = (int(n) for n in bed.read_file("/proc/sys/net/ipv4/ip_local_port_range").split())
+    assert low <= host_port <= high
+    assert f"published {tcp} (a free host port)" in bed.journal("rnd.service")
+    assert wait_for(lambda: get(bed, f"http://127.0.0.1:{host_port}/")) == "hello from api\n"
+    assert get(bed, f"http://192.0.2.1:{host_port}/", netns="outside") == "hello from api\n"
+    listed = json.loads(bed.run(["sdcontainer", "list", "--format", "json"]).stdout)
+    assert [c["ports"] for c in listed if c["unit"] == "rnd.service"] == [ports]
+    bed.systemctl("stop", "rnd.service")
+    assert published(bed) == []
+
+
+# --- cleanup when the launcher is killed at each step --------------------------------------------
+
+KILLED = container(
+    "/bin/httpd -f -p 80 -h /www",
+    "Volume=/srv/www:/www:ro\nPublishPort=8181:80\n",
+    "Environment=SDCONTAINER_TEST_KILL_AT={}",
+)
+
+
+@pytest.mark.parametrize("step", ["lease", "bridge", "veth", "firewall", "publish"])
+def test_the_launcher_killed_at_each_network_step_leaves_nothing(bed: Testbed, step: str) -> None:
+    """SIGKILL of the launcher right after each step of the bridge setup: systemd's
+    ExecStopPost= releases the lease and the published port, the veth dies with the netns,
+    the half-made container never runs its command, and the next start works."""
+    unit = "killed.service"
+    add_container(bed, "killed", KILLED.format(step))
+    assert bed.systemctl("start", unit, check=False).returncode != 0
+    wait_for(lambda: bed.show(unit, "ActiveState") in ("failed", "inactive"))
+    assert bed.show(unit, "ExecMainStatus") == "9" or "SIGKILL" in bed.show(unit, "Result") + bed.journal(unit)
+    assert not bed.exists(f"{LEASES}/units/{unit}")
+    assert [p for p in published(bed) if unit in json.dumps(p)] == []
+    ifname = bed.run(["python3", "-c", f"import zlib; print('vsd%08x' % zlib.crc32(b'{unit}'))"]).stdout.strip()
+    assert wait_for(lambda: ifname not in host_links(bed)), f"{ifname} is left"
+    assert unit_processes(bed, unit) == []
+    if step != "lease":  # the init was waiting for the go: it did not run httpd
+        assert "the launcher ended before the container could start" in bed.journal(unit)
+    add_container(bed, "killed", KILLED.format(""))
+    bed.start_unit(unit)
+    assert wait_for(lambda: get(bed, "http://127.0.0.1:8181/")) == "hello from api\n"
+    bed.systemctl("stop", unit)
+    assert published(bed) == [] and not bed.exists(f"{LEASES}/units/{unit}")
+
+
+# --- many at once -----------------------------------------------------------------------------
+
+
+def test_fifty_units_started_at_once_get_fifty_addresses(bed: Testbed) -> None:
+    import time
+
+    add_container(bed, "many@", container("/bin/httpd -f -p 80 -h /www", "Volume=/srv/www:/www:ro\n"))
+    units = [f"many@{i}.service" for i in range(1, 51)]
+    t0 = time.monotonic()
+    bed.systemctl("start", *units)
+    took = time.monotonic() - t0
+    print(f"\n50 units started with one systemctl start: {took:.2f} s")
+    addresses = [lease(bed, u) for u in units]
+    assert len(set(addresses)) == 50 and all(a.startswith("10.88.") for a in addresses)
+    code = (
+        "import sys, urllib.request\n"
+        "for a in sys.argv[1:]:\n"
+        "    for _ in range(50):\n"
+        "        try:\n"
+        "            print(a, urllib.request.urlopen(f'http://{a}/', timeout=5).read().decode().strip()); break\n"
+        "        except OSError:\n"
+        "            import time; time.sleep(0.1)\n"
+        "    else:\n"
+        "        print(a, 'unreachable')\n"
+    )
+    answers = bed.run(["python3", "-I", "-c", code, *addresses]).stdout.splitlines()
+    assert answers == [f"{a} hello from api" for a in addresses]
+    bed.systemctl("stop", *units)
+    assert [u for u in units if bed.exists(f"{LEASES}/units/{u}")] == []
+    assert bed.run(["ls", f"{LEASES}/leases"]).stdout.split() == []
+    assert published(bed) == []
+    assert wait_for(lambda: not [n for n in host_links(bed) if n.startswith("vsd")])

@@ -110,7 +110,7 @@ def test_round_trip_through_the_json_the_readers_see(run: Path) -> None:
     text = (run / "containers" / "web.service" / "record.json").read_text()
     found = json.loads(text)
     assert list(found) == [*state.ContainerRecord.__annotations__]  # the fields' order, version last
-    assert found["version"] == state.VERSION == 1 and f'"pid": {make().pid},' in text
+    assert found["version"] == state.VERSION == 2 and f'"pid": {make().pid},' in text
     assert found["labels"] == {"app": "web", "tier": "front"} and found["command"][2] == "/bin/httpd"
     assert found["group"] is None and found["caps"] == 0x800405FB
     assert state.records() == [
@@ -168,10 +168,10 @@ def test_a_missing_or_unknown_field_or_what_is_not_a_record_is_unreadable(run: P
 def test_a_record_of_a_newer_version_is_refused_and_the_others_still_read(
     run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    written(run, "new.service", {**state.to_dict(make("new.service")), "version": 2, "cgroup": "/x"})
+    written(run, "new.service", {**state.to_dict(make("new.service")), "version": 3, "cgroup": "/x"})
     state.write(make())
     message = (
-        "new.service: record written by a newer sdcontainer (record version 2, this one reads up to 1);"
+        "new.service: record written by a newer sdcontainer (record version 3, this one reads up to 2);"
         " restart the container or upgrade"
     )
     with pytest.raises(state.RecordError) as error:
@@ -215,3 +215,19 @@ def test_a_record_an_older_version_wrote_is_converted(run: Path) -> None:
     written(run, "nopid.service", {"unit": "nopid.service"})
     with pytest.raises(state.RecordError, match=r"unreadable record: missing field 'pid'$"):
         state.read("nopid.service")
+
+
+def test_version_2_records_addresses_and_published_ports_and_reads_version_1(run: Path) -> None:
+    """Version 2 added `addresses` and `ports` (with the host port actually published, a free
+    one for PublishPort=80); a version 1 record, from before, reads as having none."""
+    networked = replace(make(), addresses=("10.88.0.5/16",), ports=("0.0.0.0:40123->80/tcp",))
+    state.write(networked)
+    assert state.read("web.service") == networked
+    found = json.loads((run / "containers" / "web.service" / "record.json").read_text())
+    assert found["addresses"] == ["10.88.0.5/16"] and found["ports"] == ["0.0.0.0:40123->80/tcp"]
+    version_1 = {k: v for k, v in state.to_dict(make("one.service")).items() if k not in ("addresses", "ports")}
+    written(run, "one.service", {**version_1, "version": 1})
+    assert state.read("one.service") == make("one.service")
+    written(run, "bad.service", {**state.to_dict(make("bad.service")), "ports": [80]})
+    with pytest.raises(state.RecordError, match=r"unreadable record: ports: expected an array of strings$"):
+        state.read("bad.service")

@@ -249,17 +249,29 @@ def test_network() -> None:
     accepts(
         v.parse_network,
         [("none", "none"), ("host", "host"), ("bridge", "sdcontainer"), ("private", "sdcontainer"),
-         ("sdcontainer", "sdcontainer")],
+         ("sdcontainer", "sdcontainer"), ("container:db", "container:db"), ("container:db.service",
+         "container:db.service"), ("db.container", "db.container"), ("db@%i.container", "db@%i.container")],
     )  # fmt: skip
+    assert [v.joined_unit(n) for n in ("db.container", "container:db", "sdcontainer")] == ["db.service", None, None]
+    assert [v.is_bridge(n) for n in ("sdcontainer", "container:db", "db.container", "none")] == [
+        True,
+        False,
+        False,
+        False,
+    ]
     refuses(
         v.parse_network,
         [
             (
                 "backend.network",
                 "Network=backend.network is not supported yet; this version supports Network=none (a "
-                "private network namespace with only loopback), Network=host, and the default bridge "
-                "network (Network=bridge, or no Network= at all: 10.88.0.0/16 on sdcontainer0)",
+                "private network namespace with only loopback), Network=host, the default bridge "
+                "network (Network=bridge, or no Network= at all: 10.88.0.0/16 on sdcontainer0), and "
+                "another container's network (Network=container:NAME or Network=NAME.container)",
             ),
+            ("container:", "Network=container:: '' is not a container's name (letters, digits and @_.:-)"),
+            ("container:a/b", "Network=container:a/b: 'a/b' is not a container's name (letters, digits and @_.:-)"),
+            (".container", "Network=.container: '' is not a container's name (letters, digits and @_.:-)"),
             ("bridge:ip=10.88.0.5", "Network=bridge:ip=10.88.0.5: options of a network (ip=10.88.0.5) are "
              "not supported yet; use IP= for a static address"),
         ],
@@ -271,12 +283,12 @@ def test_publish_port() -> None:
         v.parse_publish_port,
         [("8080:80", "8080:80/tcp"), ("127.0.0.1:5353:53/udp", "127.0.0.1:5353:53/udp"),
          ("0.0.0.0:80:91", "80:91/tcp"), ("9000-9002:80-82/udp", "9000-9002:80-82/udp"),
-         ("[::1]:8080:80", "[::1]:8080:80/tcp")],
+         ("[::1]:8080:80", "[::1]:8080:80/tcp"), ("80", "80/tcp"), ("127.0.0.1::93", "127.0.0.1::93/tcp"),
+         ("0.0.0.0::53/udp", "53/udp"), ("90-92", "90-92/tcp")],
     )  # fmt: skip
-    random = "a random host port is not supported yet; give HOSTPORT:CONTAINERPORT"
     refuses(
         v.parse_publish_port,
-        [("80", f"'80': {random}"), ("127.0.0.1::93", f"'127.0.0.1::93': {random}"),
+        [
          ("${PORT}:${PORT}", "'${PORT}:${PORT}': variables and specifiers in PublishPort= are not supported yet"),
          ("8080:80/sctp", "PublishPort=8080:80/sctp: protocol must be tcp or udp, not 'sctp'"),
          ("8080-8081:80", "PublishPort=8080-8081:80: the host and container ranges differ in length")],
