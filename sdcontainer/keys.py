@@ -48,6 +48,7 @@ from sdcontainer.values import (
     parse_network,
     parse_notify,
     parse_pids_limit,
+    parse_pod,
     parse_positive_duration,
     parse_proxy_target,
     parse_publish_port,
@@ -390,6 +391,19 @@ KEYS: tuple[Key, ...] = (
         "only loopback. *host*: the host's network namespace. Without *Network=*, a file with "
         "*SocketProxy=* gets *none*. Named networks, *.network* files and *container:* are not "
         "supported yet.",
+    ),
+    Key(
+        "Pod",
+        Kind.SINGLE,
+        "pod",
+        parse_pod,
+        option="--pod",
+        metavar="NAME.pod",
+        doc="Runs the container in the pod of the file _NAME_*.pod* (see *sdcontainer.pod*(5)): it "
+        "joins the pod's network, IPC and UTS namespaces (its host name is the pod's; the pod's "
+        "containers reach each other on 127.0.0.1), its unit is bound to _NAME_*-pod.service* "
+        "(started with it, stopped with it) and that service starts it. *Network=*, *IP=*, "
+        "*PublishPort=* and *HostName=* belong to the pod and are refused here.",
     ),
     Key(
         "IP",
@@ -763,7 +777,6 @@ QUADLET_ONLY_KEYS = frozenset(
         "LogOpt",
         "Mount",
         "NetworkAlias",
-        "Pod",
         "PodmanArgs",
         "RemapGid",
         "RemapUid",
@@ -883,7 +896,8 @@ def _section_values(
     if "network" not in values:
         # Quadlet's default: the default bridge network; with SocketProxy=, the private
         # namespace the proxy shares (its target is the container's 127.0.0.1)
-        values["network"] = "none" if "socket_proxy" in values else DEFAULT_NETWORK
+        # in a pod, the pod's (the container joins its network namespace)
+        values["network"] = "none" if "socket_proxy" in values or "pod" in values else DEFAULT_NETWORK
     return values, grouped
 
 
@@ -969,7 +983,14 @@ def problems(spec: ContainerSpec) -> Iterator[SpecError]:
             "Sysctl=net.* cannot be combined with SocketProxy=: the container shares the proxy's network namespace",
             "sysctls",
         )
-    if not is_bridge(spec.network):
+    if spec.pod:
+        # as Quadlet and podman: the pod has the network namespace and the host name
+        for field, key in (("network", "Network"), ("ip", "IP"), ("publish_ports", "PublishPort"), ("hostname", "HostName")):
+            if getattr(spec, field) not in (None, (), "none"):
+                yield SpecError(f"{key}= cannot be set in a pod (Pod={spec.pod}): set it in the .pod file", field)
+        if spec.socket_proxy:
+            yield SpecError("SocketProxy= cannot be combined with Pod=", "socket_proxy")
+    elif not is_bridge(spec.network):
         for field, key in (("publish_ports", "PublishPort"), ("ip", "IP")):
             if getattr(spec, field):
                 raise SpecError(f"{key}= needs a bridge network, not Network={spec.network}", field)

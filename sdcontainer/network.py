@@ -4,9 +4,10 @@
     lease(spec)        before the fork: the        release(unit): the unit's leases (of
                        address goes into            this invocation) and its published
                        /etc/hosts                   ports; the veth died with the netns
-    connect(spec, pid) once the container's
+    connect(spec, netns) once the container's
                        init has unshared its netns: bridge (created if missing), veth into
-                       /proc/PID/ns/net, masquerade, published ports
+                       that netns (/proc/PID/ns/net, or a pod's bind-mounted one),
+                       masquerade, published ports
 
 What outlives a container is keyed by its unit: the lease files (sdcontainer.ipam, under
 /run) and the map elements of `table inet sdcontainer` (commented with the unit). Both are
@@ -71,9 +72,10 @@ def lease(spec: ContainerSpec) -> tuple[str, ...]:
     return tuple(leased)
 
 
-def connect(spec: ContainerSpec, pid: int, addresses: tuple[str, ...]) -> None:
-    """Put the network namespace of `pid` (the container's init, which unshared it) on the
-    bridge with `addresses`, masquerade the network, publish the unit's ports."""
+def connect(spec: ContainerSpec, netns: str, addresses: tuple[str, ...]) -> None:
+    """Put the network namespace at the path `netns` (/proc/PID/ns/net of the container's
+    init, which unshared it; a pod's bind mount) on the bridge with `addresses`, masquerade
+    the network, publish the unit's ports."""
     from sdcontainer.firewall import Firewall
 
     bridge_name, subnet = NETWORKS[spec.network]
@@ -81,7 +83,7 @@ def connect(spec: ContainerSpec, pid: int, addresses: tuple[str, ...]) -> None:
     prefix = subnet.partition("/")[2]
     bridge = netlink.ensure_bridge(bridge_name, [f"{g}/{prefix}" for g in routers])
     host_ifname = netlink.host_ifname(spec.unit)
-    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
     try:
         for attempt in (1, 2):
             try:
