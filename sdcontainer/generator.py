@@ -170,7 +170,7 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
     if spec.pod:
         from sdcontainer.pods import container_links  # the pod's service wants its containers
 
-        links = container_links(source, unit)
+        links = container_links(source, unit, spec.start_with_pod)
     if sockets is None:
         return Generated(source.service, text, install_links(source.service, unit) + links, others, policy)
     others += _socket_units(source, unit, sockets)

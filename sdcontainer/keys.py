@@ -406,6 +406,15 @@ KEYS: tuple[Key, ...] = (
         "*PublishPort=* and *HostName=* belong to the pod and are refused here.",
     ),
     Key(
+        "StartWithPod",
+        Kind.SINGLE,
+        "start_with_pod",
+        parse_bool,
+        metavar="BOOL",
+        doc="With *Pod=*: whether starting the pod's service starts this container (it is in the "
+        "service's .wants/ directory). Default: yes.",
+    ),
+    Key(
         "IP",
         Kind.SINGLE,
         "ip",
@@ -790,7 +799,6 @@ QUADLET_ONLY_KEYS = frozenset(
         "SecurityLabelNested",
         "SecurityLabelType",
         "ServiceName",
-        "StartWithPod",
         "SubGIDMap",
         "SubUIDMap",
         "UIDMap",
@@ -985,7 +993,12 @@ def problems(spec: ContainerSpec) -> Iterator[SpecError]:
         )
     if spec.pod:
         # as Quadlet and podman: the pod has the network namespace and the host name
-        for field, key in (("network", "Network"), ("ip", "IP"), ("publish_ports", "PublishPort"), ("hostname", "HostName")):
+        for field, key in (
+            ("network", "Network"),
+            ("ip", "IP"),
+            ("publish_ports", "PublishPort"),
+            ("hostname", "HostName"),
+        ):
             if getattr(spec, field) not in (None, (), "none"):
                 yield SpecError(f"{key}= cannot be set in a pod (Pod={spec.pod}): set it in the .pod file", field)
         if spec.socket_proxy:

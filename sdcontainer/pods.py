@@ -241,8 +241,8 @@ def pod_argv(spec: PodSpec) -> list[str]:
     argv = []
     for key in POD_KEYS:
         value = getattr(spec, key.field)
-        if key.option is None or value is None:
-            continue
+        if key.option is None or value is None or value == getattr(PodSpec(), key.field):
+            continue  # a default: left out, for a readable systemctl cat
         for item in value if isinstance(value, tuple) else (value,):
             argv += [key.option, str(item)]
     return argv
@@ -335,11 +335,11 @@ def container_unit_lines(source: Source, unit: UnitFile, known: set[str]) -> lis
     return [f"BindsTo={service}", f"After={service}"]
 
 
-def container_links(source: Source, unit: UnitFile) -> list[tuple[str, str]]:
+def container_links(source: Source, unit: UnitFile, start_with_pod: bool) -> list[tuple[str, str]]:
     """The pod's service wants the container (as Quadlet's Wants= in it): a link in its
-    .wants/ directory. A template has no instance to start."""
+    .wants/ directory, unless StartWithPod=no. A template has no instance to start."""
     entry = pod_entry(unit)
-    if entry is None or source.template is not None or source.stem.endswith("@"):
+    if entry is None or not start_with_pod or source.stem.endswith("@"):
         return []
     return [(f"{service_of(entry.value)}.wants/{source.service}", f"../{source.service}")]
 
@@ -474,7 +474,7 @@ def remove(pod: str, unit: str, *, release_network: bool = True) -> None:
         network.release(unit, os.environ.get("INVOCATION_ID") or None)
     for name, _ in NAMESPACES:
         target = f"{directory}/{name}"
-        try:
+        try:  # noqa: SIM105 - contextlib is not imported on this path
             linux.umount2(target, linux.MNT_DETACH)
         except OSError:
             pass  # not mounted
