@@ -4,6 +4,7 @@ and the pod-create verb's command line."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,9 @@ from sdcontainer.cli import cli
 from sdcontainer.errors import ConfigError
 from sdcontainer.generator import find_sources, generate
 from sdcontainer.keys import spec_from_argv, spec_to_argv
-from sdcontainer.pods import POD_KEYS, _parse_create
+from sdcontainer.pods import POD_KEYS, QUADLET_ONLY_POD_KEYS, _parse_create
 from sdcontainer.sources import Known
+from tests.helpers import CHECKOUT
 
 ROOTFS = "[Container]\nRootfs=/srv/root\nExec=/bin/sleep 1000\n"
 
@@ -170,3 +172,30 @@ def test_a_published_port_needs_the_pods_bridge_network(tmp_path: Path) -> None:
 
 def test_every_pod_key_has_an_option_the_verb_reads() -> None:
     assert all(key.option for key in POD_KEYS)
+
+
+# --- the man page against the table -----------------------------------------------------------
+
+POD_PAGE = CHECKOUT / "man" / "sdcontainer.pod.5.scd"
+
+
+def test_every_pod_key_has_a_term_line_and_every_term_line_is_a_key() -> None:
+    from tests.test_man import KEY_TERM, section
+
+    terms = KEY_TERM.findall(section(POD_PAGE.read_text(encoding="utf-8"), "# [POD] SECTION"))
+    assert sorted(terms) == sorted(key.name for key in POD_KEYS)
+    assert len(terms) == len(set(terms))
+
+
+def test_the_refused_quadlet_pod_keys_are_listed_exactly() -> None:
+    from tests.test_man import section
+
+    text = section(POD_PAGE.read_text(encoding="utf-8"), "## Quadlet keys not supported")
+    assert set(re.findall(r"([A-Z][A-Za-z0-9]*)=", text)) == set(QUADLET_ONLY_POD_KEYS)
+
+
+def test_the_pod_page_builds_with_scdoc() -> None:
+    from tests.test_man import test_no_text_line_starts_with_a_roff_control_character, test_page_builds_with_scdoc
+
+    test_page_builds_with_scdoc(POD_PAGE)
+    test_no_text_line_starts_with_a_roff_control_character(POD_PAGE)
