@@ -350,6 +350,10 @@ def generate(source: Source, known: set[str], dropin_index: dict[str, list[str]]
         from sdcontainer.imagefile import resolve
 
         spec = resolve(source, unit, spec, known, dropin_index)
+    if spec.pod:
+        from sdcontainer.pods import check_pod
+
+        check_pod(source, unit, known, dropin_index)
     if spec.image and spec.stop_signal is None and not has_variable(spec.image):
         spec = _image_stop_signal(spec)
     generated = render(source, unit, spec, known)

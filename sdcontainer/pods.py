@@ -27,7 +27,15 @@ from sdcontainer.errors import ConfigError, ErrorList, LaunchError, UsageError
 from sdcontainer.keys import Key, Kind, _values_for, did_you_mean
 from sdcontainer.record import record
 from sdcontainer.service import exec_line, launcher_command
-from sdcontainer.sources import DEPENDENCY_KEYS, Generated, Source, install_links, service_of, translate_dependency
+from sdcontainer.sources import (
+    DEPENDENCY_KEYS,
+    Generated,
+    Source,
+    install_links,
+    load,
+    service_of,
+    translate_dependency,
+)
 from sdcontainer.unitfile import Entry, UnitFile, escape_specifiers, parse_boolean
 from sdcontainer.values import (
     DEFAULT_NETWORK,
@@ -333,6 +341,22 @@ def container_unit_lines(source: Source, unit: UnitFile, known: set[str]) -> lis
         raise entry.error(f"Pod= names {entry.value}, but no such file is on the search path")
     service = service_of(entry.value)
     return [f"BindsTo={service}", f"After={service}"]
+
+
+def check_pod(source: Source, unit: UnitFile, known: set[str], dropin_index: dict[str, list[str]]) -> None:
+    """A container whose .pod file is missing or refused is refused too, naming it."""
+    entry = pod_entry(unit)
+    if entry is None:
+        return
+    name = entry.value
+    paths = getattr(known, "paths", None)
+    path = paths.get(name) if isinstance(paths, dict) else os.path.join(os.path.dirname(source.path), name)
+    if name not in known or not path:
+        raise entry.error(f"Pod= names {name}, but no such file is on the search path")
+    try:
+        pod_spec(load(Source(name, path), dropin_index))
+    except ConfigError as error:
+        raise entry.error(f"Pod= names {name}, which is refused: {error}") from None
 
 
 def container_links(source: Source, unit: UnitFile, start_with_pod: bool) -> list[tuple[str, str]]:

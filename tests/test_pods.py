@@ -199,3 +199,11 @@ def test_the_pod_page_builds_with_scdoc() -> None:
 
     test_page_builds_with_scdoc(POD_PAGE)
     test_no_text_line_starts_with_a_roff_control_character(POD_PAGE)
+
+
+def test_a_container_whose_pod_file_is_refused_is_refused_too(tmp_path: Path) -> None:
+    write(tmp_path, "app.pod", "[Pod]\nUserNS=auto\n")
+    path = write(tmp_path, "web.container", ROOTFS + "Pod=app.pod\n")
+    with pytest.raises(ConfigError) as raised:
+        generated(tmp_path, "web.container")
+    assert str(raised.value).startswith(f"{path}:4: Pod= names app.pod, which is refused: {tmp_path}/app.pod:2: ")
