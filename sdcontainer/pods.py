@@ -139,6 +139,10 @@ QUADLET_ONLY_POD_KEYS = {
     "Label": "not supported yet",
     "NetworkAlias": "not supported yet",
     "PodmanArgs": "there is no podman to pass arguments to",
+    "RemapGid": "user namespaces are not supported yet",
+    "RemapUid": "user namespaces are not supported yet",
+    "RemapUidSize": "user namespaces are not supported yet",
+    "RemapUsers": "user namespaces are not supported yet",
     "ServiceName": "name the file after the service instead",
     "ShmSize": "not supported yet; set ShmSize= in each .container file",
     "StopTimeout": "not supported yet",
@@ -167,7 +171,7 @@ def _check_key(entry: Entry) -> Key:
         return key
     why = QUADLET_ONLY_POD_KEYS.get(entry.key)
     if why is not None:
-        raise entry.error(f"key {entry.key}= in [Pod] is a Quadlet key that sdcontainer does not support ({why})")
+        raise entry.error(f"key {entry.key}= in [Pod] is a Quadlet key that sdcontainer does not support yet ({why})")
     raise entry.error(f"unknown key {entry.key}= in [Pod]" + did_you_mean(entry.key, list(POD_KEYS_BY_NAME)))
 
 
@@ -208,6 +212,11 @@ def _check_sections(unit: UnitFile, errors: list[ConfigError] | None) -> None:
 
 
 def _check_spec(spec: PodSpec, grouped: dict[str, list[Entry]], unit: UnitFile) -> None:
+    if spec.network == "host" and spec.publish_ports:
+        # podman discards the mappings with a warning; a refusal says it where it is written
+        raise grouped["publish_ports"][-1].error(
+            "PublishPort= is not supported with Network=host: the pod has the host's ports"
+        )
     if not is_bridge(spec.network):
         for field, key in (("publish_ports", "PublishPort"), ("ip", "IP")):
             if getattr(spec, field):
