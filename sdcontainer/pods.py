@@ -499,12 +499,24 @@ def _hold_namespaces(directory: str, hostname: str, *, new_net: bool) -> None:
 
 
 def remove(pod: str, unit: str, *, release_network: bool = True) -> None:
-    """Undo create(): the lease and ports (of this run), the bind mounts, the directory. Idempotent."""
+    """Undo create(): the lease and ports (of this run), the bind mounts, the directory.
+    Idempotent; the mounts go even when the release fails."""
     directory = state.pod_dir(pod)
-    if release_network:
-        from sdcontainer import network
+    try:
+        with open(f"{directory}/network") as file:
+            network: str | None = file.read().strip()
+    except OSError:
+        network = None  # a start that failed half-way: release whatever it may have leased
+    try:
+        if release_network and (network is None or is_bridge(network)):
+            from sdcontainer import network as bridge
 
-        network.release(unit, os.environ.get("INVOCATION_ID") or None)
+            bridge.release(unit, os.environ.get("INVOCATION_ID") or None)
+    finally:
+        _unmount(directory)
+
+
+def _unmount(directory: str) -> None:
     for name, _ in NAMESPACES:
         target = f"{directory}/{name}"
         try:  # noqa: SIM105 - contextlib is not imported on this path

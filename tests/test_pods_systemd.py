@@ -124,3 +124,27 @@ def test_a_bad_pod_file_is_refused_with_file_and_line(bed: Testbed) -> None:
     bed.daemon_reload()
     assert bed.systemctl("start", "bad-pod.service", check=False).returncode != 0
     assert f"{UNITS}/bad.pod:2: unknown key PodNmae= in [Pod]" in bed.journal("bad-pod.service")
+
+
+def test_a_pod_that_fails_to_start_leaves_nothing(bed: Testbed) -> None:
+    bed.write_file(f"{UNITS}/one.pod", "[Pod]\nIP=10.88.9.9\n")
+    bed.write_file(f"{UNITS}/two.pod", "[Pod]\nIP=10.88.9.9\n")
+    bed.write_file(f"{UNITS}/lonely.container", container("/bin/sleep infinity", "Pod=two.pod\n"))
+    bed.daemon_reload()
+    bed.start_unit("one-pod.service")
+    assert bed.systemctl("start", "two-pod.service", check=False).returncode != 0
+    assert "10.88.9.9 is already leased to one-pod.service" in bed.journal("two-pod.service")
+    assert not bed.exists(f"{PODS}/two")
+    assert bed.show("lonely.service", "ActiveState") != "active"  # its pod did not start
+    assert len(mounts_under_pods(bed)) == 3  # one's, untouched
+    bed.systemctl("stop", "one-pod.service")
+    assert mounts_under_pods(bed) == []
+    assert not bed.exists(f"{LEASES}/units/one-pod.service")
+
+
+def test_a_container_in_a_pod_with_a_hostname_of_its_own_is_refused(bed: Testbed) -> None:
+    bed.write_file(f"{UNITS}/solo.pod", "[Pod]\nNetwork=none\n")
+    bed.write_file(f"{UNITS}/named.container", container("/bin/sleep infinity", "Pod=solo.pod\nHostName=mine\n"))
+    bed.daemon_reload()
+    assert bed.systemctl("start", "named.service", check=False).returncode != 0
+    assert f"{UNITS}/named.container:6: HostName= cannot be set in a pod" in bed.journal("named.service")
