@@ -147,4 +147,4 @@ def test_a_container_in_a_pod_with_a_hostname_of_its_own_is_refused(bed: Testbed
     bed.write_file(f"{UNITS}/named.container", container("/bin/sleep infinity", "Pod=solo.pod\nHostName=mine\n"))
     bed.daemon_reload()
     assert bed.systemctl("start", "named.service", check=False).returncode != 0
-    assert f"{UNITS}/named.container:6: HostName= cannot be set in a pod" in bed.journal("named.service")
+    assert f"{UNITS}/named.container:7: HostName= cannot be set in a pod" in bed.journal("named.service")
