@@ -351,9 +351,9 @@ def generate(source: Source, known: set[str], dropin_index: dict[str, list[str]]
 
         spec = resolve(source, unit, spec, known, dropin_index)
     if spec.pod:
-        from sdcontainer.pods import check_pod
+        from sdcontainer.pods import resolve as resolve_pod  # its Volume= lines; refused with it
 
-        check_pod(source, unit, known, dropin_index)
+        spec = resolve_pod(source, unit, spec, known, dropin_index)
     if spec.image and spec.stop_signal is None and not has_variable(spec.image):
         spec = _image_stop_signal(spec)
     generated = render(source, unit, spec, known)

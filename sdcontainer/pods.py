@@ -25,7 +25,7 @@ import os
 from sdcontainer import linux, state
 from sdcontainer.errors import ConfigError, ErrorList, LaunchError, UsageError
 from sdcontainer.keys import Key, Kind, _values_for, did_you_mean
-from sdcontainer.record import record
+from sdcontainer.record import record, replace
 from sdcontainer.service import exec_line, launcher_command
 from sdcontainer.sources import (
     DEPENDENCY_KEYS,
@@ -36,6 +36,7 @@ from sdcontainer.sources import (
     service_of,
     translate_dependency,
 )
+from sdcontainer.spec import BindMount, ContainerSpec
 from sdcontainer.unitfile import Entry, UnitFile, escape_specifiers, parse_boolean
 from sdcontainer.values import (
     DEFAULT_NETWORK,
@@ -46,6 +47,7 @@ from sdcontainer.values import (
     parse_network,
     parse_publish_port,
     parse_string,
+    parse_volume,
 )
 
 TYPE_CHECKING = False
@@ -68,6 +70,7 @@ class PodSpec:
     network: str = DEFAULT_NETWORK
     ip: str | None = None
     publish_ports: tuple[str, ...] = ()
+    volumes: tuple[BindMount, ...] = ()  # added to each container's own (the generator does)
 
 
 POD_KEYS: tuple[Key, ...] = (
@@ -121,6 +124,16 @@ POD_KEYS: tuple[Key, ...] = (
         "namespace, where whichever of its containers listens on that port gets the "
         "connections; as *PublishPort=* of a .container file.",
     ),
+    Key(
+        "Volume",
+        Kind.LIST,
+        "volumes",
+        parse_volume,
+        metavar="SOURCE:TARGET[:OPTIONS]",
+        doc="A bind mount every container of the pod gets, before its own *Volume=* lines; as "
+        "*Volume=* of a .container file (a relative _SOURCE_ is taken from the directory of the "
+        ".pod file).",
+    ),
 )
 POD_KEYS_BY_NAME = {key.name: key for key in POD_KEYS}
 POD_KEYS_BY_OPTION = {key.option: key for key in POD_KEYS if key.option}
@@ -150,7 +163,6 @@ QUADLET_ONLY_POD_KEYS = {
     "SubUIDMap": "user namespaces are not supported yet",
     "UIDMap": "user namespaces are not supported yet",
     "UserNS": "user namespaces are not supported yet",
-    "Volume": "not supported yet; set Volume= in each .container file",
 }
 
 # [Service] settings the pod's service relies on
@@ -352,20 +364,24 @@ def container_unit_lines(source: Source, unit: UnitFile, known: set[str]) -> lis
     return [f"BindsTo={service}", f"After={service}"]
 
 
-def check_pod(source: Source, unit: UnitFile, known: set[str], dropin_index: dict[str, list[str]]) -> None:
-    """A container whose .pod file is missing or refused is refused too, naming it."""
+def resolve(
+    source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str], dropin_index: dict[str, list[str]]
+) -> ContainerSpec:
+    """The spec of a container in a pod, with the pod's Volume= lines before its own. A
+    container whose .pod file is missing or refused is refused too, naming it."""
     entry = pod_entry(unit)
     if entry is None:
-        return
+        return spec
     name = entry.value
     paths = getattr(known, "paths", None)
     path = paths.get(name) if isinstance(paths, dict) else os.path.join(os.path.dirname(source.path), name)
     if name not in known or not path:
         raise entry.error(f"Pod= names {name}, but no such file is on the search path")
     try:
-        pod_spec(load(Source(name, path), dropin_index))
+        pod = pod_spec(load(Source(name, path), dropin_index))
     except ConfigError as error:
         raise entry.error(f"Pod= names {name}, which is refused: {error}") from None
+    return replace(spec, volumes=pod.volumes + spec.volumes) if pod.volumes else spec
 
 
 def container_links(source: Source, unit: UnitFile, start_with_pod: bool) -> list[tuple[str, str]]:
@@ -448,7 +464,6 @@ def create(pod: str, unit: str, spec: PodSpec) -> None:
     addresses: tuple[str, ...] = ()
     if is_bridge(spec.network):
         from sdcontainer import network
-        from sdcontainer.spec import ContainerSpec
 
         # the pod is one host on the network, its unit the key of its lease and ports
         as_container = ContainerSpec(unit=unit, network=spec.network, ip=spec.ip, publish_ports=spec.publish_ports)

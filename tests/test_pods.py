@@ -151,13 +151,13 @@ def test_bad_pod_files_say_file_line_and_key(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "bad.pod",
-        "[Pod]\nPublishPort=nonsense\nVolume=/a:/b\nPodNmae=x\n[Service]\nExecStart=/bin/true\n[Weird]\nA=b\n",
+        "[Pod]\nPublishPort=nonsense\nUserNS=auto\nPodNmae=x\n[Service]\nExecStart=/bin/true\n[Weird]\nA=b\n",
     )
     code, errors = check(path)
     assert code != 0
     text = "\n".join(errors)
     assert f"{path}:2: " in text and "PublishPort" in text
-    assert f"{path}:3: key Volume= in [Pod] is a Quadlet key that sdcontainer does not support" in text
+    assert f"{path}:3: key UserNS= in [Pod] is a Quadlet key that sdcontainer does not support yet" in text
     assert f"{path}:4: unknown key PodNmae= in [Pod]; did you mean PodName=?" in text
     assert f"{path}:6: ExecStart= in [Service] is not allowed here" in text
     assert f"{path}:7: unknown section [Weird] in a .pod file" in text
@@ -170,8 +170,18 @@ def test_a_published_port_needs_the_pods_bridge_network(tmp_path: Path) -> None:
     assert str(raised.value) == f"{path}:3: PublishPort= needs a bridge network, not Network=none"
 
 
-def test_every_pod_key_has_an_option_the_verb_reads() -> None:
-    assert all(key.option for key in POD_KEYS)
+def test_every_pod_key_but_volume_has_an_option_the_verb_reads() -> None:
+    assert [key.name for key in POD_KEYS if not key.option] == ["Volume"]
+
+
+def test_the_pods_volumes_go_to_each_container_before_its_own(tmp_path: Path) -> None:
+    write(tmp_path, "app.pod", "[Pod]\nVolume=./shared:/shared:ro\n")
+    write(tmp_path, "web.container", ROOTFS + "Pod=app.pod\nVolume=/srv/own:/own\n")
+    text, _ = generated(tmp_path, "web.container")
+    start = next(line for line in lines(text, "Service") if line.startswith("ExecStart="))
+    assert f"--volume {tmp_path}/shared:/shared:ro --volume /srv/own:/own" in start
+    pod, _ = generated(tmp_path, "app.pod")
+    assert "--volume" not in pod
 
 
 # --- the man page against the table -----------------------------------------------------------

@@ -56,8 +56,9 @@ def mounts_under_pods(bed: Testbed) -> list[str]:
 
 
 def test_two_containers_in_a_pod(bed: Testbed) -> None:
-    bed.write_file(f"{UNITS}/app.pod", "[Pod]\nPublishPort=8080:80\n")
-    web = container("/bin/httpd -f -p 80 -h /www", "Pod=app.pod\nVolume=/srv/www:/www:ro\n")
+    # the pod's Volume= is every container's
+    bed.write_file(f"{UNITS}/app.pod", "[Pod]\nPublishPort=8080:80\nVolume=/srv/www:/www:ro\n")
+    web = container("/bin/httpd -f -p 80 -h /www", "Pod=app.pod\n")
     bed.write_file(f"{UNITS}/web.container", web)
     bed.write_file(f"{UNITS}/side.container", container("/bin/sleep infinity", "Pod=app.pod\n"))
     bed.daemon_reload()
@@ -84,6 +85,7 @@ def test_two_containers_in_a_pod(bed: Testbed) -> None:
     )
     assert in_container(bed, "side.service", "hostname").strip() == "app"
     assert in_container(bed, "web.service", "hostname").strip() == "app"
+    assert in_container(bed, "side.service", "cat", "/www/index.html") == "hello from the pod\n"
 
     # container to container over 127.0.0.1; the pod's published port from outside
     fetch = ["wget", "-q", "-O", "-", "http://127.0.0.1:80/"]
