@@ -169,8 +169,13 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
             out += ["", f"[{section}]"] + [f"{e.key}={e.value}" for e in unit.section(section)]
     text = "\n".join(out) + "\n"
     others = health.files() if health is not None else []
+    links = []
+    if spec.pod:
+        from sdcontainer.pods import container_links  # the pod's service wants its containers
+
+        links = container_links(source, unit, spec.start_with_pod)
     if sockets is None:
-        return Generated(source.service, text, install_links(source.service, unit), others, policy)
+        return Generated(source.service, text, install_links(source.service, unit) + links, others, policy)
     others += _socket_units(source, unit, sockets)
     # [Install] belongs to the socket: enabling a socket-activated container means listening
     return Generated(source.service, text, install_links(sockets.socket, unit), others, policy)
@@ -223,6 +228,10 @@ def _unit_section(
         from sdcontainer.imagefile import image_unit_lines  # Image=NAME.image: its service
 
         out += image_unit_lines(unit)
+    if unit.lookup_last("Container", "Pod") is not None:
+        from sdcontainer.pods import container_unit_lines  # Pod=NAME.pod: bound to its service
+
+        out += container_unit_lines(source, unit, known)
     if sockets is not None:
         out += sockets.service_unit_lines()
     if health is not None and health.startup is not None:
@@ -447,6 +456,10 @@ def generate(source: Source, known: set[str], dropin_index: dict[str, list[str]]
         from sdcontainer.imagefile import resolve
 
         spec = resolve(source, unit, spec, known, dropin_index)
+    if spec.pod:
+        from sdcontainer.pods import resolve as resolve_pod  # its Volume= lines; refused with it
+
+        spec = resolve_pod(source, unit, spec, known, dropin_index)
     if spec.image and spec.stop_signal is None and not has_variable(spec.image):
         spec = _image_stop_signal(spec)
     generated = render(source, unit, spec, known)

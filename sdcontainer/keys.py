@@ -51,6 +51,7 @@ from sdcontainer.values import (
     parse_network,
     parse_notify,
     parse_pids_limit,
+    parse_pod,
     parse_positive_duration,
     parse_proxy_target,
     parse_publish_port,
@@ -409,6 +410,28 @@ KEYS: tuple[Key, ...] = (
         "_NAME_*.container*: the same for the container of that file, whose service this one "
         "then requires and starts after (as with Quadlet). Named networks and *.network* "
         "files are not supported yet.",
+    ),
+    Key(
+        "Pod",
+        Kind.SINGLE,
+        "pod",
+        parse_pod,
+        option="--pod",
+        metavar="NAME.pod",
+        doc="Runs the container in the pod of the file _NAME_*.pod* (see *sdcontainer.pod*(5)): it "
+        "joins the pod's network, IPC and UTS namespaces (its host name is the pod's; the pod's "
+        "containers reach each other on 127.0.0.1), its unit is bound to _NAME_*-pod.service* "
+        "(started with it, stopped with it) and that service starts it. *Network=*, *IP=*, "
+        "*PublishPort=* and *HostName=* belong to the pod and are refused here.",
+    ),
+    Key(
+        "StartWithPod",
+        Kind.SINGLE,
+        "start_with_pod",
+        parse_bool,
+        metavar="BOOL",
+        doc="With *Pod=*: whether starting the pod's service starts this container (it is in the "
+        "service's .wants/ directory). Default: yes.",
     ),
     Key(
         "IP",
@@ -1158,14 +1181,12 @@ QUADLET_ONLY_KEYS = frozenset(
         "IP6",
         "Mount",
         "NetworkAlias",
-        "Pod",
         "RemapGid",
         "RemapUid",
         "RemapUidSize",
         "RemapUsers",
         "SeccompProfile",
         "ServiceName",
-        "StartWithPod",
         "SubGIDMap",
         "SubUIDMap",
         "UIDMap",
@@ -1288,7 +1309,8 @@ def _section_values(
     if "network" not in values:
         # Quadlet's default: the default bridge network; with SocketProxy=, the private
         # namespace the proxy shares (its target is the container's 127.0.0.1)
-        values["network"] = "none" if "socket_proxy" in values else DEFAULT_NETWORK
+        # in a pod, the pod's (the container joins its network namespace)
+        values["network"] = "none" if "socket_proxy" in values or "pod" in values else DEFAULT_NETWORK
     return values, grouped
 
 
@@ -1420,8 +1442,21 @@ def problems(spec: ContainerSpec) -> Iterator[SpecError]:
             "Sysctl=net.* cannot be combined with SocketProxy=: the container shares the proxy's network namespace",
             "sysctls",
         )
-    yield from _joined_problems(spec)
-    if not is_bridge(spec.network) and not joins_container(spec.network):
+    if spec.pod:
+        # as Quadlet and podman: the pod has the network namespace and the host name
+        for field, key in (
+            ("network", "Network"),
+            ("ip", "IP"),
+            ("publish_ports", "PublishPort"),
+            ("hostname", "HostName"),
+        ):
+            if getattr(spec, field) not in (None, (), "none"):
+                yield SpecError(f"{key}= cannot be set in a pod (Pod={spec.pod}): set it in the .pod file", field)
+        if spec.socket_proxy:
+            yield SpecError("SocketProxy= cannot be combined with Pod=", "socket_proxy")
+    else:
+        yield from _joined_problems(spec)
+    if not spec.pod and not is_bridge(spec.network) and not joins_container(spec.network):
         for field, key in (("publish_ports", "PublishPort"), ("ip", "IP")):
             if getattr(spec, field):
                 yield SpecError(f"{key}= needs a bridge network, not Network={spec.network}", field)

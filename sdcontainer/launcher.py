@@ -175,6 +175,14 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
     if "%" not in spec.name:  # ContainerName=: no other running container may have it
         _check_name_free(name, spec.unit)
     hostname = spec.hostname or sanitize_hostname(name)
+    pod_addresses: tuple[str, ...] = ()
+    resolv_spec = spec
+    if spec.pod:
+        from sdcontainer.pods import pod_info
+
+        # the pod's UTS and network namespaces: its name and addresses go in /etc/hosts
+        hostname, pod_network, pod_addresses = pod_info(spec.pod)
+        resolv_spec = replace(spec, network=pod_network)
     last_cap = linux.cap_last_cap()
     # A capability the launcher does not hold cannot be handed on; asking for it (CAP_ALL
     # on a host that lacks one) keeps what there is rather than failing in capset.
@@ -192,6 +200,10 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
         gateway = network.gateways(spec.network)[0]
     elif joins_container(spec.network):
         netns_fd, joined_addresses, names, gateway = _join_plan(spec, hostname)
+    elif pod_addresses:
+        from sdcontainer import network
+
+        gateway = network.gateways(resolv_spec.network)[0]
     return Plan(
         spec=spec,
         foreground=foreground,
@@ -210,8 +222,8 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
         caps=caps,
         listen_fds=listen_fds,
         listen_fdnames=_listen_fdnames(listen_fds),
-        hosts=etc_hosts(names, spec.add_hosts, addresses or joined_addresses, gateway),
-        resolv_conf=etc_resolv_conf(spec),
+        hosts=etc_hosts(names, spec.add_hosts, addresses or joined_addresses or pod_addresses, gateway),
+        resolv_conf=etc_resolv_conf(resolv_spec),
         localtime=zone_file(spec.timezone) if spec.timezone else None,
         addresses=addresses,
         secret_files=secret_files,
@@ -384,12 +396,19 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
     for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)  # python ignores SIGPIPE/SIGXFSZ; ignoring survives exec
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
-    flags = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWCGROUP
-    if plan.netns_fd >= 0:
-        with Step(f"join the network namespace of Network={spec.network}"):
-            linux.setns(plan.netns_fd, linux.CLONE_NEWNET)
-    elif spec.network != "host":
-        flags |= linux.CLONE_NEWNET  # a bridge network's veth comes in from the launcher
+    flags = linux.CLONE_NEWNS | linux.CLONE_NEWCGROUP
+    if spec.pod:
+        from sdcontainer.pods import join
+
+        with Step(f"join the namespaces of pod {spec.pod}"):
+            join(spec.pod)  # net, ipc and uts: the pod's, held by its bind mounts
+    else:
+        flags |= linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
+        if plan.netns_fd >= 0:
+            with Step(f"join the network namespace of Network={spec.network}"):
+                linux.setns(plan.netns_fd, linux.CLONE_NEWNET)
+        elif spec.network != "host":
+            flags |= linux.CLONE_NEWNET  # a bridge network's veth comes in from the launcher
     # nothing in the container may open this process's /proc/PID/exe (the host's python)
     linux.prctl(linux.PR_SET_DUMPABLE, 0)
     with Step("unshare namespaces"):
@@ -646,7 +665,7 @@ def _connect(plan: Plan, pid: int) -> tuple[str, ...]:
     spec = plan.spec
     try:
         with Step(f"connect the container to network {spec.network}"):
-            return tuple(network.port_text(p) for p in network.connect(spec, pid, plan.addresses))
+            return tuple(network.port_text(p) for p in network.connect(spec, f"/proc/{pid}/ns/net", plan.addresses))
     except BaseException:
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         os.kill(pid, signal.SIGKILL)

@@ -4,9 +4,10 @@
     lease(spec)        before the fork: the        release(unit) (sdcontainer.release): the unit's leases (of
                        address goes into            this invocation) and its published
                        /etc/hosts                   ports; the veth died with the netns
-    connect(spec, pid) once the container's
+    connect(spec, netns) once the container's
                        init has unshared its netns: bridge (created if missing), veth into
-                       /proc/PID/ns/net, masquerade, published ports
+                       that netns (/proc/PID/ns/net, or a pod's bind-mounted one),
+                       masquerade, published ports
 
 What outlives a container is keyed by its unit: the lease files (sdcontainer.ipam, under
 /run) and the map elements of `table inet sdcontainer` (commented with the unit). Both are
@@ -88,10 +89,11 @@ def test_kill_at(step: str) -> None:
         os.kill(os.getpid(), 9)
 
 
-def connect(spec: ContainerSpec, pid: int, addresses: tuple[str, ...]) -> list[Published]:
-    """Put the network namespace of `pid` (the container's init, which unshared it) on the
-    bridge with `addresses`, masquerade the network, publish the unit's ports; returns what
-    was published (host ports chosen for PublishPort=80 included)."""
+def connect(spec: ContainerSpec, netns: str, addresses: tuple[str, ...]) -> list[Published]:
+    """Put the network namespace at the path `netns` (/proc/PID/ns/net of the container's
+    init, which unshared it; a pod's bind mount) on the bridge with `addresses`, masquerade
+    the network, publish the unit's ports; returns what was published (host ports chosen
+    for PublishPort=80 included)."""
     from sdcontainer.firewall import Firewall
 
     bridge_name, subnet = NETWORKS[spec.network]
@@ -100,7 +102,7 @@ def connect(spec: ContainerSpec, pid: int, addresses: tuple[str, ...]) -> list[P
     bridge = netlink.ensure_bridge(bridge_name, [f"{g}/{prefix}" for g in routers])
     test_kill_at("bridge")
     host_ifname = netlink.host_ifname(spec.unit)
-    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
     try:
         for attempt in (1, 2):
             try:

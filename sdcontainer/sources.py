@@ -84,7 +84,7 @@ KINDS = (
     UnitKind(".network", "Network", "-network", None),
     UnitKind(".volume", "Volume", "-volume", None),
     UnitKind(".image", "Image", "-image", "sdcontainer.imagefile"),
-    UnitKind(".pod", "Pod", "-pod", None),
+    UnitKind(".pod", "Pod", "-pod", "sdcontainer.pods"),
     UnitKind(".kube", "Kube", "", None),
     UnitKind(".build", "Build", "-build", None),
 )

@@ -58,6 +58,8 @@ class ContainerSpec:
     read_only: bool = False
     read_only_tmpfs: bool = True
     network: str = "none"  # the launcher's default; a file without Network= gets values.DEFAULT_NETWORK
+    pod: str | None = None  # Pod=NAME.pod: the pod's net, ipc and uts namespaces are joined, not made
+    start_with_pod: bool = True  # StartWithPod=: the pod's service wants the container (generator only)
     ip: str | None = None  # IP=: a static IPv4 address on the bridge network
     publish_ports: tuple[str, ...] = ()  # PublishPort=, as values.PortMapping writes them
     add_hosts: tuple[str, ...] = ()  # "name[;name]:ip"

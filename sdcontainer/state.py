@@ -30,6 +30,7 @@ from sdcontainer.record import record as frozen
 
 RUN_DIR = "/run/sdcontainer"
 STATE_DIR = f"{RUN_DIR}/containers"
+POD_DIR = f"{RUN_DIR}/pods"  # a pod's namespaces, held by bind mounts (sdcontainer.pods)
 RECORD = "record.json"
 HEALTH = "health"  # consecutive failures of the unit's health check
 NOTIFY = "notify"  # Notify=yes: a directory (root's only) with the relay's socket, notify.sock
@@ -60,6 +61,14 @@ def container_dir(unit: str) -> str:
     if not unit or "/" in unit or unit.startswith(".") or "%" in unit:
         raise UsageError(f"invalid unit name {unit!r}")
     return f"{STATE_DIR}/{unit}"
+
+
+def pod_dir(pod: str) -> str:
+    """Where the pod of `NAME.pod` (or NAME) keeps its namespaces: /run/sdcontainer/pods/NAME."""
+    name = pod.removesuffix(".pod")
+    if not name or "/" in name or name.startswith(".") or "%" in name:
+        raise UsageError(f"invalid pod name {pod!r}")
+    return f"{POD_DIR}/{name}"
 
 
 def state_path(unit: str) -> str:

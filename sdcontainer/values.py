@@ -130,6 +130,14 @@ def parse_hostname(value: str, ctx: ParseContext) -> str:
     return value
 
 
+def parse_pod(value: str, ctx: ParseContext) -> str:
+    """Pod=: a .pod file's name (NAME.pod), the pod whose namespaces the container joins."""
+    stem = value[: -len(".pod")] if value.endswith(".pod") else ""
+    if not stem or not word(stem, ALNUM, ALNUM + "_.-", 200):
+        raise ValueError(f"{value!r} is not the name of a .pod file (NAME.pod; an existing podman pod cannot be named)")
+    return value
+
+
 def parse_name(value: str, ctx: ParseContext) -> str:
     if not word(value, ALNUM + "%", ALNUM + "%@_.:-"):
         raise ValueError(f"{value!r} is not a valid container name (letters, digits and @_.:-)")

@@ -7,6 +7,8 @@
     health --unit UNIT [OPTIONS] -- CHECK...      NAME-health.service (sdcontainer.health)
     exec --unit UNIT -- COMMAND...                ExecReload= of ReloadCmd= (sdcontainer.enter)
     pull [OPTIONS] -- IMAGE                       NAME-image.service of a .image file (sdcontainer.imagefile)
+    pod-create --pod NAME --unit UNIT [OPTIONS]   NAME-pod.service of a .pod file (sdcontainer.pods)
+    pod-remove --pod NAME --unit UNIT             its ExecStopPost= (sdcontainer.pods)
 
 One table, VERBS, names each verb's module and function; the libexec script and
 `python -m sdcontainer.launcher` both dispatch through main() here, which imports the module
@@ -45,6 +47,8 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "health": ("sdcontainer.health", "check_command", "sdcontainer-health"),
     "exec": ("sdcontainer.enter", "exec_command", "sdcontainer-launcher exec"),
     "pull": ("sdcontainer.imagefile", "pull_command", "sdcontainer-launcher pull"),
+    "pod-create": ("sdcontainer.pods", "create_command", "sdcontainer-launcher pod-create"),
+    "pod-remove": ("sdcontainer.pods", "remove_command", "sdcontainer-launcher pod-remove"),
 }
 HELP = ("sdcontainer.launcher", "help_command", PROG)  # its usage lists every verb's options
 # Run every HealthInterval= (health) and at every stop of a bridge unit (release): the

@@ -66,6 +66,7 @@ LAYERS = (
     "service",  # the [Service] policy, for unit files and transient units alike
     "sources",  # unit files on the search path: kinds, names, drop-ins, install links
     "imagefile",  # .image files: [Image] keys, NAME-image.service, the pull verb
+    "pods",  # .pod files: [Pod] keys, NAME-pod.service, the pod-create/pod-remove verbs
     "generator",  # .container -> units
     "launcher",  # ExecStart: builds the plan, pulls when it must, runs the steps
     "transient",  # sdcontainer run: the generator's unit, as a transient one

@@ -60,12 +60,12 @@ def test_a_dependency_on_any_kind_becomes_its_service() -> None:
 
 
 def test_a_kind_not_supported_yet_is_refused_saying_so(tmp_path: Path) -> None:
-    path = tmp_path / "stack.pod"
-    path.write_text("[Pod]\nPodName=stack\n")
-    source = Source("stack.pod", str(path))
-    with pytest.raises(ConfigError, match=r"stack.pod: .pod files are not supported yet \(only .container"):
-        generate(source, {"stack.pod"}, {})
-    (error,) = diagnose(source, {"stack.pod"}, {})
+    path = tmp_path / "stack.kube"
+    path.write_text("[Kube]\nYaml=stack.yaml\n")
+    source = Source("stack.kube", str(path))
+    with pytest.raises(ConfigError, match=r"stack.kube: .kube files are not supported yet \(only .container"):
+        generate(source, {"stack.kube"}, {})
+    (error,) = diagnose(source, {"stack.kube"}, {})
     assert "not supported yet" in str(error)
 
 
