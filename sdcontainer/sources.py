@@ -82,7 +82,7 @@ CONTAINER = UnitKind(".container", "Container", "", "sdcontainer.generator")
 KINDS = (
     CONTAINER,
     UnitKind(".network", "Network", "-network", None),
-    UnitKind(".volume", "Volume", "-volume", None),
+    UnitKind(".volume", "Volume", "-volume", "sdcontainer.volumefile"),
     UnitKind(".image", "Image", "-image", None),
     UnitKind(".pod", "Pod", "-pod", None),
     UnitKind(".kube", "Kube", "", None),
@@ -229,7 +229,19 @@ def find_sources(
                         continue  # gone since it was listed
                     subdirectories.append((entry.path, depth + 1, (found.st_dev, found.st_ino)))
             stack.extend(reversed(subdirectories))  # the first in name order is walked next
+    _found.clear()
+    _found.update((name, (source, dropin_index)) for name, source in seen.items())
     return sorted(seen.values(), key=lambda s: s.name), dropin_index
+
+
+# The files the last find_sources() found, by name: a file that names another (Volume=
+# data.volume) reads what it needs from that one (its VolumeName=) through lookup().
+_found: dict[str, tuple[Source, dict[str, list[str]]]] = {}
+
+
+def lookup(name: str) -> tuple[Source, dict[str, list[str]]] | None:
+    """The source of that name found by the last find_sources(), and its drop-in index."""
+    return _found.get(name)
 
 
 def _entry_name(entry: os.DirEntry[str]) -> str:

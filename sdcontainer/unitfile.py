@@ -321,12 +321,23 @@ _EXEC_ESCAPES = {ord('"'): '\\"', ord("\\"): "\\\\", ord("$"): "$$", ord("\n"): 
 _EXEC_ESCAPES.update({c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if c not in _EXEC_ESCAPES})
 
 
+class EnvWord(str):
+    """An argument whose `$VAR` and `${VAR}` systemd expands from the unit's environment, as
+    Quadlet's command line leaves them (Volume='s source): quote_exec_word keeps its `$`."""
+
+    __slots__ = ()
+
+
+_ENV_EXEC_ESCAPES = {c: e for c, e in _EXEC_ESCAPES.items() if c != ord("$")}
+
+
 def quote_exec_word(word: str) -> str:
     """Quote one argument for an Exec*= line so systemd hands it over unchanged, except for
-    `%` specifiers, which are left for systemd to expand (as in Quadlet)."""
+    `%` specifiers, which are left for systemd to expand (as in Quadlet), and the variables
+    of an EnvWord."""
     if word and only(word, _PLAIN_WORD):
         return word
-    return '"' + word.translate(_EXEC_ESCAPES) + '"'
+    return '"' + word.translate(_ENV_EXEC_ESCAPES if isinstance(word, EnvWord) else _EXEC_ESCAPES) + '"'
 
 
 _LIST_ESCAPES = {ord('"'): '\\"', ord("\\"): "\\\\"}

@@ -46,6 +46,7 @@ LAYERS = (
     "archive",  # an image archive's few documents, streamed
     "documents",  # index, manifest and config documents, checked field by field
     "store",  # the image store (reads for a start; writes via unpack)
+    "volumes",  # named volumes: the store beside the images, copy-up and :U walks
     "images",  # pull and import into the store
     # networking: addresses, links, leases, the firewall table
     "netlink",  # the per-start rtnetlink round trips, stdlib only
@@ -63,6 +64,7 @@ LAYERS = (
     # entry points
     "service",  # the [Service] policy, for unit files and transient units alike
     "sources",  # unit files on the search path: kinds, names, drop-ins, install links
+    "volumefile",  # .volume -> NAME-volume.service; Volume=NAME.volume
     "generator",  # .container -> units
     "launcher",  # ExecStart: builds the plan, pulls when it must, runs the steps
     "transient",  # sdcontainer run: the generator's unit, as a transient one
