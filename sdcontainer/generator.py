@@ -188,7 +188,6 @@ def _volume_files(unit: UnitFile, spec: ContainerSpec, known: set[str]) -> tuple
     if not any(refers(m) for m in (*spec.volumes, *spec.mounts)):
         return spec, []
     from sdcontainer.record import replace
-    from sdcontainer.sources import service_of
     from sdcontainer.volumefile import volume_of
 
     services: list[str] = []
@@ -204,9 +203,8 @@ def _volume_files(unit: UnitFile, spec: ContainerSpec, known: set[str]) -> tuple
             ),
             None,
         )
-        name = volume_of(mount.source, entry, known)
-        service = service_of(mount.source)
-        if service and service not in services:
+        name, service = volume_of(mount.source, entry, known)
+        if service not in services:
             services.append(service)
         return replace(mount, source=name)
 

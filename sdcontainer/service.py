@@ -168,6 +168,6 @@ def _requires_mounts_for(spec: ContainerSpec) -> list[str]:
 
     binds = [m for m in (*spec.volumes, *spec.mounts) if isinstance(m, BindMount)]
     # named volumes live in the storage directory (sdcontainer.volumes)
-    storage = spec.image or any(m.named and m.source for m in binds)
-    paths = [spec.rootfs or (SYSTEM_STORAGE if storage else "")] + [m.source for m in binds]
+    volume = any(m.named and m.source for m in binds)
+    paths = [spec.rootfs or "", SYSTEM_STORAGE if spec.image or volume else ""] + [m.source for m in binds]
     return [quote_list_word(p) for p in dict.fromkeys(paths) if p.startswith("/") and "$" not in p]

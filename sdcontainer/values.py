@@ -152,7 +152,7 @@ def is_volume_name(name: str) -> bool:
 def _volume_source(source: str, ctx: ParseContext) -> str:
     """A named volume (`data`, `data.volume`, `systemd-%p`) or, with `$`, a value systemd
     expands from the unit's environment (`${DATA}`) before the launcher reads it."""
-    if not ctx.expanded and ("$" in source or "%" in source):
+    if not ctx.expanded and ("$" in source or "%" in source or source.endswith(".volume")):
         if "\n" in source:
             raise ValueError(f"{source!r} is not a volume name")
         return source
@@ -317,14 +317,18 @@ def parse_mount(value: str, ctx: ParseContext) -> BindMount | TmpfsMount:
 
 def mount_text(mount: BindMount | TmpfsMount) -> str:
     """The --mount value that parse_mount reads back as `mount`."""
+
+    def field(text: str) -> str:
+        return f'"{text}"' if "," in text else text
+
     if isinstance(mount, TmpfsMount):
         names = {"size": "tmpfs-size", "mode": "tmpfs-mode"}
         options = [names.get(o.partition("=")[0], "") + o[o.index("=") :] if "=" in o else o for o in mount.options]
-        return ",".join(["type=tmpfs", f'"destination={mount.target}"', *options])
+        return ",".join(["type=tmpfs", field(f"destination={mount.target}"), *options])
     kind = "bind" if mount.source.startswith("/") else "volume"
-    fields = [f"type={kind}", f'"destination={mount.target}"']
+    fields = [f"type={kind}", field(f"destination={mount.target}")]
     if mount.source:
-        fields.append(f'"source={mount.source}"')
+        fields.append(field(f"source={mount.source}"))
     if mount.readonly:
         fields.append("ro")
     fields += mount.options

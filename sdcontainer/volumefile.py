@@ -198,6 +198,7 @@ VOLUME_KEYS: tuple[Key, ...] = (
 VOLUME_KEYS_BY_NAME = {key.name: key for key in VOLUME_KEYS}
 # Quadlet's [Volume] keys that are refused with the reason
 QUADLET_ONLY = {
+    "ServiceName": "not supported yet; name the file after the service instead",
     "Image": "volumes of the image driver are not supported",
     "PodmanArgs": "there is no podman command line to add to",
     "GlobalArgs": "there is no podman command line to add to",
@@ -347,29 +348,32 @@ def _render(source: Source, unit: UnitFile, known: set[str], values: dict[str, A
 # --- a .container file's Volume=NAME.volume ------------------------------------------------------
 
 
-def volume_of(file_name: str, entry: Entry | None, known: set[str]) -> str:
-    """The volume name `NAME.volume` stands for: its VolumeName=, else systemd-NAME."""
-    from sdcontainer.sources import lookup
-
-    def fail(message: str) -> ConfigError:
-        return entry.error(message) if entry is not None else ConfigError(message)
+def volume_of(file_name: str, entry: Entry | None, known: set[str]) -> tuple[str, str]:
+    """The volume `NAME.volume` stands for (its VolumeName=, else systemd-NAME) and the
+    service that makes it. A template's (`NAME@.volume`) is the instance's of the same
+    instance name as the container: systemd-NAME-%i, made by NAME-volume@%i.service."""
+    from sdcontainer.sources import load, lookup
 
     if file_name not in known:
-        raise fail(f"{file_name}: no such file is on the search path")
+        message = f"{file_name}: no such file is on the search path"
+        raise entry.error(message) if entry is not None else ConfigError(message)
     stem = file_name[: -len(".volume")]
-    if "@" in stem:
-        raise fail(f"{file_name}: a volume template is not supported yet; name an instance's volume")
+    prefix, at, instance = stem.partition("@")
+    if at and not instance:
+        service = f"{prefix}-volume@%i.service"
+        name = f"systemd-{prefix}-%i"
+    else:
+        service = f"{prefix}-volume{at}{instance}.service"
+        name = default_name(stem)
     found = lookup(file_name)
     if found is None:
-        return default_name(stem)
-    from sdcontainer.sources import load
-
+        return name, service
     unit = load(*found)
     entries = [e for e in unit.section(SECTION) if e.key == "VolumeName" and e.value]
     if not entries:
-        return default_name(stem)
+        return name, service
     value = unquote(entries[-1].value)
     try:
-        return parse_volume_name(value, ParseContext())
+        return parse_volume_name(value, ParseContext()), service
     except ValueError as error:
         raise entries[-1].error(f"invalid VolumeName=: {error}") from None

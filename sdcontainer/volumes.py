@@ -248,11 +248,35 @@ def users() -> dict[str, list[str]]:
     return found
 
 
+def inspect(name: str) -> dict[str, Any]:
+    try:
+        check_name(name)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    volume = read(name)
+    if volume is None:
+        raise UsageError(f"no such volume: {name}")
+    return {**volume.to_json(), "used_by": users().get(name, [])}
+
+
+def listing() -> list[dict[str, Any]]:
+    in_use = users()
+    found = []
+    for name in names():
+        volume = read(name)
+        if volume is not None:
+            found.append({**volume.to_json(), "used_by": in_use.get(name, [])})
+    return found
+
+
 def remove(name: str, *, force: bool = False) -> bool:
     """Remove a volume no running container uses. `force`: a missing volume is no error
     (podman's -f also stops and removes the containers using it; this one stops nothing, a
     volume in use is refused all the same). Returns whether one was removed."""
-    check_name(name)
+    try:
+        check_name(name)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     if read(name) is None:
         if force:
             return False
