@@ -416,9 +416,10 @@ def _copy_file(src: int, dst: int, name: str, info: os.stat_result) -> None:
             return  # swapped since the lstat
         fd_out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dst)
         try:
-            while os.copy_file_range(fd_in, fd_out, 1 << 30) if _HAVE_COPY_RANGE else False:
-                pass
-            if os.fstat(fd_out).st_size != info.st_size:
+            try:
+                while os.copy_file_range(fd_in, fd_out, 1 << 30):
+                    pass
+            except OSError:  # EXDEV (another file system, before Linux 5.19), EINVAL, ENOSYS
                 os.lseek(fd_in, 0, os.SEEK_SET)
                 os.lseek(fd_out, 0, os.SEEK_SET)
                 os.ftruncate(fd_out, 0)
@@ -429,9 +430,6 @@ def _copy_file(src: int, dst: int, name: str, info: os.stat_result) -> None:
             os.close(fd_out)
     finally:
         os.close(fd_in)
-
-
-_HAVE_COPY_RANGE = hasattr(os, "copy_file_range")
 
 
 def _set_attributes(fd: int, info: os.stat_result) -> None:
