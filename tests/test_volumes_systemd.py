@@ -153,6 +153,26 @@ def test_a_device_backed_tmpfs_volume_and_a_variable_source(bed: Testbed) -> Non
     bed.systemctl("stop", "tmpuser.service")
 
 
+def test_an_anonymous_volume_is_seeded_writable_and_gone_with_the_container(bed: Testbed) -> None:
+    """Volume=/etc with ReadOnly=yes: a fresh copy of the rootfs's /etc, writable, in memory."""
+    bed.run(["mkdir", "-p", "/srv/anon-out"])
+    before = bed.run(["sdcontainer", "volume", "ls"]).stdout
+    add_container(
+        bed,
+        "anon",
+        container(
+            "/bin/sh -c 'echo new > /etc/new && cat /etc/new /etc/passwd > /out/seen; exec sleep 1000'",
+            "ReadOnly=yes\nVolume=/etc\nVolume=/srv/anon-out:/out\n",
+        ),
+    )
+    running(bed, "anon.service")
+    seen = wait_for(lambda: bed.exists("/srv/anon-out/seen") and bed.read_file("/srv/anon-out/seen"))
+    assert seen.startswith("new\nroot:"), seen
+    assert not bed.exists(f"{ROOTFS}/etc/new")  # the rootfs is never written
+    assert bed.run(["sdcontainer", "volume", "ls"]).stdout == before  # not a named volume
+    bed.systemctl("stop", "anon.service")
+
+
 def test_volume_commands_and_bad_names(bed: Testbed) -> None:
     assert bed.run(["sdcontainer", "volume", "create", "--label", "k=v", "made"]).stdout.strip() == "made"
     again = bed.run(["sdcontainer", "volume", "create", "made"], check=False)
