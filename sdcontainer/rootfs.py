@@ -679,7 +679,7 @@ def _mount_volumes(root_fd: int, plan: Plan) -> None:
             from sdcontainer import volumes  # noqa: F401 - for chown_volumes, after the pivot
 
             with Step(f"open {source} to chown it"):
-                _to_chown.append(os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK))
+                _to_chown.append(os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK))
         with Step(f"volume {mount.volume or source} on {mount.target}"):
             kind = "dir" if stat.S_ISDIR(os.stat(source).st_mode) else "file"
             _bind(source, root_fd, mount.target, kind, attr_set, attr_clr, recursive="bind" not in mount.options)

@@ -33,6 +33,9 @@ SECTIONS = ("Volume", "Unit", "Service", "Install", "Quadlet")
 FORBIDDEN_SERVICE_KEYS = {
     "ExecStart": "the service runs the launcher's volume-create",
     "Type": "the service is Type=oneshot",
+    "User": "volume-create must run as root: the store is root's",
+    "Group": "volume-create must run as root: the store is root's",
+    "DynamicUser": "volume-create must run as root: the store is root's",
 }
 
 
@@ -300,9 +303,10 @@ def _render(source: Source, unit: UnitFile, known: set[str], values: dict[str, A
     if fstype and not device:
         entry = unit.lookup_last(SECTION, "Type")
         raise entry.error("Type= needs Device=: what to mount") if entry else ConfigError("Type= needs Device=")
-    if device and device.startswith("/") and fstype is None and not device.startswith("/dev/"):
+    if device and fstype is None:
+        # podman's mount(8) probes a device's file system; the launcher's mount(2) cannot
         entry = unit.lookup_last(SECTION, "Device")
-        message = f"Device={device} needs Type= (Type=bind for a directory)"
+        message = f"Device={device} needs Type= (the file system: tmpfs, ext4, ...; bind for a directory)"
         raise entry.error(message) if entry else ConfigError(message)
     argv = [*(escape_specifiers(w) for w in launcher_command()), "volume-create", "--name", name]
     for key in VOLUME_KEYS:

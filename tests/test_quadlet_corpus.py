@@ -55,6 +55,7 @@ KNOWN_DIVERGENCES = {
     "service-user.container": "User= in [Service] is refused",
     "service-group.container": "Group= in [Service] is refused",
     "service-dynamicuser.container": "DynamicUser= in [Service] is refused",
+    "service-dynamicuser.volume": "DynamicUser= in [Service] is refused: the volume store is root's",
     # only with Image= swapped out: the empty Entrypoint= leaves the image's Cmd, which a
     # Rootfs= does not have
     "entrypoint-empty.container": "no command once Image= is replaced by Rootfs=",

@@ -194,6 +194,7 @@ def test_a_volume_file_becomes_a_oneshot_service(tmp_path: Path) -> None:
         ("Image=fedora", "key Image= in [Volume] is not supported: volumes of the image driver are not supported"),
         ("Copy=maybe", "invalid Copy="),
         ("Type=ext4", "Type= needs Device=: what to mount"),
+        ("Device=/dev/vdb1", "Device=/dev/vdb1 needs Type= (the file system: tmpfs, ext4, ...; bind for a directory)"),
         ("Options=size=1m,bad option", "invalid Options=: invalid mount option 'bad option'"),
     ],
 )
