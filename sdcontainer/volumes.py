@@ -134,8 +134,9 @@ def _from_json(name: str, data: object) -> Volume:
 
 
 def read(name: str) -> Volume | None:
-    """The volume's record, None when there is no such volume."""
-    import json
+    """The volume's record, None when there is no such volume. Read at every start of a
+    container using it: with state's JSON reader, not the json module (re, enum: ~7 ms)."""
+    from sdcontainer.state import from_json
 
     path = os.path.join(volume_dir(name), METADATA)
     try:
@@ -144,19 +145,19 @@ def read(name: str) -> Volume | None:
         return None
     with open(fd, encoding="utf-8") as f:
         try:
-            data = json.loads(f.read(1 << 20))
+            data = from_json(f.read(1 << 20))
         except ValueError:
             raise LaunchError(f"{path}: not valid JSON") from None
     return _from_json(name, data)
 
 
 def _write_record(directory: str, volume: Volume) -> None:
-    import json
+    from sdcontainer.state import to_json
 
     tmp = os.path.join(directory, f".{METADATA}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with open(fd, "w", encoding="utf-8") as f:
-        f.write(json.dumps(volume.to_json(), indent=2) + "\n")
+        f.write(to_json(volume.to_json()) + "\n")
     os.replace(tmp, os.path.join(directory, METADATA))
 
 
