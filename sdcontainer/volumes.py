@@ -45,7 +45,9 @@ DATA = "_data"
 DIR_MODE = 0o700
 # What `Options=` of a mount-backed volume may hold besides file-system data (size=, uid=):
 # the flags the launcher turns into mount flags (sdcontainer.rootfs.mount_flags).
-MAX_DEPTH = 4096  # directories deeper than this are not walked (each level holds an fd)
+# Levels of directories the walks go down (each holds one or two fds; a path past PATH_MAX
+# needs ~2000): deeper is an error, never a silent partial copy or chown.
+MAX_DEPTH = 256
 
 
 def check_name(name: str) -> str:
@@ -316,30 +318,43 @@ def _remove_tree(path: str) -> None:
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+def _too_deep() -> LaunchError:
+    return LaunchError(f"a volume's directories nest deeper than {MAX_DEPTH} levels; not walked")
+
+
 def _walk(top_fd: int) -> Iterator[tuple[int, str, os.stat_result]]:
     """(directory fd, name, lstat) of everything below the directory `top_fd`, parents before
-    children; never follows a symlink (a directory swapped for one between the lstat and the
-    open fails the open with ELOOP or ENOTDIR and is skipped)."""
-    stack = [os.dup(top_fd)]
+    children, depth first: one fd per level is open, whatever the width of the tree. Never
+    follows a symlink (a directory swapped for one between the lstat and the open fails the
+    open with ELOOP or ENOTDIR and is skipped)."""
+    stack = [(os.dup(top_fd), iter(os.listdir(top_fd)))]
     try:
         while stack:
-            fd = stack.pop()
-            try:
-                for name in os.listdir(fd):
-                    try:
-                        info = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    yield fd, name, info
-                    if stat.S_ISDIR(info.st_mode) and len(stack) < MAX_DEPTH:
-                        try:
-                            stack.append(os.open(name, _DIR_FLAGS, dir_fd=fd))
-                        except OSError:
-                            continue  # replaced by a symlink or gone meanwhile
-            finally:
+            fd, names = stack[-1]
+            name = next(names, None)
+            if name is None:
                 os.close(fd)
+                stack.pop()
+                continue
+            try:
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            yield fd, name, info
+            if stat.S_ISDIR(info.st_mode):
+                if len(stack) >= MAX_DEPTH:
+                    raise _too_deep()
+                try:
+                    sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except OSError:
+                    continue  # replaced by a symlink or gone meanwhile
+                try:
+                    stack.append((sub, iter(os.listdir(sub))))
+                except BaseException:
+                    os.close(sub)
+                    raise
     finally:
-        for fd in stack:
+        for fd, _ in stack:
             os.close(fd)
 
 
@@ -359,52 +374,57 @@ def copy_up(source_fd: int, target_fd: int) -> int:
     """Copy the image's directory `source_fd` into the new, empty volume `target_fd`: files,
     directories, symlinks (as symlinks) and fifos, with their modes, owners and times.
     Nothing is followed on either side and nothing existing is replaced; device nodes and
-    sockets are skipped (a volume is mounted nodev). Returns the number of entries copied."""
+    sockets are skipped (a volume is mounted nodev). Depth first, two fds open per level.
+    Returns the number of entries copied."""
     count = 0
-    pairs = [(os.dup(source_fd), os.dup(target_fd))]
+    stack = [(os.dup(source_fd), os.dup(target_fd), iter(os.listdir(source_fd)))]
     try:
-        while pairs:
-            src, dst = pairs.pop()
-            try:
-                for name in os.listdir(src):
-                    try:
-                        info = os.stat(name, dir_fd=src, follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    mode = info.st_mode
-                    try:
-                        if stat.S_ISDIR(mode):
-                            os.mkdir(name, 0o700, dir_fd=dst)
-                            sub_dst = os.open(name, _DIR_FLAGS, dir_fd=dst)
-                            try:
-                                sub_src = os.open(name, _DIR_FLAGS, dir_fd=src)
-                            except OSError:
-                                os.close(sub_dst)
-                                continue
-                            _set_attributes(sub_dst, info)
-                            if len(pairs) < MAX_DEPTH:
-                                pairs.append((sub_src, sub_dst))
-                            else:
-                                os.close(sub_src)
-                                os.close(sub_dst)
-                        elif stat.S_ISREG(mode):
-                            _copy_file(src, dst, name, info)
-                        elif stat.S_ISLNK(mode):
-                            os.symlink(os.readlink(name, dir_fd=src), name, dir_fd=dst)
-                            os.chown(name, info.st_uid, info.st_gid, dir_fd=dst, follow_symlinks=False)
-                        elif stat.S_ISFIFO(mode):
-                            os.mkfifo(name, stat.S_IMODE(mode) & 0o777, dir_fd=dst)
-                            os.chown(name, info.st_uid, info.st_gid, dir_fd=dst, follow_symlinks=False)
-                        else:
-                            continue
-                    except FileExistsError:
-                        continue  # never replaced, whatever it is
-                    count += 1
-            finally:
+        while stack:
+            src, dst, names = stack[-1]
+            name = next(names, None)
+            if name is None:
                 os.close(src)
                 os.close(dst)
+                stack.pop()
+                continue
+            try:
+                info = os.stat(name, dir_fd=src, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            mode = info.st_mode
+            try:
+                if stat.S_ISDIR(mode):
+                    if len(stack) >= MAX_DEPTH:
+                        raise _too_deep()
+                    os.mkdir(name, 0o700, dir_fd=dst)
+                    sub_dst = os.open(name, _DIR_FLAGS, dir_fd=dst)
+                    try:
+                        sub_src = os.open(name, _DIR_FLAGS, dir_fd=src)
+                    except OSError:
+                        os.close(sub_dst)
+                        continue  # swapped since the lstat
+                    try:
+                        _set_attributes(sub_dst, info)
+                        stack.append((sub_src, sub_dst, iter(os.listdir(sub_src))))
+                    except BaseException:
+                        os.close(sub_src)
+                        os.close(sub_dst)
+                        raise
+                elif stat.S_ISREG(mode):
+                    _copy_file(src, dst, name, info)
+                elif stat.S_ISLNK(mode):
+                    os.symlink(os.readlink(name, dir_fd=src), name, dir_fd=dst)
+                    os.chown(name, info.st_uid, info.st_gid, dir_fd=dst, follow_symlinks=False)
+                elif stat.S_ISFIFO(mode):
+                    os.mkfifo(name, stat.S_IMODE(mode) & 0o777, dir_fd=dst)
+                    os.chown(name, info.st_uid, info.st_gid, dir_fd=dst, follow_symlinks=False)
+                else:
+                    continue
+            except FileExistsError:
+                continue  # never replaced, whatever it is
+            count += 1
     finally:
-        for src, dst in pairs:
+        for src, dst, _ in stack:
             os.close(src)
             os.close(dst)
     return count

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sdcontainer import state, volumes
-from sdcontainer.errors import ConfigError, UsageError
+from sdcontainer.errors import ConfigError, LaunchError, UsageError
 from sdcontainer.generator import find_sources, generate
 from sdcontainer.sources import Source
 from sdcontainer.unitfile import parse_text
@@ -235,3 +235,45 @@ def test_a_volume_file_that_is_not_there_is_an_error(tmp_path: Path) -> None:
     sources, index = find_sources([str(tmp_path)])
     with pytest.raises(ConfigError, match=r"web\.container:4: gone\.volume: no such file is on the search path"):
         generate(sources[0], {s.name for s in sources}, index)
+
+
+def test_the_walks_hold_one_fd_per_level_not_per_directory(tmp_path: Path) -> None:
+    """A wide tree (more directories than the fd limit) is copied and chowned; a tree deeper
+    than MAX_DEPTH is an error, not a partial walk."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    image = tmp_path / "wide"
+    for i in range(300):
+        (image / f"d{i}").mkdir(parents=True)
+        (image / f"d{i}" / "f").write_text(str(i))
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
+    try:
+        src = os.open(image, os.O_RDONLY | os.O_DIRECTORY)
+        dst = os.open(volume, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            assert volumes.copy_up(src, dst) == 600
+            if os.geteuid() == 0:
+                volumes.chown_tree(dst, 0, 0)
+        finally:
+            os.close(src)
+            os.close(dst)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert (volume / "d299" / "f").read_text() == "299"
+    deep = tmp_path / "deep"
+    path = deep
+    for _ in range(volumes.MAX_DEPTH + 1):
+        path = path / "d"
+    path.mkdir(parents=True)
+    (tmp_path / "volume2").mkdir()
+    src = os.open(deep, os.O_RDONLY | os.O_DIRECTORY)
+    dst = os.open(tmp_path / "volume2", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(LaunchError, match="nest deeper than 256 levels"):
+            volumes.copy_up(src, dst)
+    finally:
+        os.close(src)
+        os.close(dst)
