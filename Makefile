@@ -117,7 +117,11 @@ install-generator:
 install-units:
 ifneq ($(UNITS),)
 	install -d $(DESTDIR)$(UNITDIR)
-	install -m 644 $(UNITS) $(DESTDIR)$(UNITDIR)/
+	@set -e; for unit in $(UNITS); do \
+		sed -e 's|@BINDIR@|$(BINDIR)|g' $$unit > $(DESTDIR)$(UNITDIR)/$$(basename $$unit).tmp; \
+		chmod 644 $(DESTDIR)$(UNITDIR)/$$(basename $$unit).tmp; \
+		mv $(DESTDIR)$(UNITDIR)/$$(basename $$unit).tmp $(DESTDIR)$(UNITDIR)/$$(basename $$unit); \
+	done
 endif
 
 # straight from the sources, so that a read-only checkout needs no `make` beforehand

@@ -31,9 +31,9 @@ def cli() -> None:
 
 
 def _sources_for(files: tuple[str, ...]) -> list[tuple[Any, Any, set[str], dict[str, list[str]]]]:
-    from sdcontainer.sources import KINDS, Source, find_sources, kind_of
+    from sdcontainer.sources import KINDS, Known, Source, find_sources, kind_of
 
-    result = []
+    result: list[tuple[Any, Any, set[str], dict[str, list[str]]]] = []
     for file in files:
         path = os.path.abspath(file)
         if kind_of(os.path.basename(path)) is None:
@@ -42,7 +42,7 @@ def _sources_for(files: tuple[str, ...]) -> list[tuple[Any, Any, set[str], dict[
         if not os.path.isfile(path):
             raise ConfigError("no such file", path)
         siblings, index = find_sources([os.path.dirname(path)])
-        result.append((Source(os.path.basename(path), path), siblings, {s.name for s in siblings}, index))
+        result.append((Source(os.path.basename(path), path), siblings, Known(siblings, index), index))
     return result
 
 
@@ -548,6 +548,44 @@ def rmi(references: tuple[str, ...]) -> None:
                 store.remove_image(image_id)
                 click.echo(f"deleted {image_id}")
         store.prune(set(in_use), all_unnamed=False)
+
+
+@cli.command(name="auto-update")
+@click.option("--dry-run", is_flag=True, help="Only check: report the units with an update as pending.")
+@click.option(
+    "--rollback/--no-rollback",
+    default=True,
+    show_default=True,
+    help="Go back to the previous image if a restart fails.",
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def auto_update(dry_run: bool, rollback: bool, fmt: str) -> None:
+    """Update the images of running AutoUpdate= containers and restart their units.
+
+    With AutoUpdate=registry the registry's digest of the image is compared with the running
+    one's (nothing is pulled unless it changed); with AutoUpdate=local, the store's image of that
+    name. A unit whose restart fails is rolled back to the image it ran before. The exit status is
+    non-zero if any unit failed or was rolled back.
+    """
+    from sdcontainer.autoupdate import auto_update as run_auto_update
+
+    _need_root("auto-update")
+    reports = run_auto_update(dry_run=dry_run, rollback=rollback)
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps([report.as_dict() for report in reports], indent=2))
+    else:
+        rows = [("UNIT", "CONTAINER", "IMAGE", "POLICY", "UPDATED")]
+        rows += [(r.unit, r.container, r.image, r.policy, r.updated) for r in reports]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        for row in rows:
+            click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + row[4])
+        for report in reports:
+            if report.message and report.updated in ("failed", "rolled back"):
+                click.echo(f"sdcontainer: {report.unit}: {report.message}", err=True)
+    if any(report.updated in ("failed", "rolled back") for report in reports):
+        sys.exit(1)
 
 
 @cli.command(name="exec", context_settings={"allow_interspersed_args": False})

@@ -20,6 +20,7 @@ from sdcontainer.sources import (
     CONTAINER,
     DEPENDENCY_KEYS,
     Generated,
+    Known,
     Source,
     find_dropins,
     find_sources,
@@ -241,6 +242,11 @@ def _unit_section(
         out.append(f"{entry.key}={value}")
     out.append(f"SourcePath={source.source_path}")
     out += [f"{name}={value}" for name, value in (*policy.unit_file_only, *policy.unit)]
+    image = unit.lookup_last("Container", "Image")
+    if image is not None and image.value.endswith(".image"):
+        from sdcontainer.imagefile import image_unit_lines  # Image=NAME.image: its service
+
+        out += image_unit_lines(unit)
     if sockets is not None:
         out += sockets.service_unit_lines()
     if health is not None and health.timer_text is not None:
@@ -371,6 +377,10 @@ def generate(source: Source, known: set[str], dropin_index: dict[str, list[str]]
     unit = load(source, dropin_index)
     _check_sections(unit)
     spec = spec_from_unit(unit)
+    if spec.image and spec.image.endswith(".image"):
+        from sdcontainer.imagefile import resolve
+
+        spec = resolve(source, unit, spec, known, dropin_index)
     if spec.image and spec.stop_signal is None:
         spec = _image_stop_signal(spec)
     generated = render(source, unit, spec, known)
@@ -630,7 +640,7 @@ def host_warnings(source: Source, dropin_index: dict[str, list[str]]) -> list[st
         if problem:
             warnings.append(str(rootfs.error(f"warning: Rootfs={shown(path)} {problem}")))
     image = unit.lookup_last("Container", "Image")
-    if spec.image and image is not None and "%" not in spec.image:
+    if spec.image and image is not None and "%" not in spec.image and not spec.image.endswith(".image"):
         from sdcontainer.store import find_image, storage_dir
 
         try:
@@ -750,7 +760,7 @@ def _generate_all(args: list[str]) -> int:
     sources, dropin_index = find_sources(unit_search_path(), problems)
     for problem in problems:
         report(problem)
-    known = {s.name for s in sources}
+    known = Known(sources, dropin_index)
     failed = 0
     for source in sources:
         try:

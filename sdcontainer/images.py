@@ -643,13 +643,13 @@ def _pull_name(
     policy: str,
     retry: int,
     retry_delay: float | None,
-    tls_verify: bool | None,
+    tls_verify: bool | Transport | None,
     tick: Callable[[], None] | None,
     quiet: bool,
     root: str,
 ) -> dict[str, Any]:
-    tls = [] if tls_verify is None else [f"--tls-verify={'true' if tls_verify else 'false'}"]
-    src_tls = [] if tls_verify is None else [f"--src-tls-verify={'true' if tls_verify else 'false'}"]
+    # tls_verify: a Transport carries the other registry options of a .image file too
+    tls, src_tls = _transport(tls_verify).inspect_args(), _transport(tls_verify).copy_args()
     with pull_lock(name, root):
         image_id = image_id_for(name, root)
         stored = load_record(image_id, root) if image_id else None
@@ -759,3 +759,132 @@ def _progress_every(tick: Callable[[], None], seconds: float = 5.0) -> Callable[
             tick()
 
     return progress
+
+
+# --- a .image file's pull: registry options, every tag, another name ------------------------
+
+
+class Transport:
+    """How skopeo reaches a registry: a .image file's TLSVerify=, AuthFile=, CertDir=, Creds=,
+    and the platform chosen from a manifest list (Arch=, OS=, Variant=; the host's by default)."""
+
+    __slots__ = ("tls_verify", "authfile", "cert_dir", "creds", "arch", "os", "variant")
+
+    def __init__(
+        self,
+        tls_verify: bool | None = None,
+        authfile: str | None = None,
+        cert_dir: str | None = None,
+        creds: str | None = None,
+        arch: str | None = None,
+        os: str | None = None,  # noqa: A002 - skopeo's and Quadlet's word
+        variant: str | None = None,
+    ) -> None:
+        self.tls_verify, self.authfile, self.cert_dir, self.creds = tls_verify, authfile, cert_dir, creds
+        self.arch, self.os, self.variant = arch, os, variant
+
+    def _args(self, prefix: str) -> list[str]:
+        args = [] if self.tls_verify is None else [f"--{prefix}tls-verify={'true' if self.tls_verify else 'false'}"]
+        for option, value in (("authfile", self.authfile), ("cert-dir", self.cert_dir), ("creds", self.creds)):
+            if value is not None:
+                args += [f"--{prefix}{option}", value]
+        # skopeo's global options, which it takes after the command too
+        for option, value in (("arch", self.arch), ("os", self.os), ("variant", self.variant)):
+            if value is not None:
+                args += [f"--override-{option}", value]
+        return args
+
+    def inspect_args(self) -> list[str]:
+        """For `skopeo inspect` and `list-tags`."""
+        return self._args("")
+
+    def copy_args(self) -> list[str]:
+        """For `skopeo copy` from the registry."""
+        return self._args("src-")
+
+
+def _transport(value: bool | Transport | None) -> Transport:
+    return value if isinstance(value, Transport) else Transport(tls_verify=value)
+
+
+def registry_digest(name: str, transport: Transport | None = None, retry: int = 0) -> str:
+    """The digest of the manifest (or manifest list) the registry has for a fully qualified
+    name, as a pull records it in the image's `sources`: one small request, nothing pulled."""
+    raw = skopeo(["inspect", "--raw", *_transport(transport).inspect_args(), f"docker://{name}"], name, retry=retry)
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def repository_tags(name: str, transport: Transport, retry: int = 3) -> list[str]:
+    """Every tag of the repository of a fully qualified name (skopeo list-tags)."""
+    ref = parse_reference(name)
+    repository = f"{ref.domain}/{ref.path}"
+    out = skopeo(
+        ["list-tags", *transport.inspect_args(), f"docker://{repository}"], f"listing {repository}", retry=retry
+    )
+    try:
+        tags = json.loads(out).get("Tags")
+    except (ValueError, AttributeError):
+        tags = None
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise ImageError(f"listing {repository}: skopeo's answer has no list of tags")
+    return [f"{repository}:{tag}" for tag in tags]
+
+
+def pull_image(
+    text: str,
+    transport: Transport,
+    *,
+    policy: str = "always",
+    all_tags: bool = False,
+    tag: str | None = None,
+    retry: int = 3,
+    retry_delay: float | None = None,
+    root: str | None = None,
+) -> list[dict[str, Any]]:
+    """What a .image file's service does: pull `text` (with `all_tags`, every tag of its
+    repository) through `transport`, then give the image the name `tag` too (ImageTag=, the
+    name units that name the .image file run). Returns the records pulled."""
+    if policy not in PULL_POLICIES:
+        raise ImageError(f"unknown pull policy {policy!r} (known: {', '.join(PULL_POLICIES)})")
+    try:
+        names = candidates(text, for_pull=True)
+    except ValueError as error:
+        raise ImageError(str(error)) from None
+    root = root or storage_dir()
+    if all_tags:
+        last: ImageError | None = None
+        for candidate in names:
+            try:
+                names = repository_tags(candidate, transport, retry)
+                break
+            except ImageError as error:
+                last = error
+        else:
+            raise last or ImageError(f"{text}: no registry to list its tags")
+    records = []
+    for name in names if all_tags else [None]:
+        records.append(_pull_one(name or text, transport, policy, retry, retry_delay, root))
+    if tag is not None:
+        with Store(root) as store:
+            store.tag(local_name(tag), records[0]["id"])
+    return records
+
+
+def _pull_one(
+    text: str, transport: Transport, policy: str, retry: int, retry_delay: float | None, root: str
+) -> dict[str, Any]:
+    stored = find_image(text, root)
+    if stored is not None and policy in ("never", "missing"):
+        return stored
+    if policy == "never":
+        raise ImageError(f"image {text} is not in the store ({root}) and Policy=never; pull it first")
+    names = candidates(text, for_pull=True)
+    errors = []
+    for name in names:
+        try:
+            return _pull_name(name, policy, retry, retry_delay, transport, None, True, root)
+        except ImageError as error:
+            if len(names) == 1:
+                raise
+            errors.append(str(error))
+    raise ImageError(f"pulling {text}: no registry has it: " + "; ".join(errors))

@@ -25,6 +25,7 @@ from sdcontainer.values import (
     mount_text,
     parse_abs_path,
     parse_add_host,
+    parse_auto_update,
     parse_bool,
     parse_capability,
     parse_count,
@@ -130,8 +131,13 @@ def parse_image(value: str, ctx: ParseContext) -> str:
     """An image reference: [REGISTRY/]NAME[:TAG][@sha256:DIGEST]. The grammar is
     sdcontainer.reference's; this parser stays here so that sdcontainer.values imports
     nothing of the image code."""
-    if value.endswith((".image", ".build")):
-        raise ValueError(f"{value}: .image and .build units are not supported yet; name the image itself")
+    if value.endswith(".build"):
+        raise ValueError(f"{value}: .build units are not supported yet; name the image itself")
+    if value.endswith(".image") and not ctx.expanded:
+        # NAME.image: the image of that .image file, which the generator resolves (sdcontainer.imagefile)
+        if "/" in value or value.startswith(".") or "@" in value:
+            raise ValueError(f"{value}: a .image file is named by its file name (NAME.image), not a template or path")
+        return value
     from sdcontainer.reference import parse_reference
 
     parse_reference(value)
@@ -164,7 +170,8 @@ KEYS: tuple[Key, ...] = (
         "system is an overlay of its layers with an upper layer in memory. Its config supplies "
         "the defaults of *Entrypoint=*, *Exec=* (its Cmd), *Environment=*, *WorkingDir=* and "
         "*User=*. A short name (no registry) is looked up as localhost/NAME, then in the "
-        "unqualified-search-registries of registries.conf (docker.io when none is set).",
+        "unqualified-search-registries of registries.conf (docker.io when none is set). _NAME_*.image* "
+        "runs the image of that .image file, after its _NAME_-image.service pulled it.",
     ),
     Key(
         "Pull",
@@ -508,6 +515,21 @@ KEYS: tuple[Key, ...] = (
         doc="Labels recorded with the running container (see *sdcontainer list*).",
     ),
     Key(
+        "AutoUpdate",
+        Kind.SINGLE,
+        "auto_update",
+        parse_auto_update,
+        option="--auto-update",
+        metavar="POLICY",
+        doc="Lets *sdcontainer auto-update* update the container's image: *registry* (the image "
+        "named by *Image=*, which must name its registry, is compared with the registry's by "
+        "digest and pulled when it changed) or *local* (compared with the image the store has "
+        "under that name now). The container is then restarted, and rolled back to the image it "
+        "ran before if the restart fails. Recorded with the running container as the label "
+        "io.containers.autoupdate, as podman does (that label, given with *Label=*, works too). "
+        "See *sdcontainer*(1).",
+    ),
+    Key(
         "Annotation",
         Kind.WORDS,
         "annotations",
@@ -746,7 +768,6 @@ QUADLET_ONLY_KEYS = frozenset(
     [
         "AddDevice",
         "AppArmor",
-        "AutoUpdate",
         "CgroupsMode",
         "ContainersConfModule",
         "ExposeHostPort",
@@ -944,6 +965,13 @@ def problems(spec: ContainerSpec) -> Iterator[SpecError]:
         yield SpecError("no command: set Exec= (and/or Entrypoint=)")
     if spec.group and not spec.user:
         yield SpecError("Group= requires User=", "group")
+    if spec.auto_update and not spec.image:
+        yield SpecError("AutoUpdate= needs Image=: a Rootfs= tree has nothing to update from", "auto_update")
+    elif spec.auto_update == "registry" and not _names_registry(spec.image or ""):
+        yield SpecError(
+            f"AutoUpdate=registry needs an Image= that names its registry (as podman wants): {spec.image}",
+            "auto_update",
+        )
     for item in spec.sysctls:
         if spec.network == "host" and item.startswith("net."):
             yield SpecError(
@@ -976,6 +1004,12 @@ def problems(spec: ContainerSpec) -> Iterator[SpecError]:
             )
     if "." in spec.dns_search and len(spec.dns_search) > 1:
         yield SpecError("DNSSearch=. (no search domains) cannot be combined with domains", "dns_search")
+
+
+def _names_registry(image: str) -> bool:
+    """A fully qualified reference (REGISTRY/NAME...), or a .image file (its Image= is checked there)."""
+    first, slash, _ = image.partition("/")
+    return image.endswith(".image") or bool(slash and ("." in first or ":" in first or first == "localhost"))
 
 
 def validate_unit(spec: ContainerSpec) -> None:

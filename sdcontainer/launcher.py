@@ -468,7 +468,7 @@ def write_state(plan: Plan, pid: int) -> None:
         command=tuple(plan.command),
         hostname=plan.hostname,
         network=spec.network,
-        labels=tuple(dict(item.split("=", 1) for item in spec.labels).items()),
+        labels=_labels(spec),
         annotations=tuple(dict(item.split("=", 1) for item in spec.annotations).items()),
         started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),  # UTC; `sdcontainer list` parses it
         # what `sdcontainer exec` and health checks need to be no more privileged than the init
@@ -482,6 +482,17 @@ def write_state(plan: Plan, pid: int) -> None:
         notify_socket=os.environ.get("NOTIFY_SOCKET"),
     )
     state.write(record)
+
+
+AUTO_UPDATE_LABEL = "io.containers.autoupdate"  # podman's: what `sdcontainer auto-update` looks for
+
+
+def _labels(spec: ContainerSpec) -> tuple[tuple[str, str], ...]:
+    """Label= (the last of a key wins), and AutoUpdate= as podman records it, a label."""
+    labels = dict(item.split("=", 1) for item in spec.labels)
+    if spec.auto_update:
+        labels[AUTO_UPDATE_LABEL] = spec.auto_update
+    return tuple(labels.items())
 
 
 def start(spec: ContainerSpec) -> int:
@@ -660,6 +671,8 @@ def _usage() -> str:
         f"       {PROG} health --unit UNIT [--retries N] [--timeout MS] [--start-period MS]",
         "                 [--on-failure none|kill|restart|stop] [--notify-healthy] -- CHECK...",
         f"       {PROG} exec --unit UNIT -- COMMAND [ARG...]",
+        f"       {PROG} pull [--tag NAME] [--all-tags] [--policy P] [registry options] -- IMAGE",
+        "                 (the NAME-image.service of a .image file, see sdcontainer.image(5))",
         "",
         "Runs a container as the calling systemd unit's main process; without $NOTIFY_SOCKET it",
         "stays in the foreground and exits with the container's status. Options (one per",

@@ -83,7 +83,7 @@ KINDS = (
     CONTAINER,
     UnitKind(".network", "Network", "-network", None),
     UnitKind(".volume", "Volume", "-volume", "sdcontainer.volumefile"),
-    UnitKind(".image", "Image", "-image", None),
+    UnitKind(".image", "Image", "-image", "sdcontainer.imagefile"),
     UnitKind(".pod", "Pod", "-pod", None),
     UnitKind(".kube", "Kube", "", None),
     UnitKind(".build", "Build", "-build", None),
@@ -229,19 +229,20 @@ def find_sources(
                         continue  # gone since it was listed
                     subdirectories.append((entry.path, depth + 1, (found.st_dev, found.st_ino)))
             stack.extend(reversed(subdirectories))  # the first in name order is walked next
-    _found.clear()
-    _found.update((name, (source, dropin_index)) for name, source in seen.items())
     return sorted(seen.values(), key=lambda s: s.name), dropin_index
 
 
-# The files the last find_sources() found, by name: a file that names another (Volume=
-# data.volume) reads what it needs from that one (its VolumeName=) through lookup().
-_found: dict[str, tuple[Source, dict[str, list[str]]]] = {}
+class Known(set[str]):
+    """The names of the unit files found (the `known` every renderer gets is a set of them),
+    with where each is: a file that names another (Image=NAME.image) reads it from there."""
 
-
-def lookup(name: str) -> tuple[Source, dict[str, list[str]]] | None:
-    """The source of that name found by the last find_sources(), and its drop-in index."""
-    return _found.get(name)
+    def __init__(
+        self, sources: list[Source] | tuple[Source, ...] = (), dropin_index: dict[str, list[str]] | None = None
+    ) -> None:
+        super().__init__(source.name for source in sources)
+        self.paths = {source.name: source.path for source in sources}
+        # the drop-in directories of find_sources(), for the drop-ins of a file read this way
+        self.dropin_index = dropin_index or {}
 
 
 def _entry_name(entry: os.DirEntry[str]) -> str:

@@ -74,6 +74,7 @@ class ContainerSpec:
     dns_search: tuple[str, ...] = ()
     dns_options: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
+    auto_update: str | None = None  # AutoUpdate=: registry or local; recorded as the label io.containers.autoupdate
     annotations: tuple[str, ...] = ()
     stop_signal: str | None = None
     stop_timeout: int | None = None

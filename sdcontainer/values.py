@@ -180,6 +180,8 @@ def _volume_options(value: str, text: str, named: bool) -> tuple[bool, list[str]
             if not named:
                 raise ValueError(f"{value!r}: {opt} is for a volume, not a host path")
             options.append(opt)
+        elif opt == "idmap" or opt.startswith("idmap="):
+            raise ValueError(f"{value!r}: idmap is not supported: a container has no user namespace yet")
         elif opt in _PROPAGATION:
             raise ValueError(f"{value!r}: mount propagation ({opt}) is not supported: a container's mounts are private")
         else:
@@ -818,6 +820,18 @@ PULL_POLICIES = ("never", "missing", "always", "newer")
 def parse_pull(value: str, ctx: ParseContext) -> str:
     if value not in PULL_POLICIES:
         raise ValueError(f"{value!r} is not one of {', '.join(PULL_POLICIES)}")
+    return value
+
+
+AUTO_UPDATE_POLICIES = ("registry", "local")
+
+
+def parse_auto_update(value: str, ctx: ParseContext) -> str:
+    """AutoUpdate=: podman's policies of `auto-update` (podman's "image" is its old name of registry)."""
+    if value == "image":
+        return "registry"
+    if value not in AUTO_UPDATE_POLICIES:
+        raise ValueError(f"{value!r} is not one of {', '.join(AUTO_UPDATE_POLICIES)}")
     return value
 
 

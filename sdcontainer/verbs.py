@@ -6,6 +6,7 @@
     wait-port [ADDRESS:]PORT [--timeout S] [-- PROGRAM...]   SocketProxy='s ExecStartPre= (sdcontainer.sockets)
     health --unit UNIT [OPTIONS] -- CHECK...      NAME-health.service (sdcontainer.health)
     exec --unit UNIT -- COMMAND...                ExecReload= of ReloadCmd= (sdcontainer.enter)
+    pull [OPTIONS] -- IMAGE                       NAME-image.service of a .image file (sdcontainer.imagefile)
     volume-create --name NAME [OPTIONS]           NAME-volume.service of a .volume file (sdcontainer.volumes)
 
 One table, VERBS, names each verb's module and function; the libexec script and
@@ -44,6 +45,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "wait-port": ("sdcontainer.sockets", "wait_port", PROG),
     "health": ("sdcontainer.health", "check_command", "sdcontainer-health"),
     "exec": ("sdcontainer.enter", "exec_command", "sdcontainer-launcher exec"),
+    "pull": ("sdcontainer.imagefile", "pull_command", "sdcontainer-launcher pull"),
     "volume-create": ("sdcontainer.volumes", "create_command", "sdcontainer-launcher volume-create"),
 }
 HELP = ("sdcontainer.launcher", "help_command", PROG)  # its usage lists every verb's options

@@ -355,8 +355,9 @@ def _render(source: Source, unit: UnitFile, known: set[str], values: dict[str, A
 def volume_of(file_name: str, entry: Entry | None, known: set[str]) -> tuple[str, str]:
     """The volume `NAME.volume` stands for (its VolumeName=, else systemd-NAME) and the
     service that makes it. A template's (`NAME@.volume`) is the instance's of the same
-    instance name as the container: systemd-NAME-%i, made by NAME-volume@%i.service."""
-    from sdcontainer.sources import load, lookup
+    instance name as the container: systemd-NAME-%i, made by NAME-volume@%i.service.
+    The file is read where the search found it (sdcontainer.sources.Known), with its drop-ins."""
+    from sdcontainer.sources import load
 
     if file_name not in known:
         message = f"{file_name}: no such file is on the search path"
@@ -369,12 +370,12 @@ def volume_of(file_name: str, entry: Entry | None, known: set[str]) -> tuple[str
     else:
         service = f"{prefix}-volume{at}{instance}.service"
         name = default_name(stem)
-    found = lookup(file_name)
-    if found is None:
+    path = getattr(known, "paths", {}).get(file_name)
+    if path is None:
         return name, service
-    unit = load(*found)
-    entries = [e for e in unit.section(SECTION) if e.key == "VolumeName" and e.value]
-    if not entries:
+    unit = load(Source(file_name, path), getattr(known, "dropin_index", {}))
+    entries = [e for e in unit.section(SECTION) if e.key == "VolumeName"]
+    if not entries or not entries[-1].value:  # none, or reset by a drop-in
         return name, service
     value = unquote(entries[-1].value)
     try:

@@ -65,9 +65,11 @@ LAYERS = (
     "service",  # the [Service] policy, for unit files and transient units alike
     "sources",  # unit files on the search path: kinds, names, drop-ins, install links
     "volumefile",  # .volume -> NAME-volume.service; Volume=NAME.volume
+    "imagefile",  # .image files: [Image] keys, NAME-image.service, the pull verb
     "generator",  # .container -> units
     "launcher",  # ExecStart: builds the plan, pulls when it must, runs the steps
     "transient",  # sdcontainer run: the generator's unit, as a transient one
+    "autoupdate",  # sdcontainer auto-update: AutoUpdate= units' images compared, pulled, restarted, rolled back
     "cli",  # sdcontainer
 )
 

@@ -147,7 +147,7 @@ def test_tmpfs_and_booleans_and_signals() -> None:
         ("Image=docker.io/library/Busybox\nExec=x\n", 2, "is not a repository name"),
         ("Image=busybox:-bad\n", 2, "is not a valid tag"),
         ("Image=busybox@sha256:abc\n", 2, "is not a sha256:<64 hex digits> digest"),
-        ("Image=web.image\n", 2, ".image and .build units are not supported yet"),
+        ("Image=web.build\n", 2, ".build units are not supported yet"),
         (
             "Image=busybox\nPull=sometimes\n",
             3,

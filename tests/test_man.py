@@ -161,7 +161,7 @@ def test_every_cli_command_and_option_is_in_the_page_and_nothing_else() -> None:
 
     page = CLI_PAGE.read_text(encoding="utf-8")
     commands = dict(cli.commands)
-    synopsis = set(re.findall(r"^\*sdcontainer (\w+)\*", section(page, "# SYNOPSIS"), re.MULTILINE))
+    synopsis = set(re.findall(r"^\*sdcontainer (\w[\w-]*)\*", section(page, "# SYNOPSIS"), re.MULTILINE))
     assert synopsis == set(commands), (
         f"commands in the code but not in the SYNOPSIS: {sorted(set(commands) - synopsis)}; "
         f"in the SYNOPSIS but not in the code: {sorted(synopsis - set(commands))}"
@@ -211,7 +211,7 @@ def test_every_command_the_help_lists_is_described_under_a_commands_section() ->
     where: dict[str, list[str]] = {}
     for title in titles:
         # `*list* [...]`, `*image* inspect _IMAGE_`: the verb, and a group's verb with its own
-        for verb, sub in re.findall(r"^\*([a-z]+)\*(?: ([a-z]+))?", section(page, f"# {title}"), re.MULTILINE):
+        for verb, sub in re.findall(r"^\*([a-z][a-z-]*)\*(?: ([a-z]+))?", section(page, f"# {title}"), re.MULTILINE):
             where.setdefault(verb, []).append(title)
             if sub:
                 where.setdefault(f"{verb} {sub}", []).append(title)

@@ -56,9 +56,12 @@ KNOWN_DIVERGENCES = {
     "service-group.container": "Group= in [Service] is refused",
     "service-dynamicuser.container": "DynamicUser= in [Service] is refused",
     "service-dynamicuser.volume": "DynamicUser= in [Service] is refused: the volume store is root's",
+    "service-dynamicuser.image": "DynamicUser= in [Service] is refused: the pull writes root's image store",
     # only with Image= swapped out: the empty Entrypoint= leaves the image's Cmd, which a
     # Rootfs= does not have
     "entrypoint-empty.container": "no command once Image= is replaced by Rootfs=",
+    # only with Image= swapped out: a Rootfs= tree has no image to update
+    "autoupdate.container": "AutoUpdate= without Image= is refused once Image= is replaced by Rootfs=",
     # Quadlet passes it on and `podman run` fails at every start ("sdnotify policy healthy
     # requires a healthcheck"); the generator says so once, naming the line
     "notify-healthy.container": "Notify=healthy without HealthCmd= is refused",

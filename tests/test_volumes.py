@@ -13,7 +13,7 @@ import pytest
 from sdcontainer import state, volumes
 from sdcontainer.errors import ConfigError, LaunchError, UsageError
 from sdcontainer.generator import find_sources, generate
-from sdcontainer.sources import Source
+from sdcontainer.sources import Known, Source
 from sdcontainer.unitfile import parse_text
 from sdcontainer.volumefile import render
 
@@ -166,9 +166,8 @@ def _render(tmp_path: Path, name: str, text: str) -> str:
     path = tmp_path / name
     path.write_text(text)
     sources, index = find_sources([str(tmp_path)])
-    known = {s.name for s in sources}
     source = next(s for s in sources if s.name == name)
-    return generate(source, known, index).text
+    return generate(source, Known(sources, index), index).text
 
 
 def test_a_volume_file_becomes_a_oneshot_service(tmp_path: Path) -> None:
@@ -208,7 +207,9 @@ def test_a_bad_volume_file_names_file_and_line(tmp_path: Path, body: str, messag
 
 def test_a_container_requires_the_service_of_its_volume_file(tmp_path: Path) -> None:
     (tmp_path / "db.volume").write_text("[Volume]\nVolumeName=dbdata\n")
-    (tmp_path / "cache.volume").write_text("[Volume]\n")
+    (tmp_path / "cache.volume").write_text("[Volume]\nVolumeName=ignored\n")
+    (tmp_path / "cache.volume.d").mkdir()
+    (tmp_path / "cache.volume.d" / "name.conf").write_text("[Volume]\nVolumeName=\n")  # reset: the default again
     text = _render(
         tmp_path,
         "web.container",
@@ -234,7 +235,7 @@ def test_a_volume_file_that_is_not_there_is_an_error(tmp_path: Path) -> None:
     path.write_text("[Container]\nRootfs=/srv/r\nExec=/bin/true\nVolume=gone.volume:/x\n")
     sources, index = find_sources([str(tmp_path)])
     with pytest.raises(ConfigError, match=r"web\.container:4: gone\.volume: no such file is on the search path"):
-        generate(sources[0], {s.name for s in sources}, index)
+        generate(sources[0], Known(sources, index), index)
 
 
 def test_the_walks_hold_one_fd_per_level_not_per_directory(tmp_path: Path) -> None:
