@@ -159,10 +159,12 @@ def install(bed: Testbed, outcome: realworld.Outcome) -> str:
         for conf in sorted(dropin_dir.glob("*.conf")):
             texts.append(conf.read_text())
             bed.write_file(f"{target}/{dropin_dir.name}/{conf.name}", substituted(conf.read_text()))
+    for volume in sorted(project.glob("*.volume")):  # Volume=NAME.volume names them
+        bed.write_file(f"{target}/{volume.name}", volume.read_text())
     for text in texts:
         directories, files = host_paths(text)
         for directory in directories:
-            bed.run(["mkdir", "-p", directory])
+            bed.run(["sh", "-c", '[ -e "$1" ] || mkdir -p "$1"', "-", directory])  # /etc/localtime is a file
         for path in files:
             bed.run(["sh", "-c", f'mkdir -p "$(dirname "{path}")" && touch "{path}"'])
     return source.name.removesuffix(".container") + ".service"
