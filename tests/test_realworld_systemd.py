@@ -125,8 +125,13 @@ def host_paths(text: str) -> tuple[list[str], list[str]]:
     for line in text.splitlines():
         key, _, value = (part.strip() for part in line.partition("="))
         value = value.replace("%h", "/root")
-        if key == "Volume" and value.startswith("/"):
+        if key == "Volume" and value.startswith("/") and value.count(":") >= 1:
             directories.append(value.split(":", 1)[0])
+        elif key == "Mount" and "type=bind" in value:
+            fields = dict(f.partition("=")[::2] for f in value.split(","))
+            source = fields.get("source") or fields.get("src") or ""
+            if source.startswith("/"):
+                directories.append(source)
         elif key == "EnvironmentFile" and value.startswith("/"):
             files.append(value.lstrip("-"))
     return directories, files
