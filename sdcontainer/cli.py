@@ -44,7 +44,7 @@ def _sources_for(files: tuple[str, ...]) -> list[tuple[Any, Any, set[str], dict[
         if not os.path.isfile(path):
             raise ConfigError("no such file", path)
         siblings, index = find_sources([os.path.dirname(path)])
-        result.append((Source(os.path.basename(path), path), siblings, Known(siblings), index))
+        result.append((Source(os.path.basename(path), path), siblings, Known(siblings, index), index))
     return result
 
 
@@ -305,9 +305,7 @@ def _key_options() -> list[click.Option]:
 #: podman run's options that have no key here, and what to do instead
 PODMAN_ONLY = {
     "--privileged": "there is no privileged mode; add capabilities with --cap-add, or --unmask paths",
-    "--mount": "use --volume SOURCE:TARGET[:OPTIONS] or --tmpfs PATH",
     "--restart": "a transient container is not restarted; write a .container file with Restart= in [Service]",
-    "--pod": "pods are not supported yet",
     "--userns": "user namespaces are not supported yet",
     "--device": "devices are not supported yet (AddDevice=)",
     "--security-opt": "use --no-new-privileges, --cap-drop, --mask; seccomp and SELinux profiles are fixed",
@@ -635,6 +633,91 @@ def image_prune() -> None:
     for image_id in images:
         click.echo(f"removed image {image_id[:12]}")
     click.echo(f"removed {len(layers)} layers")
+
+
+@cli.group()
+def volume() -> None:
+    """Named volumes: ls, inspect, create, rm, prune. They outlive containers."""
+
+
+@volume.command(name="ls")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def volume_ls(fmt: str) -> None:
+    """List the volumes, with the running units that use each."""
+    from sdcontainer import volumes
+
+    _need_root("volume ls")
+    listed = volumes.listing()
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps(listed, indent=2))
+        return
+    click.echo(f"{'NAME':<32} {'KIND':<8} USED BY")
+    for entry in listed:
+        kind = "mount" if entry["options"].get("device") else "dir"
+        click.echo(f"{entry['name']:<32} {kind:<8} {' '.join(entry['used_by']) or '-'}")
+
+
+@volume.command(name="inspect")
+@click.argument("names", nargs=-1, required=True)
+def volume_inspect(names: tuple[str, ...]) -> None:
+    """Print what is known of each volume, as JSON: its mount point, options, labels, users."""
+    import json
+
+    from sdcontainer import volumes
+
+    _need_root("volume inspect")
+    click.echo(json.dumps([volumes.inspect(name) for name in names], indent=2))
+
+
+@volume.command(name="create")
+@click.argument("name")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="A label of the volume (repeatable).")
+@click.option("--ignore", is_flag=True, help="An existing volume of that name is no error (it is kept as it is).")
+def volume_create(name: str, labels: tuple[str, ...], ignore: bool) -> None:
+    """Create the volume NAME, an empty directory in the store."""
+    from sdcontainer import volumes
+    from sdcontainer.errors import UsageError
+
+    _need_root("volume create")
+    if any("=" not in label or label.startswith("=") for label in labels):
+        raise UsageError("--label takes KEY=VALUE")
+    try:
+        volumes.check_name(name)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    volumes.create(volumes.Volume(name=name, created=0, labels=labels), ignore=ignore)
+    click.echo(name)
+
+
+@volume.command(name="rm")
+@click.argument("names", nargs=-1, required=True)
+@click.option(
+    "-f",
+    "--force",
+    is_flag=True,
+    help="A volume that does not exist is no error. Stops nothing: one in use is refused.",
+)
+def volume_rm(names: tuple[str, ...], force: bool) -> None:
+    """Remove volumes and their content. A volume a running container uses is refused,
+    naming the unit: stop it first."""
+    from sdcontainer import volumes
+
+    _need_root("volume rm")
+    for name in names:
+        if volumes.remove(name, force=force):
+            click.echo(name)
+
+
+@volume.command(name="prune")
+def volume_prune() -> None:
+    """Remove every volume no running container uses, with its content."""
+    from sdcontainer import volumes
+
+    _need_root("volume prune")
+    for name in volumes.prune():
+        click.echo(f"removed volume {name}")
 
 
 @cli.command()

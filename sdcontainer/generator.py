@@ -44,6 +44,7 @@ from sdcontainer.values import has_variable
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
     from sdcontainer.sockets import SocketPlan
 
@@ -147,6 +148,7 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
     _check_joined_container(unit, spec, known)
     default_dependencies = _quadlet_default_dependencies(unit)
     _oneshot_problems(unit, spec)
+    spec, volume_services = _volume_files(unit, spec, known)
     sockets = _socket_plan(source, unit, spec)
     health = HealthUnits(source, spec) if spec.health_cmd else None
     policy = service_policy(
@@ -163,6 +165,10 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
     ]
     out += [f"{e.key}={e.value}" for e in unit.section("Container")]
     out += _unit_section(source, unit, known, policy, sockets, health)
+    if volume_services:  # after the file's own [Unit] lines, before [Service]
+        index = out.index("[Service]") - 1 if "[Service]" in out else len(out)
+        services = " ".join(volume_services)
+        out[index:index] = [f"Requires={services}", f"After={services}"]
     out += _service_section(unit, policy)
     for section in unit.sections:
         if (section == "Install" and sockets is None) or section.startswith("X-"):
@@ -193,6 +199,42 @@ def _check_joined_container(unit: UnitFile, spec: ContainerSpec, known: set[str]
     entry = unit.lookup_last("Container", "Network")
     message = f"Network= names {name}, but no such file is on the search path"
     raise entry.error(message) if entry else ConfigError(message, unit.path)
+
+
+def _volume_files(unit: UnitFile, spec: ContainerSpec, known: set[str]) -> tuple[ContainerSpec, list[str]]:
+    """Volume=NAME.volume:/path (and Mount=...,source=NAME.volume): the volume that file
+    makes (sdcontainer.volumefile), and its service to require."""
+    from sdcontainer.spec import BindMount
+
+    def refers(mount: object) -> bool:
+        return isinstance(mount, BindMount) and mount.source.endswith(".volume")
+
+    if not any(refers(m) for m in (*spec.volumes, *spec.mounts)):
+        return spec, []
+    from sdcontainer.record import replace
+    from sdcontainer.volumefile import volume_of
+
+    services: list[str] = []
+
+    def resolve(mount: Any) -> Any:
+        if not refers(mount):
+            return mount
+        entry = next(
+            (
+                e
+                for e in unit.entries
+                if e.section == "Container" and e.key in ("Volume", "Mount") and mount.source in e.value
+            ),
+            None,
+        )
+        name, service = volume_of(mount.source, entry, known)
+        if service not in services:
+            services.append(service)
+        return replace(mount, source=name)
+
+    volumes = tuple(resolve(m) for m in spec.volumes)
+    mounts = tuple(resolve(m) for m in spec.mounts)
+    return replace(spec, volumes=volumes, mounts=mounts), services
 
 
 def _socket_plan(source: Source, unit: UnitFile, spec: ContainerSpec) -> SocketPlan | None:
@@ -864,7 +906,7 @@ def _generate_all(args: list[str]) -> int:
     sources, dropin_index = find_sources(unit_search_path(), problems)
     for problem in problems:
         report(problem)
-    known = Known(sources)
+    known = Known(sources, dropin_index)
     failed = 0
     for source in sources:
         try:

@@ -15,7 +15,7 @@ from sdcontainer.errors import ConfigError, UsageError
 from sdcontainer.record import record
 from sdcontainer.spec import ContainerSpec
 from sdcontainer.text import nearest
-from sdcontainer.unitfile import Entry, UnitFile, escape_specifiers, split_words, unquote
+from sdcontainer.unitfile import Entry, EnvWord, UnitFile, escape_specifiers, split_words, unquote
 from sdcontainer.values import (
     DEFAULT_NETWORK,
     ULIMIT_SETTINGS,
@@ -24,6 +24,7 @@ from sdcontainer.values import (
     is_bridge,
     is_service_unit_name,
     joins_container,
+    mount_text,
     parse_abs_path,
     parse_add_host,
     parse_auto_update,
@@ -47,6 +48,7 @@ from sdcontainer.values import (
     parse_log_driver,
     parse_log_opt,
     parse_memory,
+    parse_mount,
     parse_name,
     parse_network,
     parse_notify,
@@ -346,12 +348,37 @@ KEYS: tuple[Key, ...] = (
         "volumes",
         parse_volume,
         option="--volume",
-        metavar="SOURCE:TARGET[:OPTIONS]",
+        metavar="[SOURCE:]TARGET[:OPTIONS]",
         short="-v",
-        doc="Bind-mounts the host path _SOURCE_ at _TARGET_. _OPTIONS_ is a comma-separated "
-        "list of ro, rw (the default), nosuid, nodev, noexec; z and Z are accepted and "
-        "ignored (no SELinux relabelling). A relative _SOURCE_ (./dir) is taken from the "
-        "directory of the unit file. Named volumes are not supported yet.",
+        doc="Mounts _SOURCE_ at _TARGET_. _SOURCE_ is a host path (bind-mounted; a relative one, "
+        "./dir, is taken from the directory of the unit file), a volume name (the volume is "
+        "created at the first start that uses it, see *sdcontainer-volume*(1)), _NAME_*.volume* "
+        "(the volume of that file: the service requires and is ordered after _NAME_-volume.service), "
+        "or left out: an anonymous volume, in memory and gone with the container. "
+        "*${VAR}* in _SOURCE_ is expanded by systemd from the unit's *Environment=*, as with "
+        "Quadlet. A new volume is seeded with what the image has at _TARGET_. _OPTIONS_, "
+        "comma-separated: ro, rw (the default), nosuid, nodev, noexec (volumes are nosuid and "
+        "nodev unless suid or dev is given), suid, dev, exec, rbind (the default), bind (not "
+        "recursive), U (the source is chowned to the container's user and group at each start, "
+        "never following a symlink in it), nocopy (no seeding), copy; z and Z are accepted and "
+        "ignored (no SELinux relabelling, as podman without SELinux). Mount propagation options "
+        "are refused: a container's mounts are private.",
+    ),
+    Key(
+        "Mount",
+        Kind.LIST,
+        "mounts",
+        parse_mount,
+        option="--mount",
+        metavar="type=TYPE,...",
+        doc="A mount in podman's *--mount* syntax, comma-separated fields: *type=*bind, volume "
+        "(the default) or tmpfs; *source=* (or *src=*): a host path for bind, a volume name "
+        "or _NAME_*.volume* for volume (none: an anonymous volume); *destination=* (or *dst=*, "
+        "*target=*); *ro*, *readonly*, *rw* (each may take =true or =false); *U* or *chown*; "
+        "*nocopy* (or *volume-nocopy*); *bind-nonrecursive*; *tmpfs-size=*, *tmpfs-mode=*; "
+        "*relabel=* is accepted and ignored. Each means what the same option of *Volume=* or "
+        "*Tmpfs=* means. *bind-propagation=* other than private and rprivate is refused, as "
+        "are the types image, devpts, glob and artifact.",
     ),
     Key(
         "Tmpfs",
@@ -1179,7 +1206,6 @@ QUADLET_ONLY_KEYS = frozenset(
         "HealthMaxLogCount",
         "HealthMaxLogSize",
         "IP6",
-        "Mount",
         "NetworkAlias",
         "RemapGid",
         "RemapUid",
@@ -1607,6 +1633,10 @@ def _secret_and_log_settings(spec: ContainerSpec) -> list[tuple[str, str]]:
 def _format(key: Key, value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if key.field in ("volumes", "mounts"):
+        # systemd expands ${VAR} in a volume's source from the unit's environment, as Quadlet's -v
+        text = mount_text(value) if key.field == "mounts" else str(value)
+        return EnvWord(text) if "$" in getattr(value, "source", "") else text
     if key.field == "entrypoint":
         import json
 

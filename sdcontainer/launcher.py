@@ -82,11 +82,21 @@ from sdcontainer.process import (
     resolve_identity,
 )
 from sdcontainer.record import replace
-from sdcontainer.rootfs import SCRATCH_DIR, TINI, build_root, etc_hosts, etc_resolv_conf, pivot, zone_file
+from sdcontainer.rootfs import (
+    SCRATCH_DIR,
+    TINI,
+    build_root,
+    chown_volumes,
+    etc_hosts,
+    etc_resolv_conf,
+    pivot,
+    resolve_mounts,
+    zone_file,
+)
 from sdcontainer.security import capability_mask, confine, load_last, own_bounding_set, user_capabilities
 from sdcontainer.spec import ContainerSpec
 from sdcontainer.step import Step, launch_error, outcome_in_child
-from sdcontainer.values import is_bridge, joins_container
+from sdcontainer.values import is_bridge, is_service_unit_name, joins_container
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -165,9 +175,10 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
         if not os.access(TINI, os.X_OK):
             raise launch_error(f"RunInit=yes needs {TINI} (Debian package tini): not found")
         command = ("/dev/init", "--", *command)
-    for volume in spec.volumes:
-        with Step(f"volume source {volume.source}"):
-            os.stat(volume.source)
+    mounts = resolve_mounts(spec)
+    used = sorted({m.volume for m in mounts if m.volume})
+    if used and is_service_unit_name(spec.unit):
+        state.write_volumes(spec.unit, used)  # `sdcontainer volume rm` refuses them while the unit runs
     file_env: dict[str, str] = {}
     for path in spec.environment_files:
         file_env.update(parse_env_file(path))
@@ -230,6 +241,7 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
         secret_env=secret_env,
         netns_fd=netns_fd,
         joined_addresses=joined_addresses,
+        mounts=mounts,
     )
 
 
@@ -419,6 +431,7 @@ def container_main(plan: Plan, sync_fd: int, go_fd: int) -> None:
         with Step(f"create the image's working directory {plan.working_dir}"):
             os.makedirs(plan.working_dir, 0o755, exist_ok=True)  # as docker does: as root, in the overlay
     ident = resolve_identity(plan.user, plan.group, spec.group_add)
+    chown_volumes(ident.uid, ident.gid)
     env = build_environment(plan, ident.home, os.environ)
 
     user_caps = user_capabilities(spec.add_capabilities, plan.caps, plan.last_cap)

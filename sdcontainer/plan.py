@@ -21,6 +21,25 @@ NOTIFY_SOCKET_INSIDE = "/run/notify/notify.sock"  # Notify=yes: where Plan.notif
 
 
 @record
+class Attachment:
+    """One mount of Volume=, Mount= or Tmpfs=, as the start resolved it on the host."""
+
+    target: str
+    # "bind": `source` is a host path or a named volume's _data; "anonymous": a directory
+    # in the container's scratch tmpfs; "device": `source` mounted with `fstype` and
+    # `data` (a mount-backed volume); "tmpfs": a fresh tmpfs with `data`
+    kind: str
+    source: str = ""
+    readonly: bool = False
+    options: tuple[str, ...] = ()  # nosuid, nodev, noexec, suid, dev, exec, bind, rbind, U
+    volume: str | None = None  # the named volume, for its copy-up
+    copy_up: bool = False  # seed it from the image's content at `target`
+    fstype: str | None = None
+    flags: int = 0  # mount flags of "device" and "tmpfs"
+    data: str = ""
+
+
+@record
 class Plan:
     """What the child needs, computed (and checked) in the parent so that most mistakes are
     reported before any namespace or mount exists."""
@@ -59,3 +78,5 @@ class Plan:
     # joins instead of unsharing one (-1: none), and that container's addresses (its record)
     netns_fd: int = -1
     joined_addresses: tuple[str, ...] = ()
+    # Volume=, Mount= and Tmpfs=, parents before what is mounted below them
+    mounts: tuple[Attachment, ...] = ()

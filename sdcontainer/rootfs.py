@@ -27,8 +27,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from sdcontainer.plan import Plan
-    from sdcontainer.spec import ContainerSpec
+    from sdcontainer.plan import Attachment, Plan
+    from sdcontainer.spec import BindMount, ContainerSpec
 
 # An empty host directory the container's scratch tmpfs is mounted on; the mount exists only
 # in the container's private mount namespace, so the host never sees anything there.
@@ -500,7 +500,7 @@ def build_root(plan: Plan) -> str:
             with Step("bring up the loopback interface"):
                 linux.interface_up("lo")
         _set_sysctls(root, spec.sysctls)
-        _mount_volumes(root_fd, spec)
+        _mount_volumes(root_fd, plan)
         if plan.notify_socket:
             with Step(f"bind NOTIFY_SOCKET {plan.notify_socket} on {NOTIFY_SOCKET_INSIDE}"):
                 flags = linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC
@@ -576,37 +576,208 @@ def _mount_api_filesystems(root: str, root_fd: int, shm_size: str) -> None:
     _mount_sys(root)
 
 
-def _mount_volumes(root_fd: int, spec: ContainerSpec) -> None:
-    """ReadOnlyTmpfs='s tmpfs on /tmp, /var/tmp and /run, then Volume= and Tmpfs=."""
+# volumes (named or anonymous) are nosuid and nodev unless their options say suid or dev
+VOLUME_DEFAULTS = ("nosuid", "nodev")
+
+
+def _attr_bits(options: tuple[str, ...], readonly: bool) -> tuple[int, int]:
+    attr_set = linux.MOUNT_ATTR_RDONLY if readonly else 0
+    attr_clr = 0
+    for option, bit in (
+        ("suid", linux.MOUNT_ATTR_NOSUID),
+        ("dev", linux.MOUNT_ATTR_NODEV),
+        ("exec", linux.MOUNT_ATTR_NOEXEC),
+    ):
+        if f"no{option}" in options:
+            attr_set |= bit
+        elif option in options:
+            attr_clr |= bit
+    return attr_set, attr_clr
+
+
+def mount_flags(options: str, default: int = 0) -> tuple[int, str]:
+    """Mount flags and the data string of a comma-separated option list (mount(8)'s -o)."""
+    flags = default
+    data = []
+    for option in (o for o in options.split(",") if o):
+        if option in _TMPFS_FLAGS:
+            on, off = _TMPFS_FLAGS[option]
+            flags = (flags | on) & ~off
+        else:
+            data.append(option)
+    return flags, ",".join(data)
+
+
+def resolve_mounts(spec: ContainerSpec) -> tuple[Attachment, ...]:
+    """Volume=, Mount= and Tmpfs= as the start mounts them, checked on the host (in the
+    launcher, before any namespace): a host path must exist, a named volume is made at its
+    first use (sdcontainer.volumes.ensure) and its kind (directory or device) read. Sorted
+    by the depth of the target, so that /a is mounted before /a/b."""
+    from sdcontainer.plan import Attachment
+    from sdcontainer.spec import BindMount
+
+    found: list[Attachment] = []
+    for mount in (*spec.volumes, *spec.mounts, *spec.tmpfs):
+        if not isinstance(mount, BindMount):
+            flags, data = tmpfs_flags(mount.options)
+            found.append(Attachment(mount.target, "tmpfs", flags=flags, data=data))
+            continue
+        options = mount.options
+        if not mount.named:
+            with Step(f"volume source {mount.source}"):
+                os.stat(mount.source)
+            found.append(Attachment(mount.target, "bind", mount.source, mount.readonly, options))
+            continue
+        options = (*(o for o in VOLUME_DEFAULTS if o[2:] not in options), *options)
+        copy = "nocopy" not in options
+        if not mount.source:
+            found.append(Attachment(mount.target, "anonymous", "", mount.readonly, options, copy_up=copy))
+            continue
+        found.append(_named_volume(mount, options, copy))
+    return tuple(sorted(found, key=lambda a: len([p for p in a.target.split("/") if p])))
+
+
+def _named_volume(mount: BindMount, options: tuple[str, ...], copy: bool) -> Attachment:
+    from sdcontainer import volumes
+    from sdcontainer.plan import Attachment
+
+    name = mount.source
+    if not volumes.is_volume_name(name):
+        raise launch_error(f"volume {name!r} for {mount.target}: not a valid volume name")
+    with Step(f"volume {name}"):
+        volume = volumes.ensure(name)
+    if volume.mount_backed:
+        flags, data = mount_flags(volume.options or "")
+        source = volume.device or volume.fstype or "none"
+        kind, fstype = "device", volume.fstype
+        return Attachment(mount.target, kind, source, mount.readonly, options, name, False, fstype, flags, data)
+    if volume.fstype == "bind" and volume.device:
+        return Attachment(mount.target, "bind", volume.device, mount.readonly, options, name)
+    copy_up = copy and ("copy" in options or volume.copy) and not volume.seeded
+    return Attachment(mount.target, "bind", volumes.data_dir(name), mount.readonly, options, name, copy_up)
+
+
+# fds of the sources of :U mounts, kept from the mounts until the user is known (chown_volumes)
+_to_chown: list[int] = []
+
+
+def _mount_volumes(root_fd: int, plan: Plan) -> None:
+    """ReadOnlyTmpfs='s tmpfs on /tmp, /var/tmp and /run, then Volume=, Mount= and Tmpfs=."""
+    spec = plan.spec
     if spec.read_only and spec.read_only_tmpfs:
         for target, mode in (("/tmp", "1777"), ("/var/tmp", "1777"), ("/run", "755")):
             _mount_tmpfs(root_fd, target, linux.MS_NOSUID | linux.MS_NODEV, f"mode={mode}")
-    for volume in spec.volumes:
-        attr_set = linux.MOUNT_ATTR_RDONLY if volume.readonly else 0
-        attr_clr = 0
-        for option, bit in (
-            ("suid", linux.MOUNT_ATTR_NOSUID),
-            ("dev", linux.MOUNT_ATTR_NODEV),
-            ("exec", linux.MOUNT_ATTR_NOEXEC),
-        ):
-            if f"no{option}" in volume.options:
-                attr_set |= bit
-            elif option in volume.options:
-                attr_clr |= bit
-        with Step(f"volume {volume.source} on {volume.target}"):
-            kind = "dir" if stat.S_ISDIR(os.stat(volume.source).st_mode) else "file"
-            _bind(
-                volume.source,
-                root_fd,
-                volume.target,
-                kind,
-                attr_set,
-                attr_clr,
-                recursive="bind" not in volume.options,
-            )
-    for tmpfs in spec.tmpfs:
-        flags, data = tmpfs_flags(tmpfs.options)
-        _mount_tmpfs(root_fd, tmpfs.target, flags, data)
+    for number, mount in enumerate(plan.mounts):
+        if mount.kind == "tmpfs":
+            _mount_tmpfs(root_fd, mount.target, mount.flags, mount.data)
+            continue
+        attr_set, attr_clr = _attr_bits(mount.options, mount.readonly)
+        if mount.kind == "device":
+            with Step(f"mount volume {mount.volume} ({mount.source}) on {mount.target}"):
+                fd = open_in_root(root_fd, mount.target, create="dir")
+                try:
+                    flags = mount.flags | (linux.MS_RDONLY if mount.readonly else 0)
+                    for option, bit in (
+                        ("nosuid", linux.MS_NOSUID),
+                        ("nodev", linux.MS_NODEV),
+                        ("noexec", linux.MS_NOEXEC),
+                    ):
+                        if option in mount.options:
+                            flags |= bit
+                    linux.mount(mount.source, _fd_path(fd), mount.fstype or "none", flags, mount.data or None)
+                finally:
+                    os.close(fd)
+            if "U" in mount.options:
+                from sdcontainer import volumes  # noqa: F401 - for chown_volumes, after the pivot
+
+                _hold_for_chown(root_fd, mount.target)
+            continue
+        source = mount.source
+        if mount.kind == "anonymous":
+            source = f"{SCRATCH_DIR}/anonymous/{number}"
+            os.makedirs(source, 0o755, exist_ok=True)
+            os.chmod(source, 0o755)
+        if mount.copy_up:
+            with Step(f"copy the image's {mount.target} into volume {mount.volume or 'anonymous'}"):
+                _copy_up(root_fd, mount.target, source, mount.volume)
+        if "U" in mount.options:
+            from sdcontainer import volumes  # noqa: F401 - for chown_volumes, after the pivot
+
+            with Step(f"open {source} to chown it"):
+                _to_chown.append(os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK))
+        with Step(f"volume {mount.volume or source} on {mount.target}"):
+            kind = "dir" if stat.S_ISDIR(os.stat(source).st_mode) else "file"
+            _bind(source, root_fd, mount.target, kind, attr_set, attr_clr, recursive="bind" not in mount.options)
+
+
+def _hold_for_chown(root_fd: int, target: str) -> None:
+    fd = open_in_root(root_fd, target)
+    try:
+        _to_chown.append(os.open(_fd_path(fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+    finally:
+        os.close(fd)
+
+
+def _copy_up(root_fd: int, target: str, destination: str, volume: str | None) -> None:
+    """Seed a new volume with the image's content at `target`, once: under a lock on the
+    volume, and only while it is empty (podman's copy-up). The image's side is resolved in
+    the root (its symlinks stay inside it); nothing is followed on either side."""
+    import fcntl
+
+    from sdcontainer import volumes
+
+    lock = os.open(os.path.dirname(destination) if volume else destination, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if volume is not None:
+            current = volumes.read(volume)
+            if current is None or current.seeded:
+                return  # seeded by another start meanwhile
+        dst = os.open(destination, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            if not os.listdir(dst):
+                try:
+                    path_fd = open_in_root(root_fd, target)
+                except (FileNotFoundError, NotADirectoryError):
+                    path_fd = None  # nothing in the image there: nothing to copy
+                if path_fd is not None:
+                    try:
+                        src = os.open(_fd_path(path_fd), os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+                    finally:
+                        os.close(path_fd)
+                    try:
+                        if stat.S_ISDIR(os.fstat(src).st_mode):
+                            volumes.copy_up(src, dst)
+                            info = os.fstat(src)
+                            os.fchown(dst, info.st_uid, info.st_gid)
+                            os.fchmod(dst, stat.S_IMODE(info.st_mode))
+                    finally:
+                        os.close(src)
+        finally:
+            os.close(dst)
+        if volume is not None:
+            volumes.mark_seeded(volume)
+    finally:
+        os.close(lock)
+
+
+def chown_volumes(uid: int, gid: int) -> None:
+    """The :U volumes made the container user's, once it is known (after the pivot, from the
+    container's /etc/passwd); through fds opened before the pivot, never by a path."""
+    if not _to_chown:
+        return
+    from sdcontainer import volumes  # loaded before the pivot (_mount_volumes): no file is read now
+
+    while _to_chown:
+        fd = _to_chown.pop()
+        try:
+            with Step("chown a :U volume to the container's user"):
+                if stat.S_ISDIR(os.fstat(fd).st_mode):
+                    volumes.chown_tree(fd, uid, gid)
+                else:
+                    os.fchown(fd, uid, gid)
+        finally:
+            os.close(fd)
 
 
 def pivot(root: str) -> None:

@@ -183,12 +183,16 @@ def _joined_container_dependencies(spec: ContainerSpec) -> list[Setting]:
 
 
 def _requires_mounts_for(spec: ContainerSpec) -> list[str]:
+    from sdcontainer.spec import BindMount
     from sdcontainer.store import SYSTEM_STORAGE
 
-    paths = [spec.rootfs or (SYSTEM_STORAGE if spec.image else "")] + [v.source for v in spec.volumes]
+    binds = [m for m in (*spec.volumes, *spec.mounts) if isinstance(m, BindMount)]
+    # named volumes live in the storage directory (sdcontainer.volumes)
+    volume = any(m.named and m.source for m in binds)
+    paths = [spec.rootfs or "", SYSTEM_STORAGE if spec.image or volume else ""] + [m.source for m in binds]
     if spec.secrets:  # LoadCredential= reads them before the launcher runs
         from sdcontainer.secrets import SYSTEM_SECRETS_DIR
 
         paths.append(SYSTEM_SECRETS_DIR)
     # a path with a variable in it is known at start only: systemd does not expand it here
-    return [quote_list_word(p) for p in paths if p.startswith("/") and not has_variable(p)]
+    return [quote_list_word(p) for p in dict.fromkeys(paths) if p.startswith("/") and not has_variable(p)]

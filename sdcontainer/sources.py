@@ -82,7 +82,7 @@ CONTAINER = UnitKind(".container", "Container", "", "sdcontainer.generator")
 KINDS = (
     CONTAINER,
     UnitKind(".network", "Network", "-network", None),
-    UnitKind(".volume", "Volume", "-volume", None),
+    UnitKind(".volume", "Volume", "-volume", "sdcontainer.volumefile"),
     UnitKind(".image", "Image", "-image", "sdcontainer.imagefile"),
     UnitKind(".pod", "Pod", "-pod", "sdcontainer.pods"),
     UnitKind(".kube", "Kube", "", None),
@@ -236,9 +236,13 @@ class Known(set[str]):
     """The names of the unit files found (the `known` every renderer gets is a set of them),
     with where each is: a file that names another (Image=NAME.image) reads it from there."""
 
-    def __init__(self, sources: list[Source] | tuple[Source, ...] = ()) -> None:
+    def __init__(
+        self, sources: list[Source] | tuple[Source, ...] = (), dropin_index: dict[str, list[str]] | None = None
+    ) -> None:
         super().__init__(source.name for source in sources)
         self.paths = {source.name: source.path for source in sources}
+        # the drop-in directories of find_sources(), for the drop-ins of a file read this way
+        self.dropin_index = dropin_index or {}
 
 
 def _entry_name(entry: os.DirEntry[str]) -> str:

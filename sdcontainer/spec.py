@@ -13,10 +13,18 @@ from sdcontainer.record import record
 
 @record
 class BindMount:
+    """Volume=: a host path bound (source starts with /), a named volume, or an anonymous
+    one (source "")."""
+
     source: str
     target: str
     readonly: bool = False
-    options: tuple[str, ...] = ()  # nosuid, nodev, noexec, ...
+    options: tuple[str, ...] = ()  # nosuid, nodev, noexec, ...; U, copy, nocopy
+
+    @property
+    def named(self) -> bool:
+        """A volume (named or anonymous), not a host path."""
+        return not self.source.startswith("/")
 
     def __str__(self) -> str:
         opts = ["ro" if self.readonly else "rw", *self.options]
@@ -52,7 +60,8 @@ class ContainerSpec:
     group_add: tuple[str, ...] = ()  # supplementary groups: names in the container's /etc/group, or numbers
     timezone: str | None = None  # "local" or a zone name
     hostname: str | None = None
-    volumes: tuple[BindMount, ...] = ()
+    volumes: tuple[BindMount, ...] = ()  # source: a host path, a volume name, "" for an anonymous volume
+    mounts: tuple[BindMount | TmpfsMount, ...] = ()  # Mount=, as the Volume= or Tmpfs= it means
     tmpfs: tuple[TmpfsMount, ...] = ()
     shm_size: str | None = None  # size= of the /dev/shm tmpfs: 64M
     read_only: bool = False

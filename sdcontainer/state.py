@@ -33,6 +33,7 @@ STATE_DIR = f"{RUN_DIR}/containers"
 POD_DIR = f"{RUN_DIR}/pods"  # a pod's namespaces, held by bind mounts (sdcontainer.pods)
 RECORD = "record.json"
 HEALTH = "health"  # consecutive failures of the unit's health check
+VOLUMES = "volumes"  # the named volumes the container uses, one a line (sdcontainer.volumes)
 NOTIFY = "notify"  # Notify=yes: a directory (root's only) with the relay's socket, notify.sock
 PROG = "sdcontainer-launcher"
 DIR_MODE = 0o700  # of the container's directory (systemd makes a RuntimeDirectory= 0755)
@@ -399,10 +400,41 @@ def write(record: ContainerRecord) -> None:
             pass
 
 
+def write_volumes(unit: str, names: list[str]) -> None:
+    """The named volumes a starting container uses: `sdcontainer volume rm` refuses them
+    while the unit runs (systemd removes the file with the directory at its stop)."""
+    directory = container_dir(unit)
+    os.makedirs(directory, DIR_MODE, exist_ok=True)
+    os.chmod(directory, DIR_MODE)
+    _write_private(f"{directory}/{VOLUMES}", "".join(f"{name}\n" for name in names))
+
+
+def volumes_in_use() -> list[tuple[str, list[str]]]:
+    """(unit, the volumes it uses) of every unit whose directory holds a volumes file."""
+    try:
+        names = sorted(os.listdir(STATE_DIR))
+    except FileNotFoundError:
+        return []
+    found = []
+    for unit in names:
+        try:
+            with open(f"{STATE_DIR}/{unit}/{VOLUMES}", encoding="utf-8") as f:
+                found.append((unit, f.read().split()))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return found
+
+
 def remove(unit: str) -> None:
     """Forget the container: its record, health count and directory (either layout). Idempotent."""
     directory = container_dir(unit)
-    for path in (f"{directory}/{RECORD}", f"{directory}/{HEALTH}", f"{directory}/{NOTIFY}/notify.sock", *_legacy(unit)):
+    for path in (
+        f"{directory}/{RECORD}",
+        f"{directory}/{HEALTH}",
+        f"{directory}/{VOLUMES}",
+        f"{directory}/{NOTIFY}/notify.sock",
+        *_legacy(unit),
+    ):
         try:  # noqa: SIM105 - contextlib is one more import
             os.unlink(path)
         except FileNotFoundError:

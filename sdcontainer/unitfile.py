@@ -321,6 +321,13 @@ _EXEC_ESCAPES = {ord('"'): '\\"', ord("\\"): "\\\\", ord("$"): "$$", ord("\n"): 
 _EXEC_ESCAPES.update({c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F] if c not in _EXEC_ESCAPES})
 
 
+class EnvWord(str):
+    """An argument whose `$VAR` and `${VAR}` systemd expands from the unit's environment, as
+    Quadlet's command line leaves them: quote_exec_word keeps its `$`."""
+
+    __slots__ = ()
+
+
 # the same, with `$` left as it is: for a unit file's values, where `${VAR}` (and `$VAR` as
 # a word of its own) is systemd's to expand and `$$` is a literal `$`, as in Quadlet
 _EXEC_ESCAPES_VARIABLES = {c: escape for c, escape in _EXEC_ESCAPES.items() if c != ord("$")}
@@ -333,6 +340,7 @@ def quote_exec_word(word: str, *, variables: bool = False) -> str:
     `${VAR}` and a word `$VAR` at start, as it does on the podman command line Quadlet writes."""
     if word and only(word, _PLAIN_WORD):
         return word
+    variables = variables or isinstance(word, EnvWord)
     return '"' + word.translate(_EXEC_ESCAPES_VARIABLES if variables else _EXEC_ESCAPES) + '"'
 
 

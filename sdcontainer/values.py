@@ -180,37 +180,203 @@ def parse_capability(value: str, ctx: ParseContext) -> str:
 
 
 _MOUNT_FLAGS = {"nosuid", "nodev", "noexec", "suid", "dev", "exec", "rbind", "bind"}
+# what only a volume takes: U (chown to the container's user), copy and nocopy (copy-up)
+_VOLUME_FLAGS = {"U", "copy", "nocopy"}
+_PROPAGATION = {"shared", "rshared", "slave", "rslave", "private", "rprivate", "unbindable", "runbindable"}
+VOLUME_NAME_MAX = 200  # below NAME_MAX (255), with room for a temporary name beside it
 
 
-def parse_volume(value: str, ctx: ParseContext) -> BindMount:
-    parts = value.split(":")
-    if len(parts) == 1:
+def is_volume_name(name: str) -> bool:
+    """podman's grammar of volume names; a volume name is a directory name in the store."""
+    return word(name, ALNUM, ALNUM + "_.-", VOLUME_NAME_MAX)
+
+
+def _volume_source(source: str, ctx: ParseContext) -> str:
+    """A named volume (`data`, `data.volume`, `systemd-%p`) or, with `$`, a value systemd
+    expands from the unit's environment (`${DATA}`) before the launcher reads it."""
+    if not ctx.expanded and (has_variable(source) or "%" in source or source.endswith(".volume")):
+        if "\n" in source:
+            raise ValueError(f"{source!r} is not a volume name")
+        return source
+    if not is_volume_name(source):
         raise ValueError(
-            f"{value!r} has no source; anonymous and named volumes are not supported yet, "
-            "use HOST-PATH:CONTAINER-PATH[:OPTIONS] or Tmpfs="
+            f"{source!r} is neither an absolute path nor a volume name (a letter or digit, then "
+            f"letters, digits and _.-, at most {VOLUME_NAME_MAX})"
         )
-    if len(parts) > 3:
-        raise ValueError(f"{value!r} is not SOURCE:TARGET[:OPTIONS]")
-    source, target = parts[0], parts[1]
-    if not (source.startswith(("/", "./", "../", "%")) or source in (".", "..") or _deferred(source, ctx)):
-        raise ValueError(f"named volume {source!r} is not supported yet; give a host path")
+    return source
+
+
+def _volume_options(value: str, text: str, named: bool) -> tuple[bool, list[str]]:
     readonly = False
     options: list[str] = []
-    for opt in parts[2].split(",") if len(parts) == 3 and parts[2] else []:
+    for opt in text.split(",") if text else []:
         if opt == "ro":
             readonly = True
         elif opt == "rw":
             readonly = False
         elif opt in ("z", "Z"):
             continue  # SELinux relabelling: no SELinux policy is applied by sdcontainer
-        elif opt in _MOUNT_FLAGS:
+        elif opt in _MOUNT_FLAGS or opt == "U":
             options.append(opt)
+        elif opt in _VOLUME_FLAGS:
+            if not named:
+                raise ValueError(f"{value!r}: {opt} is for a volume, not a host path")
+            options.append(opt)
+        elif opt == "idmap" or opt.startswith("idmap="):
+            raise ValueError(f"{value!r}: idmap is not supported: a container has no user namespace yet")
+        elif opt in _PROPAGATION:
+            raise ValueError(f"{value!r}: mount propagation ({opt}) is not supported: a container's mounts are private")
         else:
-            raise ValueError(f"unknown volume option {opt!r} (known: ro, rw, {', '.join(sorted(_MOUNT_FLAGS))})")
-    source = parse_host_path(source, ctx)
-    if ":" in source:  # only through the file's directory: a colon in the value splits it
-        raise ValueError(f"the source {source!r} has a ':' in it (the launcher's --volume is SOURCE:TARGET[:OPTIONS])")
+            known = ", ".join(["ro", "rw", "z", "Z", "U", "copy", "nocopy", *sorted(_MOUNT_FLAGS)])
+            raise ValueError(f"unknown volume option {opt!r} (known: {known})")
+    return readonly, options
+
+
+def parse_volume(value: str, ctx: ParseContext) -> BindMount:
+    """SOURCE:TARGET[:OPTIONS] as podman's -v: SOURCE a host path (absolute, or ./ from the
+    file's directory), a volume name, NAME.volume (the generator resolves it), or nothing
+    (`/path` alone: an anonymous volume, source "")."""
+    parts = value.split(":")
+    if len(parts) > 3:
+        raise ValueError(f"{value!r} is not [SOURCE:]TARGET[:OPTIONS]")
+    if len(parts) == 1:
+        parts = ["", parts[0]]
+    source, target = parts[0], parts[1]
+    host = source.startswith(("/", "./", "../")) or source in (".", "..") or (source.startswith("%") and "/" in source)
+    if source and not host:
+        source = _volume_source(source, ctx)
+    readonly, options = _volume_options(value, parts[2] if len(parts) == 3 else "", not host)
+    if host:
+        source = parse_host_path(source, ctx)
+        if ":" in source:  # only through the file's directory: a colon in the value splits it
+            raise ValueError(
+                f"the source {source!r} has a ':' in it (the launcher's --volume is SOURCE:TARGET[:OPTIONS])"
+            )
     return BindMount(source, parse_abs_path(target, ctx), readonly, tuple(options))
+
+
+_MOUNT_TYPES = ("bind", "volume", "tmpfs")
+_TRUE = ("", "true", "1", "yes")
+
+
+def _mount_fields(value: str) -> list[tuple[str, str]]:
+    """podman's --mount: comma-separated KEY[=VALUE], a field in double quotes may hold commas."""
+    fields = []
+    for field in _split_csv(value):
+        key, eq, setting = field.partition("=")
+        fields.append((key.strip(), setting if eq else ""))
+    return fields
+
+
+def _split_csv(value: str) -> list[str]:
+    out: list[str] = []
+    current: list[str] = []
+    quoted = False
+    for char in value:
+        if char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            out.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if quoted:
+        raise ValueError(f"{value!r}: an unterminated double quote")
+    out.append("".join(current))
+    return [field for field in out if field]
+
+
+def _flag(key: str, setting: str) -> bool:
+    if setting.lower() in _TRUE:
+        return True
+    if setting.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{key}={setting}: not true or false")
+
+
+def parse_mount(value: str, ctx: ParseContext) -> BindMount | TmpfsMount:
+    """podman's --mount type=bind|volume|tmpfs,source=...,destination=...[,options], made
+    the mount Volume= or Tmpfs= would make."""
+    fields = _mount_fields(value)
+    kind = "volume"
+    source = target = None
+    readonly = False
+    options: list[str] = []
+    tmpfs: list[str] = []
+    for key, setting in fields:
+        if key == "type":
+            if setting not in _MOUNT_TYPES:
+                raise ValueError(
+                    f"type={setting}: not supported (sdcontainer mounts {', '.join(_MOUNT_TYPES)}; "
+                    "image, devpts, glob and artifact mounts are not supported yet)"
+                )
+            kind = setting
+        elif key in ("source", "src"):
+            source = setting
+        elif key in ("destination", "dst", "target"):
+            target = setting
+        elif key in ("ro", "readonly"):
+            readonly = _flag(key, setting)
+        elif key == "rw":
+            readonly = not _flag(key, setting)
+        elif key in ("relabel", "z", "Z"):
+            continue  # SELinux: nothing to relabel without it
+        elif key in ("U", "chown"):
+            if _flag(key, setting):
+                options.append("U")
+        elif key in ("nocopy", "volume-nocopy"):
+            if _flag(key, setting):
+                options.append("nocopy")
+        elif key == "bind-nonrecursive":
+            if _flag(key, setting):
+                options.append("bind")
+        elif key == "bind-propagation":
+            if setting not in ("private", "rprivate"):
+                raise ValueError(f"bind-propagation={setting}: not supported: a container's mounts are private")
+        elif key in ("suid", "nosuid", "dev", "nodev", "exec", "noexec", "bind", "rbind", "copy") and not setting:
+            options.append(key)
+        elif key in ("tmpfs-size", "tmpfs-mode"):
+            tmpfs.append(f"{key[6:]}={setting}")
+        elif key == "notmpcopyup":
+            continue  # a tmpfs starts empty here either way
+        else:
+            raise ValueError(f"unknown or unsupported --mount option {key!r}")
+    if not target:
+        raise ValueError(f"{value!r} has no destination (destination=, dst= or target=)")
+    if kind == "tmpfs":
+        if source:
+            raise ValueError("type=tmpfs takes no source")
+        return parse_tmpfs(":".join([target, ",".join([*tmpfs, *options, *(["ro"] if readonly else [])])]), ctx)
+    if tmpfs:
+        raise ValueError(f"tmpfs-{tmpfs[0].partition('=')[0]}: only for type=tmpfs")
+    if kind == "bind" and not source:
+        raise ValueError("type=bind needs a source")
+    if kind == "bind" and not source.startswith(("/", "./", "../", "%")):  # type: ignore[union-attr]
+        raise ValueError(f"type=bind: {source!r} is not a host path")
+    if kind == "volume" and source and source.startswith(("/", ".")):
+        raise ValueError(f"type=volume: {source!r} is a path, not a volume name (type=bind mounts a path)")
+    text = ",".join(["ro" if readonly else "rw", *options])
+    return parse_volume(f"{source or ''}:{target}:{text}", ctx)
+
+
+def mount_text(mount: BindMount | TmpfsMount) -> str:
+    """The --mount value that parse_mount reads back as `mount`."""
+
+    def field(text: str) -> str:
+        return f'"{text}"' if "," in text else text
+
+    if isinstance(mount, TmpfsMount):
+        names = {"size": "tmpfs-size", "mode": "tmpfs-mode"}
+        options = [names.get(o.partition("=")[0], "") + o[o.index("=") :] if "=" in o else o for o in mount.options]
+        return ",".join(["type=tmpfs", field(f"destination={mount.target}"), *options])
+    kind = "bind" if mount.source.startswith("/") else "volume"
+    fields = [f"type={kind}", field(f"destination={mount.target}")]
+    if mount.source:
+        fields.append(field(f"source={mount.source}"))
+    if mount.readonly:
+        fields.append("ro")
+    fields += mount.options
+    return ",".join(fields)
 
 
 def parse_tmpfs(value: str, ctx: ParseContext) -> TmpfsMount:

@@ -9,6 +9,7 @@
     pull [OPTIONS] -- IMAGE                       NAME-image.service of a .image file (sdcontainer.imagefile)
     pod-create --pod NAME --unit UNIT [OPTIONS]   NAME-pod.service of a .pod file (sdcontainer.pods)
     pod-remove --pod NAME --unit UNIT             its ExecStopPost= (sdcontainer.pods)
+    volume-create --name NAME [OPTIONS]           NAME-volume.service of a .volume file (sdcontainer.volumes)
 
 One table, VERBS, names each verb's module and function; the libexec script and
 `python -m sdcontainer.launcher` both dispatch through main() here, which imports the module
@@ -49,6 +50,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "pull": ("sdcontainer.imagefile", "pull_command", "sdcontainer-launcher pull"),
     "pod-create": ("sdcontainer.pods", "create_command", "sdcontainer-launcher pod-create"),
     "pod-remove": ("sdcontainer.pods", "remove_command", "sdcontainer-launcher pod-remove"),
+    "volume-create": ("sdcontainer.volumes", "create_command", "sdcontainer-launcher volume-create"),
 }
 HELP = ("sdcontainer.launcher", "help_command", PROG)  # its usage lists every verb's options
 # Run every HealthInterval= (health) and at every stop of a bridge unit (release): the

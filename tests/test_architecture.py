@@ -47,6 +47,7 @@ LAYERS = (
     "archive",  # an image archive's few documents, streamed
     "documents",  # index, manifest and config documents, checked field by field
     "store",  # the image store (reads for a start; writes via unpack)
+    "volumes",  # named volumes: the store beside the images, copy-up and :U walks
     "images",  # pull and import into the store
     # networking: addresses, links, leases, the firewall table
     "netlink",  # the per-start rtnetlink round trips, stdlib only
@@ -65,6 +66,7 @@ LAYERS = (
     # entry points
     "service",  # the [Service] policy, for unit files and transient units alike
     "sources",  # unit files on the search path: kinds, names, drop-ins, install links
+    "volumefile",  # .volume -> NAME-volume.service; Volume=NAME.volume
     "imagefile",  # .image files: [Image] keys, NAME-image.service, the pull verb
     "pods",  # .pod files: [Pod] keys, NAME-pod.service, the pod-create/pod-remove verbs
     "generator",  # .container -> units

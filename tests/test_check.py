@@ -56,8 +56,8 @@ def test_every_error_of_a_file_in_line_order_with_the_key_it_may_mean(tmp_path: 
         f"{path}:7: invalid PidsLimit=: 'lots' is not a number of processes (or -1 for no limit)",
         f"{path}:8: unknown key workingdir= in [Container]; did you mean WorkingDir=?",
         f"{path}:9: line is not a [Section] header, a Key=Value assignment or a comment: 'this is not a line'",
-        f"{path}:10: invalid Volume=: unknown volume option 'zz' (known: ro, rw, bind, dev, exec, nodev, noexec, "
-        "nosuid, rbind, suid)",
+        f"{path}:10: invalid Volume=: unknown volume option 'zz' (known: ro, rw, z, Z, U, copy, nocopy, bind, dev, "
+        "exec, nodev, noexec, nosuid, rbind, suid)",
         f"{path}:12: unknown section [Servce] (known: [Container], [Unit], [Service], [Socket], [Install], "
         "[Quadlet] and X- sections); did you mean [Service]?",
         f"{path}:15: User= in [Service] is not allowed here: the launcher must start as root; set User= in "

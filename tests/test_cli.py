@@ -51,7 +51,6 @@ def test_run_has_podmans_short_options_from_the_key_table() -> None:
     ("argv", "message"),
     [
         (["--privileged"], "no such option: --privileged (podman's; there is no privileged mode; add capabilities"),
-        (["--mount", "type=bind"], "no such option: --mount (podman's; use --volume SOURCE:TARGET[:OPTIONS]"),
         (["--rmm"], "no such option: --rmm; did you mean --rm?"),
         (["--working-dir", "/"], "no such option: --working-dir; did you mean --workdir?"),
         (["--enviroment", "A=1"], "no such option: --enviroment; did you mean --env (Environment= in a .container"),

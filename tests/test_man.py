@@ -23,7 +23,8 @@ MAN = CHECKOUT / "man"
 CONTAINER_PAGE = MAN / "sdcontainer.container.5.scd"
 GENERATOR_PAGE = MAN / "sdcontainer-generator.8.scd"
 CLI_PAGE = MAN / "sdcontainer.1.scd"
-PAGES = [CONTAINER_PAGE, GENERATOR_PAGE, CLI_PAGE]
+VOLUME_PAGE = MAN / "sdcontainer.volume.5.scd"
+PAGES = [CONTAINER_PAGE, GENERATOR_PAGE, CLI_PAGE, VOLUME_PAGE]
 
 # A key's term line: `*Volume=*_SOURCE:TARGET[:OPTIONS]_` at the start of a line.
 KEY_TERM = re.compile(r"^\*([A-Za-z0-9]+)=\*", re.MULTILINE)
@@ -67,6 +68,17 @@ def test_each_key_term_line_is_followed_by_an_indented_description() -> None:
             assert following.startswith("\t") and following.strip(), (
                 f"{CONTAINER_PAGE.name}:{number + 1}: {line!r} is not followed by a tab-indented description"
             )
+
+
+def test_every_volume_key_has_a_term_line_and_every_term_line_is_a_key() -> None:
+    from sdcontainer.volumefile import QUADLET_ONLY, VOLUME_KEYS
+
+    page = VOLUME_PAGE.read_text(encoding="utf-8")
+    terms = KEY_TERM.findall(section(page, "# OPTIONS"))
+    assert sorted(terms) == sorted(key.name for key in VOLUME_KEYS)
+    assert len(terms) == len(set(terms))
+    refused = section(page, "# OPTIONS").rsplit("\n\n", 1)[-1]
+    assert set(re.findall(r"\*([A-Za-z]+)=\*", refused)) == set(QUADLET_ONLY)
 
 
 def test_the_quadlet_keys_not_supported_yet_are_listed_exactly() -> None:

@@ -56,6 +56,7 @@ KNOWN_DIVERGENCES = {
     "service-group.container": "Group= in [Service] is refused",
     "service-dynamicuser.container": "DynamicUser= in [Service] is refused",
     "service-dynamicuser.pod": "DynamicUser= in [Service] is refused: the pod's namespaces and network need root",
+    "service-dynamicuser.volume": "DynamicUser= in [Service] is refused: the volume store is root's",
     "service-dynamicuser.image": "DynamicUser= in [Service] is refused: the pull writes root's image store",
     # only with Image= swapped out: the empty Entrypoint= leaves the image's Cmd, which a
     # Rootfs= does not have

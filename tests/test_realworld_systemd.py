@@ -125,8 +125,13 @@ def host_paths(text: str) -> tuple[list[str], list[str]]:
     for line in text.splitlines():
         key, _, value = (part.strip() for part in line.partition("="))
         value = value.replace("%h", "/root")
-        if key == "Volume" and value.startswith("/"):
+        if key == "Volume" and value.startswith("/") and value.count(":") >= 1:
             directories.append(value.split(":", 1)[0])
+        elif key == "Mount" and "type=bind" in value:
+            fields = dict(f.partition("=")[::2] for f in value.split(","))
+            source = fields.get("source") or fields.get("src") or ""
+            if source.startswith("/"):
+                directories.append(source)
         elif key == "EnvironmentFile" and value.startswith("/"):
             files.append(value.lstrip("-"))
     return directories, files
@@ -159,10 +164,12 @@ def install(bed: Testbed, outcome: realworld.Outcome) -> str:
         for conf in sorted(dropin_dir.glob("*.conf")):
             texts.append(conf.read_text())
             bed.write_file(f"{target}/{dropin_dir.name}/{conf.name}", substituted(conf.read_text()))
+    for volume in sorted(project.glob("*.volume")):  # Volume=NAME.volume names them
+        bed.write_file(f"{target}/{volume.name}", volume.read_text())
     for text in texts:
         directories, files = host_paths(text)
         for directory in directories:
-            bed.run(["mkdir", "-p", directory])
+            bed.run(["sh", "-c", '[ -e "$1" ] || mkdir -p "$1"', "-", directory])  # /etc/localtime is a file
         for path in files:
             bed.run(["sh", "-c", f'mkdir -p "$(dirname "{path}")" && touch "{path}"'])
     return source.name.removesuffix(".container") + ".service"

@@ -182,25 +182,42 @@ def test_volume() -> None:
             ("/a:/b:", BindMount("/a", "/b")),
             ("./data:/data", BindMount("/etc/sdcontainer/data", "/data")),
             ("%h/data:/data", BindMount("%h/data", "/data")),
+            ("/a:/b:U", BindMount("/a", "/b", False, ("U",))),
+            # named, from a .volume file, anonymous
+            ("data:/data", BindMount("data", "/data")),
+            ("data:/data:ro,U,nocopy,noexec", BindMount("data", "/data", True, ("U", "nocopy", "noexec"))),
+            ("db.volume:/var/lib/db", BindMount("db.volume", "/var/lib/db")),
+            ("/data", BindMount("", "/data")),
+            (":/data:ro", BindMount("", "/data", True)),
+            # systemd expands these before the launcher reads them
+            ("${DATA}:/data", BindMount("${DATA}", "/data")),
+            ("%p-data:/data", BindMount("%p-data", "/data")),
         ],
     )
     refuses(
         v.parse_volume,
         [
-            (
-                "/data",
-                "'/data' has no source; anonymous and named volumes are not supported yet, "
-                "use HOST-PATH:CONTAINER-PATH[:OPTIONS] or Tmpfs=",
-            ),
-            ("/a:/b:ro:x", "'/a:/b:ro:x' is not SOURCE:TARGET[:OPTIONS]"),
-            ("data:/data", "named volume 'data' is not supported yet; give a host path"),
+            ("/a:/b:ro:x", "'/a:/b:ro:x' is not [SOURCE:]TARGET[:OPTIONS]"),
             (
                 "/a:/b:rx",
-                "unknown volume option 'rx' (known: ro, rw, bind, dev, exec, nodev, noexec, nosuid, rbind, suid)",
+                "unknown volume option 'rx' (known: ro, rw, z, Z, U, copy, nocopy, bind, dev, exec, nodev, noexec, "
+                "nosuid, rbind, suid)",
             ),
             ("/a:b", "'b' is not an absolute path"),
             ("/a:", "a path is required"),
+            ("/a:/b:nocopy", "'/a:/b:nocopy': nocopy is for a volume, not a host path"),
+            (
+                "/a:/b:rshared",
+                "'/a:/b:rshared': mount propagation (rshared) is not supported: a container's mounts are private",
+            ),
         ],
+    )
+    named = (
+        "is neither an absolute path nor a volume name (a letter or digit, then letters, digits and _.-, at most 200)"
+    )
+    refuses(
+        v.parse_volume,
+        [(f"{x}:/d", f"{x!r} {named}") for x in ("a/b", ".hidden", "-x", "x y", "a" * 201, "ä")],
     )
     # a relative source through a directory with a colon in its name could not be passed on
     refuses(
@@ -208,6 +225,76 @@ def test_volume() -> None:
         [("./d:/d", "the source '/x:y/d' has a ':' in it (the launcher's --volume is SOURCE:TARGET[:OPTIONS])")],
         v.ParseContext(unit_dir="/x:y"),
     )
+    # in the launcher, after systemd: what was a variable is a name or a path now, checked
+    expanded = v.ParseContext(expanded=True)
+    accepts(v.parse_volume, [("/srv/data:/d", BindMount("/srv/data", "/d"))], expanded)
+    refuses(
+        v.parse_volume, [("${DATA}:/d", f"'${{DATA}}' {named}"), ("..:/d", "'..' is not an absolute path")], expanded
+    )
+
+
+def test_mount() -> None:
+    accepts(
+        v.parse_mount,
+        [
+            ("type=bind,source=/srv,destination=/data", BindMount("/srv", "/data")),
+            ("type=bind,src=/srv,dst=/data,ro=true,relabel=shared,U=true", BindMount("/srv", "/data", True, ("U",))),
+            ("type=bind,src=/path with spaces,target=/p", BindMount("/path with spaces", "/p")),
+            ("type=bind,src=./rel,dst=/p,bind-nonrecursive", BindMount("/etc/sdcontainer/rel", "/p", False, ("bind",))),
+            ("type=volume,source=vol1,destination=/p,ro", BindMount("vol1", "/p", True)),
+            ("type=volume,source=basic.volume,destination=/p,readonly=false", BindMount("basic.volume", "/p")),
+            ("type=volume,destination=/p,volume-nocopy", BindMount("", "/p", False, ("nocopy",))),
+            ("destination=/p", BindMount("", "/p")),
+            ("type=bind,src=/a,dst=/b,bind-propagation=rprivate", BindMount("/a", "/b")),
+            ("type=tmpfs,tmpfs-size=512M,destination=/t", TmpfsMount("/t", ("size=512M",))),
+            ("type=tmpfs,tmpfs-mode=1777,dst=/t,ro", TmpfsMount("/t", ("mode=1777", "ro"))),
+        ],
+    )
+    refuses(
+        v.parse_mount,
+        [
+            (
+                "type=image,source=fedora,destination=/f",
+                "type=image: not supported (sdcontainer mounts bind, volume, tmpfs; image, devpts, glob and "
+                "artifact mounts are not supported yet)",
+            ),
+            ("type=bind,dst=/x", "type=bind needs a source"),
+            ("type=bind,src=vol,dst=/x", "type=bind: 'vol' is not a host path"),
+            ("type=volume,src=/x,dst=/y", "type=volume: '/x' is a path, not a volume name (type=bind mounts a path)"),
+            (
+                "type=volume,src=../x,dst=/y",
+                "type=volume: '../x' is a path, not a volume name (type=bind mounts a path)",
+            ),
+            (
+                "type=bind,src=/a,dst=/b,bind-propagation=shared",
+                "bind-propagation=shared: not supported: a container's mounts are private",
+            ),
+            ("type=bind,src=/a", "'type=bind,src=/a' has no destination (destination=, dst= or target=)"),
+            ("type=bind,src=/a,dst=/b,idmap=uids=1-2-3", "unknown or unsupported --mount option 'idmap'"),
+            ("type=bind,src=/a,dst=/b,ro=maybe", "ro=maybe: not true or false"),
+            ('type=bind,"src=/a,dst=/b', "'type=bind,\"src=/a,dst=/b': an unterminated double quote"),
+            ("type=volume,dst=/b,tmpfs-size=1M", "tmpfs-size: only for type=tmpfs"),
+        ],
+    )
+
+
+def test_mount_round_trips_through_the_launchers_option() -> None:
+    expanded = v.ParseContext(expanded=True)
+    for text in (
+        "type=bind,src=/a b,dst=/c,ro,U,bind-nonrecursive,noexec",
+        "type=volume,src=data,dst=/d,nocopy,suid",
+        "type=volume,dst=/d",
+        "type=tmpfs,dst=/t,tmpfs-size=1M,tmpfs-mode=0700,exec",
+        "type=bind,src=/a,dst=/with,comma",
+    ):
+        try:
+            mount = v.parse_mount(text, FILE)
+        except ValueError:
+            continue  # the last: a destination with a comma must be quoted
+        assert v.parse_mount(v.mount_text(mount), expanded) == mount, text
+    mount = v.parse_mount('type=bind,src=/a,"dst=/with,comma"', FILE)
+    assert mount == BindMount("/a", "/with,comma")
+    assert v.parse_mount(v.mount_text(mount), expanded) == mount
 
 
 def test_tmpfs() -> None:

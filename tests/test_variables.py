@@ -66,13 +66,17 @@ def test_a_path_known_at_start_only_is_not_a_mount_dependency(tmp_path: Path) ->
     path = tmp_path / "v.container"
     path.write_text("[Container]\nRootfs=/srv/root\nExec=/bin/true\nVolume=${DATA}/pg:/pg\nVolume=/srv/a:/a\n")
     text = generate(Source("v.container", str(path)), {"v.container"}, {}).text
-    assert "RequiresMountsFor=/srv/root /srv/a\n" in text
+    (line,) = [line for line in text.splitlines() if line.startswith("RequiresMountsFor=")]
+    assert "/srv/root" in line and "/srv/a" in line and "$" not in line
 
 
 def test_a_value_without_a_variable_is_still_checked_in_the_generator(tmp_path: Path) -> None:
     from sdcontainer.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"v.container:2: invalid Volume=: named volume '\$\$DATA/pg'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"v.container:2: invalid Volume=: '\$\$DATA/pg' is neither an absolute path nor a volume name",
+    ):
         exec_start(tmp_path, "[Container]\nVolume=$$DATA/pg:/pg\nRootfs=/srv/root\nExec=/bin/true\n")
 
 
