@@ -142,6 +142,7 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
     scalar such as TimeoutStopSec= wins), [Install] and X- sections as written; and the
     units beside it (socket, proxy, health check)."""
     default_dependencies = _quadlet_default_dependencies(unit)
+    _check_network_file(unit, spec, known)
     sockets = _socket_plan(source, unit, spec)
     health = HealthUnits(source, spec) if spec.health_cmd else None
     policy = service_policy(
@@ -169,6 +170,14 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
     others += _socket_units(source, unit, sockets)
     # [Install] belongs to the socket: enabling a socket-activated container means listening
     return Generated(source.service, text, install_links(sockets.socket, unit), others, policy)
+
+
+def _check_network_file(unit: UnitFile, spec: ContainerSpec, known: set[str]) -> None:
+    """Network=NAME.network names a file on the search path, as a dependency does."""
+    if spec.network.endswith(".network") and spec.network not in known:
+        entry = unit.lookup_last("Container", "Network")
+        message = f"Network={spec.network}: no such file is on the search path"
+        raise entry.error(message) if entry else ConfigError(message, unit.path)
 
 
 def _socket_plan(source: Source, unit: UnitFile, spec: ContainerSpec) -> SocketPlan | None:

@@ -178,11 +178,17 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
     listen_fds = _listen_fds()
     addresses: tuple[str, ...] = ()
     gateway = None
+    hosts_file = None
+    network_dns: tuple[str, ...] = ()
+    hosts = etc_hosts(hostname, spec.add_hosts)
     if is_bridge(spec.network):
         from sdcontainer import network
 
         addresses = network.lease(spec)  # released by the unit's ExecStopPost= (network.release)
         gateway = network.gateways(spec.network)[0]
+        hosts = etc_hosts(hostname, spec.add_hosts, addresses, gateway)
+        hosts_file = network.hosts_file(spec, name, hostname, addresses, hosts)
+        network_dns = network.definition(spec.network).dns
     return Plan(
         spec=spec,
         foreground=foreground,
@@ -201,8 +207,9 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
         caps=caps,
         listen_fds=listen_fds,
         listen_fdnames=_listen_fdnames(listen_fds),
-        hosts=etc_hosts(hostname, spec.add_hosts, addresses, gateway),
-        resolv_conf=etc_resolv_conf(spec),
+        hosts=hosts,
+        hosts_file=hosts_file,
+        resolv_conf=etc_resolv_conf(spec, network_dns),
         localtime=zone_file(spec.timezone) if spec.timezone else None,
         addresses=addresses,
     )
@@ -647,6 +654,9 @@ def _usage() -> str:
         f"       {PROG} health --unit UNIT [--retries N] [--timeout MS] [--start-period MS]",
         "                 [--on-failure none|kill|restart|stop] [--notify-healthy] -- CHECK...",
         f"       {PROG} exec --unit UNIT -- COMMAND [ARG...]",
+        f"       {PROG} release --unit UNIT",
+        f"       {PROG} network-create [--file NAME.network] --name NETWORK [OPTIONS] (sdcontainer.network(5))",
+        f"       {PROG} network-remove NETWORK",
         "",
         "Runs a container as the calling systemd unit's main process; without $NOTIFY_SOCKET it",
         "stays in the foreground and exits with the container's status. Options (one per",

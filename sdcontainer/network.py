@@ -4,6 +4,9 @@
     lease(spec)        before the fork: the        release(unit): the unit's leases (of
                        address goes into            this invocation) and its published
                        /etc/hosts                   ports; the veth died with the netns
+    hosts_file(...)    before the fork: its        names: its place in the other
+                       name on the network's        members' hosts files
+                       list, its hosts file
     connect(spec, pid) once the container's
                        init has unshared its netns: bridge (created if missing), veth into
                        /proc/PID/ns/net, masquerade, published ports
@@ -29,14 +32,12 @@ import os
 from sdcontainer import netlink, state
 from sdcontainer.errors import LaunchError, NetworkError
 from sdcontainer.ipam import Ipam
-from sdcontainer.values import DEFAULT_BRIDGE, DEFAULT_NETWORK, DEFAULT_SUBNET, PortMapping
+from sdcontainer.values import PortMapping
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from sdcontainer.networks import Network
     from sdcontainer.spec import ContainerSpec
-
-#: name -> (bridge, subnet): the networks this version knows (named ones come later)
-NETWORKS = {DEFAULT_NETWORK: (DEFAULT_BRIDGE, DEFAULT_SUBNET)}
 
 
 def unit_alive(unit: str) -> bool:
@@ -44,13 +45,20 @@ def unit_alive(unit: str) -> bool:
     return os.path.isdir(state.container_dir(unit))
 
 
+def definition(network: str) -> Network:
+    """The network a container's Network= names (the default one, a .network file's, or a
+    named one): sdcontainer.networks.load, one small file read for a named network."""
+    from sdcontainer import networks
+
+    return networks.load(network)
+
+
 def ipam(network: str) -> Ipam:
-    _, subnet = NETWORKS[network]
-    return Ipam.for_subnets(network, [subnet])
+    return definition(network).ipam()
 
 
 def gateways(network: str) -> list[str]:
-    return ipam(network).gateways
+    return list(definition(network).gateways)
 
 
 def _tag() -> str:
@@ -60,15 +68,49 @@ def _tag() -> str:
 
 
 def lease(spec: ContainerSpec) -> tuple[str, ...]:
-    """The container's addresses ('10.88.0.2/16'): its previous lease, IP=, or the next free
-    one. NetworkError names the unit that holds a requested IP=."""
+    """The container's addresses ('10.88.0.2/16', one per subnet of its network): its
+    previous lease, IP=/IP6=, or the next free ones. NetworkError names the unit that holds
+    a requested address, or says which subnets the network has."""
     if "%" in spec.unit:
         raise LaunchError(f"Network={spec.network} needs the unit's name (--unit), to key its address by")
+    network = definition(spec.network)
+    requested = _requested(spec, network)
+    if network.internal and spec.publish_ports:
+        raise NetworkError(f"PublishPort= cannot be used on network {network.name}: it is internal (Internal=yes)")
     try:
-        leased = ipam(spec.network).lease(spec.unit, [spec.ip] if spec.ip else [], alive=unit_alive, tag=_tag())
+        leased = network.ipam().lease(spec.unit, requested, alive=unit_alive, tag=_tag())
     except NetworkError as error:
         raise NetworkError(f"Network={spec.network}: {error}") from None
     return tuple(leased)
+
+
+def _requested(spec: ContainerSpec, network: Network) -> list[str]:
+    from sdcontainer.networks import check_address
+
+    requested = []
+    for key, address in (("IP", spec.ip), ("IP6", spec.ip6)):
+        if address:
+            check_address(network, address, key)
+            requested.append(address)
+    return requested
+
+
+def hosts_file(spec: ContainerSpec, name: str, hostname: str, addresses: tuple[str, ...], base: str) -> str:
+    """Put the container on its network's name list (sdcontainer.names) and write its hosts
+    file, `base` and the other containers of the network; every other member's hosts file
+    gets its lines. Returns the file to bind on /etc/hosts. Undone by release()."""
+    from sdcontainer import names
+
+    network = definition(spec.network)
+    return names.join(
+        network.ipam(),
+        spec.unit,
+        addresses,
+        names.host_names(name, hostname, *spec.network_aliases),
+        base,
+        peers=not network.disable_dns,
+        alive=unit_alive,
+    )
 
 
 def connect(spec: ContainerSpec, pid: int, addresses: tuple[str, ...]) -> None:
@@ -76,10 +118,11 @@ def connect(spec: ContainerSpec, pid: int, addresses: tuple[str, ...]) -> None:
     bridge with `addresses`, masquerade the network, publish the unit's ports."""
     from sdcontainer.firewall import Firewall
 
-    bridge_name, subnet = NETWORKS[spec.network]
-    routers = gateways(spec.network)
-    prefix = subnet.partition("/")[2]
-    bridge = netlink.ensure_bridge(bridge_name, [f"{g}/{prefix}" for g in routers])
+    network = definition(spec.network)
+    routers = [] if network.internal else list(network.gateways)
+    bridge = netlink.ensure_bridge(
+        network.bridge, network.gateway_interfaces(), mtu=network.mtu, internal=network.internal
+    )
     host_ifname = netlink.host_ifname(spec.unit)
     fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -91,6 +134,7 @@ def connect(spec: ContainerSpec, pid: int, addresses: tuple[str, ...]) -> None:
                     host_ifname=host_ifname,
                     addresses=addresses,
                     gateways=routers,
+                    mtu=network.mtu,
                     hairpin=bool(spec.publish_ports),
                 )
                 break
@@ -101,19 +145,51 @@ def connect(spec: ContainerSpec, pid: int, addresses: tuple[str, ...]) -> None:
                 netlink.detach(host_ifname)
     finally:
         os.close(fd)
+    if network.internal:
+        return
     with Firewall() as fw:
-        fw.add_network(spec.network, [subnet])
+        fw.add_network(network.name, network.subnets)
         if spec.publish_ports:
-            ipv4 = next(a.partition("/")[0] for a in addresses if ":" not in a)
-            fw.publish(spec.unit, [PortMapping.parse(p) for p in spec.publish_ports], ipv4=ipv4, alive=unit_alive)
+            ipv4 = next((a.partition("/")[0] for a in addresses if ":" not in a), None)
+            ipv6 = next((a.partition("/")[0] for a in addresses if ":" in a), None)
+            ports = [PortMapping.parse(p) for p in spec.publish_ports]
+            fw.publish(spec.unit, ports, ipv4=ipv4, ipv6=ipv6, alive=unit_alive)
+
+
+def networks_of(unit: str) -> list[str]:
+    """The networks on which `unit` holds a lease (its index file in each network's IPAM
+    directory): a stat per network, no definition read."""
+    from sdcontainer import ipam as ipam_module
+
+    try:
+        names = os.listdir(ipam_module.STATE_DIR)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        directory = os.path.join(ipam_module.STATE_DIR, name)
+        if os.path.exists(os.path.join(directory, "units", unit)) or os.path.exists(
+            os.path.join(directory, "names", unit)
+        ):
+            found.append(name)
+    return sorted(found)
 
 
 def release(unit: str, tag: str | None = None) -> tuple[list[str], list[str]]:
-    """Drop what `unit` holds: its leases on every network (only this run's, with `tag`) and
-    its published ports. Idempotent. Returns (addresses, ports) released."""
+    """Drop what `unit` holds: its leases on every network (only this run's, with `tag`),
+    its place in their hosts files, and its published ports. Idempotent. Returns
+    (addresses, ports) released."""
+    from sdcontainer import names
+
     addresses: list[str] = []
-    for name in NETWORKS:
-        addresses += ipam(name).release(unit, tag)
+    for name in networks_of(unit):
+        network = Ipam(name, [])  # releasing needs no pools
+        addresses += network.release(unit, tag)
+        try:
+            peers = not definition(name).disable_dns
+        except LaunchError:  # removed meanwhile: its hosts files are no one's
+            peers = False
+        names.leave(network, unit, peers=peers, alive=unit_alive)
     from sdcontainer.firewall import Firewall
 
     with Firewall() as fw:

@@ -127,6 +127,7 @@ def service_policy(
     # a pull at start needs the network, and so does a container on the host's or a bridge network
     if default_dependencies and (spec.network != "none" or (spec.image and spec.pull != "never")):
         unit_file_only += [("Wants", "network-online.target"), ("After", "network-online.target")]
+    unit_file_only += network_file_dependencies(spec)
 
     timeout = spec.stop_timeout if spec.stop_timeout is not None else DEFAULT_STOP_TIMEOUT
     service: list[Setting] = [
@@ -160,6 +161,15 @@ def service_policy(
     # the container's record (sdcontainer.state), removed by systemd at every stop
     service_last = (("RuntimeDirectory", runtime_directory(unit)),)
     return ServicePolicy((), tuple(unit_file_only), tuple(service), service_last)
+
+
+def network_file_dependencies(spec: ContainerSpec) -> list[Setting]:
+    """Network=NAME.network: the service that makes the network, required and started
+    first, as Quadlet does."""
+    if not spec.network.endswith(".network"):
+        return []
+    service = f"{spec.network[: -len('.network')]}-network.service"
+    return [("Requires", service), ("After", service)]
 
 
 def _requires_mounts_for(spec: ContainerSpec) -> list[str]:

@@ -59,6 +59,8 @@ class ContainerSpec:
     read_only_tmpfs: bool = True
     network: str = "none"  # the launcher's default; a file without Network= gets values.DEFAULT_NETWORK
     ip: str | None = None  # IP=: a static IPv4 address on the bridge network
+    ip6: str | None = None  # IP6=: a static IPv6 address on the bridge network
+    network_aliases: tuple[str, ...] = ()  # NetworkAlias=: more names on its network's hosts files
     publish_ports: tuple[str, ...] = ()  # PublishPort=, as values.PortMapping writes them
     add_hosts: tuple[str, ...] = ()  # "name[;name]:ip"
     dns_servers: tuple[str, ...] = ()  # IP addresses, or ("none",)

@@ -51,6 +51,8 @@ LAYERS = (
     "netlink",  # the per-start rtnetlink round trips, stdlib only
     "ipam",  # leases per network, under a file lock
     "firewall",  # table inet sdcontainer through libnftables
+    "names",  # the containers' hosts files, rewritten as a network's members come and go
+    "networks",  # named networks: the [Network] key table, definitions, create and remove
     "network",  # a container's bridge network at start and stop: the three above together
     # the launch: the plan, and the steps that carry it out
     "plan",  # Plan: what a start decided on the host
@@ -63,6 +65,7 @@ LAYERS = (
     # entry points
     "service",  # the [Service] policy, for unit files and transient units alike
     "sources",  # unit files on the search path: kinds, names, drop-ins, install links
+    "network_unit",  # .network files -> NAME-network.service
     "generator",  # .container -> units
     "launcher",  # ExecStart: builds the plan, pulls when it must, runs the steps
     "transient",  # sdcontainer run: the generator's unit, as a transient one
