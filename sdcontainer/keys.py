@@ -1029,7 +1029,11 @@ def problems(spec: ContainerSpec) -> Iterator[SpecError]:
                 "publish_ports",
             )
     if spec.ip6 and spec.network == DEFAULT_NETWORK:
-        yield SpecError("IP6= needs a network with an IPv6 subnet; the default network has none", "ip6")
+        yield SpecError(
+            "IP6= on the default network is not supported: it has no IPv6 subnet; "
+            "use a network with one (IPv6=yes in a .network file)",
+            "ip6",
+        )
     if "." in spec.dns_search and len(spec.dns_search) > 1:
         yield SpecError("DNSSearch=. (no search domains) cannot be combined with domains", "dns_search")
 

@@ -98,6 +98,11 @@ def parse_subnet(value: str, ctx: ParseContext) -> str:
     return str(subnet)
 
 
+def parse_ip_range(value: str, ctx: ParseContext) -> str:
+    """IPRange=: a subnet in CIDR form, inside its Subnet= (checked with it)."""
+    return str(Subnet.parse(value))
+
+
 def parse_gateway(value: str, ctx: ParseContext) -> str:
     try:
         return canonical(value)
@@ -172,7 +177,7 @@ KEYS: tuple[Key, ...] = (
         "IPRange",
         Kind.LIST,
         "ip_ranges",
-        parse_subnet,
+        parse_ip_range,
         option="--ip-range",
         metavar="CIDR",
         doc="The addresses containers are given in the *Subnet=* of the same position, a subnet "
@@ -258,7 +263,7 @@ KEYS: tuple[Key, ...] = (
 KEYS_BY_NAME = {key.name: key for key in KEYS}
 KEYS_BY_OPTION = {key.option: key for key in KEYS if key.option}
 # Quadlet's [Network] keys that sdcontainer does not implement
-QUADLET_ONLY_KEYS = frozenset(["ContainersConfModule", "GlobalArgs", "IPAMDriver", "PodmanArgs"])
+QUADLET_ONLY_KEYS = frozenset(["ContainersConfModule", "GlobalArgs", "IPAMDriver", "PodmanArgs", "ServiceName"])
 
 
 @record
@@ -742,3 +747,25 @@ def check_address(network: Network, address: str, key: str) -> None:
     if not any(Subnet.parse(s).family == family for s in network.subnets):
         raise NetworkError(f"{key}={address}: network {network.name} has no IPv{version} subnet ({subnets})")
     raise NetworkError(f"{key}={address} is not in a subnet of network {network.name} ({subnets})")
+
+
+# --- `sdcontainer network` ----------------------------------------------------------------
+
+
+def listing() -> list[Network]:
+    """The default network and every named one made on this boot, by name."""
+    return [DEFAULT, *defined()]
+
+
+def containers(network: Network) -> dict[str, list[str]]:
+    """unit -> its addresses on `network`, for the running units."""
+    found: dict[str, list[str]] = {}
+    for address, unit in sorted(ipam.Ipam(network.name, []).leases().items()):
+        if unit_alive(unit):
+            found.setdefault(unit, []).append(address)
+    return found
+
+
+def inspect(name: str) -> dict[str, Any]:
+    network = load(name)
+    return {**network.to_json(), "containers": containers(network)}

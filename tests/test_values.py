@@ -249,21 +249,33 @@ def test_network() -> None:
     accepts(
         v.parse_network,
         [("none", "none"), ("host", "host"), ("bridge", "sdcontainer"), ("private", "sdcontainer"),
-         ("sdcontainer", "sdcontainer")],
+         ("sdcontainer", "sdcontainer"), ("backend.network", "backend.network"), ("backend", "backend"),
+         ("my_net.1", "my_net.1")],
     )  # fmt: skip
     refuses(
         v.parse_network,
         [
             (
-                "backend.network",
-                "Network=backend.network is not supported yet; this version supports Network=none (a "
-                "private network namespace with only loopback), Network=host, and the default bridge "
-                "network (Network=bridge, or no Network= at all: 10.88.0.0/16 on sdcontainer0)",
+                "container:db",
+                "Network=container:db is not supported yet; this version supports Network=none (a "
+                "private network namespace with only loopback), Network=host, the default bridge "
+                "network (Network=bridge, or no Network= at all: 10.88.0.0/16 on sdcontainer0), a "
+                ".network file (Network=NAME.network) and a named network (Network=NAME)",
             ),
             ("bridge:ip=10.88.0.5", "Network=bridge:ip=10.88.0.5: options of a network (ip=10.88.0.5) are "
              "not supported yet; use IP= for a static address"),
+            ("backend.network:ip=10.90.0.5", "Network=backend.network:ip=10.90.0.5: options of a network "
+             "(ip=10.90.0.5) are not supported yet; use IP= and IP6= for static addresses"),
+            ("-x.network", "Network=-x.network: '-x' is not a valid .network file name"),
         ],
     )  # fmt: skip
+
+
+def test_ipv6_and_network_alias() -> None:
+    accepts(v.parse_ipv6, [("fd00:0::0a", "fd00::a")])
+    refuses(v.parse_ipv6, [("10.0.0.1", "'10.0.0.1' is not an IPv6 address")])
+    accepts(v.parse_network_alias, [("db.internal", "db.internal")])
+    refuses(v.parse_network_alias, [("a b", "'a b' is not a host name (letters, digits, '-', '.' and '_')")])
 
 
 def test_publish_port() -> None:
