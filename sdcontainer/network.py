@@ -95,13 +95,17 @@ def _requested(spec: ContainerSpec, network: Network) -> list[str]:
     return requested
 
 
-def hosts_file(spec: ContainerSpec, name: str, hostname: str, addresses: tuple[str, ...], base: str) -> str:
+def hosts_file(spec: ContainerSpec, name: str, hostname: str, addresses: tuple[str, ...], base: str) -> str | None:
     """Put the container on its network's name list (sdcontainer.names) and write its hosts
     file, `base` and the other containers of the network; every other member's hosts file
-    gets its lines. Returns the file to bind on /etc/hosts. Undone by release()."""
+    gets its lines. Returns the file to bind on /etc/hosts. Undone by release(). None on a
+    network whose containers do not find each other by name (DisableDNS=yes, the default
+    network): the container's /etc/hosts is then `base` alone, written in its own tmpfs."""
     from sdcontainer import names
 
     network = definition(spec.network)
+    if network.disable_dns:
+        return None
     return names.join(
         network.ipam(),
         spec.unit,
@@ -185,11 +189,12 @@ def release(unit: str, tag: str | None = None) -> tuple[list[str], list[str]]:
     for name in networks_of(unit):
         network = Ipam(name, [])  # releasing needs no pools
         addresses += network.release(unit, tag)
-        try:
-            peers = not definition(name).disable_dns
-        except LaunchError:  # removed meanwhile: its hosts files are no one's
-            peers = False
-        names.leave(network, unit, peers=peers, alive=unit_alive)
+        if os.path.exists(os.path.join(network.dir, names.NAMES, unit)):
+            try:
+                peers = not definition(name).disable_dns
+            except LaunchError:  # removed meanwhile: its hosts files are no one's
+                peers = False
+            names.leave(network, unit, peers=peers, alive=unit_alive)
     from sdcontainer.firewall import Firewall
 
     with Firewall() as fw:

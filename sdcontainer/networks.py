@@ -353,8 +353,9 @@ class Network:
         )
 
 
-#: the default network, which has no definition file
-DEFAULT = Network(DEFAULT_NETWORK, DEFAULT_BRIDGE, (DEFAULT_SUBNET,), ("10.88.0.1",), ("",))
+#: the default network, which has no definition file; as podman's default network, its
+#: containers are not given each other's names (and start without the names' lock)
+DEFAULT = Network(DEFAULT_NETWORK, DEFAULT_BRIDGE, (DEFAULT_SUBNET,), ("10.88.0.1",), ("",), disable_dns=True)
 
 
 # --- a file's section or a command line -> NetworkSpec ---------------------------------------
