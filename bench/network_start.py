@@ -9,6 +9,9 @@ inside the testbed; `start` of a Type=notify unit returns once it is active):
   none     Network=none: loopback only
   bridge   no Network=: the default bridge network (lease, veth, masquerade element)
   publish  the same with PublishPort=8080:80 (one map element, hairpin on the port)
+  named    Network=bench.network: a named network (its definition read, the names list and
+           the hosts files of the network's members written; a second container, named-peer,
+           runs on it throughout, so each start rewrites its hosts file too)
 
 The stop of the two bridge cases includes their ExecStopPost= (`launcher release`).
 """
@@ -30,7 +33,9 @@ CASES = {
     "net-none": container("/bin/sleep 1000", INIT + "Network=none\n"),
     "net-bridge": container("/bin/sleep 1000", INIT),
     "net-publish": container("/bin/sleep 1000", INIT + "PublishPort=8080:80\n"),
+    "net-named": container("/bin/sleep 1000", INIT + "Network=bench.network\n"),
 }
+NETWORK = "[Network]\nSubnet=10.95.0.0/24\n"
 
 
 def main() -> int:
@@ -49,7 +54,10 @@ def main() -> int:
             tb.copy_in(build_busybox_rootfs(f"{tmp}/root"), ROOTFS)
         for name, text in CASES.items():
             tb.write_file(f"/etc/sdcontainer/{name}.container", text)
+        tb.write_file("/etc/sdcontainer/bench.network", NETWORK)
+        tb.write_file("/etc/sdcontainer/named-peer.container", CASES["net-named"])
         tb.daemon_reload()
+        tb.systemctl("start", "named-peer.service")
         units = [f"{name}.service" for name in CASES]
         log(f"{args.warmup}+{args.runs} interleaved start/stop rounds of {', '.join(units)}")
         raw = inner(tb, "start_stop", units=units, warmup=args.warmup, runs=args.runs, settle=0.05)

@@ -13,6 +13,7 @@ from tests.containers import ROOTFS, UNITS, add_container, container, wait_for
 from tests.testbed import Testbed
 
 OUTSIDE = "192.0.2.2"  # the other host; the testbed is 192.0.2.1 on that link
+OUTSIDE6 = "fd99::2"  # and fd99::1
 BACKEND = "[Network]\nSubnet=10.90.0.0/24\nGateway=10.90.0.1\nSubnet=fd00:90::/64\nDNS=192.0.2.53\n"
 
 
@@ -30,6 +31,8 @@ def bed(installed_testbed: Testbed, busybox_rootfs: str) -> Testbed:
         ["ip", "-n", "outside", "addr", "add", f"{OUTSIDE}/24", "dev", "eth0"],
         ["ip", "-n", "outside", "link", "set", "eth0", "up"],
         ["ip", "-n", "outside", "link", "set", "lo", "up"],
+        ["ip", "addr", "add", "fd99::1/64", "dev", "uplink", "nodad"],
+        ["ip", "-n", "outside", "addr", "add", f"{OUTSIDE6}/64", "dev", "eth0", "nodad"],
     ):
         tb.run(argv)
     tb.popen(["ip", "netns", "exec", "outside", "busybox", "httpd", "-f", "-p", "9000", "-h", "/srv/outside"])
@@ -41,11 +44,15 @@ def in_netns_of(bed: Testbed, unit: str, *argv: str) -> str:
     return bed.run(["nsenter", "-t", pid, "-n", *argv], check=False).stdout
 
 
+CODE = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
+
+
 def get(bed: Testbed, url: str, unit: str) -> str:
-    code = (
-        "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
-    )
-    return in_netns_of(bed, unit, "python3", "-I", "-c", code, url)
+    return in_netns_of(bed, unit, "python3", "-I", "-c", CODE, url)
+
+
+def get_from_outside(bed: Testbed, url: str) -> str:
+    return bed.run(["ip", "netns", "exec", "outside", "python3", "-I", "-c", CODE, url], check=False).stdout
 
 
 def in_container(bed: Testbed, unit: str, *argv: str) -> str:
@@ -71,7 +78,11 @@ def test_two_containers_on_a_network_file_reach_each_other_by_address_and_name(b
     add_container(
         bed,
         "api",
-        container(API, "Volume=/srv/www:/www:ro\nNetwork=backend.network\nHostName=apihost\nNetworkAlias=apiserver\n"),
+        container(
+            API,
+            "Volume=/srv/www:/www:ro\nNetwork=backend.network\nHostName=apihost\nNetworkAlias=apiserver\n"
+            "PublishPort=8080:80\n",
+        ),
     )
     add_container(bed, "web", container("/bin/sleep infinity", "Network=backend.network\nIP=10.90.0.20\n"))
     bed.start_unit("api.service")
@@ -101,8 +112,10 @@ def test_two_containers_on_a_network_file_reach_each_other_by_address_and_name(b
     for name in ("api", "apihost", "apiserver"):
         fetched = in_container(bed, "web.service", "wget", "-q", "-O", "-", f"http://{name}/")
         assert fetched == "hello from api\n", name
-    # outbound through NAT (the network is not internal)
+    # outbound through NAT (the network is not internal); the published port on both families
     assert get(bed, f"http://{OUTSIDE}:9000/", "web.service") == "hello from outside\n"
+    assert get_from_outside(bed, "http://192.0.2.1:8080/") == "hello from api\n"
+    assert get_from_outside(bed, "http://[fd99::1]:8080/") == "hello from api\n"
 
     # web stops: its lines leave api's hosts file (the same file, rewritten in place)
     bed.systemctl("stop", "web.service")
@@ -167,4 +180,4 @@ def test_a_bad_network_file_is_refused_naming_file_line_and_key(bed: Testbed) ->
     journal = bed.journal("broken-network.service")
     assert f"{UNITS}/broken.network:3: unknown key Gatway= in [Network]; did you mean Gateway=?" in journal
     checked = bed.run(["sdcontainer", "check", f"{UNITS}/broken.network"], check=False)
-    assert checked.returncode != 0 and "broken.network:3: unknown key Gatway=" in checked.stdout
+    assert checked.returncode != 0 and "broken.network:3: unknown key Gatway=" in checked.stderr
