@@ -181,3 +181,16 @@ def test_a_bad_network_file_is_refused_naming_file_line_and_key(bed: Testbed) ->
     assert f"{UNITS}/broken.network:3: unknown key Gatway= in [Network]; did you mean Gateway=?" in journal
     checked = bed.run(["sdcontainer", "check", f"{UNITS}/broken.network"], check=False)
     assert checked.returncode != 0 and "broken.network:3: unknown key Gatway=" in checked.stderr
+
+
+def test_twenty_starts_at_once_each_find_all_the_others(bed: Testbed) -> None:
+    bed.write_file(f"{UNITS}/crowd.network", "[Network]\nSubnet=10.96.0.0/24\n")
+    add_container(bed, "peer@", container("/bin/sleep infinity", "Network=crowd.network\n"))
+    units = [f"peer@{i}.service" for i in range(20)]
+    bed.systemctl("start", *units)  # one job each, run at once
+    for unit in units:
+        lines = hosts_of(bed, unit).splitlines()
+        listed = {line.split("\t")[1] for line in lines if line.startswith("10.96.0.") and "host." not in line}
+        assert listed == {f"peer-{j}" for j in range(20)}, (unit, listed)  # its own line and the 19 others
+    bed.systemctl("stop", *units)
+    assert bed.run(["ls", "/run/sdcontainer/networks/systemd-crowd/names"]).stdout == ""
