@@ -194,3 +194,17 @@ def test_twenty_starts_at_once_each_find_all_the_others(bed: Testbed) -> None:
         assert listed == {f"peer-{j}" for j in range(20)}, (unit, listed)  # its own line and the 19 others
     bed.systemctl("stop", *units)
     assert bed.run(["ls", "/run/sdcontainer/networks/systemd-crowd/names"]).stdout == ""
+
+
+def test_an_ip_outside_the_subnet_fails_and_delete_on_stop_removes_the_network(bed: Testbed) -> None:
+    bed.write_file(f"{UNITS}/gone.network", "[Network]\nSubnet=10.97.0.0/24\nNetworkDeleteOnStop=yes\n")
+    add_container(bed, "stray", container("/bin/sleep infinity", "Network=gone.network\nIP=10.98.0.5\n"))
+    assert bed.systemctl("start", "stray.service", check=False).returncode != 0
+    assert "IP=10.98.0.5 is not in a subnet of network systemd-gone (10.97.0.0/24)" in bed.journal("stray.service")
+    assert bed.show("gone-network.service", "ActiveState") == "active"
+    (info,) = json.loads(bed.run(["sdcontainer", "network", "inspect", "gone.network"]).stdout)
+    assert info["containers"] == {} and info["file"] == "gone.network"
+    bed.systemctl("stop", "gone-network.service")
+    assert info["bridge"] not in bed.run(["ls", "/sys/class/net"]).stdout.split()
+    assert not bed.exists("/run/sdcontainer/networks/systemd-gone")
+    assert "gone.network" not in bed.run(["ls", "/run/sdcontainer/network-files"]).stdout.split()
