@@ -107,7 +107,8 @@ def rewrite(path: str, text: str) -> bool:
 
 
 def _write_new(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".{name}.tmp")  # a dot file: never taken for a member
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
     os.chmod(tmp, 0o644)

@@ -613,6 +613,10 @@ def create(spec: NetworkSpec, *, file: str = "", persist: bool = False) -> Netwo
             old: Network | None = Network.from_json(_read_json(definition_path(spec.name)))
         except (OSError, ValueError, KeyError, TypeError):
             old = None
+        if old is not None and old.file and file and old.file != file:
+            raise NetworkError(
+                f"network {spec.name} is made by {old.file} already; give {file} a NetworkName= of its own"
+            )
         if old is not None and (old.argv != argv or old.file != file):
             using = users(old, unit_alive)
             if using:

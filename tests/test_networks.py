@@ -299,3 +299,68 @@ def test_a_reader_never_sees_a_torn_file(rundir: Path) -> None:
     done.set()
     reader.join()
     assert all(s[1:] == "301" for s in seen), seen  # never shorter, never empty
+
+
+# --- making and removing, in a network namespace of the test's own --------------------------
+
+
+def test_create_again_change_refuse_in_use_and_remove(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from sdcontainer import firewall, ipam, netlink
+    from tests.netns import in_netns
+
+    monkeypatch.setattr(ipam, "STATE_DIR", str(tmp_path / "networks"))
+    monkeypatch.setattr(state, "STATE_DIR", str(tmp_path / "containers"))
+    monkeypatch.setattr(networks, "FILES_DIR", str(tmp_path / "network-files"))
+    monkeypatch.setattr(networks, "PERSISTENT_DIR", str(tmp_path / "persistent"))
+    monkeypatch.setattr(networks, "LOCK", str(tmp_path / "networks.lock"))
+    monkeypatch.setattr(firewall, "LOCK_PATH", str(tmp_path / "firewall.lock"))
+
+    def errors(fn: object) -> str:
+        try:
+            fn()  # type: ignore[operator]
+        except NetworkError as error:
+            return str(error)
+        return "no error"
+
+    def run() -> dict[str, object]:
+        spec = networks.spec_from_argv(["--name", "a", "--subnet", "10.90.0.0/24", "--ipv6", "yes"])
+        made = networks.create(spec, file="a.network")
+        result: dict[str, object] = {"again": networks.create(spec, file="a.network") == made}
+        with netlink.Rtnl() as nl:
+            bridge = nl.link(made.bridge)
+            result["addresses"] = sorted(
+                a.address for a in nl.addresses(bridge.index) if not a.address.startswith("fe80")
+            )
+        with firewall.Firewall() as fw:
+            result["masquerade"] = fw.networks()
+        result["loaded"] = networks.load("a.network") == made
+        result["other file"] = errors(lambda: networks.create(spec, file="b.network"))
+        made.ipam().lease("x.service", ["10.90.0.7"])
+        os.makedirs(state.container_dir("x.service"))
+        changed = networks.replace(spec, subnets=("10.91.0.0/24",))
+        result["change in use"] = errors(lambda: networks.create(changed, file="a.network"))
+        result["remove in use"] = errors(lambda: networks.remove("a"))
+        shutil.rmtree(state.container_dir("x.service"))
+        result["removed"] = networks.remove("a.network").bridge == made.bridge
+        with netlink.Rtnl() as nl:
+            result["links"] = sorted(link.name for link in nl.links())
+        with firewall.Firewall() as fw:
+            result["masquerade after"] = fw.networks()
+        result["left"] = sorted(os.listdir(tmp_path / "networks")) + sorted(os.listdir(tmp_path / "network-files"))
+        result["gone"] = errors(lambda: networks.load("a"))
+        return result
+
+    r = in_netns(run)
+    v6 = r["addresses"][1]  # type: ignore[index]
+    assert r["again"] and r["loaded"] and r["removed"]
+    assert r["addresses"] == ["10.90.0.1/24", v6] and v6.startswith("fd") and v6.endswith("::1/64")
+    assert r["masquerade"] == {"a": ["10.90.0.0/24", v6.replace("::1/", "::/")]}
+    assert r["other file"] == "network a is made by a.network already; give b.network a NetworkName= of its own"
+    assert (
+        r["change in use"] == "network a exists with other settings and is in use by x.service; stop them to change it"
+    )
+    assert r["remove in use"] == "network a is in use by x.service; stop them first"
+    assert r["links"] == ["lo"] and r["masquerade after"] == {} and r["left"] == []
+    assert r["gone"].startswith("network a does not exist")  # type: ignore[union-attr]
