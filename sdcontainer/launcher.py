@@ -180,15 +180,17 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
     gateway = None
     hosts_file = None
     network_dns: tuple[str, ...] = ()
-    hosts = etc_hosts(hostname, spec.add_hosts)
     if is_bridge(spec.network):
         from sdcontainer import network
 
         addresses = network.lease(spec)  # released by the unit's ExecStopPost= (network.release)
         gateway = network.gateways(spec.network)[0]
         hosts = etc_hosts(hostname, spec.add_hosts, addresses, gateway)
+        # a named network's: the other containers' names too, kept up to date (sdcontainer.names)
         hosts_file = network.hosts_file(spec, name, hostname, addresses, hosts)
         network_dns = network.definition(spec.network).dns
+    else:
+        hosts = etc_hosts(hostname, spec.add_hosts)
     return Plan(
         spec=spec,
         foreground=foreground,

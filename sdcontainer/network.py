@@ -45,12 +45,18 @@ def unit_alive(unit: str) -> bool:
     return os.path.isdir(state.container_dir(unit))
 
 
+_definitions: dict[str, Network] = {}
+
+
 def definition(network: str) -> Network:
     """The network a container's Network= names (the default one, a .network file's, or a
-    named one): sdcontainer.networks.load, one small file read for a named network."""
-    from sdcontainer import networks
+    named one): sdcontainer.networks.load, one small file read for a named network, once
+    per process (a start asks for it at each step)."""
+    if network not in _definitions:
+        from sdcontainer import networks
 
-    return networks.load(network)
+        _definitions[network] = networks.load(network)
+    return _definitions[network]
 
 
 def ipam(network: str) -> Ipam:
@@ -112,7 +118,7 @@ def hosts_file(spec: ContainerSpec, name: str, hostname: str, addresses: tuple[s
         addresses,
         names.host_names(name, hostname, *spec.network_aliases),
         base,
-        peers=not network.disable_dns,
+        peers=True,
         alive=unit_alive,
     )
 
