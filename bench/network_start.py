@@ -11,6 +11,9 @@ inside the testbed; `start` of a Type=notify unit returns once it is active):
   net-bridge     no Network=: the default bridge network (lease, veth, masquerade element)
   net-publish    the same with PublishPort=8080:80 (one map element, hairpin on the port)
   net-random     the same with PublishPort=80 (a free host port chosen at start)
+  net-named      Network=bench.network: a named network (its definition read, the names list and
+                 the hosts files of the network's members written; a second container, named-peer,
+                 runs on it throughout, so each start rewrites its hosts file too)
 
 and then, in a second interleaved run (podman's background work slows whatever follows it,
 so it is kept apart, as bench.run keeps its A2 apart), the Quadlet-style podman unit of
@@ -46,7 +49,9 @@ CASES = {
     "net-bridge": container("/bin/sleep 1000", INIT),
     "net-publish": container("/bin/sleep 1000", INIT + "PublishPort=8080:80\n"),
     "net-random": container("/bin/sleep 1000", INIT + "PublishPort=80\n"),
+    "net-named": container("/bin/sleep 1000", INIT + "Network=bench.network\n"),
 }
+NETWORK = "[Network]\nSubnet=10.95.0.0/24\n"
 PODMAN_CASES = {
     "podman-none": cases.podman_unit(),
     "podman-bridge": cases.podman_unit().replace(" --network=none", ""),
@@ -108,7 +113,10 @@ def main() -> int:
         if podman_error is None:
             for name, text in PODMAN_CASES.items():
                 tb.add_unit(f"{name}.service", text, reload=False)
+        tb.write_file("/etc/sdcontainer/bench.network", NETWORK)
+        tb.write_file("/etc/sdcontainer/named-peer.container", CASES["net-named"])
         tb.daemon_reload()
+        tb.systemctl("start", "named-peer.service")
         units = [f"{name}.service" for name in CASES]
         log(f"{args.warmup}+{args.runs} interleaved start/stop rounds of {', '.join(units)}")
         raw = inner(tb, "start_stop", units=units, warmup=args.warmup, runs=args.runs, settle=0.05)

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from sdcontainer import __version__, state
-from sdcontainer.errors import ConfigError, RecordError, SdcontainerError, run_main
+from sdcontainer.errors import ConfigError, NetworkError, RecordError, SdcontainerError, run_main
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -718,6 +718,98 @@ def volume_prune() -> None:
     _need_root("volume prune")
     for name in volumes.prune():
         click.echo(f"removed volume {name}")
+
+
+@cli.group()
+def network() -> None:
+    """Networks: ls, inspect, create, rm (see sdcontainer.network(5))."""
+
+
+@network.command(name="ls")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def network_ls(fmt: str) -> None:
+    """List the networks: name, driver, subnets, bridge and the units on each."""
+    import json
+
+    from sdcontainer import networks
+
+    rows = [(n, sorted(networks.containers(n))) for n in networks.listing()]
+    if fmt == "json":
+        click.echo(json.dumps([{**n.to_json(), "containers": units} for n, units in rows], indent=2))
+        return
+    table = [("NAME", "DRIVER", "SUBNETS", "BRIDGE", "CONTAINERS")]
+    table += [(n.name, n.driver, ",".join(n.subnets), n.bridge, ",".join(units) or "-") for n, units in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + row[4])
+
+
+@network.command(name="inspect")
+@click.argument("names", nargs=-1, required=True)
+def network_inspect(names: tuple[str, ...]) -> None:
+    """Print NAME's definition and the units on it, as JSON (one list for all NAMES)."""
+    import json
+
+    from sdcontainer import networks
+
+    click.echo(json.dumps([networks.inspect(name) for name in names], indent=2))
+
+
+@network.command(name="create")
+@click.option("-d", "--driver", default=None, help="bridge, the only driver.")
+@click.option("--subnet", multiple=True, help="A subnet (CIDR); repeat for several.")
+@click.option("--gateway", multiple=True, help="The gateway of the --subnet of the same position.")
+@click.option("--ip-range", multiple=True, help="The assignable range (CIDR) of that subnet.")
+@click.option("--internal", is_flag=True, help="No route out, no masquerade, no published ports.")
+@click.option("--ipv6", is_flag=True, help="Add a unique local IPv6 /64 unless a --subnet is IPv6.")
+@click.option("--dns", multiple=True, help="A name server for the containers' resolv.conf.")
+@click.option("--disable-dns", is_flag=True, help="The containers do not find each other by name.")
+@click.option("-l", "--label", multiple=True, help="KEY=VALUE metadata.")
+@click.option("-o", "--opt", multiple=True, help="mtu=BYTES.")
+@click.option("--interface-name", default=None, help="The bridge's name on the host.")
+@click.option("--ignore", is_flag=True, help="Do nothing, without an error, if the network exists.")
+@click.argument("name")
+def network_create(name: str, ignore: bool, **options: Any) -> None:
+    """Create network NAME (kept across reboots) and print its name. Containers join it with
+    Network=NAME."""
+    from sdcontainer import networks
+
+    _need_root("network create")
+    argv = ["--name", name]
+    for option, value in options.items():
+        flag = "--" + option.replace("_", "-")
+        for item in value if isinstance(value, tuple) else (value,):
+            if item is True:
+                argv += [flag, "yes"]
+            elif item not in (None, False):
+                argv += [flag, str(item)]
+    if os.path.exists(networks.definition_path(name)) or os.path.exists(f"{networks.PERSISTENT_DIR}/{name}.json"):
+        if ignore:
+            click.echo(name)
+            return
+        raise NetworkError(f"network {name} already exists")
+    networks.create(networks.spec_from_argv(argv), persist=True)
+    click.echo(name)
+
+
+@network.command(name="rm")
+@click.option("-f", "--force", is_flag=True, help="Stop the units on the network first.")
+@click.argument("names", nargs=-1, required=True)
+def network_rm(names: tuple[str, ...], force: bool) -> None:
+    """Remove networks: bridge, masquerade, leases and definition. A network in use is
+    refused (the units on it are named) unless --force, which stops them first."""
+    import subprocess
+
+    from sdcontainer import networks
+
+    _need_root("network rm")
+    for name in names:
+        if force:
+            using = networks.users(networks.load(name), networks.unit_alive)
+            if using:
+                subprocess.run(["systemctl", "stop", "--", *using], check=False)
+        networks.remove(name)
+        click.echo(name)
 
 
 @cli.command()

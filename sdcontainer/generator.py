@@ -149,6 +149,7 @@ def render(source: Source, unit: UnitFile, spec: ContainerSpec, known: set[str])
     default_dependencies = _quadlet_default_dependencies(unit)
     _oneshot_problems(unit, spec)
     spec, volume_services = _volume_files(unit, spec, known)
+    _check_network_file(unit, spec, known)
     sockets = _socket_plan(source, unit, spec)
     health = HealthUnits(source, spec) if spec.health_cmd else None
     policy = service_policy(
@@ -235,6 +236,14 @@ def _volume_files(unit: UnitFile, spec: ContainerSpec, known: set[str]) -> tuple
     volumes = tuple(resolve(m) for m in spec.volumes)
     mounts = tuple(resolve(m) for m in spec.mounts)
     return replace(spec, volumes=volumes, mounts=mounts), services
+
+
+def _check_network_file(unit: UnitFile, spec: ContainerSpec, known: set[str]) -> None:
+    """Network=NAME.network names a file on the search path, as a dependency does."""
+    if spec.network.endswith(".network") and spec.network not in known:
+        entry = unit.lookup_last("Container", "Network")
+        message = f"Network={spec.network}: no such file is on the search path"
+        raise entry.error(message) if entry else ConfigError(message, unit.path)
 
 
 def _socket_plan(source: Source, unit: UnitFile, spec: ContainerSpec) -> SocketPlan | None:

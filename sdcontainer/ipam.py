@@ -95,6 +95,11 @@ class Ipam:
 
     # -- files --
 
+    def lock(self) -> int:
+        """flock() the network's lock file (this network only); closing the fd unlocks.
+        sdcontainer.names rewrites the members' hosts files under it."""
+        return self._lock()
+
     def _lock(self) -> int:
         for sub in ("leases", "units"):
             os.makedirs(os.path.join(self.dir, sub), mode=0o755, exist_ok=True)

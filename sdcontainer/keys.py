@@ -44,6 +44,7 @@ from sdcontainer.values import (
     parse_host_path,
     parse_hostname,
     parse_ipv4,
+    parse_ipv6,
     parse_label,
     parse_log_driver,
     parse_log_opt,
@@ -51,6 +52,7 @@ from sdcontainer.values import (
     parse_mount,
     parse_name,
     parse_network,
+    parse_network_alias,
     parse_notify,
     parse_pids_limit,
     parse_pod,
@@ -429,14 +431,19 @@ KEYS: tuple[Key, ...] = (
         doc="*bridge* (the default; also *private*, or *sdcontainer*, its name): the default "
         "bridge network, as with Quadlet: a network namespace of its own with loopback and "
         "eth0, an address from 10.88.0.0/16 on the host's bridge sdcontainer0 (gateway "
-        "10.88.0.1), outbound traffic masqueraded. *none*: a network namespace of its own with "
-        "only loopback. *host*: the host's network namespace. Without *Network=*, a file with "
-        "*SocketProxy=* gets *none*. *container:*_NAME_: the network namespace of the running "
+        "10.88.0.1), outbound traffic masqueraded. _NAME_*.network*: the network of that "
+        ".network file on the search path (see *sdcontainer.network*(5)); the unit requires "
+        "and is ordered after its _NAME_-network.service, as with Quadlet. _NAME_: a network "
+        "made by *sdcontainer network create* (or named by a .network file's *NetworkName=*). "
+        "*none*: a network namespace of its own with only loopback. *host*: the host's network "
+        "namespace. Without *Network=*, a file with *SocketProxy=* gets *none*. One network per "
+        "container: several *Network=* lines are refused. Options (_NAME_:ip=...) are not "
+        "supported yet. "
+        "*container:*_NAME_: the network namespace of the running "
         "container _NAME_ (its *ContainerName=*, or its unit), shared: its addresses, its "
         "published ports, its loopback; the start fails when it is not running. "
         "_NAME_*.container*: the same for the container of that file, whose service this one "
-        "then requires and starts after (as with Quadlet). Named networks and *.network* "
-        "files are not supported yet.",
+        "then requires and starts after (as with Quadlet).",
     ),
     Key(
         "Pod",
@@ -468,8 +475,28 @@ KEYS: tuple[Key, ...] = (
         option="--ip",
         metavar="ADDRESS",
         doc="A static IPv4 address for the container on its bridge network, in place of the "
-        "next free one. The start fails, naming the unit that holds it, when another running "
-        "container has it.",
+        "next free one; it must be in one of the network's subnets. The start fails, naming "
+        "the unit that holds it, when another running container has it.",
+    ),
+    Key(
+        "IP6",
+        Kind.SINGLE,
+        "ip6",
+        parse_ipv6,
+        option="--ip6",
+        metavar="ADDRESS",
+        doc="A static IPv6 address for the container on its network, which needs an IPv6 "
+        "subnet (*IPv6=yes* or *Subnet=* in its .network file); as *IP=* otherwise.",
+    ),
+    Key(
+        "NetworkAlias",
+        Kind.LIST,
+        "network_aliases",
+        parse_network_alias,
+        option="--network-alias",
+        metavar="NAME",
+        doc="Another name by which the other containers of its network find the container (in "
+        "their /etc/hosts, beside its container name and host name).",
     ),
     Key(
         "PublishPort",
@@ -1205,8 +1232,6 @@ QUADLET_ONLY_KEYS = frozenset(
         "HealthLogDestination",
         "HealthMaxLogCount",
         "HealthMaxLogSize",
-        "IP6",
-        "NetworkAlias",
         "RemapGid",
         "RemapUid",
         "RemapUidSize",
@@ -1243,17 +1268,57 @@ def _check_specifiers(entry: Entry) -> None:
 
 
 def _check_key(entry: Entry) -> Key:
-    key = KEYS_BY_NAME.get(entry.key)
+    return check_key(entry, KEYS_BY_NAME, QUADLET_ONLY_KEYS, "Container")
+
+
+def check_key(entry: Entry, table: dict[str, Key], quadlet_only: frozenset[str], section: str) -> Key:
+    """The key of `entry` in `table` (a section's key table), or ConfigError: a Quadlet key
+    not supported yet, or an unknown one (with a did-you-mean)."""
+    key = table.get(entry.key)
     if key is not None:
         _check_specifiers(entry)
         return key
-    if entry.key in QUADLET_ONLY_KEYS:
+    if entry.key in quadlet_only:
         hint = _HINTS.get(entry.key)
         raise entry.error(
-            f"key {entry.key}= in [Container] is a Quadlet key that sdcontainer does not support yet"
+            f"key {entry.key}= in [{section}] is a Quadlet key that sdcontainer does not support yet"
             + (f"; {hint}" if hint else "")
         )
-    raise entry.error(f"unknown key {entry.key}= in [Container]" + did_you_mean(entry.key, list(KEYS_BY_NAME)))
+    raise entry.error(f"unknown key {entry.key}= in [{section}]" + did_you_mean(entry.key, list(table)))
+
+
+def table_values(
+    unit: UnitFile,
+    section: str,
+    table: dict[str, Key],
+    quadlet_only: frozenset[str],
+    errors: list[ConfigError] | None = None,
+) -> tuple[dict[str, Any], dict[str, list[Entry]]]:
+    """The fields of a section read through another section's key table (the [Network]
+    table of sdcontainer.networks), and the lines of each field; errors as _section_values."""
+    ctx = ParseContext(unit_dir=escape_specifiers(os.path.dirname(os.path.abspath(unit.path))))
+    grouped: dict[str, list[Entry]] = {}
+    for entry in unit.section(section):
+        try:
+            field = check_key(entry, table, quadlet_only, section).field
+        except ConfigError as error:
+            if errors is None:
+                raise
+            errors.append(error)
+            continue
+        grouped.setdefault(field, []).append(entry)
+    values: dict[str, Any] = {}
+    for field, entries in grouped.items():
+        try:
+            value = _values_for(table[entries[0].key], entries, ctx, errors)
+        except ConfigError as error:
+            if errors is None:
+                raise
+            errors.append(error)
+            continue
+        if value is not None:
+            values[field] = value
+    return values, grouped
 
 
 def did_you_mean(key: str, known: list[str]) -> str:
@@ -1323,6 +1388,16 @@ def _section_values(
         grouped.setdefault(field, []).append(entry)
     values: dict[str, Any] = {}
     for field, entries in grouped.items():
+        if field == "network" and len({e.value for e in entries if e.value}) > 1:
+            # a list in Quadlet (one interface each); one network per container here
+            several = entries[-1].error(
+                "several Network= lines (a container on several networks) are not supported yet; "
+                "put the container on one network"
+            )
+            if errors is None:
+                raise several
+            errors.append(several)
+            continue
         try:
             value = _values_for(KEYS_BY_NAME[entries[0].key], entries, ctx, errors)
         except ConfigError as error:  # an unterminated quote: the key's other lines are not read
@@ -1483,15 +1558,27 @@ def problems(spec: ContainerSpec) -> Iterator[SpecError]:
     else:
         yield from _joined_problems(spec)
     if not spec.pod and not is_bridge(spec.network) and not joins_container(spec.network):
-        for field, key in (("publish_ports", "PublishPort"), ("ip", "IP")):
+        for field, key in (
+            ("publish_ports", "PublishPort"),
+            ("ip", "IP"),
+            ("ip6", "IP6"),
+            ("network_aliases", "NetworkAlias"),
+        ):
             if getattr(spec, field):
                 yield SpecError(f"{key}= needs a bridge network, not Network={spec.network}", field)
     for port in spec.publish_ports:
-        if port.startswith("["):
+        if port.startswith("[") and spec.network == DEFAULT_NETWORK:
             yield SpecError(
-                f"PublishPort={port}: IPv6 is not supported yet (the default network has no IPv6 subnet)",
+                f"PublishPort={port}: IPv6 is not supported yet on the default network (it has no IPv6 "
+                "subnet); put the container on a network with one (IPv6=yes in a .network file)",
                 "publish_ports",
             )
+    if spec.ip6 and spec.network == DEFAULT_NETWORK:
+        yield SpecError(
+            "IP6= on the default network is not supported: it has no IPv6 subnet; "
+            "use a network with one (IPv6=yes in a .network file)",
+            "ip6",
+        )
     if "." in spec.dns_search and len(spec.dns_search) > 1:
         yield SpecError("DNSSearch=. (no search domains) cannot be combined with domains", "dns_search")
 

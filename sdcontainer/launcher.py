@@ -204,17 +204,25 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
     gateway = None
     netns_fd, names = -1, hostname
     joined_addresses: tuple[str, ...] = ()
+    hosts_file = None
+    network_dns: tuple[str, ...] = ()
     if is_bridge(spec.network):
         from sdcontainer import network
 
         addresses = network.lease(spec)  # released by the unit's ExecStopPost= (network.release)
         gateway = network.gateways(spec.network)[0]
-    elif joins_container(spec.network):
-        netns_fd, joined_addresses, names, gateway = _join_plan(spec, hostname)
-    elif pod_addresses:
-        from sdcontainer import network
+        hosts = etc_hosts(names, spec.add_hosts, addresses, gateway)
+        # a named network's: the other containers' names too, kept up to date (sdcontainer.names)
+        hosts_file = network.hosts_file(spec, name, hostname, addresses, hosts)
+        network_dns = network.definition(spec.network).dns
+    else:
+        if joins_container(spec.network):
+            netns_fd, joined_addresses, names, gateway = _join_plan(spec, hostname)
+        elif pod_addresses:
+            from sdcontainer import network
 
-        gateway = network.gateways(resolv_spec.network)[0]
+            gateway = network.gateways(resolv_spec.network)[0]
+        hosts = etc_hosts(names, spec.add_hosts, joined_addresses or pod_addresses, gateway)
     return Plan(
         spec=spec,
         foreground=foreground,
@@ -233,8 +241,9 @@ def make_plan(spec: ContainerSpec, foreground: bool, notifier: Notifier | None =
         caps=caps,
         listen_fds=listen_fds,
         listen_fdnames=_listen_fdnames(listen_fds),
-        hosts=etc_hosts(names, spec.add_hosts, addresses or joined_addresses or pod_addresses, gateway),
-        resolv_conf=etc_resolv_conf(resolv_spec),
+        hosts=hosts,
+        hosts_file=hosts_file,
+        resolv_conf=etc_resolv_conf(resolv_spec, network_dns),
         localtime=zone_file(spec.timezone) if spec.timezone else None,
         addresses=addresses,
         secret_files=secret_files,
@@ -288,7 +297,7 @@ def _join_plan(spec: ContainerSpec, hostname: str) -> tuple[int, tuple[str, ...]
 
     fd, other = network.join_target(spec.network)
     names = hostname if other.hostname in ("", hostname) else f"{hostname} {other.hostname}"
-    gateway = network.gateways(other.network)[0] if other.network in network.NETWORKS else None
+    gateway = network.gateways(other.network)[0] if is_bridge(other.network) else None
     return fd, other.addresses, names, gateway
 
 
@@ -779,6 +788,9 @@ def _usage() -> str:
         f"       {PROG} exec --unit UNIT -- COMMAND [ARG...]",
         f"       {PROG} pull [--tag NAME] [--all-tags] [--policy P] [registry options] -- IMAGE",
         "                 (the NAME-image.service of a .image file, see sdcontainer.image(5))",
+        f"       {PROG} release --unit UNIT",
+        f"       {PROG} network-create [--file NAME.network] --name NETWORK [OPTIONS] (sdcontainer.network(5))",
+        f"       {PROG} network-remove NETWORK",
         "",
         "Runs a container as the calling systemd unit's main process; without $NOTIFY_SOCKET it",
         "stays in the foreground and exits with the container's status. Options (one per",

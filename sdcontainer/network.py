@@ -4,6 +4,9 @@
     lease(spec)        before the fork: the        release(unit) (sdcontainer.release): the unit's leases (of
                        address goes into            this invocation) and its published
                        /etc/hosts                   ports; the veth died with the netns
+    hosts_file(...)    before the fork: its        names: its place in the other
+                       name on the network's        members' hosts files
+                       list, its hosts file
     connect(spec, netns) once the container's
                        init has unshared its netns: bridge (created if missing), veth into
                        that netns (/proc/PID/ns/net, or a pod's bind-mounted one),
@@ -38,15 +41,13 @@ import sys
 from sdcontainer import linux, netlink, state
 from sdcontainer.errors import LaunchError, NetworkError
 from sdcontainer.ipam import Ipam
-from sdcontainer.values import DEFAULT_BRIDGE, DEFAULT_NETWORK, DEFAULT_SUBNET, PortMapping
+from sdcontainer.values import PortMapping
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from sdcontainer.firewall import Published
+    from sdcontainer.networks import Network
     from sdcontainer.spec import ContainerSpec
-
-#: name -> (bridge, subnet): the networks this version knows (named ones come later)
-NETWORKS = {DEFAULT_NETWORK: (DEFAULT_BRIDGE, DEFAULT_SUBNET)}
 
 
 def unit_alive(unit: str) -> bool:
@@ -54,13 +55,26 @@ def unit_alive(unit: str) -> bool:
     return os.path.isdir(state.container_dir(unit))
 
 
+_definitions: dict[str, Network] = {}
+
+
+def definition(network: str) -> Network:
+    """The network a container's Network= names (the default one, a .network file's, or a
+    named one): sdcontainer.networks.load, one small file read for a named network, once
+    per process (a start asks for it at each step)."""
+    if network not in _definitions:
+        from sdcontainer import networks
+
+        _definitions[network] = networks.load(network)
+    return _definitions[network]
+
+
 def ipam(network: str) -> Ipam:
-    _, subnet = NETWORKS[network]
-    return Ipam.for_subnets(network, [subnet])
+    return definition(network).ipam()
 
 
 def gateways(network: str) -> list[str]:
-    return ipam(network).gateways
+    return list(definition(network).gateways)
 
 
 def _tag() -> str:
@@ -70,12 +84,17 @@ def _tag() -> str:
 
 
 def lease(spec: ContainerSpec) -> tuple[str, ...]:
-    """The container's addresses ('10.88.0.2/16'): its previous lease, IP=, or the next free
-    one. NetworkError names the unit that holds a requested IP=."""
+    """The container's addresses ('10.88.0.2/16', one per subnet of its network): its
+    previous lease, IP=/IP6=, or the next free ones. NetworkError names the unit that holds
+    a requested address, or says which subnets the network has."""
     if "%" in spec.unit:
         raise LaunchError(f"Network={spec.network} needs the unit's name (--unit), to key its address by")
+    network = definition(spec.network)
+    requested = _requested(spec, network)
+    if network.internal and spec.publish_ports:
+        raise NetworkError(f"PublishPort= cannot be used on network {network.name}: it is internal (Internal=yes)")
     try:
-        leased = ipam(spec.network).lease(spec.unit, [spec.ip] if spec.ip else [], alive=unit_alive, tag=_tag())
+        leased = network.ipam().lease(spec.unit, requested, alive=unit_alive, tag=_tag())
     except NetworkError as error:
         raise NetworkError(f"Network={spec.network}: {error}") from None
     test_kill_at("lease")
@@ -89,17 +108,51 @@ def test_kill_at(step: str) -> None:
         os.kill(os.getpid(), 9)
 
 
+def _requested(spec: ContainerSpec, network: Network) -> list[str]:
+    from sdcontainer.networks import check_address
+
+    requested = []
+    for key, address in (("IP", spec.ip), ("IP6", spec.ip6)):
+        if address:
+            check_address(network, address, key)
+            requested.append(address)
+    return requested
+
+
+def hosts_file(spec: ContainerSpec, name: str, hostname: str, addresses: tuple[str, ...], base: str) -> str | None:
+    """Put the container on its network's name list (sdcontainer.names) and write its hosts
+    file, `base` and the other containers of the network; every other member's hosts file
+    gets its lines. Returns the file to bind on /etc/hosts. Undone by release(). None on a
+    network whose containers do not find each other by name (DisableDNS=yes, the default
+    network): the container's /etc/hosts is then `base` alone, written in its own tmpfs."""
+    from sdcontainer import names
+
+    network = definition(spec.network)
+    if network.disable_dns:
+        return None
+    return names.join(
+        network.ipam(),
+        spec.unit,
+        addresses,
+        names.host_names(name, hostname, *spec.network_aliases),
+        base,
+        peers=True,
+        alive=unit_alive,
+    )
+
+
 def connect(spec: ContainerSpec, netns: str, addresses: tuple[str, ...]) -> list[Published]:
     """Put the network namespace at the path `netns` (/proc/PID/ns/net of the container's
-    init, which unshared it; a pod's bind mount) on the bridge with `addresses`, masquerade
-    the network, publish the unit's ports; returns what was published (host ports chosen
-    for PublishPort=80 included)."""
+    init, which unshared it; a pod's bind mount) on its network's bridge with `addresses`,
+    masquerade the network, publish the unit's ports; returns what was published (host
+    ports chosen for PublishPort=80 included)."""
     from sdcontainer.firewall import Firewall
 
-    bridge_name, subnet = NETWORKS[spec.network]
-    routers = gateways(spec.network)
-    prefix = subnet.partition("/")[2]
-    bridge = netlink.ensure_bridge(bridge_name, [f"{g}/{prefix}" for g in routers])
+    network = definition(spec.network)
+    routers = [] if network.internal else list(network.gateways)
+    bridge = netlink.ensure_bridge(
+        network.bridge, network.gateway_interfaces(), mtu=network.mtu, internal=network.internal
+    )
     test_kill_at("bridge")
     host_ifname = netlink.host_ifname(spec.unit)
     fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
@@ -112,6 +165,7 @@ def connect(spec: ContainerSpec, netns: str, addresses: tuple[str, ...]) -> list
                     host_ifname=host_ifname,
                     addresses=addresses,
                     gateways=routers,
+                    mtu=network.mtu,
                     hairpin=bool(spec.publish_ports),
                 )
                 break
@@ -123,14 +177,17 @@ def connect(spec: ContainerSpec, netns: str, addresses: tuple[str, ...]) -> list
     finally:
         os.close(fd)
     test_kill_at("veth")
+    if network.internal:
+        return []
     with Firewall() as fw:
-        fw.add_network(spec.network, [subnet])
+        fw.add_network(network.name, network.subnets)
         test_kill_at("firewall")
         if not spec.publish_ports:
             return []
-        ipv4 = next(a.partition("/")[0] for a in addresses if ":" not in a)
+        ipv4 = next((a.partition("/")[0] for a in addresses if ":" not in a), None)
+        ipv6 = next((a.partition("/")[0] for a in addresses if ":" in a), None)
         mappings = [PortMapping.parse(p) for p in spec.publish_ports]
-        published = fw.publish(spec.unit, mappings, ipv4=ipv4, alive=unit_alive)
+        published = fw.publish(spec.unit, mappings, ipv4=ipv4, ipv6=ipv6, alive=unit_alive)
     test_kill_at("publish")
     _log_chosen(mappings, published)
     return published
@@ -206,6 +263,25 @@ def _running_record(name: str) -> state.ContainerRecord | None:
             raise NetworkError(f"several containers are called {name!r} ({units}); name the unit")
         record = matches[0] if matches else None
     return record
+
+
+def networks_of(unit: str) -> list[str]:
+    """The networks on which `unit` holds a lease (its index file in each network's IPAM
+    directory): a stat per network, no definition read."""
+    from sdcontainer import ipam as ipam_module
+
+    try:
+        names = os.listdir(ipam_module.STATE_DIR)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        directory = os.path.join(ipam_module.STATE_DIR, name)
+        if os.path.exists(os.path.join(directory, "units", unit)) or os.path.exists(
+            os.path.join(directory, "names", unit)
+        ):
+            found.append(name)
+    return sorted(found)
 
 
 def release(unit: str, tag: str | None = None) -> tuple[list[str], list[str]]:

@@ -62,6 +62,9 @@ class Plan:
     listen_fds: int  # socket activation: fds 3.. that go into the container
     listen_fdnames: str | None
     hosts: str  # /etc/hosts
+    # a bridge network: the host's file bound read-only on /etc/hosts (sdcontainer.names keeps
+    # it up to date as the network's other containers come and go); None: `hosts` is written
+    hosts_file: str | None
     resolv_conf: str | None  # /etc/resolv.conf; None: the image's own
     localtime: str | None  # Timezone=: the host's zone file bound on /etc/localtime
     # Notify=yes under systemd: the launcher's relay socket (never the manager's own), bound

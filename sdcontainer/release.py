@@ -22,14 +22,17 @@ from sdcontainer.errors import RecordError
 
 def release(unit: str, tag: str | None = None) -> tuple[list[str], list[str]]:
     """Drop what `unit` holds: its leases on every network (only this run's, with `tag`) and
-    its published ports. Idempotent. Returns (addresses, ports) released."""
+    its place in their hosts files, and its published ports. Idempotent. Returns (addresses, ports) released."""
     addresses: list[str] = []
     try:
         networks = sorted(os.listdir(ipam.STATE_DIR))
     except FileNotFoundError:
         networks = []
     for name in networks:
-        addresses += ipam.Ipam(name, []).release(unit, tag)
+        network = ipam.Ipam(name, [])  # releasing needs no pools
+        addresses += network.release(unit, tag)
+        if os.path.exists(os.path.join(network.dir, "names", unit)):
+            _leave_names(network, name, unit)
     ports: list[str] = []
     if _may_have_published(unit):
         from sdcontainer.firewall import Firewall
@@ -37,6 +40,24 @@ def release(unit: str, tag: str | None = None) -> tuple[list[str], list[str]]:
         with Firewall() as fw:
             ports = [str(p) for p in fw.release(unit)]
     return addresses, ports
+
+
+def _leave_names(network: ipam.Ipam, name: str, unit: str) -> None:
+    """A named network's name list (sdcontainer.names): the unit's names go, from the other
+    members' hosts files too. Only containers on such networks pay for these imports."""
+    from sdcontainer import names, networks
+    from sdcontainer.errors import LaunchError
+
+    try:
+        peers = not networks.load(name).disable_dns
+    except LaunchError:  # removed meanwhile: its hosts files are no one's
+        peers = False
+    names.leave(network, unit, peers=peers, alive=_alive)
+
+
+def _alive(unit: str) -> bool:
+    """As sdcontainer.network.unit_alive: the unit's RuntimeDirectory= exists."""
+    return os.path.isdir(state.container_dir(unit))
 
 
 def _may_have_published(unit: str) -> bool:

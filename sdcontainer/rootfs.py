@@ -298,14 +298,15 @@ def _host_resolv_conf() -> str:
 FALLBACK_DNS = ("8.8.8.8", "8.8.4.4")
 
 
-def etc_resolv_conf(spec: ContainerSpec) -> str | None:
+def etc_resolv_conf(spec: ContainerSpec, network_dns: tuple[str, ...] = ()) -> str | None:
     """The container's /etc/resolv.conf, read on the host when the launcher plans the start;
     None with DNS=none (the image's own is left alone). DNS=, DNSSearch= and DNSOption= each
-    replace that part of the host's file, as podman does."""
+    replace that part of the host's file, as podman does; `network_dns`, the DNS= of the
+    container's network, replaces the host's servers unless the container has its own."""
     if spec.dns_servers == ("none",):
         return None
     bridge = spec.network not in ("none", "host")
-    if not (spec.dns_servers or spec.dns_search or spec.dns_options):
+    if not (spec.dns_servers or spec.dns_search or spec.dns_options or network_dns):
         if spec.network == "host":
             return _host_resolv_conf()
         if not bridge:
@@ -326,7 +327,7 @@ def etc_resolv_conf(spec: ContainerSpec) -> str | None:
         # the host's loopback resolvers (dnsmasq, resolved's stub) are not the container's:
         # dropped, and with none left podman's fallback, Google's public servers
         servers = [s for s in servers if not (s.startswith("127.") or s == "::1")] or list(FALLBACK_DNS)
-    servers = list(spec.dns_servers) or servers
+    servers = list(spec.dns_servers) or list(network_dns) or servers
     search = [] if spec.dns_search == (".",) else list(spec.dns_search) or search
     options = list(spec.dns_options) or options
     lines = [f"search {' '.join(search)}"] if search else []
@@ -390,7 +391,9 @@ def _write_etc_files(plan: Plan, root_fd: int, scratch: str) -> None:
     over the image's, so the source tree is never written and a symlink in the image
     (resolv.conf -> ../run/...) cannot send them elsewhere. Timezone= binds the host's zone
     file read-only over /etc/localtime the same way."""
-    files = {"hostname": plan.hostname + "\n", "hosts": plan.hosts}
+    files = {"hostname": plan.hostname + "\n"}
+    if plan.hosts_file is None:
+        files["hosts"] = plan.hosts
     if plan.resolv_conf is not None:
         files["resolv.conf"] = plan.resolv_conf
     os.mkdir(f"{scratch}/etc", 0o755)
@@ -403,6 +406,14 @@ def _write_etc_files(plan: Plan, root_fd: int, scratch: str) -> None:
                 f.write(content)
             os.chmod(source, 0o644)
             _bind_into_etc(etc, name, source)
+        if plan.hosts_file is not None:
+            # the host's file, rewritten in place as the network's containers come and go
+            _bind_into_etc(
+                etc,
+                "hosts",
+                plan.hosts_file,
+                linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV | linux.MOUNT_ATTR_NOEXEC,
+            )
         if plan.localtime is not None:
             _bind_into_etc(
                 etc,

@@ -130,6 +130,7 @@ def service_policy(
     # a pull at start needs the network, and so does a container on the host's or a bridge network
     if default_dependencies and (spec.network != "none" or (spec.image and spec.pull != "never")):
         unit_file_only += [("Wants", "network-online.target"), ("After", "network-online.target")]
+    unit_file_only += network_file_dependencies(spec)
 
     unit_file_only += _joined_container_dependencies(spec)
 
@@ -180,6 +181,15 @@ def _joined_container_dependencies(spec: ContainerSpec) -> list[Setting]:
     started first (its network namespace must exist to be joined)."""
     other = joined_unit(spec.network)
     return [("Requires", other), ("After", other)] if other else []
+
+
+def network_file_dependencies(spec: ContainerSpec) -> list[Setting]:
+    """Network=NAME.network: the service that makes the network, required and started
+    first, as Quadlet does."""
+    if not spec.network.endswith(".network"):
+        return []
+    service = f"{spec.network[: -len('.network')]}-network.service"
+    return [("Requires", service), ("After", service)]
 
 
 def _requires_mounts_for(spec: ContainerSpec) -> list[str]:

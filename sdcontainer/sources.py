@@ -81,7 +81,7 @@ class UnitKind:
 CONTAINER = UnitKind(".container", "Container", "", "sdcontainer.generator")
 KINDS = (
     CONTAINER,
-    UnitKind(".network", "Network", "-network", None),
+    UnitKind(".network", "Network", "-network", "sdcontainer.network_unit"),
     UnitKind(".volume", "Volume", "-volume", "sdcontainer.volumefile"),
     UnitKind(".image", "Image", "-image", "sdcontainer.imagefile"),
     UnitKind(".pod", "Pod", "-pod", "sdcontainer.pods"),

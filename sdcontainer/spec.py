@@ -70,6 +70,8 @@ class ContainerSpec:
     pod: str | None = None  # Pod=NAME.pod: the pod's net, ipc and uts namespaces are joined, not made
     start_with_pod: bool = True  # StartWithPod=: the pod's service wants the container (generator only)
     ip: str | None = None  # IP=: a static IPv4 address on the bridge network
+    ip6: str | None = None  # IP6=: a static IPv6 address on the bridge network
+    network_aliases: tuple[str, ...] = ()  # NetworkAlias=: more names on its network's hosts files
     publish_ports: tuple[str, ...] = ()  # PublishPort=, as values.PortMapping writes them
     add_hosts: tuple[str, ...] = ()  # "name[;name]:ip"
     dns_servers: tuple[str, ...] = ()  # IP addresses, or ("none",)

@@ -454,12 +454,59 @@ def parse_network(value: str, ctx: ParseContext) -> str:
         return DEFAULT_NETWORK
     if mode == "container" or value.endswith(".container"):
         return _parse_container_network(value)
+    named = named_network(value)
+    if named is not None:
+        return named
     raise ValueError(
         f"Network={value} is not supported yet; this version supports Network=none (a private "
         f"network namespace with only loopback), Network=host, the default bridge network "
-        f"(Network=bridge, or no Network= at all: {DEFAULT_SUBNET} on {DEFAULT_BRIDGE}), and "
+        f"(Network=bridge, or no Network= at all: {DEFAULT_SUBNET} on {DEFAULT_BRIDGE}), "
+        f"a .network file (Network=NAME.network), a named network (Network=NAME) and "
         f"another container's network (Network=container:NAME or Network=NAME.container)"
     )
+
+
+#: a network's name, as podman's: a letter or digit, then letters, digits and _.-
+NETWORK_NAME_FIRST = ALNUM
+NETWORK_NAME_REST = ALNUM + "_.-"
+
+
+def is_network_name(name: str) -> bool:
+    return word(name, NETWORK_NAME_FIRST, NETWORK_NAME_REST, 200) and name not in ("none", "host")
+
+
+def named_network(value: str) -> str | None:
+    """Network=NAME.network (a .network file on the search path: its network, systemd-NAME
+    unless its NetworkName= says otherwise, resolved when the container starts) or
+    Network=NAME (a network made by `sdcontainer network create` or a NetworkName=); None
+    for a value of another form. Options after ':' are refused."""
+    mode, colon, options = value.partition(":")
+    if mode.endswith(".network") and "@" not in mode:
+        stem = mode[: -len(".network")]
+        if not is_network_name(stem):
+            raise ValueError(f"Network={value}: {stem!r} is not a valid .network file name")
+    elif not is_network_name(mode) or mode == "container" or mode in ("slirp4netns", "pasta", "ns"):
+        return None
+    if colon:
+        raise ValueError(
+            f"Network={value}: options of a network ({options}) are not supported yet; "
+            "use IP= and IP6= for static addresses"
+        )
+    return mode
+
+
+def parse_ipv6(value: str, ctx: ParseContext) -> str:
+    """IP6=: a static IPv6 address on the container's network."""
+    if ":" not in value or not ip_address(value):
+        raise ValueError(f"{value!r} is not an IPv6 address")
+    return canonical(value)
+
+
+def parse_network_alias(value: str, ctx: ParseContext) -> str:
+    """NetworkAlias=: another name the container's network peers find it by."""
+    if not word(value, ALNUM, ALNUM + ".-_", 253):
+        raise ValueError(f"{value!r} is not a host name (letters, digits, '-', '.' and '_')")
+    return value
 
 
 def parse_ipv4(value: str, ctx: ParseContext) -> str:

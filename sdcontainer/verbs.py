@@ -3,6 +3,8 @@
     start [OPTIONS] -- COMMAND...                 ExecStart= (sdcontainer.launcher)
     cleanup --unit UNIT                           ExecStopPost= of units from older versions (sdcontainer.state)
     release --unit UNIT                           ExecStopPost= of bridge-networked units (sdcontainer.release)
+    network-create [--file F.network] OPTIONS     ExecStart= of NAME-network.service (sdcontainer.networks)
+    network-remove NAME                           its ExecStopPost= with NetworkDeleteOnStop=yes
     wait-port [ADDRESS:]PORT [--timeout S] [-- PROGRAM...]   SocketProxy='s ExecStartPre= (sdcontainer.sockets)
     health --unit UNIT [OPTIONS] -- CHECK...      NAME-health.service (sdcontainer.health)
     exec --unit UNIT -- COMMAND...                ExecReload= of ReloadCmd= (sdcontainer.enter)
@@ -44,6 +46,8 @@ VERBS: dict[str, tuple[str, str, str]] = {
     "start": ("sdcontainer.launcher", "start_command", PROG),
     "cleanup": ("sdcontainer.state", "cleanup", PROG),
     "release": ("sdcontainer.release", "release_command", PROG),
+    "network-create": ("sdcontainer.networks", "create_command", PROG),
+    "network-remove": ("sdcontainer.networks", "remove_command", PROG),
     "wait-port": ("sdcontainer.sockets", "wait_port", PROG),
     "health": ("sdcontainer.health", "check_command", "sdcontainer-health"),
     "exec": ("sdcontainer.enter", "exec_command", "sdcontainer-launcher exec"),

@@ -53,6 +53,8 @@ LAYERS = (
     "netlink",  # the per-start rtnetlink round trips, stdlib only
     "ipam",  # leases per network, under a file lock
     "firewall",  # table inet sdcontainer through libnftables
+    "names",  # the containers' hosts files, rewritten as a network's members come and go
+    "networks",  # named networks: the [Network] key table, definitions, create and remove
     "release",  # the ExecStopPost= verb: leases and published ports of a unit that ended
     "network",  # a container's bridge network at start and stop: the three above together
     # the launch: the plan, and the steps that carry it out
@@ -69,6 +71,7 @@ LAYERS = (
     "volumefile",  # .volume -> NAME-volume.service; Volume=NAME.volume
     "imagefile",  # .image files: [Image] keys, NAME-image.service, the pull verb
     "pods",  # .pod files: [Pod] keys, NAME-pod.service, the pod-create/pod-remove verbs
+    "network_unit",  # .network files -> NAME-network.service
     "generator",  # .container -> units
     "launcher",  # ExecStart: builds the plan, pulls when it must, runs the steps
     "transient",  # sdcontainer run: the generator's unit, as a transient one

@@ -15,11 +15,11 @@ GOLDEN = Path(__file__).parent / "golden"
 
 def test_check_reports_ok_and_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.container"
-    bad.write_text("[Container]\nRootfs=/r\nExec=x\nIP6=fd00::1\n")
+    bad.write_text("[Container]\nRootfs=/r\nExec=x\nAddDevice=/dev/fuse\n")
     result = CliRunner().invoke(cli, ["check", str(GOLDEN / "hello.container"), str(bad)])
     assert result.exit_code == 3
     assert f"{GOLDEN / 'hello.container'}: ok" in result.output
-    assert f"{bad}:4: key IP6= in [Container] is a Quadlet key" in result.output
+    assert f"{bad}:4: key AddDevice= in [Container] is a Quadlet key" in result.output
 
 
 def test_unit_prints_the_generated_service_and_links() -> None:

@@ -70,7 +70,6 @@ def test_tmpfs_and_booleans_and_signals() -> None:
     ("body", "line", "fragment"),
     [
         ("Rootfs=/r\nExec=x\nFrobnicate=1\n", 4, "unknown key Frobnicate= in [Container]"),
-        ("Rootfs=/r\nExec=x\nIP6=fd00::1\n", 4, "Quadlet key that sdcontainer does not support yet"),
         (
             "Rootfs=/r\nExec=x\nNetwork=container:db\nPublishPort=80\n",
             5,
@@ -152,7 +151,9 @@ def test_tmpfs_and_booleans_and_signals() -> None:
             4,
             "net.* sysctls cannot be set with Network=host",
         ),
-        ("Rootfs=/r\nExec=x\nNetwork=backend.network\n", 4, "Network=backend.network is not supported yet"),
+        ("Rootfs=/r\nExec=x\nNetwork=a.network\nNetwork=b.network\n", 5, "several Network= lines"),
+        ("Rootfs=/r\nExec=x\nIP6=fd00::1\n", 4, "IP6= on the default network is not supported"),
+        ("Rootfs=/r\nExec=x\nNetwork=none\nNetworkAlias=db\n", 5, "NetworkAlias= needs a bridge network"),
         ("Rootfs=/r\nExec=x\nReadOnly=maybe\n", 4, "invalid ReadOnly=: 'maybe' is not a boolean"),
         ("Rootfs=/r\nExec=x\nVolume=da/ta:/data\n", 4, "'da/ta' is neither an absolute path nor a volume name"),
         ("Rootfs=/r\nExec=x\nMount=type=image,src=x,dst=/x\n", 4, "invalid Mount=: type=image: not supported"),

@@ -24,7 +24,8 @@ CONTAINER_PAGE = MAN / "sdcontainer.container.5.scd"
 GENERATOR_PAGE = MAN / "sdcontainer-generator.8.scd"
 CLI_PAGE = MAN / "sdcontainer.1.scd"
 VOLUME_PAGE = MAN / "sdcontainer.volume.5.scd"
-PAGES = [CONTAINER_PAGE, GENERATOR_PAGE, CLI_PAGE, VOLUME_PAGE]
+NETWORK_PAGE = MAN / "sdcontainer.network.5.scd"
+PAGES = [CONTAINER_PAGE, GENERATOR_PAGE, CLI_PAGE, VOLUME_PAGE, NETWORK_PAGE]
 
 # A key's term line: `*Volume=*_SOURCE:TARGET[:OPTIONS]_` at the start of a line.
 KEY_TERM = re.compile(r"^\*([A-Za-z0-9]+)=\*", re.MULTILINE)
@@ -86,6 +87,22 @@ def test_the_quadlet_keys_not_supported_yet_are_listed_exactly() -> None:
     listed = set(re.findall(r"(?<![*\w])([A-Z][A-Za-z0-9]*)=(?!\*)", text))
     expected = set(QUADLET_ONLY_KEYS)
     assert listed == expected, f"missing: {sorted(expected - listed)}, extra: {sorted(listed - expected)}"
+
+
+def test_every_network_key_has_a_term_line_and_every_term_line_is_a_key() -> None:
+    """The same for the [Network] table (sdcontainer.networks.KEYS) and sdcontainer.network(5)."""
+    from sdcontainer.networks import KEYS as NETWORK_KEYS
+    from sdcontainer.networks import QUADLET_ONLY_KEYS as NETWORK_QUADLET_ONLY
+
+    text = NETWORK_PAGE.read_text(encoding="utf-8")
+    terms = KEY_TERM.findall(section(text, "# [NETWORK] SECTION"))
+    assert sorted(terms) == sorted(key.name for key in NETWORK_KEYS)
+    assert KEY_TERM.findall(text) == terms, "a prose line starts with `*Key=*` outside the key list; rewrap it"
+    lines = text.splitlines()
+    for number, line in enumerate(lines):
+        if KEY_TERM.match(line):
+            assert lines[number + 1].startswith("\t"), f"{NETWORK_PAGE.name}:{number + 1}: no description"
+    assert all(f"*{key}=*" in text for key in NETWORK_QUADLET_ONLY)
 
 
 # --- (b) the pages build -------------------------------------------------------------------

@@ -321,7 +321,7 @@ def test_the_proxy_variables_reach_the_container_unless_http_proxy_is_off() -> N
         plan = Plan(
             spec=s, foreground=True, rootfs="/", layers=None, image_id=None, image_env=("https_proxy=image",),
             working_dir="/", user=None, group=None, command=("x",), file_env={}, name="t", hostname="t",
-            last_cap=40, caps=0, listen_fds=0, listen_fdnames=None, hosts="", resolv_conf=None, localtime=None,
+            last_cap=40, caps=0, listen_fds=0, listen_fdnames=None, hosts="", hosts_file=None, resolv_conf=None, localtime=None,
         )  # fmt: skip
         return build_environment(plan, "/root", {"https_proxy": "http://proxy:3128", "NO_PROXY": "local", "X": "1"})
 

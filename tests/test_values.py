@@ -337,7 +337,8 @@ def test_network() -> None:
         v.parse_network,
         [("none", "none"), ("host", "host"), ("bridge", "sdcontainer"), ("private", "sdcontainer"),
          ("sdcontainer", "sdcontainer"), ("container:db", "container:db"), ("container:db.service",
-         "container:db.service"), ("db.container", "db.container"), ("db@%i.container", "db@%i.container")],
+         "container:db.service"), ("db.container", "db.container"), ("db@%i.container", "db@%i.container"),
+         ("backend.network", "backend.network"), ("backend", "backend"), ("my_net.1", "my_net.1")],
     )  # fmt: skip
     assert [v.joined_unit(n) for n in ("db.container", "container:db", "sdcontainer")] == ["db.service", None, None]
     assert [v.is_bridge(n) for n in ("sdcontainer", "container:db", "db.container", "none")] == [
@@ -350,10 +351,11 @@ def test_network() -> None:
         v.parse_network,
         [
             (
-                "backend.network",
-                "Network=backend.network is not supported yet; this version supports Network=none (a "
+                "ns:/proc/1/ns/net",
+                "Network=ns:/proc/1/ns/net is not supported yet; this version supports Network=none (a "
                 "private network namespace with only loopback), Network=host, the default bridge "
-                "network (Network=bridge, or no Network= at all: 10.88.0.0/16 on sdcontainer0), and "
+                "network (Network=bridge, or no Network= at all: 10.88.0.0/16 on sdcontainer0), a "
+                ".network file (Network=NAME.network), a named network (Network=NAME) and "
                 "another container's network (Network=container:NAME or Network=NAME.container)",
             ),
             ("container:", "Network=container:: '' is not a container's name (letters, digits and @_.:-)"),
@@ -361,8 +363,18 @@ def test_network() -> None:
             (".container", "Network=.container: '' is not a container's name (letters, digits and @_.:-)"),
             ("bridge:ip=10.88.0.5", "Network=bridge:ip=10.88.0.5: options of a network (ip=10.88.0.5) are "
              "not supported yet; use IP= for a static address"),
+            ("backend.network:ip=10.90.0.5", "Network=backend.network:ip=10.90.0.5: options of a network "
+             "(ip=10.90.0.5) are not supported yet; use IP= and IP6= for static addresses"),
+            ("-x.network", "Network=-x.network: '-x' is not a valid .network file name"),
         ],
     )  # fmt: skip
+
+
+def test_ipv6_and_network_alias() -> None:
+    accepts(v.parse_ipv6, [("fd00:0::0a", "fd00::a")])
+    refuses(v.parse_ipv6, [("10.0.0.1", "'10.0.0.1' is not an IPv6 address")])
+    accepts(v.parse_network_alias, [("db.internal", "db.internal")])
+    refuses(v.parse_network_alias, [("a b", "'a b' is not a host name (letters, digits, '-', '.' and '_')")])
 
 
 def test_publish_port() -> None:
