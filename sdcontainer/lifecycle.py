@@ -132,6 +132,10 @@ class Unit:
 
     @property
     def ports(self) -> list[str]:
+        """While it runs, what its run published (the record: a host port chosen at start
+        for PublishPort=80 included); else what its unit asks for."""
+        if self.record is not None and self.record.ports:
+            return list(self.record.ports)
         return [port_text(p) for p in getattr(self.spec, "publish_ports", ())]
 
     @property

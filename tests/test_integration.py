@@ -93,7 +93,9 @@ def test_pid_1_inside_and_environment(bed: Testbed) -> None:
         bed,
         "env",
         container(
-            "/bin/sh -c 'echo pid=$$ greeting=$GREETING host=$(hostname); env | sort'",
+            # $$$$: systemd makes each $$ of a unit file's value a $ (Quadlet's meaning), the shell
+            # then sees $$, its own pid
+            "/bin/sh -c 'echo pid=$$$$ greeting=$GREETING host=$(hostname); env | sort'",
             "Environment=GREETING=hi\n",
         ),
     )
