@@ -137,7 +137,7 @@ def test_every_marked_readme_line_works_in_the_try_shell(wheelhouse: Path) -> No
     by_line = {lines[n - 1].split("#")[0].strip(): got[n][1] for n in got}
     assert "hello from a container" in by_line["busybox wget -qO- http://127.0.0.1:8080/"]
     assert by_line["systemctl show -P MainPID hello"].strip().isdigit()
-    assert "hello" in by_line["sdcontainer list"]
+    assert "hello" in by_line["sdcontainer ps"]
     assert "ExecStart=" in by_line["sdcontainer unit /etc/sdcontainer/hello.container"]
     assert "hi" in by_line["sdcontainer run /srv/rootfs/busybox /bin/sh -c 'echo hi; exit 3'"]
     assert by_line["sdcontainer run busybox:1 /bin/echo hi from an image"].strip() == "hi from an image"
