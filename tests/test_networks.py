@@ -17,8 +17,7 @@ from sdcontainer.generator import diagnose, generate
 from sdcontainer.ipam import Ipam
 from sdcontainer.sources import Source, find_sources
 from sdcontainer.unitfile import split_words
-
-CORPUS = Path("/work/shared/corpus/quadlet-e2e")
+from tests.test_quadlet_corpus import CORPUS
 
 
 def render(tmp_path: Path, name: str, text: str, others: dict[str, str] | None = None) -> str:
