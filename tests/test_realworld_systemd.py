@@ -102,7 +102,8 @@ def bed(
 NEEDS_THEIR_HOST = {
     # Requires= a mount unit and a unit of that host; ConditionPathExists= a file of its setup
     "gitea.service": "var-lib-virtiofs-data.mount",
-    "home-assistant.service": "var-lib-virtiofs-data.mount",
+    # (or its own home-assistant-init.service, which systemd may find missing first)
+    "home-assistant.service": "var-lib-virtiofs-data.mount|home-assistant-init.service",
     # Volume=%t/podman/podman.sock: the socket of a rootless podman (it proxies podman's API)
     "socket-proxy.service": "volume source /run/podman/podman.sock",
 }
@@ -223,7 +224,7 @@ def test_accepted_real_world_files_start_with_a_stand_in_image(
             continue
         if service in NEEDS_THEIR_HOST:
             bed.systemctl("stop", service, check=False)
-            if state == "active" or NEEDS_THEIR_HOST[service] not in result.stderr + bed.journal(service):
+            if state == "active" or not re.search(NEEDS_THEIR_HOST[service], result.stderr + bed.journal(service)):
                 failed[service] = f"{state}, not for want of {NEEDS_THEIR_HOST[service]}: {result.stderr}"
             continue
         given = "stand-in for the image's program, given: " + " ".join(exec_words(ROOT / services[service].file))

@@ -38,6 +38,9 @@ PS1 = r"[sdcontainer-try \W]# "
 #: What --keep keeps: the files, the roots and pages beside them, the image store. Not the
 #: rest (the journal, /run, the installed checkout: installed afresh each time).
 KEPT = ("/etc/sdcontainer", "/srv", "/var/lib/sdcontainer")
+# the read-only mount point of a checkout under /tmp (tests.testbed.CHECKOUT_FALLBACK): even
+# --one-file-system archives the directory itself, which cannot be restored onto the mount
+CHECKOUT_MOUNT = "srv/sdcontainer-checkout"
 
 
 def restore(bed: Testbed, keep: Path) -> bool:
@@ -46,7 +49,7 @@ def restore(bed: Testbed, keep: Path) -> bool:
         return False
     with archive.open("rb") as f:
         r = subprocess.run(
-            bed.command(["tar", "-C", "/", "--numeric-owner", "-xpf", "-"]),
+            bed.command(["tar", "-C", "/", "--numeric-owner", f"--exclude={CHECKOUT_MOUNT}", "-xpf", "-"]),
             stdin=f, capture_output=True, text=True, env=bed.env(),
         )  # fmt: skip
     if r.returncode != 0:
@@ -62,7 +65,8 @@ def save(bed: Testbed, keep: Path) -> None:
     tmp = keep / "state.tar.tmp"
     with tmp.open("wb") as f:
         r = subprocess.run(
-            bed.command(["tar", "-C", "/", "--one-file-system", "--numeric-owner", "-cf", "-", *paths]),
+            bed.command(["tar", "-C", "/", "--one-file-system", "--numeric-owner", f"--exclude={CHECKOUT_MOUNT}"]
+                        + ["-cf", "-", *paths]),
             stdout=f, stderr=subprocess.PIPE, text=True, env=bed.env(),
         )  # fmt: skip
     if r.returncode != 0:
